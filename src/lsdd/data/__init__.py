@@ -1,0 +1,1 @@
+"""Token datasets: built-in generators (countdown) and user token files (.npy)."""

@@ -1,0 +1,100 @@
+"""Exact references on tiny state spaces, by enumeration.
+
+For a known data law p0 over all N^L sequences, the true concrete score and marginals follow in closed
+form, and the law of any sampler's output can be computed exactly by propagating a distribution over all
+S^L states. Used by the tests (samplers checked in probabilities, not samples) and by toy benchmarks.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from .graphs import Graph
+from .noise import Noise
+from .samplers import get_step_probs
+
+
+def all_sequences(num_values: int, length: int) -> Tensor:
+    """Every sequence over {0..num_values-1} of the given length, (num_values^length, length) int64,
+    in lexicographic order (row index = base-num_values number)."""
+    return torch.tensor(list(itertools.product(range(num_values), repeat=length)), dtype=torch.long)
+
+
+def seq_index(x: Tensor, num_values: int) -> Tensor:
+    """Inverse of ``all_sequences``: (B, L) -> (B,) row indices."""
+    powers = num_values ** torch.arange(x.shape[-1] - 1, -1, -1, device=x.device)
+    return (x * powers).sum(-1)
+
+
+class ExactScore:
+    """The true concrete score of a data law ``p0`` (N^L,) under ``graph``: a ScoreFn.
+
+    score[b, i, y] = p_t(x with x_i <- y) / p_t(x), with p_t(x) = sum_x0 p0(x0) prod_i P_sigma(x_i | x0_i).
+    For states of zero probability (possible on the absorbing graph) the off-diagonal score is 0.
+    """
+
+    def __init__(self, p0: Tensor, graph: Graph, length: int):
+        self.graph, self.length = graph, length
+        self.p0 = p0.to(torch.float64)
+        self.data = all_sequences(graph.num_tokens, length)  # (K0, L)
+        if self.p0.shape != (self.data.shape[0],):
+            raise ValueError(f"p0 must have shape ({self.data.shape[0]},), got {tuple(self.p0.shape)}")
+        self.calls = 0
+
+    def marginal(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """p_t(x) for x (B, L) and sigma (B,) -> (B,) float64."""
+        sig = sigma.to(torch.float64)
+        # P(x_i | x0_i) for every data sequence: (B, K0, L)
+        trans = self.graph.transition(self.data[None].expand(x.shape[0], -1, -1).reshape(-1, self.length),
+                                      sig.repeat_interleave(self.data.shape[0]))
+        trans = trans.reshape(x.shape[0], self.data.shape[0], self.length, -1)
+        lik = trans.gather(-1, x[:, None, :, None].expand(-1, self.data.shape[0], -1, 1))[..., 0].prod(-1)
+        return (lik * self.p0).sum(-1)
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.calls += 1
+        batch, length = x.shape
+        n_states = self.graph.num_states
+        # all single-token substitutions: (B, L, S, L)
+        alt = x[:, None, None, :].expand(batch, length, n_states, length).clone()
+        for i in range(length):
+            alt[:, i, :, i] = torch.arange(n_states)
+        num = self.marginal(alt.reshape(-1, length), sigma.repeat_interleave(length * n_states))
+        num = num.reshape(batch, length, n_states)
+        den = self.marginal(x, sigma)[:, None, None]
+        score = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
+        return score.scatter(-1, x[..., None], 1.0)  # s(x)_{x_i} = 1 by definition, even where p_t(x) = 0
+
+
+def exact_sampler_law(score_fn, graph: Graph, noise: Noise, times: Tensor, length: int, *,
+                      method: str = "euler", coeffs: Tensor | None = None, phi_mode: str = "linear") -> Tensor:
+    """Exact law of the sampler's output over all S^L states, (S^L,) float64, starting from the limit.
+
+    Propagates the full state distribution through every step's transition (product over tokens of the
+    per-token step law). Feasible for S^L up to a few thousand.
+    """
+    step_probs = get_step_probs(method)
+    n_states = graph.num_states
+    states = all_sequences(n_states, length)  # (K, L)
+    if graph.absorbing:
+        law = torch.zeros(states.shape[0], dtype=torch.float64)
+        law[seq_index(graph.sample_limit(1, length), n_states)] = 1.0
+    else:
+        law = torch.full((states.shape[0],), 1.0 / states.shape[0], dtype=torch.float64)
+    times = times.to(torch.float64)
+    n_steps = times.numel() - 1
+    for k in range(n_steps):
+        t, s = times[k], times[k + 1]
+        live = law > 0
+        x = states[live]
+        score = score_fn(x, noise.total(t).expand(x.shape[0]).to(torch.float32))
+        coeff = 1.0 if coeffs is None else coeffs[k]
+        probs = step_probs(graph, noise, x, score, t, s, coeff, phi_mode, last=(k == n_steps - 1))  # (K', L, S)
+        # transition matrix rows: P(next = z | x) = prod_i probs[x, i, z_i]  -> (K', K)
+        per_tok = probs[:, torch.arange(length)[None, :], states]  # (K', K, L)
+        trans = per_tok.prod(-1)
+        law = law[live] @ trans
+    return law

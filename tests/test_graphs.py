@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from lsdd.exact import ExactScore
+from lsdd.graphs import Absorbing, Uniform, make_graph
+
+from conftest import toy_law
+
+GRAPHS = [Absorbing(3), Uniform(3)]
+
+
+def full_q(graph):
+    """The rate matrix Q[a, b] = rate of a -> b, (S, S) float64."""
+    s = graph.num_states
+    q = torch.zeros(s, s, dtype=torch.float64)
+    for b in range(s):
+        x = torch.tensor([[b]])
+        q[:, b] = graph.rate_into(x)[0, 0]
+    q -= torch.diag(q.sum(1))
+    return q
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=lambda g: g.name)
+def test_transition_is_matrix_exponential(graph):
+    q = full_q(graph)
+    sigma = torch.tensor([0.3, 1.7], dtype=torch.float64)
+    states = torch.arange(graph.num_states)
+    for b, sig in enumerate(sigma):
+        expm = torch.linalg.matrix_exp(sig * q)
+        x0 = states[None].expand(1, -1)
+        # row a of exp(sigma Q) is the law of x_t given x_0 = a
+        torch.testing.assert_close(graph.transition(x0, sig[None])[0], expm)
+        # transp_transition(x) lists P(x | y) over y: column x of exp(sigma Q)
+        torch.testing.assert_close(graph.transp_transition(x0, sig[None])[0], expm.T)
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=lambda g: g.name)
+def test_staggered_score_is_inverse_transition(graph):
+    q = full_q(graph)
+    d = torch.tensor([0.4], dtype=torch.float64)
+    score = torch.rand(1, 2, graph.num_states, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    # staggered_y = sum_b s_b exp(-d Q)[b, y]
+    torch.testing.assert_close(graph.staggered_score(score, d), score @ torch.linalg.matrix_exp(-d * q))
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=lambda g: g.name)
+def test_reverse_rate_rows(graph):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, graph.num_states, (4, 5), generator=g)
+    score = torch.rand(4, 5, graph.num_states, dtype=torch.float64, generator=g)
+    r = graph.reverse_rate(x, score)
+    # rows sum to 0 and off-diagonal entries are >= 0
+    torch.testing.assert_close(r.sum(-1), torch.zeros(4, 5, dtype=torch.float64))
+    off = r.scatter(-1, x[..., None], 0.0)
+    assert (off >= 0).all()
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=lambda g: g.name)
+def test_sample_transition_frequencies(graph):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((1, 100_000), 1, dtype=torch.long)
+    sigma = torch.tensor([0.7], dtype=torch.float64)
+    xt = graph.sample_transition(x0, sigma, g)
+    freq = torch.bincount(xt[0], minlength=graph.num_states).double() / xt.numel()
+    # empirical frequencies match the transition law (5 sigma of a binomial at n = 1e5)
+    assert (freq - graph.transition(x0[:, :1], sigma)[0, 0]).abs().max() < 0.008
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=lambda g: g.name)
+def test_score_entropy_minimised_by_exact_score(graph):
+    length, p0 = 2, toy_law(3, 2)
+    exact = ExactScore(p0, graph, length)
+    sigma = torch.tensor([0.8], dtype=torch.float64)
+    # enumerate (x0, x_t) with weights p0(x0) P(x_t | x0)
+    data = exact.data
+    states = torch.cartesian_prod(*[torch.arange(graph.num_states)] * length)
+    trans = graph.transition(data, sigma.expand(data.shape[0]))  # (K0, L, S)
+    w = p0[:, None] * trans[:, torch.arange(length)[None], states].prod(-1)  # (K0, Kt)
+    keep = w > 0
+    i0, it = keep.nonzero(as_tuple=True)
+    x0, xt, wt = data[i0], states[it], w[keep]
+    # one log-score table per noisy state, shared by every x0 that reaches it
+    true_log = exact(states, sigma.expand(states.shape[0])).clamp_min(1e-300).log()
+
+    def expected_loss(log_table):
+        loss = graph.score_entropy(log_table[it], sigma.expand(xt.shape[0]), xt, x0).sum(-1)
+        return (wt * loss).sum()
+
+    base = expected_loss(true_log)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        noise = 0.3 * torch.randn(true_log.shape, generator=g, dtype=torch.float64)
+        # any perturbation of the exact score raises the expected loss
+        assert expected_loss(true_log + noise) > base
+    # and the gradient vanishes at the exact score (on entries that enter the loss)
+    log_s = true_log.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(expected_loss(log_s), log_s)
+    assert grad.abs().max() < 1e-9
+
+
+def test_make_graph_errors():
+    assert make_graph("uniform", 4).num_states == 4
+    assert make_graph("absorbing", 4).num_states == 5
+    with pytest.raises(ValueError, match="unknown graph 'foo'"):
+        make_graph("foo", 4)
