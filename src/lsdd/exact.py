@@ -71,7 +71,15 @@ class ExactScore:
 
 def exact_sampler_law(score_fn, graph: Graph, noise: Noise, times: Tensor, length: int, *,
                       method: str = "euler", coeffs: Tensor | None = None, phi_mode: str = "linear") -> Tensor:
-    """Exact law of the sampler's output over all S^L states, (S^L,) float64, starting from the limit.
+    """Exact law of the sampler's output over all S^L states, (S^L,) float64, starting from the limit."""
+    return exact_state_laws(score_fn, graph, noise, times, length, method=method, coeffs=coeffs,
+                            phi_mode=phi_mode)[-1]
+
+
+def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length: int, *,
+                     method: str = "euler", coeffs: Tensor | None = None, phi_mode: str = "linear") -> list[Tensor]:
+    """Exact laws of the sampler's state at every grid time, M + 1 tensors (S^L,) float64
+    (rows of ``all_sequences(S, L)``), starting from the graph's limit.
 
     Propagates the full state distribution through every step's transition (product over tokens of the
     per-token step law). Feasible for S^L up to a few thousand.
@@ -86,6 +94,7 @@ def exact_sampler_law(score_fn, graph: Graph, noise: Noise, times: Tensor, lengt
         law = torch.full((states.shape[0],), 1.0 / states.shape[0], dtype=torch.float64)
     times = times.to(torch.float64)
     n_steps = times.numel() - 1
+    laws = [law]
     for k in range(n_steps):
         t, s = times[k], times[k + 1]
         live = law > 0
@@ -97,4 +106,5 @@ def exact_sampler_law(score_fn, graph: Graph, noise: Noise, times: Tensor, lengt
         per_tok = probs[:, torch.arange(length)[None, :], states]  # (K', K, L)
         trans = per_tok.prod(-1)
         law = law[live] @ trans
-    return law
+        laws.append(law)
+    return laws

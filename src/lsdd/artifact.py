@@ -1,0 +1,145 @@
+"""The learned-sampler artifact: a few dozen numbers in a self-describing JSON file.
+
+A ``LearnedSampler`` names its base sampler, the graph and noise it was learned for, its time grid (M + 1
+points, strictly decreasing from 1), its M coefficients and how they enter (``linear`` / ``log``), and its
+provenance (the model's fingerprint, the teacher, the distillation settings, the lsdd version).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import atomic
+from .errors import UserError
+from .graphs import GRAPHS
+from .noise import noise_from_dict
+from .samplers import PHI_MODES, SAMPLERS
+from .schedules import check_times
+
+FORMAT = "lsdd-learned-sampler"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LearnedSampler:
+    base: str  # key of samplers.SAMPLERS
+    graph: str  # "absorbing" | "uniform"
+    num_tokens: int
+    noise: dict[str, Any]  # noise.to_dict()
+    times: tuple[float, ...]  # (M + 1,)
+    coeffs: tuple[float, ...]  # (M,)
+    phi_mode: str = "linear"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        validate(asdict(self))
+
+    @property
+    def nfe(self) -> int:
+        """Network calls per sample: exactly one per step."""
+        return len(self.coeffs)
+
+    def times_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.times, dtype=torch.float64)
+
+    def coeffs_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.coeffs, dtype=torch.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["nfe"] = self.nfe
+        return {"format": d.pop("format"), "format_version": d.pop("format_version"), **d}
+
+    def save(self, path: str | Path) -> None:
+        atomic.write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "LearnedSampler":
+        try:
+            validate(d)
+        except UserError as e:
+            raise UserError(f"{source}: {e}") from None
+        d = dict(d)
+        d.pop("nfe", None)
+        d["times"] = tuple(float(v) for v in d["times"])
+        d["coeffs"] = tuple(float(v) for v in d["coeffs"])
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LearnedSampler":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"learned sampler file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: not a learned-sampler JSON file ({e})") from None
+        if not isinstance(d, dict):
+            raise UserError(f"{path}: expected a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d, str(path))
+
+    def check_model(self, graph_name: str, num_tokens: int, noise: dict[str, Any], fingerprint: str,
+                    force: bool = False) -> None:
+        """Refuse a model this sampler was not learned for (a fingerprint mismatch passes with ``force``)."""
+        if graph_name != self.graph or num_tokens != self.num_tokens:
+            raise UserError(
+                f"sampler was learned for a {self.graph} graph with {self.num_tokens} tokens, "
+                f"but the model has a {graph_name} graph with {num_tokens} tokens")
+        if noise != self.noise:
+            raise UserError(f"sampler was learned for noise {self.noise}, but the model uses {noise}")
+        want = self.provenance.get("model_fingerprint")
+        if want is not None and want != fingerprint and not force:
+            raise UserError(
+                f"sampler was learned for model {want} ({self.provenance.get('model_source', '?')}), "
+                f"not for this model ({fingerprint}); pass --force to use it anyway")
+
+
+_REQUIRED = {"format": str, "format_version": int, "base": str, "graph": str, "num_tokens": int,
+             "noise": dict, "times": list, "coeffs": list, "phi_mode": str, "provenance": dict}
+
+
+def validate(d: dict[str, Any]) -> None:
+    """Raise UserError naming the first bad field of an artifact dict."""
+    for key, typ in _REQUIRED.items():
+        if key not in d:
+            raise UserError(f"missing field {key!r}")
+        val = d[key]
+        if typ is list and isinstance(val, tuple):
+            continue
+        if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
+            raise UserError(f"field {key!r} must be {typ.__name__}, got {val!r}")
+    if d["format"] != FORMAT:
+        raise UserError(f"format is {d['format']!r}, expected {FORMAT!r}")
+    if d["format_version"] != FORMAT_VERSION:
+        raise UserError(f"unsupported format_version {d['format_version']!r} (this lsdd reads {FORMAT_VERSION})")
+    if d["base"] not in SAMPLERS:
+        raise UserError(f"unknown base sampler {d['base']!r}; expected one of {sorted(SAMPLERS)}")
+    if d["graph"] not in GRAPHS:
+        raise UserError(f"unknown graph {d['graph']!r}; expected one of {sorted(GRAPHS)}")
+    if d["phi_mode"] not in PHI_MODES:
+        raise UserError(f"unknown phi_mode {d['phi_mode']!r}; expected one of {list(PHI_MODES)}")
+    if d["num_tokens"] < 1:
+        raise UserError(f"num_tokens must be >= 1, got {d['num_tokens']}")
+    try:
+        noise_from_dict(d["noise"])
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    values = list(d["times"]) + list(d["coeffs"])
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise UserError("times and coeffs must be finite numbers")
+    if len(d["coeffs"]) != len(d["times"]) - 1:
+        raise UserError(f"{len(d['times'])} times need {len(d['times']) - 1} coeffs, got {len(d['coeffs'])}")
+    if "nfe" in d and d["nfe"] != len(d["coeffs"]):
+        raise UserError(f"nfe is {d['nfe']!r} but there are {len(d['coeffs'])} steps")
+    try:
+        check_times(torch.tensor(d["times"], dtype=torch.float64))
+    except ValueError as e:
+        raise UserError(str(e)) from None

@@ -1,0 +1,119 @@
+import pytest
+import torch
+
+from lsdd.distill import DistillConfig, SamplerParams, distill, perturb_start
+from lsdd.exact import ExactScore, all_sequences, exact_state_laws
+from lsdd.graphs import Absorbing, Uniform
+from lsdd.noise import LogLinear
+from lsdd.schedules import refine_times, uniform_times
+
+from conftest import countdown_law
+
+L, M, N_TEACHER = 3, 4, 32
+GRAPH, NOISE = Absorbing(3), LogLinear(1e-3)
+
+
+@pytest.fixture(scope="module")
+def exact():
+    return ExactScore(countdown_law(3, L), GRAPH, L)
+
+
+def population_optimal_phi(exact, eps=1e-5):
+    """The exact optimum of the LSD linear/l2 objective (zeta = 0), by enumeration.
+
+    Teacher and student paths are independent given the all-mask start, so at step k
+    Phi_k = E<s(x)_i, s(x*)_i> / E|s(x)_i|^2 over positions i masked in both, x ~ student law at t_k
+    (which depends on Phi_<k), x* ~ teacher law at t_k.
+    """
+    student = uniform_times(M, eps)
+    teacher_laws = exact_state_laws(exact, GRAPH, NOISE, refine_times(student, N_TEACHER // M), L)
+    states = all_sequences(GRAPH.num_states, L)
+    phi = torch.ones(M, dtype=torch.float64)
+    for k in range(M):
+        q = exact_state_laws(exact, GRAPH, NOISE, student, L, coeffs=phi)[k]  # depends on phi[:k] only
+        p = teacher_laws[k * (N_TEACHER // M)]
+        sigma = NOISE.total(student[k]).float().expand(states.shape[0])
+        s = exact(states, sigma)[..., :3]  # (K, L, N) real-token scores of every state
+        masked = states == GRAPH.mask_id  # (K, L)
+        both = masked[:, None, :] & masked[None, :, :]  # (K student, K teacher, L)
+        w = q[:, None, None] * p[None, :, None] * both
+        num = (w * (s[:, None] * s[None, :]).sum(-1)).sum()
+        den = (w * (s[:, None] ** 2).sum(-1)).sum()
+        phi[k] = num / den
+    return phi
+
+
+def test_distillation_recovers_closed_form_optimum(exact):
+    target = population_optimal_phi(exact)
+    # the optimum is not trivial: the coarse student meets other contexts than the teacher
+    assert (target[1:-1] - 1).abs().max() > 0.05
+    common = dict(nfe=M, teacher_nfe=N_TEACHER, method="lsd", phi_mode="linear", loss="l2", zeta=0.0,
+                  num_traj=3000, batch_size=500, seed=0)
+    fast = distill(exact, GRAPH, NOISE, L, DistillConfig(closed_form=True, epochs=2, **common), progress=False)
+    adam = distill(exact, GRAPH, NOISE, L, DistillConfig(epochs=40, lr=0.05, **common), progress=False)
+    # both the closed-form fast path and Adam land on the population optimum (Monte Carlo error ~1%)
+    torch.testing.assert_close(fast.coeffs[:-1], target[:-1], atol=0.03, rtol=0)
+    torch.testing.assert_close(adam.coeffs[:-1], fast.coeffs[:-1], atol=0.03, rtol=0)
+    # the linear Phi of the forced last step cancels in sampling; both still fit it
+    assert abs(float(fast.coeffs[-1] - target[-1])) < 0.05
+
+
+def test_lsd_plus_grid_stays_valid_and_moves(exact):
+    cfg = DistillConfig(nfe=M, teacher_nfe=N_TEACHER, method="lsd+", phi_mode="log", loss="kl", zeta=0.34,
+                        num_traj=256, batch_size=64, epochs=6, lr_time=0.2, seed=1)
+    out = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
+    t = out.times
+    # the learned grid is strictly decreasing from exactly 1 to exactly eps
+    assert t[0] == 1.0 and t[-1] == cfg.eps
+    assert (t[1:] < t[:-1]).all()
+    assert not torch.allclose(t, uniform_times(M, cfg.eps))
+    assert len(out.history) == 6 and all(h["loss_phi"] >= 0 for h in out.history)
+
+
+def test_distill_is_deterministic(exact):
+    cfg = DistillConfig(nfe=M, teacher_nfe=8, method="lsd+", phi_mode="log", loss="l2", num_traj=64,
+                        batch_size=32, epochs=2, seed=3)
+    a = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
+    b = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
+    assert torch.equal(a.coeffs, b.coeffs) and torch.equal(a.times, b.times)
+
+
+def test_resume_matches_uninterrupted(exact):
+    cfg = DistillConfig(nfe=M, teacher_nfe=8, method="lsd+", phi_mode="linear", loss="kl", num_traj=64,
+                        batch_size=32, epochs=4, seed=2)
+    full = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
+    states = []
+    part_cfg = DistillConfig(**{**cfg.__dict__, "epochs": 2})
+    distill(exact, GRAPH, NOISE, L, part_cfg, progress=False, on_epoch=lambda rec, st: states.append(st))
+    resumed = distill(exact, GRAPH, NOISE, L, cfg, progress=False, state=states[-1])
+    torch.testing.assert_close(resumed.coeffs, full.coeffs, rtol=0, atol=0)
+    torch.testing.assert_close(resumed.times, full.times, rtol=0, atol=0)
+
+
+def test_softmax_grid_parameterisation():
+    p = SamplerParams(5, 1e-5, learn_times=True)
+    # theta = 0 is the uniform grid
+    torch.testing.assert_close(p.times().detach(), uniform_times(5, 1e-5))
+    with torch.no_grad():
+        p.theta.copy_(torch.tensor([3.0, -2.0, 0.5, 0.0, 1.0]))
+    t = p.times().detach()
+    assert t[0] == 1.0 and t[-1] == 1e-5 and (t[1:] < t[:-1]).all()
+
+
+@pytest.mark.parametrize("graph", [Absorbing(5), Uniform(5)], ids=lambda g: g.name)
+def test_perturb_start_hamming_distance(graph):
+    g = torch.Generator().manual_seed(0)
+    x = graph.sample_limit(50, 40, generator=g)
+    y = perturb_start(x, graph, 0.05, g)
+    # exactly ceil(zeta L) = 2 positions change, to real tokens, and a fresh draw each call
+    assert ((x != y).sum(-1) == 2).all()
+    assert (y[x != y] < graph.num_tokens).all()
+    assert not torch.equal(y, perturb_start(x, graph, 0.05, g))
+    assert torch.equal(perturb_start(x, graph, 0.0, g), x)
+
+
+def test_bad_config_rejected():
+    with pytest.raises(ValueError, match="multiple of the student nfe 8"):
+        DistillConfig(nfe=8, teacher_nfe=100).validate()
+    with pytest.raises(ValueError, match="closed-form fast path"):
+        DistillConfig(closed_form=True, phi_mode="log").validate()
