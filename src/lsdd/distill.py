@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .artifact import LearnedSampler
 from .graphs import Graph
 from .noise import Noise
 from .samplers import PHI_MODES, SAMPLERS, ScoreFn, get_step_probs, sample_categorical, scale_score
@@ -263,18 +264,25 @@ def _epoch(cfg: DistillConfig, score_fn: ScoreFn, graph: Graph, noise: Noise, ca
     return {"loss_phi": tot_phi / n_batches, "loss_time": tot_time / n_batches, "calls": calls}
 
 
+def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
+                 device: torch.device | str = "cpu", progress: bool = True) -> TeacherCache:
+    """The teacher trajectories for ``cfg``: base sampler, teacher_nfe steps, seeded with cfg.seed."""
+    return run_teacher(score_fn, graph, noise, uniform_times(cfg.nfe, cfg.eps), cfg.teacher_nfe, cfg.num_traj,
+                       length, method=cfg.base, batch_size=cfg.batch_size,
+                       generator=torch.Generator().manual_seed(cfg.seed), device=device, progress=progress)
+
+
 def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
             device: torch.device | str = "cpu", progress: bool = True, cache: TeacherCache | None = None,
             state: dict | None = None, on_epoch: Callable[[dict, dict], None] | None = None) -> DistillResult:
     """Distill a learned M-step sampler. ``cache`` reuses teacher trajectories; ``state`` resumes from a
     checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
     cfg.validate()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    student_grid = uniform_times(cfg.nfe, cfg.eps)
     if cache is None:
-        cache = run_teacher(score_fn, graph, noise, student_grid, cfg.teacher_nfe, cfg.num_traj, length,
-                            method=cfg.base, batch_size=cfg.batch_size, generator=gen, device=device,
-                            progress=progress)
+        cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
+    if cache.num < 1 or len(cache.states) != cfg.nfe:
+        raise ValueError(f"teacher cache has {len(cache.states)} steps, the student {cfg.nfe}")
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # the student's draws; the teacher has its own
     params = SamplerParams(cfg.nfe, cfg.eps, learn_times=cfg.method == "lsd+")
     groups = [{"params": [params.phi], "lr": cfg.lr}]
     if cfg.method == "lsd+":
@@ -311,5 +319,18 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
                          cache.nfe, student_calls)
 
 
-def config_dict(cfg: DistillConfig) -> dict:
-    return asdict(cfg)
+def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: Noise,
+                model_info: dict[str, Any] | None = None) -> LearnedSampler:
+    """Package a distillation result as a self-describing ``LearnedSampler``."""
+    from . import __version__
+
+    provenance = {
+        **(model_info or {}),
+        "method": cfg.method, "teacher_nfe": cfg.teacher_nfe, "zeta": cfg.zeta, "loss": cfg.loss,
+        "epochs": cfg.epochs, "seed": cfg.seed, "lsdd_version": __version__, "distill_config": asdict(cfg),
+        "teacher_seconds": round(result.teacher_seconds, 3), "student_seconds": round(result.student_seconds, 3),
+        "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history],
+    }
+    return LearnedSampler(base=cfg.base, graph=graph.name, num_tokens=graph.num_tokens, noise=noise.to_dict(),
+                          times=tuple(float(v) for v in result.times), coeffs=tuple(float(v) for v in result.coeffs),
+                          phi_mode=cfg.phi_mode, provenance=provenance)

@@ -51,6 +51,15 @@ class TeacherCache:
         sc = self.scores[k].double()
         return float((sc * sc).sum(-1).mean()) if sc.numel() else 1.0
 
+    def subsample(self, nfe: int) -> "TeacherCache":
+        """The cache seen by a coarser student of ``nfe`` steps whose uniform grid nests in this one."""
+        m = len(self.states)
+        if nfe < 1 or m % nfe:
+            raise ValueError(f"a {m}-step cache serves students whose steps divide {m}, not {nfe}")
+        r = m // nfe
+        return TeacherCache(self.x_T, self.states[::r], self.rows[::r], self.scores[::r], self.x_0,
+                            self.times[::r], self.teacher_steps, self.nfe, self.seconds)
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in [*self.states, *self.rows, *self.scores])
 

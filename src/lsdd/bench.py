@@ -1,0 +1,203 @@
+"""Side-by-side comparison of samplers at equal NFE (one process, same seeds, NFE counted).
+
+Rows: the teacher (reference), and at every NFE the uniform-grid Euler and Tweedie baselines and the
+learned samplers (LSD, LSD+ on each base), each scored by the task's quality metrics beside their
+diversity partners, with wall time per sample and the fraction of the Euler-to-teacher gap closed.
+One teacher run per base serves every NFE: uniform grids with the same eps nest, so the scores cached at
+the finest student grid contain those of every coarser one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .artifact import LearnedSampler
+from .distill import DistillConfig, distill, to_artifact
+from .metrics import Task
+from .samplers import sample
+from .schedules import uniform_times
+from .teacher import run_teacher
+
+
+@dataclass
+class BenchConfig:
+    nfes: tuple[int, ...] = (8, 16, 32, 64)
+    teacher_nfe: int = 1024
+    bases: tuple[str, ...] = ("euler", "tweedie")  # uniform-grid baselines
+    methods: tuple[str, ...] = ("lsd", "lsd+")
+    learn_bases: tuple[str, ...] | None = None  # bases of the learned samplers (None: same as ``bases``)
+    num_samples: int = 256  # evaluation samples per row = teacher trajectories (the teacher row scores them)
+    batch_size: int = 64
+    seed: int = 0
+    timing_repeats: int = 3  # interleaved repeats for the learned/base wall-time ratio
+    distill: dict[str, Any] = field(default_factory=dict)  # DistillConfig overrides (phi_mode, loss, ...)
+
+
+@dataclass
+class BenchRow:
+    label: str
+    base: str
+    method: str  # "teacher" | "uniform" | "lsd" | "lsd+"
+    nfe: int  # network calls per sample, counted
+    metrics: dict[str, float]
+    sec_per_sample: float
+    gap_closed: float | None = None  # of the headline quality metric, Euler -> teacher, at this NFE
+    overhead: float | None = None  # wall time / the base sampler's at equal NFE (interleaved timing)
+    sampler: LearnedSampler | None = None
+    distill_seconds: float | None = None
+
+
+@dataclass
+class BenchResult:
+    task: str
+    headline: tuple[str, str]
+    rows: list[BenchRow]
+    teacher_seconds: dict[str, float]
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            d["sampler"] = r.sampler.to_dict() if r.sampler else None
+            rows.append(d)
+        return {"task": self.task, "headline": list(self.headline), "teacher_seconds": self.teacher_seconds,
+                "config": self.config, "rows": rows}
+
+
+def _lcm(values) -> int:
+    out = 1
+    for v in values:
+        out = out * v // math.gcd(out, v)
+    return out
+
+
+def _run_sampler(model, cfg: BenchConfig, nfe: int, base: str, learned: LearnedSampler | None):
+    """Draw cfg.num_samples with fixed seeds; returns (samples (n, L), seconds, calls per sample)."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    times = learned.times_tensor() if learned else uniform_times(nfe)
+    coeffs = learned.coeffs_tensor() if learned else None
+    mode = learned.phi_mode if learned else "linear"
+    outs, calls, t0 = [], 0, time.perf_counter()
+    for b0 in range(0, cfg.num_samples, cfg.batch_size):
+        b = min(cfg.batch_size, cfg.num_samples - b0)
+        out = sample(model.score_fn, model.graph, model.noise, times, (b, model.config.length), method=base,
+                     coeffs=coeffs, phi_mode=mode, generator=gen, device=model.device)
+        outs.append(out.x.cpu())
+        calls = out.nfe  # per sample: every batch makes the same number of calls
+    return torch.cat(outs), time.perf_counter() - t0, calls
+
+
+def timing_ratio(model, base: str, learned: LearnedSampler, batch: int, repeats: int) -> float:
+    """Median wall time of the learned sampler over the uniform-grid base at equal NFE, interleaved."""
+    ratios = []
+    for r in range(repeats):
+        spans = []
+        for sampler in (None, learned):
+            gen = torch.Generator().manual_seed(r)
+            times = sampler.times_tensor() if sampler else uniform_times(learned.nfe)
+            t0 = time.perf_counter()
+            sample(model.score_fn, model.graph, model.noise, times, (batch, model.config.length), method=base,
+                   coeffs=sampler.coeffs_tensor() if sampler else None,
+                   phi_mode=sampler.phi_mode if sampler else "linear", generator=gen, device=model.device)
+            spans.append(time.perf_counter() - t0)
+        ratios.append(spans[1] / spans[0])
+    return float(sorted(ratios)[len(ratios) // 2])
+
+
+def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=print) -> BenchResult:
+    """Run the whole comparison; see the module docstring."""
+    length = model.config.length
+    finest = _lcm(cfg.nfes)
+    if cfg.teacher_nfe % finest:
+        raise ValueError(f"teacher nfe {cfg.teacher_nfe} must be a multiple of every student nfe {list(cfg.nfes)}")
+    dcfg_base = DistillConfig(**{**cfg.distill, "teacher_nfe": cfg.teacher_nfe, "seed": cfg.seed,
+                                 "num_traj": cfg.num_samples, "batch_size": cfg.batch_size})
+    headline = task.pairs[0]
+    model_info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
+    learn_bases = cfg.bases if cfg.learn_bases is None else cfg.learn_bases
+    teacher_bases = tuple(learn_bases) if cfg.methods and learn_bases else (cfg.bases[0],)
+    caches, teacher_seconds, rows = {}, {}, []
+    for base in teacher_bases:
+        log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories")
+        caches[base] = run_teacher(model.score_fn, model.graph, model.noise, uniform_times(finest, dcfg_base.eps),
+                                   cfg.teacher_nfe, dcfg_base.num_traj, length, method=base,
+                                   batch_size=cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
+                                   device=model.device, progress=progress)
+        teacher_seconds[base] = caches[base].seconds
+    ref_base = teacher_bases[0]
+    teacher = BenchRow(f"teacher-{ref_base}", ref_base, "teacher", cfg.teacher_nfe,
+                       task.compute(caches[ref_base].x_0), caches[ref_base].seconds / dcfg_base.num_traj)
+    rows.append(teacher)
+    jobs = [(m, b, "uniform") for m in cfg.nfes for b in cfg.bases]
+    jobs += [(m, b, meth) for m in cfg.nfes for b in learn_bases for meth in cfg.methods]
+    jobs.sort(key=lambda j: j[0])
+    bar = tqdm(jobs, desc="bench", disable=not progress)
+    for nfe, base, method in bar:
+        bar.set_postfix_str(f"{method}-{base} nfe={nfe}")
+        learned, dist_s = None, None
+        if method != "uniform":
+            dcfg = DistillConfig(**{**asdict(dcfg_base), "base": base, "nfe": nfe, "method": method})
+            t0 = time.perf_counter()
+            result = distill(model.score_fn, model.graph, model.noise, length, dcfg, device=model.device,
+                             progress=False, cache=caches[base].subsample(nfe))
+            dist_s = time.perf_counter() - t0
+            learned = to_artifact(result, dcfg, model.graph, model.noise, model_info)
+        x, secs, calls = _run_sampler(model, cfg, nfe, base, learned)
+        label = f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
+        row = BenchRow(label, base, method, calls, task.compute(x), secs / cfg.num_samples, sampler=learned,
+                       distill_seconds=dist_s)
+        if learned is not None and cfg.timing_repeats > 0:
+            row.overhead = timing_ratio(model, base, learned, cfg.batch_size, cfg.timing_repeats)
+        rows.append(row)
+    _fill_gap(rows, teacher, headline[0], task.spec(headline[0]).higher_is_better)
+    return BenchResult(task.name, headline, rows, teacher_seconds, {**asdict(cfg), "distill": asdict(dcfg_base)})
+
+
+def _fill_gap(rows: list[BenchRow], teacher: BenchRow, metric: str, higher_is_better: bool) -> None:
+    """gap_closed = (euler - row) / (euler - teacher) on the headline metric, per NFE (1 = as good as teacher)."""
+    for nfe in {r.nfe for r in rows if r.method != "teacher"}:
+        euler = next((r for r in rows if r.nfe == nfe and r.method == "uniform" and r.base == "euler"), None)
+        if euler is None:
+            continue
+        gap = euler.metrics[metric] - teacher.metrics[metric]
+        for r in rows:
+            if r.nfe == nfe and r.method != "teacher" and abs(gap) > 1e-12:
+                r.gap_closed = (euler.metrics[metric] - r.metrics[metric]) / gap
+
+
+def format_table(result: BenchResult, task: Task) -> str:
+    """An aligned text table: one row per sampler, quality metrics beside their diversity partners."""
+    cols = []
+    for q, d in task.pairs:
+        for c in (q, d):
+            if c not in cols:
+                cols.append(c)
+    head = ["sampler", "NFE", *cols, "gap closed", "s/sample", "overhead"]
+    lines = []
+    for r in result.rows:
+        cells = [r.label, str(r.nfe)] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
+        cells.append("" if r.gap_closed is None else f"{r.gap_closed:+.2f}")
+        cells.append(f"{r.sec_per_sample * 1e3:.1f}ms")
+        cells.append("" if r.overhead is None else f"{r.overhead:.3f}x")
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [fmt(head), fmt(["-" * w for w in widths])]
+    prev_nfe = None
+    for cells, r in zip(lines, result.rows):
+        if prev_nfe is not None and r.nfe != prev_nfe:
+            out.append("")
+        out.append(fmt(cells))
+        prev_nfe = r.nfe
+    q, d = result.headline
+    out.append("")
+    out.append(f"gap closed: share of the Euler->teacher gap in {q} closed at equal NFE (1 = teacher quality); "
+               f"read it beside {d} (diversity). overhead: wall time / the base sampler's, interleaved runs.")
+    return "\n".join(out)

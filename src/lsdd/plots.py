@@ -1,0 +1,83 @@
+"""Figures: learned samplers (Phi and time grid against the uniform grid) and bench quality against NFE.
+
+matplotlib is imported inside the functions (Agg backend), so importing lsdd never touches it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import atomic
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def plot_samplers(samplers: dict, path: str | Path) -> None:
+    """Left: coefficient Phi_k at each step time; right: learned grid t_k against the uniform grid.
+
+    samplers: label -> LearnedSampler.
+    """
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, s in samplers.items():
+        t = s.times[:-1]
+        ax1.plot(t, s.coeffs, "o-", label=f"{label} ({s.phi_mode})")
+        m = s.nfe
+        ax2.plot(range(m + 1), s.times, "o-", label=label)
+    ms = sorted({s.nfe for s in samplers.values()})
+    for m in ms:
+        ax2.plot(range(m + 1), [1 - k * (1 - min(s.times[-1] for s in samplers.values())) / m for k in range(m + 1)],
+                 "k--", lw=0.8, alpha=0.6, label=f"uniform M={m}")
+    ax1.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax1.set_xlabel("step start time t_k")
+    ax1.set_ylabel("coefficient Phi_k")
+    ax1.set_title("learned coefficients (1 = base sampler)")
+    ax1.invert_xaxis()
+    ax2.set_xlabel("step k")
+    ax2.set_ylabel("time t_k")
+    ax2.set_title("time grid")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_bench(result, task, path: str | Path) -> None:
+    """Headline quality metric and its diversity partner against NFE, one line per sampler; the teacher
+    as a horizontal reference."""
+    plt = _plt()
+    q, d = result.headline
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    teacher = next(r for r in result.rows if r.method == "teacher")
+    labels = []
+    for r in result.rows:
+        if r.method != "teacher" and r.label not in labels:
+            labels.append(r.label)
+    for ax, metric in zip(axes, (q, d)):
+        for label in labels:
+            pts = sorted((r.nfe, r.metrics[metric]) for r in result.rows if r.label == label)
+            style = "--" if label.startswith("uniform") else "-"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+        ax.axhline(teacher.metrics[metric], color="k", lw=1, ls=":", label=f"teacher ({teacher.nfe} NFE)")
+        spec = task.spec(metric)
+        ax.set_title(f"{metric} ({spec.direction})")
+        ax.set_xlabel("NFE (network calls per sample)")
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{result.task}: quality and diversity at equal NFE")
+    _save(fig, path)
+    plt.close(fig)
