@@ -5,7 +5,8 @@ Per student step k the Phi-loss compares the teacher's cached score s*_k with th
 at its own state (rows movable in both paths, real-token columns other than either current token):
   l2: |scale(s_k, Phi_k) - s*_k|^2 / |s*_k|^2 (relative, so no step dominates by scale);
   kl: KL(teacher step law || student step law), both over the student's interval, built by the base
-      sampler's own ``*_probs`` from s*_k and from Phi_k s_k.
+      sampler's own ``*_probs`` from s*_k and from Phi_k s_k (mass-covering: favours flatter steps);
+  rkl: KL(student || teacher), the same laws the other way round (mode-seeking: favours sharper steps).
 LSD+ adds a time-loss on the *effective transition* of each step (our reading of eq. 8, with the
 interval, not one teacher step): the student's step over [tau_k, tau_{k+1}] against the teacher's step
 over the matching uniform interval [t_k, t_{k+1}] - in l2 the off-diagonal step masses, in kl the step laws.
@@ -31,7 +32,7 @@ from .schedules import uniform_times
 from .teacher import TeacherCache, run_teacher
 
 METHODS = ("lsd", "lsd+")
-LOSSES = ("l2", "kl")
+LOSSES = ("l2", "kl", "rkl")
 
 
 @dataclass
@@ -41,7 +42,7 @@ class DistillConfig:
     teacher_nfe: int = 1024  # teacher steps N, a multiple of M
     method: str = "lsd+"  # lsd: coefficients only; lsd+: coefficients and time grid
     phi_mode: str = "log"  # how Phi enters: linear (x score) | log (x log-score)
-    loss: str = "kl"  # l2 | kl
+    loss: str = "kl"  # l2 | kl (teacher || student) | rkl (student || teacher)
     zeta: float = 0.05  # relaxation: fraction of start tokens perturbed (student only)
     epochs: int = 20
     num_traj: int = 128  # teacher trajectories
@@ -92,7 +93,10 @@ class SamplerParams(nn.Module):
         return self.phi.clamp_min(1e-3)
 
     def times(self) -> Tensor:
-        """(M + 1,) strictly decreasing from 1 to eps, differentiable in theta."""
+        """(M + 1,) strictly decreasing from 1 to eps, differentiable in theta (exactly the uniform grid
+        while the grid is not learned)."""
+        if not self.theta.requires_grad:
+            return uniform_times(self.theta.numel(), self.eps)
         kappa = (1.0 - self.eps) * torch.softmax(self.theta, 0)
         tau = 1.0 - torch.cumsum(kappa, 0)
         tau = torch.cat([tau.new_ones(1), tau[:-1], tau.new_full((1,), self.eps)])
@@ -176,7 +180,7 @@ def step_losses(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score
     else:
         p_teacher = step_probs(graph, noise, x, teacher_full, t_k, s_k, last=last)
         p_student = step_probs(graph, noise, x, score, t_k, s_k, phi, cfg.phi_mode, last=last)
-        loss_phi = _kl(p_teacher, p_student, rows)
+        loss_phi = _kl(p_teacher, p_student, rows) if cfg.loss == "kl" else _kl(p_student, p_teacher, rows)
     loss_time = zero
     if cfg.method == "lsd+" and not last:
         # effective transition of the student over [tau_k, tau_k+1] vs the teacher's over [t_k, t_k+1]
@@ -186,8 +190,10 @@ def step_losses(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score
             target = _off_diag(graph, x, p_teacher)
             scale_t = ((target**2).sum(-1) * rows).sum() / rows.sum()
             loss_time = _rel_l2(_off_diag(graph, x, p_student), target, rows, scale_t.clamp_min(1e-300))
-        else:
+        elif cfg.loss == "kl":
             loss_time = _kl(p_teacher, p_student, rows)
+        else:
+            loss_time = _kl(p_student, p_teacher, rows)
     return StepLosses(loss_phi, loss_time, int(rows.sum()))
 
 

@@ -38,11 +38,13 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--bases", nargs="+", choices=["euler", "tweedie"], default=["euler", "tweedie"])
     p.add_argument("--methods", nargs="*", choices=["lsd", "lsd+"], default=["lsd", "lsd+"],
                    help="learned samplers to distill (none: baselines only)")
+    p.add_argument("--learn-bases", nargs="+", choices=["euler", "tweedie"],
+                   help="bases of the learned samplers (default: --bases); each needs its own teacher run")
     p.add_argument("--num-samples", type=positive_int, default=256,
                    help="samples per row (= teacher trajectories, which the distillation reuses)")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--phi-mode", choices=["linear", "log"], default=d.phi_mode)
-    p.add_argument("--loss", choices=["l2", "kl"], default=d.loss)
+    p.add_argument("--loss", choices=["l2", "kl", "rkl"], default=d.loss)
     p.add_argument("--zeta", type=fraction, default=d.zeta)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--timing-repeats", type=int, default=3, help="interleaved runs for the overhead ratio")
@@ -64,7 +66,8 @@ def run(args) -> int:
     task = get_task(args.task)
     model = load(args.model, args.device)
     cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=tuple(args.bases),
-                      methods=tuple(args.methods), num_samples=args.num_samples, batch_size=args.batch_size,
+                      methods=tuple(args.methods),
+                      learn_bases=tuple(args.learn_bases) if args.learn_bases else None, num_samples=args.num_samples, batch_size=args.batch_size,
                       seed=args.seed, timing_repeats=args.timing_repeats,
                       distill={"phi_mode": args.phi_mode, "loss": args.loss, "zeta": args.zeta,
                                "epochs": args.epochs})

@@ -47,7 +47,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--teacher-nfe", type=positive_int, default=d.teacher_nfe, help="teacher steps N, a multiple of M")
     p.add_argument("--method", choices=["lsd", "lsd+"], default=d.method, help="lsd+: also learn the time grid")
     p.add_argument("--phi-mode", choices=["linear", "log"], default=d.phi_mode, help="how Phi enters the step")
-    p.add_argument("--loss", choices=["l2", "kl"], default=d.loss, help="trajectory-matching distance")
+    p.add_argument("--loss", choices=["l2", "kl", "rkl"], default=d.loss, help="trajectory-matching distance")
     p.add_argument("--zeta", type=fraction, default=d.zeta, help="fraction of student start tokens perturbed")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the teacher trajectories")
     p.add_argument("--num-traj", type=positive_int, default=d.num_traj, help="teacher trajectories")

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from ..errors import UserError
+from .common import Formatter
 
 DESCRIPTION = """\
 Evaluate token samples on a task and print one row per metric (value, direction, meaning).
@@ -24,22 +25,13 @@ example:
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults (except None) and keep the description's line breaks (its example)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
     """Register ``lsdd eval`` on ``subparsers`` under ``name``."""
     parser = subparsers.add_parser(
         name,
         help="evaluate token samples on a task (countdown metrics)",
         description=DESCRIPTION,
-        formatter_class=lambda prog: _Formatter(prog, max_help_position=32),
+        formatter_class=lambda prog: Formatter(prog, max_help_position=32),
     )
     parser.add_argument("samples", help="samples as a .npy integer array of shape (num_samples, length)")
     parser.add_argument("--task", required=True, help="task whose metrics to compute, e.g. countdown")
