@@ -1,0 +1,101 @@
+"""Score networks and their loaders.
+
+``load_model(name_or_path)`` accepts a bundled model name (``bundled_models()``) or a model directory written by
+``lsdd train`` / ``save_model_dir``; both go through the same ``load_model_dir``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from ..graphs import Graph, make_graph
+from ..noise import Noise, noise_from_dict
+from .dit import DiTConfig, ScoreDiT
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class LoadedModel:
+    """A score network with everything needed to sample from it.
+
+    Attributes:
+        module: the network, (B, L) int64 tokens and (B,) sigma_bar -> (B, L, S) log-scores.
+        config: its DiTConfig.
+        fingerprint: 16 hex chars identifying config + weights (``checkpoint.fingerprint``).
+        source: where it came from (a bundled name or a directory path).
+        meta: the other keys of config.json (training provenance).
+        graph, noise: built from ``config`` (the forward process the model was trained for).
+    """
+
+    module: ScoreDiT
+    config: DiTConfig
+    fingerprint: str
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    graph: Graph = field(init=False)
+    noise: Noise = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.graph = make_graph(self.config.graph, self.config.num_tokens)
+        self.noise = noise_from_dict(self.config.noise)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def log_score_fn(self) -> ScoreFn:
+        """Callable (x (B, L) int64, sigma (B,)) -> log-score (B, L, S) float32; eval mode, no grad."""
+        module, device = self.module, self.device
+
+        def log_score(x: Tensor, sigma: Tensor) -> Tensor:
+            module.eval()
+            with torch.no_grad():
+                return module(x.to(device), sigma.to(device=device, dtype=torch.float32)).float()
+
+        return log_score
+
+    @property
+    def score_fn(self) -> ScoreFn:
+        """Callable (x (B, L) int64, sigma (B,)) -> score (B, L, S) = exp(log-score), float32; eval, no grad."""
+        log_score = self.log_score_fn
+
+        def score(x: Tensor, sigma: Tensor) -> Tensor:
+            return log_score(x, sigma).exp()
+
+        return score
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped with lsdd (folders of ``lsdd/bundled`` holding a config.json)."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a bundled model by name, or a model directory by path; an existing directory wins over a name.
+
+    UserError (listing the bundled names) when it is neither.
+    """
+    from .checkpoint import load_model_dir
+
+    path = Path(name_or_path)
+    if path.is_dir():
+        return load_model_dir(path, device)
+    name = str(name_or_path)
+    if name in bundled_models():
+        return load_model_dir(BUNDLED_DIR / name, device, source=f"bundled:{name}")
+    raise UserError(f"no model directory or bundled model named {name!r}; bundled models: "
+                    f"{bundled_models() or 'none'}")
+
+
+__all__ = ["DiTConfig", "ScoreDiT", "LoadedModel", "load_model", "bundled_models", "ScoreFn"]
