@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from dataclasses import asdict, replace
 
 import torch
@@ -19,6 +20,7 @@ from lsdd.distill import DistillConfig, distill, make_teacher, to_artifact
 from lsdd.metrics import get_task
 from lsdd.models import load_model
 from lsdd.samplers import sample
+from lsdd.teacher import TeacherCache
 from lsdd.schedules import uniform_times
 
 
@@ -42,6 +44,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--cache-dir", default=None, help="save/reuse teacher trajectories here (torch files)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = load_model(args.model)
@@ -49,15 +52,25 @@ def main() -> None:
     q, d = task.pairs[0]
     base_cfg = DistillConfig(nfe=args.nfe, teacher_nfe=args.teacher_nfes[0], num_traj=args.num_traj,
                              epochs=args.epochs, seed=args.seed)
-    caches = {}
-    for n in args.teacher_nfes:
-        caches[n] = make_teacher(model.score_fn, model.graph, model.noise, model.config.length,
-                                 replace(base_cfg, teacher_nfe=n), progress=False)
-        print(f"teacher N={n}: {caches[n].seconds:.1f} s", flush=True)
+    def teacher(cfg):
+        path = Path(args.cache_dir) / f"teacher_{cfg.base}_{cfg.teacher_nfe}_{cfg.nfe}_{cfg.num_traj}_{cfg.seed}.pt" \
+            if args.cache_dir else None
+        if path is not None and path.exists():
+            return TeacherCache(**torch.load(path, weights_only=False))
+        cache = make_teacher(model.score_fn, model.graph, model.noise, model.config.length, cfg, progress=False)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(cache.to_state(), path)
+        print(f"teacher {cfg.base} N={cfg.teacher_nfe}: {cache.seconds:.1f} s", flush=True)
+        return cache
+
+    caches = {n: teacher(replace(base_cfg, teacher_nfe=n)) for n in args.teacher_nfes}
     variants = [("default", {})]
     variants += [(f"zeta={z}", {"zeta": z}) for z in (0.0, 0.01, 0.10, 0.20)]
-    variants += [("phi_mode=linear", {"phi_mode": "linear"}), ("loss=l2", {"loss": "l2"}),
-                 ("linear+l2", {"phi_mode": "linear", "loss": "l2"}), ("method=lsd", {"method": "lsd"}),
+    variants += [("phi_mode=linear", {"phi_mode": "linear"}), ("loss=l2", {"loss": "l2"}), ("loss=rkl", {"loss": "rkl"}),
+                 ("lsd linear/kl", {"phi_mode": "linear", "method": "lsd"}),
+                 ("lsd+ linear/l2", {"phi_mode": "linear", "loss": "l2"}),
+                 ("lsd linear/l2", {"phi_mode": "linear", "loss": "l2", "method": "lsd"}), ("method=lsd", {"method": "lsd"}),
                  ("lsd+alternate", {"alternate": True}), ("base=tweedie", {"base": "tweedie"})]
     variants += [(f"teacher N={n}", {"teacher_nfe": n}) for n in args.teacher_nfes[1:]]
     variants += [(f"num_traj={k}", {"num_traj": k}) for k in (32, 64)]
@@ -68,8 +81,6 @@ def main() -> None:
         cfg = replace(base_cfg, **change)
         cache = caches[cfg.teacher_nfe]
         if cfg.num_traj < cache.num:
-            from lsdd.teacher import TeacherCache
-
             k = cfg.num_traj  # the first k trajectories; their rows still index the full score store
             cache = TeacherCache(cache.x_T[:k], [s[:k] for s in cache.states], [r[:k] for r in cache.rows],
                                  cache.scores, cache.x_0[:k], cache.times, cache.teacher_steps, cache.nfe,
@@ -77,8 +88,7 @@ def main() -> None:
         if cfg.base == "tweedie":  # Tweedie students learn from a Tweedie teacher of the same N
             key = ("tweedie", cfg.teacher_nfe)
             if key not in caches:
-                caches[key] = make_teacher(model.score_fn, model.graph, model.noise, model.config.length, cfg,
-                                           progress=False)
+                caches[key] = teacher(cfg)
             cache = caches[key]
         t0 = time.perf_counter()
         res = distill(model.score_fn, model.graph, model.noise, model.config.length, cfg, cache=cache, progress=False)

@@ -40,12 +40,13 @@ class DistillConfig:
     base: str = "euler"  # base sampler: euler | tweedie
     nfe: int = 8  # student steps M (= network calls per sample)
     teacher_nfe: int = 1024  # teacher steps N, a multiple of M
-    method: str = "lsd+"  # lsd: coefficients only; lsd+: coefficients and time grid
-    phi_mode: str = "log"  # how Phi enters: linear (x score) | log (x log-score)
-    loss: str = "kl"  # l2 | kl (teacher || student) | rkl (student || teacher)
+    # defaults chosen by benchmarks/ablations_countdown_nfe8.md (see the README, "Defaults and why")
+    method: str = "lsd"  # lsd: coefficients only; lsd+: coefficients and time grid
+    phi_mode: str = "linear"  # how Phi enters: linear (x score) | log (x log-score)
+    loss: str = "l2"  # l2 | kl (teacher || student) | rkl (student || teacher)
     zeta: float = 0.05  # relaxation: fraction of start tokens perturbed (student only)
     epochs: int = 20
-    num_traj: int = 128  # teacher trajectories
+    num_traj: int = 256  # teacher trajectories
     batch_size: int = 64
     lr: float = 0.05  # Adam, coefficients
     lr_time: float = 0.05  # Adam, grid logits (LSD+)
@@ -77,7 +78,10 @@ class DistillConfig:
 
 
 class SamplerParams(nn.Module):
-    """Learnable part of the student: Phi (M,) and, for LSD+, grid logits theta (M,).
+    """Learnable part of the student: Phi = exp(log_phi) (M,) and, for LSD+, grid logits theta (M,).
+
+    Phi is kept positive through its logarithm: a clamp would leave a coefficient that Adam pushed below
+    zero with no gradient, stuck for good (seen in practice); Adam's steps are then relative changes.
 
     kappa = (1 - eps) softmax(theta), tau_k = 1 - sum_{l <= k} kappa_l: positive steps, tau_M = eps exactly,
     uniform at theta = 0.
@@ -86,11 +90,11 @@ class SamplerParams(nn.Module):
     def __init__(self, nfe: int, eps: float, learn_times: bool):
         super().__init__()
         self.eps = eps
-        self.phi = nn.Parameter(torch.ones(nfe, dtype=torch.float64))
+        self.log_phi = nn.Parameter(torch.zeros(nfe, dtype=torch.float64))
         self.theta = nn.Parameter(torch.zeros(nfe, dtype=torch.float64), requires_grad=learn_times)
 
     def coeffs(self) -> Tensor:
-        return self.phi.clamp_min(1e-3)
+        return self.log_phi.exp()
 
     def times(self) -> Tensor:
         """(M + 1,) strictly decreasing from 1 to eps, differentiable in theta (exactly the uniform grid
@@ -247,8 +251,8 @@ def _epoch(cfg: DistillConfig, score_fn: ScoreFn, graph: Graph, noise: Noise, ca
                 rows = _compare_mask(graph, xc, x_star, stored)
                 cf_sums[k] += closed_form_terms(xc, score, _full_score(graph, xc, s_star), rows, graph)
                 with torch.no_grad():
-                    if cf_sums[k, 1] > 0:
-                        params.phi[k] = cf_sums[k, 0] / cf_sums[k, 1]
+                    if cf_sums[k, 0] > 0 and cf_sums[k, 1] > 0:
+                        params.log_phi[k] = torch.log(cf_sums[k, 0] / cf_sums[k, 1])
                 coeffs = params.coeffs()
             else:
                 losses = step_losses(cfg, graph, noise, xc, score, x_star, stored, s_star, coeffs[k], tau, t_uni,
@@ -290,7 +294,7 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         raise ValueError(f"teacher cache has {len(cache.states)} steps, the student {cfg.nfe}")
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # the student's draws; the teacher has its own
     params = SamplerParams(cfg.nfe, cfg.eps, learn_times=cfg.method == "lsd+")
-    groups = [{"params": [params.phi], "lr": cfg.lr}]
+    groups = [{"params": [params.log_phi], "lr": cfg.lr}]
     if cfg.method == "lsd+":
         groups.append({"params": [params.theta], "lr": cfg.lr_time})
     opt = None if cfg.closed_form else torch.optim.Adam(groups)

@@ -1,4 +1,4 @@
-"""``lsdd demo``: the README's main job - distill LSD+ samplers for the bundled countdown model and
+"""``lsdd demo``: the README's main job - distill LSD and LSD+ samplers for the bundled countdown model and
 show them against Euler and Tweedie at equal NFE."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ..errors import UserError
 from .common import Formatter, load, positive_int
 
 DESCRIPTION = """\
-Distill LSD+ samplers at 8 and 16 network calls for the bundled countdown model (64 tokens,
+Distill LSD and LSD+ samplers at 8 and 16 network calls for the bundled countdown model (64 tokens,
 values 0..31) and print the bench table: the uniform-grid Euler and Tweedie samplers, the learned
 samplers, and the many-step teacher as reference, each with its violation rates and the diversity of
 the generated run start values. Writes to --out-dir: bench.json, bench.png (quality and diversity
@@ -22,7 +22,7 @@ Takes a few minutes on 2 CPU cores.
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="distill LSD+ on the bundled countdown model and show the bench",
+    p = subparsers.add_parser(name, help="distill LSD/LSD+ on the bundled countdown model and show the bench",
                               description=DESCRIPTION, formatter_class=Formatter)
     p.add_argument("--model", default="countdown", help="bundled model name or model directory")
     p.add_argument("--nfe", type=positive_int, nargs="+", default=[8, 16], help="student NFEs")
@@ -47,10 +47,10 @@ def run(args) -> int:
     model = load(args.model)
     task = get_task("countdown", num_values=model.config.num_tokens)
     cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=("euler", "tweedie"),
-                      methods=("lsd+",), learn_bases=("euler",), num_samples=args.num_samples, seed=args.seed,
+                      methods=("lsd", "lsd+"), learn_bases=("euler",), num_samples=args.num_samples, seed=args.seed,
                       distill={"epochs": args.epochs})
     print(f"lsdd demo: model {model.source} ({model.config.graph}, {model.config.num_tokens} tokens, "
-          f"length {model.config.length}); teacher {args.teacher_nfe} steps; LSD+ at NFE {args.nfe}")
+          f"length {model.config.length}); teacher {args.teacher_nfe} steps; LSD and LSD+ at NFE {args.nfe}")
     t0 = time.perf_counter()
     try:
         result = run_bench(model, task, cfg)
