@@ -19,19 +19,15 @@ from lsdd import atomic
 from lsdd.distill import DistillConfig, distill, make_teacher, to_artifact
 from lsdd.metrics import get_task
 from lsdd.models import load_model
-from lsdd.samplers import sample
+from lsdd.samplers import sample_batched
 from lsdd.teacher import TeacherCache
 from lsdd.schedules import uniform_times
 
 
 def evaluate(model, task, times, coeffs, mode, base, num, seed):
-    gen = torch.Generator().manual_seed(seed)
-    xs = []
-    for b0 in range(0, num, 64):
-        out = sample(model.score_fn, model.graph, model.noise, times, (min(64, num - b0), model.config.length),
-                     method=base, coeffs=coeffs, phi_mode=mode, generator=gen)
-        xs.append(out.x)
-    return task.compute(torch.cat(xs))
+    out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.config.length, method=base,
+                         coeffs=coeffs, phi_mode=mode, generator=torch.Generator().manual_seed(seed))
+    return task.compute(out.x)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .artifact import LearnedSampler
 from .distill import DistillConfig, distill, to_artifact
 from .metrics import Task
-from .samplers import sample
+from .samplers import sample, sample_batched
 from .schedules import uniform_times
 from .teacher import run_teacher
 
@@ -84,14 +84,11 @@ def _run_sampler(model, cfg: BenchConfig, nfe: int, base: str, learned: LearnedS
     times = learned.times_tensor() if learned else uniform_times(nfe)
     coeffs = learned.coeffs_tensor() if learned else None
     mode = learned.phi_mode if learned else "linear"
-    outs, calls, t0 = [], 0, time.perf_counter()
-    for b0 in range(0, cfg.num_samples, cfg.batch_size):
-        b = min(cfg.batch_size, cfg.num_samples - b0)
-        out = sample(model.score_fn, model.graph, model.noise, times, (b, model.config.length), method=base,
-                     coeffs=coeffs, phi_mode=mode, generator=gen, device=model.device)
-        outs.append(out.x.cpu())
-        calls = out.nfe  # per sample: every batch makes the same number of calls
-    return torch.cat(outs), time.perf_counter() - t0, calls
+    t0 = time.perf_counter()
+    out = sample_batched(model.score_fn, model.graph, model.noise, times, cfg.num_samples, model.config.length,
+                         batch_size=cfg.batch_size, method=base, coeffs=coeffs, phi_mode=mode, generator=gen,
+                         device=model.device)
+    return out.x, time.perf_counter() - t0, out.nfe
 
 
 def timing_ratio(model, base: str, learned: LearnedSampler, batch: int, repeats: int) -> float:

@@ -152,3 +152,15 @@ def sample(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, shape: 
             callback({"k": k, "t": t, "s": s, "x": x, "score": score, "probs": probs})
         x = sample_categorical(probs, generator)
     return SampleOutput(x=x, nfe=nfe)
+
+
+def sample_batched(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, num: int, length: int, *,
+                   batch_size: int = 64, **kwargs) -> SampleOutput:
+    """``sample`` for ``num`` sequences in batches of ``batch_size`` drawn from one generator (pass it in
+    ``kwargs`` with the other ``sample`` options). Returns x (num, L) on the CPU and the calls per sample."""
+    xs, nfe = [], 0
+    for b0 in range(0, num, batch_size):
+        out = sample(score_fn, graph, noise, times, (min(batch_size, num - b0), length), **kwargs)
+        xs.append(out.x.cpu())
+        nfe = out.nfe  # every batch makes the same number of calls
+    return SampleOutput(x=torch.cat(xs), nfe=nfe)

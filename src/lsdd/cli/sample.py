@@ -46,7 +46,7 @@ def run(args) -> int:
 
     from .. import atomic
     from ..artifact import LearnedSampler
-    from ..samplers import sample
+    from ..samplers import sample_batched
     from ..schedules import uniform_times
 
     out = check_output(args.out, ".npy")
@@ -63,15 +63,12 @@ def run(args) -> int:
         method, times, coeffs, mode = args.sampler, uniform_times(args.steps, args.eps), None, "linear"
         desc = f"{method} on the uniform grid ({args.steps} steps)"
     gen = torch.Generator().manual_seed(args.seed)
-    xs, nfe, t0 = [], 0, time.perf_counter()
-    for b0 in range(0, args.num, args.batch_size):
-        b = min(args.batch_size, args.num - b0)
-        res = sample(model.score_fn, model.graph, model.noise, times, (b, model.config.length), method=method,
-                     coeffs=coeffs, phi_mode=mode, generator=gen, device=model.device)
-        xs.append(res.x.cpu())
-        nfe = res.nfe
-    secs = time.perf_counter() - t0
-    x = torch.cat(xs).numpy()
+    t0 = time.perf_counter()
+    res = sample_batched(model.score_fn, model.graph, model.noise, times, args.num, model.config.length,
+                         batch_size=args.batch_size, method=method, coeffs=coeffs, phi_mode=mode, generator=gen,
+                         device=model.device)
+    secs, nfe = time.perf_counter() - t0, res.nfe
+    x = res.x.numpy()
     atomic.save_npy(out, x)
     print(f"{args.num} samples of length {x.shape[1]} from {model.source} with {desc}: "
           f"{nfe} network calls per sample, {secs:.2f} s ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
