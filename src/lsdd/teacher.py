@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .graphs import Graph
 from .noise import Noise
 from .samplers import ScoreFn, get_step_probs, sample_categorical
-from .schedules import check_times
+from .schedules import check_times, refine_times
 
 
 @dataclass
@@ -87,8 +87,6 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
     if teacher_steps % m:
         raise ValueError(f"teacher steps ({teacher_steps}) must be a multiple of the student's ({m})")
     r = teacher_steps // m
-    from .schedules import refine_times
-
     times = refine_times(student_times.to(torch.float64), r).to(device)
     step_probs = get_step_probs(method)
     x_T, x_0, per_batch = [], [], []
