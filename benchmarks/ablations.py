@@ -26,7 +26,7 @@ from lsdd.schedules import uniform_times
 
 def evaluate(model, task, times, coeffs, mode, base, num, seed):
     out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.config.length, method=base,
-                         coeffs=coeffs, phi_mode=mode, generator=torch.Generator().manual_seed(seed))
+                         coeffs=coeffs, phi_mode=mode, seed=seed, device=model.device)
     return task.compute(out.x)
 
 

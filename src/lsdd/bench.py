@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .artifact import LearnedSampler
 from .distill import DistillConfig, distill, to_artifact
+from .draws import make_generator
 from .metrics import Task
 from .samplers import sample, sample_batched
 from .schedules import uniform_times
@@ -80,13 +81,12 @@ def _lcm(values) -> int:
 
 def _run_sampler(model, cfg: BenchConfig, nfe: int, base: str, learned: LearnedSampler | None):
     """Draw cfg.num_samples with fixed seeds; returns (samples (n, L), seconds, calls per sample)."""
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
     times = learned.times_tensor() if learned else uniform_times(nfe)
     coeffs = learned.coeffs_tensor() if learned else None
     mode = learned.phi_mode if learned else "linear"
     t0 = time.perf_counter()
     out = sample_batched(model.score_fn, model.graph, model.noise, times, cfg.num_samples, model.config.length,
-                         batch_size=cfg.batch_size, method=base, coeffs=coeffs, phi_mode=mode, generator=gen,
+                         batch_size=cfg.batch_size, method=base, coeffs=coeffs, phi_mode=mode, seed=cfg.seed + 1,
                          device=model.device)
     return out.x, time.perf_counter() - t0, out.nfe
 
@@ -97,15 +97,22 @@ def timing_ratio(model, base: str, learned: LearnedSampler, batch: int, repeats:
     for r in range(repeats):
         spans = []
         for sampler in (None, learned):
-            gen = torch.Generator().manual_seed(r)
+            gen = make_generator(r, model.device)
             times = sampler.times_tensor() if sampler else uniform_times(learned.nfe)
+            _sync(model)
             t0 = time.perf_counter()
             sample(model.score_fn, model.graph, model.noise, times, (batch, model.config.length), method=base,
                    coeffs=sampler.coeffs_tensor() if sampler else None,
                    phi_mode=sampler.phi_mode if sampler else "linear", generator=gen, device=model.device)
+            _sync(model)
             spans.append(time.perf_counter() - t0)
         ratios.append(spans[1] / spans[0])
     return float(sorted(ratios)[len(ratios) // 2])
+
+
+def _sync(model) -> None:
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
 
 
 def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=print) -> BenchResult:
@@ -125,7 +132,7 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories")
         caches[base] = run_teacher(model.score_fn, model.graph, model.noise, uniform_times(finest, dcfg_base.eps),
                                    cfg.teacher_nfe, dcfg_base.num_traj, length, method=base,
-                                   batch_size=cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
+                                   batch_size=cfg.batch_size, seed=cfg.seed,
                                    device=model.device, progress=progress)
         teacher_seconds[base] = caches[base].seconds
     ref_base = teacher_bases[0]
@@ -135,7 +142,9 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     jobs = [(m, b, "uniform") for m in cfg.nfes for b in cfg.bases]
     jobs += [(m, b, meth) for m in cfg.nfes for b in learn_bases for meth in cfg.methods]
     jobs.sort(key=lambda j: j[0])
-    bar = tqdm(jobs, desc="bench", disable=not progress)
+    from . import dist
+
+    bar = tqdm(jobs, desc="bench", disable=not progress or not dist.is_main())
     for nfe, base, method in bar:
         bar.set_postfix_str(f"{method}-{base} nfe={nfe}")
         learned, dist_s = None, None

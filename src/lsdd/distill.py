@@ -24,10 +24,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import dist
 from .artifact import LearnedSampler
+from .draws import RowStreams, make_generator
 from .graphs import Graph
+from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
-from .samplers import PHI_MODES, SAMPLERS, ScoreFn, get_step_probs, sample_categorical, scale_score
+from .samplers import PHI_MODES, SAMPLERS, scale_score, step_law_dense
 from .schedules import uniform_times
 from .teacher import TeacherCache, run_teacher
 
@@ -47,7 +50,8 @@ class DistillConfig:
     zeta: float = 0.05  # relaxation: fraction of start tokens perturbed (student only)
     epochs: int = 20
     num_traj: int = 256  # teacher trajectories
-    batch_size: int = 64
+    batch_size: int = 64  # trajectories per optimiser step
+    chunk: int = 16  # trajectories per random stream: the unit spread over torchrun processes
     lr: float = 0.05  # Adam, coefficients
     lr_time: float = 0.05  # Adam, grid logits (LSD+)
     alternate: bool = False  # LSD+: alternate epochs of Phi and grid instead of joint updates
@@ -66,8 +70,8 @@ class DistillConfig:
              f"teacher nfe must be a multiple of the student nfe {self.nfe}, got {self.teacher_nfe}"),
             (0.0 <= self.zeta <= 1.0, f"zeta must lie in [0, 1], got {self.zeta}"),
             (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.num_traj >= 1 and self.batch_size >= 1,
-             f"num_traj and batch_size must be >= 1, got {self.num_traj}, {self.batch_size}"),
+            (self.num_traj >= 1 and self.batch_size >= 1 and self.chunk >= 1,
+             f"num_traj, batch_size and chunk must be >= 1, got {self.num_traj}, {self.batch_size}, {self.chunk}"),
             (0.0 < self.eps < 1.0, f"eps must lie in (0, 1), got {self.eps}"),
             (not self.closed_form or (self.phi_mode == "linear" and self.loss == "l2" and self.method == "lsd"),
              "the closed-form fast path needs --method lsd --phi-mode linear --loss l2"),
@@ -134,78 +138,106 @@ def _off_diag(graph: Graph, x: Tensor, p: Tensor) -> Tensor:
     return p.scatter(-1, x[..., None], 0.0)[..., : graph.num_tokens]
 
 
-def _rel_l2(a: Tensor, b: Tensor, rows: Tensor, scale: float | Tensor) -> Tensor:
-    """mean over rows of |a - b|^2 / scale. a, b (b, L, N), rows (b, L) bool; ``scale`` a fixed typical |b|^2,
-    so the minimiser is that of the plain squared error and no step dominates by its magnitude."""
-    w = rows[..., None].to(a.dtype)
-    return ((a - b) ** 2 * w).sum() / (rows.sum().clamp_min(1) * scale)
+def _sq_sum(a: Tensor, b: Tensor, rows: Tensor) -> Tensor:
+    """sum over compared rows of |a - b|^2; a, b (b, L, N), rows (b, L) bool."""
+    return ((a - b) ** 2 * rows[..., None].to(a.dtype)).sum()
 
 
 KL_FLOOR = 1e-12  # a student mass of 0 where the teacher has mass costs log(p / 1e-12), not infinity
 
 
-def _kl(p: Tensor, q: Tensor, rows: Tensor) -> Tensor:
-    """mean over rows of KL(p || q); p, q (b, L, S) step laws."""
+def _kl_sum(p: Tensor, q: Tensor, rows: Tensor) -> Tensor:
+    """sum over rows of KL(p || q); p, q (b, L, S) step laws."""
     kl = (p * (torch.log(p.clamp_min(1e-300)) - torch.log(q.clamp_min(KL_FLOOR)))).sum(-1)
-    return (kl * rows).sum() / rows.sum().clamp_min(1)
+    return (kl * rows).sum()
 
 
 def _full_score(graph: Graph, x: Tensor, s_real: Tensor) -> Tensor:
     """Real-token scores (b, L, N) -> a full score (b, L, S) with 1 at the current token (mask column 1)."""
-    full = torch.ones(*x.shape, graph.num_states, dtype=torch.float64)
+    full = torch.ones(*x.shape, graph.num_states, dtype=torch.float64, device=x.device)
     full[..., : graph.num_tokens] = s_real.to(torch.float64)
     return full.scatter(-1, x[..., None], 1.0)
 
 
 @dataclass
 class StepLosses:
+    """Sums over this process's compared rows; divide by the global row count (``StepStats``) for means."""
+
     phi: Tensor
     time: Tensor
     rows: int
 
 
+# per-step statistics summed over every process before the losses are normalised:
+# [compared rows, sum of the teacher's squared transition masses (LSD+ l2 scale), <s, s*>, |s|^2 (closed form)]
+N_STATS = 4
+
+
+def _time_laws(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, teacher_full: Tensor,
+               phi: Tensor, tau: Tensor, t_uni: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The student's effective transition over [tau_k, tau_k+1] and the teacher's over [t_k, t_k+1]."""
+    p_teacher = step_law_dense(cfg.base, graph, noise, x, teacher_full, t_uni[k], t_uni[k + 1])
+    p_student = step_law_dense(cfg.base, graph, noise, x, score, tau[k], tau[k + 1], phi.detach(), cfg.phi_mode)
+    return p_student, p_teacher
+
+
+def step_stats(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
+               stored: Tensor, s_star: Tensor, phi: Tensor, tau: Tensor, t_uni: Tensor, k: int,
+               last: bool) -> Tensor:
+    """This process's share of the step-k statistics (N_STATS,) float64 (no gradient)."""
+    with torch.no_grad():
+        rows = _compare_mask(graph, x, x_star, stored)
+        out = torch.zeros(N_STATS, dtype=torch.float64)
+        out[0] = float(rows.sum())
+        if not rows.any():
+            return out
+        teacher_full = _full_score(graph, x, s_star)
+        if cfg.method == "lsd+" and cfg.loss == "l2" and not last:
+            _, p_teacher = _time_laws(cfg, graph, noise, x, score, teacher_full, phi, tau, t_uni, k)
+            target = _off_diag(graph, x, p_teacher)
+            out[1] = float(((target**2).sum(-1) * rows).sum())
+        if cfg.closed_form:
+            s = _off_diag(graph, x, score.to(torch.float64)) * rows[..., None]
+            s_star_r = _off_diag(graph, x, teacher_full) * rows[..., None]
+            out[2], out[3] = float((s * s_star_r).sum()), float((s * s).sum())
+        return out
+
+
 def step_losses(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
                 stored: Tensor, s_star: Tensor, phi: Tensor, tau: Tensor, t_uni: Tensor, k: int,
-                last: bool, scale: float = 1.0) -> StepLosses:
-    """Losses of one student step k. x, x_star (b, L); score (b, L, S) student; s_star (b, L, N) teacher;
-    phi the coefficient (0-d, grad); tau (M+1,) student grid (grad for LSD+); t_uni (M+1,) teacher grid;
-    scale: typical squared norm of the teacher's score rows at this step (l2 only)."""
+                last: bool, scale: float, stats: Tensor) -> StepLosses:
+    """Losses of one student step k, as this process's share of the global mean.
+
+    x, x_star (b, L); score (b, L, S) student; s_star (b, L, N) teacher; phi the coefficient (0-d, grad);
+    tau (M+1,) student grid (grad for LSD+); t_uni (M+1,) teacher grid; scale: typical squared norm of the
+    teacher's score rows at this step (l2); stats: the step's statistics summed over all processes."""
     rows = _compare_mask(graph, x, x_star, stored)
     score = score.to(torch.float64)
-    teacher_full = _full_score(graph, x, s_star)  # teacher's score, read at the student's current tokens
     zero = score.new_zeros(())
-    if not rows.any():
+    n_rows = float(stats[0])
+    if not rows.any() or n_rows == 0:
         return StepLosses(zero, zero, 0)
-    step_probs = get_step_probs(cfg.base)
+    teacher_full = _full_score(graph, x, s_star)  # teacher's score, read at the student's current tokens
     t_k, s_k = tau[k].detach(), tau[k + 1].detach()
     if cfg.loss == "l2":
-        loss_phi = _rel_l2(_off_diag(graph, x, scale_score(score, x, phi, cfg.phi_mode)),
-                           _off_diag(graph, x, teacher_full), rows, scale)
+        loss_phi = _sq_sum(_off_diag(graph, x, scale_score(score, x, phi, cfg.phi_mode)),
+                           _off_diag(graph, x, teacher_full), rows) / (n_rows * scale)
     else:
-        p_teacher = step_probs(graph, noise, x, teacher_full, t_k, s_k, last=last)
-        p_student = step_probs(graph, noise, x, score, t_k, s_k, phi, cfg.phi_mode, last=last)
-        loss_phi = _kl(p_teacher, p_student, rows) if cfg.loss == "kl" else _kl(p_student, p_teacher, rows)
+        p_teacher = step_law_dense(cfg.base, graph, noise, x, teacher_full, t_k, s_k, last=last)
+        p_student = step_law_dense(cfg.base, graph, noise, x, score, t_k, s_k, phi, cfg.phi_mode, last=last)
+        pair = (p_teacher, p_student) if cfg.loss == "kl" else (p_student, p_teacher)
+        loss_phi = _kl_sum(*pair, rows) / n_rows
     loss_time = zero
     if cfg.method == "lsd+" and not last:
-        # effective transition of the student over [tau_k, tau_k+1] vs the teacher's over [t_k, t_k+1]
-        p_teacher = step_probs(graph, noise, x, teacher_full, t_uni[k], t_uni[k + 1])
-        p_student = step_probs(graph, noise, x, score, tau[k], tau[k + 1], phi.detach(), cfg.phi_mode)
+        p_student, p_teacher = _time_laws(cfg, graph, noise, x, score, teacher_full, phi, tau, t_uni, k)
         if cfg.loss == "l2":
-            target = _off_diag(graph, x, p_teacher)
-            scale_t = ((target**2).sum(-1) * rows).sum() / rows.sum()
-            loss_time = _rel_l2(_off_diag(graph, x, p_student), target, rows, scale_t.clamp_min(1e-300))
-        elif cfg.loss == "kl":
-            loss_time = _kl(p_teacher, p_student, rows)
+            scale_t = max(float(stats[1]) / n_rows, 1e-300)
+            loss_time = _sq_sum(_off_diag(graph, x, p_student), _off_diag(graph, x, p_teacher), rows) / (
+                n_rows * scale_t)
         else:
-            loss_time = _kl(p_student, p_teacher, rows)
+            pair = (p_teacher, p_student) if cfg.loss == "kl" else (p_student, p_teacher)
+            loss_time = _kl_sum(*pair, rows) / n_rows
     return StepLosses(loss_phi, loss_time, int(rows.sum()))
-
-
-def closed_form_terms(x: Tensor, score: Tensor, teacher_full: Tensor, rows: Tensor, graph: Graph) -> Tensor:
-    """(<s, s*>, |s|^2) over compared rows: argmin_Phi sum |Phi s - s*|^2 = <s, s*> / |s|^2 (linear, l2)."""
-    s = _off_diag(graph, x, score.to(torch.float64)) * rows[..., None]
-    s_star = _off_diag(graph, x, teacher_full) * rows[..., None]
-    return torch.stack([(s * s_star).sum(), (s * s).sum()])
 
 
 @dataclass
@@ -219,58 +251,83 @@ class DistillResult:
     student_calls: int = 0
 
 
-def _epoch(cfg: DistillConfig, score_fn: ScoreFn, graph: Graph, noise: Noise, cache: TeacherCache,
-           params: SamplerParams, opt: torch.optim.Optimizer | None, gen: torch.Generator, train_phi: bool,
+class _Batch:
+    """One optimiser step's trajectories as this process sees them: the chunks it owns, their start states
+    (perturbed per chunk from the chunk's own stream) and one draw stream per chunk."""
+
+    def __init__(self, cfg: DistillConfig, graph: Graph, cache: TeacherCache, idx_all: Tensor, epoch: int,
+                 batch: int, device):
+        chunks = [idx_all[c0 : c0 + cfg.chunk] for c0 in range(0, idx_all.numel(), cfg.chunk)]
+        mine = dist.my_items(len(chunks))
+        self.idx = torch.cat([chunks[c] for c in mine]) if mine else idx_all[:0]
+        starts = [perturb_start(cache.x_T[chunks[c]], graph, cfg.zeta, make_generator(cfg.seed, "cpu", 4, epoch, batch, c))
+                  for c in mine]
+        self.x = torch.cat(starts).to(device) if mine else None
+        self.streams = RowStreams([make_generator(cfg.seed, device, 3, epoch, batch, c) for c in mine],
+                                  [chunks[c].numel() for c in mine]) if mine else None
+
+
+def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, cache: TeacherCache,
+           params: SamplerParams, opt: torch.optim.Optimizer | None, epoch: int, train_phi: bool,
            train_time: bool, device) -> dict:
-    """One pass over the teacher trajectories in shuffled batches; returns the mean losses."""
+    """One pass over the teacher trajectories in shuffled batches (one optimiser step each); returns the mean
+    losses. Every process runs the same steps; each owns some chunks of every batch (see ``_Batch``)."""
     m = cfg.nfe
-    step_probs = get_step_probs(cfg.base)
     t_uni = cache.times.to(torch.float64)
-    order = torch.randperm(cache.num, generator=gen)
+    order = torch.randperm(cache.num, generator=make_generator(cfg.seed, "cpu", 2, epoch))
     scales = [cache.mean_sq(k) for k in range(m)]
     cf_sums = torch.zeros(m, 2, dtype=torch.float64)  # closed form: running <s, s*> and |s|^2 per step
     tot_phi = tot_time = 0.0
-    n_batches = calls = 0
-    for b0 in range(0, cache.num, cfg.batch_size):
-        idx = order[b0 : b0 + cfg.batch_size]
-        x = perturb_start(cache.x_T[idx], graph, cfg.zeta, gen).to(device)
+    n_batches = 0
+    calls0 = call.calls
+    for bi, b0 in enumerate(range(0, cache.num, cfg.batch_size)):
+        batch = _Batch(cfg, graph, cache, order[b0 : b0 + cfg.batch_size], epoch, bi, device)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
         tau = params.times()
-        coeffs = params.coeffs()
-        batch_phi = batch_time = 0.0
-        for k in range(m):
-            last = k == m - 1
-            with torch.no_grad():
-                score = score_fn(x, noise.total(tau[k].detach()).float().expand(x.shape[0])).cpu()
-            calls += 1
-            x_star, stored, s_star = cache.score_at(k, idx)
-            xc = x.cpu()
+        sums = torch.zeros(2, dtype=torch.float64)  # this process's share of the batch's phi and time losses
+
+        def learn(info: StepInfo) -> None:
+            k, x, score = info.k, info.x, info.score
+            x_star, stored, s_star = cache.score_at(k, batch.idx)
+            x_star, stored, s_star = x_star.to(device), stored.to(device), s_star.to(device)
+            phi = params.coeffs()[k]
+            local = step_stats(cfg, graph, noise, x, score, x_star, stored, s_star, phi, tau, t_uni, k, info.last)
+            _learn_from(local, k, info.last, x, score, x_star, stored, s_star, phi)
+
+        def _learn_from(local, k, last, x=None, score=None, x_star=None, stored=None, s_star=None, phi=None):
+            stats = dist.all_reduce_sum(local)  # exactly one collective per step on every process
             if cfg.closed_form:
-                # exact refit of Phi_k on every trajectory simulated so far this epoch, then simulate with it
-                rows = _compare_mask(graph, xc, x_star, stored)
-                cf_sums[k] += closed_form_terms(xc, score, _full_score(graph, xc, s_star), rows, graph)
-                with torch.no_grad():
-                    if cf_sums[k, 0] > 0 and cf_sums[k, 1] > 0:
+                cf_sums[k] += stats[2:]
+                if cf_sums[k, 0] > 0 and cf_sums[k, 1] > 0:
+                    with torch.no_grad():
                         params.log_phi[k] = torch.log(cf_sums[k, 0] / cf_sums[k, 1])
-                coeffs = params.coeffs()
-            else:
-                losses = step_losses(cfg, graph, noise, xc, score, x_star, stored, s_star, coeffs[k], tau, t_uni,
-                                     k, last, scales[k])
-                loss = (losses.phi if train_phi else 0.0) + (losses.time if train_time else 0.0)
-                if torch.is_tensor(loss) and loss.requires_grad:
-                    loss.backward(retain_graph=True)
-                batch_phi += float(losses.phi.detach())
-                batch_time += float(losses.time.detach())
-            with torch.no_grad():
-                probs = step_probs(graph, noise, xc, score, tau[k].detach(), tau[k + 1].detach(),
-                                   coeffs[k].detach(), cfg.phi_mode, last=last)
-                x = sample_categorical(probs, gen).to(device)
+                return
+            if x is None:
+                return
+            losses = step_losses(cfg, graph, noise, x, score, x_star, stored, s_star, phi, tau, t_uni, k, last,
+                                 scales[k], stats)
+            loss = (losses.phi if train_phi else 0.0) + (losses.time if train_time else 0.0)
+            if torch.is_tensor(loss) and loss.requires_grad:
+                loss.backward(retain_graph=True)
+            sums[0] += float(losses.phi.detach())
+            sums[1] += float(losses.time.detach())
+
+        if batch.x is not None:
+            reverse_loop(call, graph, noise, tau.detach(), batch.x, rule=cfg.base, phi_mode=cfg.phi_mode,
+                         coeffs=lambda k, x, score: params.coeffs()[k].detach(), generator=batch.streams,
+                         on_score=learn)
+        else:  # this process owns no chunk of a short batch: it still joins every step's collective
+            for k in range(m):
+                _learn_from(torch.zeros(N_STATS, dtype=torch.float64), k, k == m - 1)
         if opt is not None:
+            dist.sum_grads([p for p in params.parameters() if p.requires_grad])
             opt.step()
-        tot_phi += batch_phi / m
-        tot_time += batch_time / m
+        sums = dist.all_reduce_sum(sums)
+        tot_phi += float(sums[0]) / m
+        tot_time += float(sums[1]) / m
         n_batches += 1
+    calls = int(dist.all_reduce_sum(torch.tensor([call.calls - calls0]))[0])
     return {"loss_phi": tot_phi / n_batches, "loss_time": tot_time / n_batches, "calls": calls}
 
 
@@ -279,7 +336,7 @@ def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg
     """The teacher trajectories for ``cfg``: base sampler, teacher_nfe steps, seeded with cfg.seed."""
     return run_teacher(score_fn, graph, noise, uniform_times(cfg.nfe, cfg.eps), cfg.teacher_nfe, cfg.num_traj,
                        length, method=cfg.base, batch_size=cfg.batch_size,
-                       generator=torch.Generator().manual_seed(cfg.seed), device=device, progress=progress)
+                       seed=cfg.seed, device=device, progress=progress)
 
 
 def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
@@ -292,7 +349,6 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:
         raise ValueError(f"teacher cache has {len(cache.states)} steps, the student {cfg.nfe}")
-    gen = torch.Generator().manual_seed(cfg.seed + 1)  # the student's draws; the teacher has its own
     params = SamplerParams(cfg.nfe, cfg.eps, learn_times=cfg.method == "lsd+")
     groups = [{"params": [params.log_phi], "lr": cfg.lr}]
     if cfg.method == "lsd+":
@@ -304,10 +360,10 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         params.load_state_dict(state["params"])
         if opt is not None:
             opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
         history = list(state["history"])
         start_epoch = state["epoch"]
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method} M={cfg.nfe}", disable=not progress,
+    call = CountedScore(score_fn, graph, noise)
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method} M={cfg.nfe}", disable=not progress or not dist.is_main(),
                initial=start_epoch, total=cfg.epochs)
     student_calls = 0
     for epoch in bar:
@@ -315,14 +371,14 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         joint = not cfg.alternate or cfg.method != "lsd+"
         train_phi = joint or epoch % 2 == 0
         train_time = cfg.method == "lsd+" and (joint or epoch % 2 == 1)
-        rec = _epoch(cfg, score_fn, graph, noise, cache, params, opt, gen, train_phi, train_time, device)
+        rec = _epoch(cfg, call, graph, noise, cache, params, opt, epoch, train_phi, train_time, device)
         student_calls += rec.pop("calls")
         rec.update(epoch=epoch + 1, seconds=time.perf_counter() - t0)
         history.append(rec)
         bar.set_postfix(loss_phi=f"{rec['loss_phi']:.4g}", loss_time=f"{rec['loss_time']:.3g}")
         if on_epoch is not None:
             on_epoch(rec, {"params": params.state_dict(), "opt": opt.state_dict() if opt else None,
-                           "gen": gen.get_state(), "history": history, "epoch": epoch + 1})
+                           "history": history, "epoch": epoch + 1})
     with torch.no_grad():
         times, coeffs = params.times().detach().clone(), params.coeffs().detach().clone()
     return DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .graphs import Graph
 from .noise import Noise
-from .samplers import get_step_probs
+from .loop import Coeffs, StepInfo, reverse_loop
 
 
 def all_sequences(num_values: int, length: int) -> Tensor:
@@ -70,21 +70,21 @@ class ExactScore:
 
 
 def exact_sampler_law(score_fn, graph: Graph, noise: Noise, times: Tensor, length: int, *,
-                      method: str = "euler", coeffs: Tensor | None = None, phi_mode: str = "linear") -> Tensor:
+                      method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear") -> Tensor:
     """Exact law of the sampler's output over all S^L states, (S^L,) float64, starting from the limit."""
     return exact_state_laws(score_fn, graph, noise, times, length, method=method, coeffs=coeffs,
                             phi_mode=phi_mode)[-1]
 
 
 def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length: int, *,
-                     method: str = "euler", coeffs: Tensor | None = None, phi_mode: str = "linear") -> list[Tensor]:
+                     method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear") -> list[Tensor]:
     """Exact laws of the sampler's state at every grid time, M + 1 tensors (S^L,) float64
     (rows of ``all_sequences(S, L)``), starting from the graph's limit.
 
-    Propagates the full state distribution through every step's transition (product over tokens of the
-    per-token step law). Feasible for S^L up to a few thousand.
+    Drives the same reverse-time loop as the samplers, with the draw replaced by propagation: the loop's
+    state is the set of states of positive probability, and each step's law (the product over tokens of the
+    per-token step law) moves the distribution over all S^L states. Feasible for S^L up to a few thousand.
     """
-    step_probs = get_step_probs(method)
     n_states = graph.num_states
     states = all_sequences(n_states, length)  # (K, L)
     if graph.absorbing:
@@ -92,19 +92,18 @@ def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length
         law[seq_index(graph.sample_limit(1, length), n_states)] = 1.0
     else:
         law = torch.full((states.shape[0],), 1.0 / states.shape[0], dtype=torch.float64)
-    times = times.to(torch.float64)
-    n_steps = times.numel() - 1
     laws = [law]
-    for k in range(n_steps):
-        t, s = times[k], times[k + 1]
-        live = law > 0
-        x = states[live]
-        score = score_fn(x, noise.total(t).expand(x.shape[0]).to(torch.float32))
-        coeff = 1.0 if coeffs is None else coeffs[k]
-        probs = step_probs(graph, noise, x, score, t, s, coeff, phi_mode, last=(k == n_steps - 1))  # (K', L, S)
+
+    def propagate(info: StepInfo) -> Tensor:
+        probs = info.law.dense()  # (K', L, S): per-token law of each live state
         # transition matrix rows: P(next = z | x) = prod_i probs[x, i, z_i]  -> (K', K)
-        per_tok = probs[:, torch.arange(length)[None, :], states]  # (K', K, L)
-        trans = per_tok.prod(-1)
-        law = law[live] @ trans
-        laws.append(law)
+        trans = probs[:, torch.arange(length)[None, :], states].prod(-1)
+        live = laws[-1] > 0
+        new = laws[-1][live] @ trans
+        laws.append(new)
+        return states[new > 0]
+
+    x0 = states[law > 0]
+    reverse_loop(score_fn, graph, noise, times.to(torch.float64), x0, rule=method, coeffs=coeffs,
+                 phi_mode=phi_mode, advance=propagate)
     return laws

@@ -1,9 +1,12 @@
-"""Samplers for the reverse CTMC (method.md §2).
+"""Sampling with Euler and Tweedie tau-leaping (method.md §2), and the dense reference step laws.
 
-A step t -> s is split in two: ``*_probs`` computes the per-token categorical law of the next state
-(differentiable in the score, the coefficient and the times), ``sample_categorical`` draws from it in float64.
-``sample`` runs M steps on any strictly decreasing grid and makes exactly M score calls (NFE = M): the last
-step lands on the grid's end and, on the absorbing graph, forces every remaining mask to a real token.
+``sample`` runs M steps of the one reverse-time loop (``lsdd.loop``) on any strictly decreasing grid and
+makes exactly M score calls (NFE = M, counted by the loop): the last step lands on the grid's end and, on the
+absorbing graph, forces every remaining mask to a real token. Draws are float64 and two-stage (``lsdd.draws``).
+
+``euler_probs`` / ``tweedie_probs`` are the step laws written out densely, formula by formula, in float64:
+the reference that the factorised laws of ``lsdd.steps`` are tested against on small cases. They build a
+float64 (B, L, S) tensor; use them only on small problems.
 
 Shapes: B batch, L length, S graph states. ``score_fn(x (B, L) int64, sigma_bar (B,)) -> score (B, L, S)``.
 """
@@ -11,28 +14,25 @@ Shapes: B batch, L length, S graph states. ``score_fn(x (B, L) int64, sigma_bar 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .draws import Generators, RowStreams, make_generator, sample_categorical
 from .graphs import Graph
+from .loop import Coeffs, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
-from .schedules import check_times
+from .steps import PHI_MODES, RULES, get_rule
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
-PhiMode = Literal["linear", "log"]
-PHI_MODES = ("linear", "log")
+PhiMode = str
+SAMPLERS = RULES  # name -> step rule
 
 
 def scale_score(score: Tensor, x: Tensor, coeff: Tensor | float, mode: str = "linear") -> Tensor:
-    """Apply a step coefficient Phi to the off-diagonal scores.
-
-    ``linear``: s_y -> Phi s_y (paper eq. 5); ``log``: log s_y -> Phi log s_y, i.e. s_y -> s_y^Phi.
-    The entry at the current token (the "stay" entry) is left at its value, otherwise Phi would cancel
-    in Tweedie. score (B, L, S), x (B, L), coeff a float or a 0-d tensor.
-    """
+    """Reference: apply Phi to the off-diagonal scores (``linear``: Phi s_y; ``log``: s_y^Phi); the entry at the
+    current token keeps its value. score (B, L, S), x (B, L), coeff a float or a 0-d tensor."""
     if mode == "linear":
         scaled = score * coeff
     elif mode == "log":
@@ -66,7 +66,7 @@ def _finish(graph: Graph, x: Tensor, p: Tensor, score: Tensor, last: bool) -> Te
 
 def euler_probs(graph: Graph, noise: Noise, x: Tensor, score: Tensor, t: Tensor, s: Tensor,
                 coeff: Tensor | float = 1.0, mode: str = "linear", last: bool = False) -> Tensor:
-    """Euler (tau-leaping) step: p(y) = (t - s) sigma(t) Q(y -> x_i) Phi s_y for y != x_i, rest stays.
+    """Reference Euler (tau-leaping) step: p(y) = (t - s) sigma(t) Q(y -> x_i) Phi s_y for y != x_i, rest stays.
 
     x (B, L) int64, score (B, L, S) >= 0, t and s 0-d tensors (t > s) -> (B, L, S) float64 rows summing to 1.
     """
@@ -78,7 +78,7 @@ def euler_probs(graph: Graph, noise: Noise, x: Tensor, score: Tensor, t: Tensor,
 
 def tweedie_probs(graph: Graph, noise: Noise, x: Tensor, score: Tensor, t: Tensor, s: Tensor,
                   coeff: Tensor | float = 1.0, mode: str = "linear", last: bool = False) -> Tensor:
-    """Tweedie tau-leaping (analytic) step: p(y) = staggered(Phi s)_y P_{dsigma}(x_i | y),
+    """Reference Tweedie tau-leaping (analytic) step: p(y) = staggered(Phi s)_y P_{dsigma}(x_i | y),
     dsigma = sigma_bar(t) - sigma_bar(s). Same shapes as ``euler_probs``."""
     score = scale_score(score.to(torch.float64), x, coeff, mode)
     t64, s64 = t.to(torch.float64), s.to(torch.float64)
@@ -92,25 +92,15 @@ class StepProbs(Protocol):
                  coeff: Tensor | float = 1.0, mode: str = "linear", last: bool = False) -> Tensor: ...
 
 
-SAMPLERS: dict[str, StepProbs] = {"euler": euler_probs, "tweedie": tweedie_probs}
+REFERENCE_PROBS: dict[str, StepProbs] = {"euler": euler_probs, "tweedie": tweedie_probs}
 
 
-def get_step_probs(name: str) -> StepProbs:
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
-    return SAMPLERS[name]
-
-
-def sample_categorical(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Draw one index per row of ``probs`` (..., S) by inverse CDF in float64 (no Gumbel truncation).
-
-    Rows need not be normalised; zero-probability entries are never drawn. Returns (...) int64.
-    """
-    cdf = probs.to(torch.float64).cumsum(-1)
-    u = torch.rand(probs.shape[:-1], generator=generator, dtype=torch.float64, device=probs.device)
-    v = (u * cdf[..., -1])[..., None].contiguous()
-    idx = torch.searchsorted(cdf.contiguous(), v, right=True)[..., 0]
-    return idx.clamp_max(probs.shape[-1] - 1)
+def step_law_dense(method: str, graph: Graph, noise: Noise, x: Tensor, score: Tensor, t: Tensor, s: Tensor,
+                   coeff: Tensor | float = 1.0, mode: str = "linear", last: bool = False) -> Tensor:
+    """The factorised law of one step (what the samplers draw from), as a dense (B, L, S) float64 tensor,
+    differentiable in ``coeff`` and the times. Small problems only (losses, exact propagation)."""
+    score = score.scatter(-1, x[..., None], 1.0)
+    return get_rule(method)(graph, noise, x, score, t, s, coeff, mode, last, None).dense()
 
 
 @dataclass
@@ -123,44 +113,52 @@ class SampleOutput:
 
 @torch.no_grad()
 def sample(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, shape: tuple[int, int], *,
-           method: str = "euler", coeffs: Tensor | None = None, phi_mode: str = "linear",
-           generator: torch.Generator | None = None, x_init: Tensor | None = None,
-           device: torch.device | str = "cpu",
-           callback: Callable[[dict], None] | None = None) -> SampleOutput:
+           method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear",
+           generator: Generators = None, x_init: Tensor | None = None, device: torch.device | str = "cpu",
+           callback: Callable[[StepInfo], None] | None = None) -> SampleOutput:
     """Run the reverse process on ``times`` (M + 1,), strictly decreasing from 1: M steps, M score calls.
 
-    coeffs: (M,) per-step Phi (None = all ones, the base sampler). x_init: (B, L) start state
-    (default: a draw from the graph's limit). callback gets {"k", "t", "s", "x", "score", "probs"} per step.
+    coeffs: (M,) per-step Phi (None = all ones, the base sampler) or a function (k, x, score) -> Phi_k.
+    generator: a torch.Generator on ``device`` (or ``draws.RowStreams``). x_init: (B, L) start state
+    (default: a draw from the graph's limit). callback gets the loop's ``StepInfo`` (with the law) per step.
     """
-    check_times(times)
-    step_probs = get_step_probs(method)
-    n_steps = times.numel() - 1
-    if coeffs is not None and coeffs.shape != (n_steps,):
-        raise ValueError(f"coeffs must have shape ({n_steps},) for a {n_steps}-step grid, got {tuple(coeffs.shape)}")
     batch, length = shape
-    x = graph.sample_limit(batch, length, generator=generator, device=device) if x_init is None else x_init
-    times = times.to(torch.float64).to(device)
-    nfe = 0
-    for k in range(n_steps):
-        t, s = times[k], times[k + 1]
-        sigma = noise.total(t).to(torch.float32).expand(batch)
-        score = score_fn(x, sigma)
-        nfe += 1
-        coeff = 1.0 if coeffs is None else coeffs[k]
-        probs = step_probs(graph, noise, x, score, t, s, coeff, phi_mode, last=(k == n_steps - 1))
-        if callback is not None:
-            callback({"k": k, "t": t, "s": s, "x": x, "score": score, "probs": probs})
-        x = sample_categorical(probs, generator)
-    return SampleOutput(x=x, nfe=nfe)
+    device = torch.device(device)
+    if x_init is None and isinstance(generator, RowStreams):  # each chunk's start from its own stream
+        x = torch.cat([graph.sample_limit(n, length, generator=g, device=device)
+                       for g, n in zip(generator.generators, generator.sizes)])
+    elif x_init is None:
+        x = graph.sample_limit(batch, length, generator=generator, device=device)
+    else:
+        x = x_init.to(device)
+    out = reverse_loop(score_fn, graph, noise, times.to(torch.float64), x, rule=method, coeffs=coeffs,
+                       phi_mode=phi_mode, generator=generator, on_step=callback)
+    return SampleOutput(x=out.x, nfe=out.nfe)
 
 
 def sample_batched(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, num: int, length: int, *,
-                   batch_size: int = 64, **kwargs) -> SampleOutput:
-    """``sample`` for ``num`` sequences in batches of ``batch_size`` drawn from one generator (pass it in
-    ``kwargs`` with the other ``sample`` options). Returns x (num, L) on the CPU and the calls per sample."""
-    xs, nfe = [], 0
-    for b0 in range(0, num, batch_size):
-        out = sample(score_fn, graph, noise, times, (min(batch_size, num - b0), length), **kwargs)
-        xs.append(out.x.cpu())
+                   seed: int, batch_size: int = 64, device: torch.device | str = "cpu",
+                   progress: bool = False, **kwargs) -> SampleOutput:
+    """``sample`` for ``num`` sequences in batches of ``batch_size``; batch b draws from its own generator
+    ``make_generator(seed, device, b)``, so the output does not depend on how batches are spread over
+    processes. Under torch.distributed each rank runs its share of the batches and every rank gets all
+    ``num`` samples back. Returns x (num, L) on the CPU and the calls per sample."""
+    from . import dist
+    from tqdm.auto import tqdm
+
+    n_batches = -(-num // batch_size)
+    mine = dist.my_items(n_batches)
+    parts, nfe = {}, 0
+    for b in tqdm(mine, desc="sampling", unit="batch", disable=not progress or not dist.is_main(), leave=False):
+        n = min(batch_size, num - b * batch_size)
+        out = sample(score_fn, graph, noise, times, (n, length), generator=make_generator(seed, device, b),
+                     device=device, **kwargs)
+        parts[b] = out.x.cpu()
         nfe = out.nfe  # every batch makes the same number of calls
-    return SampleOutput(x=torch.cat(xs), nfe=nfe)
+    parts = dist.gather_items(parts, n_batches)
+    nfe = dist.max_int(nfe)
+    return SampleOutput(x=torch.cat([parts[b] for b in range(n_batches)]), nfe=nfe)
+
+
+__all__ = ["ScoreFn", "PHI_MODES", "SAMPLERS", "scale_score", "euler_probs", "tweedie_probs", "REFERENCE_PROBS",
+           "step_law_dense", "sample_categorical", "SampleOutput", "sample", "sample_batched"]

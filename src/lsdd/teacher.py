@@ -15,7 +15,9 @@ from tqdm.auto import tqdm
 
 from .graphs import Graph
 from .noise import Noise
-from .samplers import ScoreFn, get_step_probs, sample_categorical
+from . import dist
+from .draws import make_generator
+from .loop import ScoreFn, StepInfo, reverse_loop
 from .schedules import check_times, refine_times
 
 
@@ -43,6 +45,8 @@ class TeacherCache:
         """For trajectories ``idx`` (b,): (state (b, L), stored mask (b, L) bool, scores (b, L, N))."""
         rows = self.rows[k][idx]
         stored = rows >= 0
+        if self.scores[k].shape[0] == 0:  # no trajectory had a movable row at this step
+            return self.states[k][idx], stored, self.scores[k].new_zeros(*rows.shape, self.scores[k].shape[-1])
         s = self.scores[k][rows.clamp_min(0)]
         return self.states[k][idx], stored, s * stored[..., None]
 
@@ -70,56 +74,64 @@ class TeacherCache:
 def _pack(graph: Graph, x: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
     """Keep the real-token score columns of movable rows: (rows (n, L) int64, scores (n_k, N) float32)."""
     keep = graph.movable(x)
+    keep = keep.cpu()
     rows = torch.full(x.shape, -1, dtype=torch.long)
-    rows[keep.cpu()] = torch.arange(int(keep.sum()))
-    return rows, score[..., : graph.num_tokens][keep].float().cpu()
+    rows[keep] = torch.arange(int(keep.sum()))
+    return rows, score[..., : graph.num_tokens][keep.to(score.device)].float().cpu()
 
 
 @torch.no_grad()
 def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Tensor, teacher_steps: int,
-                num: int, length: int, *, method: str = "euler", batch_size: int = 64,
-                generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                progress: bool = True) -> TeacherCache:
+                num: int, length: int, *, method: str = "euler", batch_size: int = 64, seed: int = 0,
+                device: torch.device | str = "cpu", progress: bool = True) -> TeacherCache:
     """Run ``num`` teacher trajectories of ``teacher_steps`` steps on the student grid refined uniformly
-    (teacher_steps must be a multiple of M), caching the teacher's own scores at the student times."""
+    (teacher_steps must be a multiple of M), caching the teacher's own scores at the student times.
+
+    Batch b of trajectories draws from ``make_generator(seed, device, b)``; under torch.distributed the
+    batches are spread over the ranks and every rank gets the whole cache back (independent of the count).
+    """
     check_times(student_times)
     m = student_times.numel() - 1
     if teacher_steps % m:
         raise ValueError(f"teacher steps ({teacher_steps}) must be a multiple of the student's ({m})")
     r = teacher_steps // m
-    times = refine_times(student_times.to(torch.float64), r).to(device)
-    step_probs = get_step_probs(method)
-    x_T, x_0, per_batch = [], [], []
+    times = refine_times(student_times.to(torch.float64), r)
+    n_batches = -(-num // batch_size)
+    mine = dist.my_items(n_batches)
+    per_batch: dict[int, tuple] = {}
     nfe, start = 0, time.perf_counter()
-    bar = tqdm(total=num * teacher_steps, desc="teacher", unit="call", unit_scale=1, disable=not progress,
+    bar = tqdm(total=len(mine) * teacher_steps, desc="teacher", unit="step", disable=not progress or not dist.is_main(),
                leave=False)
-    for b0 in range(0, num, batch_size):
-        b = min(batch_size, num - b0)
-        x = graph.sample_limit(b, length, generator=generator, device=device)
-        x_T.append(x.cpu())
+    for b in mine:
+        n = min(batch_size, num - b * batch_size)
+        x_T = graph.sample_limit(n, length, generator=make_generator(seed, device, b), device=device)
         cached = []
-        for j in range(teacher_steps):
-            t, s = times[j], times[j + 1]
-            score = score_fn(x, noise.total(t).float().expand(b))
-            nfe += 1
-            if j % r == 0:
-                cached.append((x.cpu(), *_pack(graph, x, score)))
-            probs = step_probs(graph, noise, x, score, t, s, last=(j == teacher_steps - 1))
-            x = sample_categorical(probs, generator)
-            bar.update(b)
-        x_0.append(x.cpu())
-        per_batch.append(cached)
+
+        def keep(info: StepInfo) -> None:
+            if info.k % r == 0:
+                cached.append((info.x.cpu(), *_pack(graph, info.x, info.score)))
+            bar.update(1)
+
+        out = reverse_loop(score_fn, graph, noise, times, x_T, rule=method, on_score=keep,
+                           generator=make_generator(seed, device, b, 1))
+        nfe += out.nfe
+        per_batch[b] = (x_T.cpu(), out.x.cpu(), cached)
     bar.close()
+    per_batch = dist.gather_items(per_batch, n_batches)
+    nfe = int(dist.all_reduce_sum(torch.tensor([nfe]))[0])
+    ordered = [per_batch[b] for b in range(n_batches)]
     states, rows, scores = [], [], []
     for k in range(m):
         offset, r_k = 0, []
-        for cached in per_batch:
+        for _, _, cached in ordered:
             rk = cached[k][1].clone()
             rk[rk >= 0] += offset
             offset += cached[k][2].shape[0]
             r_k.append(rk)
-        states.append(torch.cat([c[k][0] for c in per_batch]))
+        states.append(torch.cat([c[k][0] for _, _, c in ordered]))
         rows.append(torch.cat(r_k))
-        scores.append(torch.cat([c[k][2] for c in per_batch]))
-    return TeacherCache(torch.cat(x_T), states, rows, scores, torch.cat(x_0), student_times.cpu().to(torch.float64),
-                        teacher_steps, nfe, time.perf_counter() - start)
+        scores.append(torch.cat([c[k][2] for _, _, c in ordered]))
+    x_T = torch.cat([p[0] for p in ordered])
+    x_0 = torch.cat([p[1] for p in ordered])
+    return TeacherCache(x_T, states, rows, scores, x_0, student_times.cpu().to(torch.float64), teacher_steps, nfe,
+                        time.perf_counter() - start)

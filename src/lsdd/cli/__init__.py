@@ -40,14 +40,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DISTRIBUTED_COMMANDS = ("sample", "distill", "bench")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    """Entry point; returns the exit code (0 ok, 2 user error, 130 interrupted).
+
+    Under ``torchrun --nproc-per-node K -m lsdd CMD`` (CMD: sample, distill or bench) the K processes share
+    the work; rank 0 alone prints and writes the outputs.
+    """
+    import contextlib
+    import io
+    import os
+
+    from .. import dist
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet = dist.launched() and int(os.environ.get("RANK", "0")) > 0
     try:
-        return int(args.run(args) or 0)
+        if dist.launched() and args.command not in DISTRIBUTED_COMMANDS:
+            raise UserError(f"'{args.command}' runs in one process; under torchrun use one of "
+                            f"{list(DISTRIBUTED_COMMANDS)}")
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            code = int(args.run(args) or 0)
+        dist.shutdown()
+        return code
     except UserError as e:
-        print(f"lsdd {args.command}: error: {e}", file=sys.stderr)
+        if not quiet:
+            print(f"lsdd {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lsdd {args.command}: interrupted", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from .common import Formatter, check_output, fraction, load, positive_int
+from .common import Formatter, add_device_args, check_output, fraction, load_args, positive_int
 
 DESCRIPTION = """\
 Benchmark samplers for one model in one run with the same seeds: at every --nfe, the uniform-grid
@@ -49,7 +49,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--timing-repeats", type=int, default=3, help="interleaved runs for the overhead ratio")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_device_args(p)
     p.add_argument("--json", help="write all rows (with the learned samplers) to this JSON file")
     p.add_argument("--plot", help="write a PNG of quality and diversity against NFE")
     p.set_defaults(run=run)
@@ -64,7 +64,7 @@ def run(args) -> int:
 
     js, png = check_output(args.json, ".json"), check_output(args.plot, ".png")
     task = get_task(args.task)
-    model = load(args.model, args.device)
+    model = load_args(args)
     cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=tuple(args.bases),
                       methods=tuple(args.methods),
                       learn_bases=tuple(args.learn_bases) if args.learn_bases else None, num_samples=args.num_samples, batch_size=args.batch_size,
@@ -76,6 +76,10 @@ def run(args) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     print(format_table(result, task))
+    from .. import dist
+
+    if not dist.is_main():
+        return 0
     if js:
         atomic.write_json(js, result.to_dict())
         print(f"rows -> {js}")

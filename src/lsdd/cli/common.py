@@ -38,21 +38,40 @@ def fraction(text: str) -> float:
 
 
 def resolve_device(name: str):
+    """torch.device for --device; under torchrun, cuda means this rank's GPU (cuda:LOCAL_RANK)."""
     import torch
+
+    from .. import dist
 
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name} requested, but CUDA is not available on this machine")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as e:
         raise UserError(f"bad --device {name!r}: {e}") from None
+    ranked = dist.init_from_env(name)
+    return ranked if ranked is not None else device
 
 
-def load(model: str, device: str = "cpu"):
-    """Load a bundled model name or a model directory (UserError if neither)."""
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """--device, --precision and --compile, shared by the commands that run the network."""
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: each rank's own GPU)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="network arithmetic: bf16 autocast (scores stay float32); auto = bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (pays off over hundreds of calls; first call compiles)")
+
+
+def load(model: str, device: str = "cpu", precision: str = "auto", compile: bool = False):
+    """Load a bundled model name or a model directory (UserError if neither), on ``device``."""
     from ..models import load_model
 
-    return load_model(model, resolve_device(device))
+    return load_model(model, resolve_device(device)).configure(precision, compile)
+
+
+def load_args(args):
+    """``load`` with the --model/--device/--precision/--compile flags of ``args``."""
+    return load(args.model, args.device, getattr(args, "precision", "auto"), getattr(args, "compile", False))
 
 
 def check_output(path: str | None, suffix: str | None = None) -> Path | None:

@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..errors import UserError
-from .common import Formatter, check_output, fraction, load, positive_int
+from .common import Formatter, add_device_args, check_output, fraction, load_args, positive_int
 
 DESCRIPTION = """\
 Distill a few-step sampler for a frozen score model (Learnable Sampler Distillation, arXiv 2509.19962).
@@ -59,7 +59,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="lsd + linear + l2 only: refit Phi exactly while simulating instead of Adam")
     p.add_argument("--eps", type=float, default=d.eps, help="last time of the grid")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of teacher and student draws")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--chunk", type=positive_int, default=d.chunk,
+                   help="trajectories per random stream (the unit spread over torchrun processes)")
+    add_device_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--out", required=True, help="output JSON file of the learned sampler")
     p.set_defaults(run=run)
@@ -81,13 +83,13 @@ def config_from_args(args):
 def run(args) -> int:
     import torch
 
-    from .. import atomic
+    from .. import atomic, dist
     from ..distill import distill, make_teacher, to_artifact
     from ..teacher import TeacherCache
 
     out = check_output(args.out, ".json")
     cfg = config_from_args(args)
-    model = load(args.model, args.device)
+    model = load_args(args)
     ckpt = Path(str(out) + ".ckpt")
     cache, state = None, None
     if args.resume:
@@ -106,6 +108,8 @@ def run(args) -> int:
         raise UserError(f"{ckpt} exists from an interrupted run: pass --resume, or delete it")
 
     def save_ckpt(state_now):
+        if not dist.is_main():
+            return
         with atomic.atomic_path(ckpt) as tmp:
             torch.save({"config": asdict(cfg), "model_fingerprint": model.fingerprint,
                         "cache": cache.to_state(), "state": state_now}, tmp)
@@ -120,8 +124,9 @@ def run(args) -> int:
                      state=state, on_epoch=lambda rec, st: save_ckpt(st))
     sampler = to_artifact(result, cfg, model.graph, model.noise,
                           {"model_fingerprint": model.fingerprint, "model_source": model.source})
-    sampler.save(out)
-    ckpt.unlink(missing_ok=True)
+    if dist.is_main():
+        sampler.save(out)
+        ckpt.unlink(missing_ok=True)
     last = result.history[-1] if result.history else {}
     print(f"{cfg.method} {cfg.base} sampler with {cfg.nfe} NFE -> {out}")
     print(f"  coefficients: {', '.join(f'{c:.3f}' for c in sampler.coeffs)}")

@@ -6,7 +6,7 @@ import argparse
 import time
 
 from ..errors import UserError
-from .common import Formatter, check_output, load, positive_int
+from .common import Formatter, add_device_args, check_output, load_args, positive_int
 
 DESCRIPTION = """\
 Sample from a discrete diffusion model. Either a base sampler on the uniform time grid
@@ -34,8 +34,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="use a learned sampler distilled for another model")
     p.add_argument("--num", type=positive_int, default=64, help="number of sequences")
     p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per network call")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed; batch b draws from its own stream (seed, b), so torchrun gives the same samples")
+    add_device_args(p)
     p.add_argument("--out", required=True, help="output .npy file, int64 array (num, length)")
     p.set_defaults(run=run)
     return p
@@ -52,7 +53,7 @@ def run(args) -> int:
     out = check_output(args.out, ".npy")
     if not 0.0 < args.eps < 1.0:
         raise UserError(f"--eps must lie in (0, 1), got {args.eps}")
-    model = load(args.model, args.device)
+    model = load_args(args)
     if args.learned:
         learned = LearnedSampler.load(args.learned)
         learned.check_model(model.graph.name, model.graph.num_tokens, model.noise.to_dict(), model.fingerprint,
@@ -62,14 +63,17 @@ def run(args) -> int:
     else:
         method, times, coeffs, mode = args.sampler, uniform_times(args.steps, args.eps), None, "linear"
         desc = f"{method} on the uniform grid ({args.steps} steps)"
-    gen = torch.Generator().manual_seed(args.seed)
+    from .. import dist
+
     t0 = time.perf_counter()
     res = sample_batched(model.score_fn, model.graph, model.noise, times, args.num, model.config.length,
-                         batch_size=args.batch_size, method=method, coeffs=coeffs, phi_mode=mode, generator=gen,
-                         device=model.device)
+                         batch_size=args.batch_size, method=method, coeffs=coeffs, phi_mode=mode, seed=args.seed,
+                         device=model.device, progress=True)
     secs, nfe = time.perf_counter() - t0, res.nfe
     x = res.x.numpy()
-    atomic.save_npy(out, x)
+    if dist.is_main():
+        atomic.save_npy(out, x)
+    procs = f" on {dist.world()} processes" if dist.world() > 1 else ""
     print(f"{args.num} samples of length {x.shape[1]} from {model.source} with {desc}: "
-          f"{nfe} network calls per sample, {secs:.2f} s ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
+          f"{nfe} network calls per sample, {secs:.2f} s{procs} ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
     return 0

@@ -276,7 +276,8 @@ class ScoreDiT(nn.Module):
         if self.config.scale_by_sigma:
             shift = log_expm1(sigma.float()) + math.log(self.config.num_tokens)
             out = out - shift[:, None, None]
-        return out.scatter(-1, x[..., None], 0.0)
+        # in place when no graph is recorded: saves a copy of the (B, L, S) output at inference
+        return out.scatter(-1, x[..., None], 0.0) if torch.is_grad_enabled() else out.scatter_(-1, x[..., None], 0.0)
 
 
 __all__ = ["DiTConfig", "ScoreDiT", "GRAPH_NAMES"]

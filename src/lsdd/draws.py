@@ -1,0 +1,205 @@
+"""Random draws, in float64, below both ``graphs`` and ``samplers``.
+
+A reverse step's per-token law is kept *factorised* (``StepLaw``): first "move or stay", then, for the
+tokens that move, which value. On the absorbing graph only masked tokens can move and the value law is
+proportional to the (scaled) scores, so a step never needs a float64 (B, L, V) tensor: the move
+probabilities are (B, L), and float64 values are drawn only for the rows that move, by a blocked
+inverse CDF whose float64 work is (rows, V / block) + (rows, block).
+
+Randomness always comes from an explicit ``torch.Generator`` that lives on the device of the draw; a
+``RowStreams`` gives consecutive chunks of a batch their own generators, so a chunk's draws do not depend
+on which other chunks share its batch (what makes sharded runs independent of the number of processes).
+
+Shapes: B batch, L length, S states, n rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BLOCK = 1024  # inverse-CDF block size for wide rows (float64 work per drawn row: S / BLOCK + BLOCK)
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed for the stream ``keys`` under ``seed`` (e.g. (epoch, batch)); stable across runs and
+    processes, and unrelated for different keys (unlike seed + key, which collides across streams)."""
+    text = ":".join(str(int(v)) for v in (seed, *keys)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & (2**63 - 1)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu", *keys: int) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed`` (or with ``derive_seed(seed, *keys)`` when keys are given)."""
+    gen = torch.Generator(device=torch.device(device))
+    return gen.manual_seed(derive_seed(seed, *keys) if keys else int(seed))
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    ia = a.index if a.index is not None else torch.cuda.current_device()
+    ib = b.index if b.index is not None else torch.cuda.current_device()
+    return ia == ib
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device | str) -> None:
+    """ValueError unless ``generator`` (if any) lives on ``device``: a CPU generator cannot drive CUDA draws."""
+    if generator is None:
+        return
+    device = torch.device(device)
+    if not _same_device(generator.device, device):
+        raise ValueError(f"the random generator lives on {generator.device} but the draws happen on {device}; "
+                         f"create it with torch.Generator(device={str(device)!r}) (lsdd.draws.make_generator)")
+
+
+@dataclass
+class RowStreams:
+    """Independent generators for consecutive chunks of a batch: ``generators[i]`` draws for ``sizes[i]`` rows."""
+
+    generators: list[torch.Generator]
+    sizes: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.generators) != len(self.sizes) or any(n < 1 for n in self.sizes):
+            raise ValueError(f"RowStreams needs one generator per positive chunk size, got "
+                             f"{len(self.generators)} generators for sizes {self.sizes}")
+
+    @property
+    def device(self) -> torch.device:
+        return self.generators[0].device
+
+
+Generators = Union[torch.Generator, RowStreams, None]
+
+
+def _chunks(generator: Generators, batch: int) -> list[tuple[slice, torch.Generator | None]]:
+    if not isinstance(generator, RowStreams):
+        return [(slice(0, batch), generator)]
+    if sum(generator.sizes) != batch:
+        raise ValueError(f"RowStreams cover {sum(generator.sizes)} rows, the batch has {batch}")
+    out, start = [], 0
+    for gen, n in zip(generator.generators, generator.sizes):
+        out.append((slice(start, start + n), gen))
+        start += n
+    return out
+
+
+def uniforms(shape: Sequence[int], generator: Generators, device: torch.device | str) -> Tensor:
+    """float64 uniforms in [0, 1) of ``shape`` (batch first), each chunk from its own stream."""
+    parts = []
+    for rows, gen in _chunks(generator, shape[0]):
+        check_generator(gen, device)
+        n = rows.stop - rows.start
+        parts.append(torch.rand((n, *shape[1:]), generator=gen, dtype=torch.float64, device=device))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def inverse_cdf(weights: Tensor, u: Tensor, block: int = BLOCK) -> Tensor:
+    """Index drawn from each row of ``weights`` (n, S) >= 0 (any float dtype, rows need not sum to 1) for
+    uniforms ``u`` (n,) float64: the first index whose float64 cumulative weight exceeds u * total.
+
+    Rows wider than ``block`` are searched in two levels (block totals, then one block) so the float64 work is
+    O(n (S / block + block)) instead of a float64 copy of the whole row. A zero-weight index is never returned
+    for a row with positive total; all-zero rows return 0. Returns (n,) int64.
+    """
+    n, width = weights.shape
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=weights.device)
+    if width <= block:
+        return _search(weights.to(torch.float64), u)
+    nb = -(-width // block)
+    padded = F.pad(weights, (0, nb * block - width)).view(n, nb, block)
+    totals = padded.sum(-1).to(torch.float64)  # (n, nb): per-block sums, float32 accumulation is exact enough
+    which = _search(totals, u)  # block of each draw
+    before = (totals.cumsum(-1) - totals).gather(-1, which[:, None])[:, 0]
+    inner = padded[torch.arange(n, device=weights.device), which].to(torch.float64)  # (n, block)
+    # the residual uniform inside the chosen block: (u * total - mass before the block) / block mass
+    mass = totals.gather(-1, which[:, None])[:, 0]
+    target = u * totals.sum(-1) - before
+    u_in = torch.where(mass > 0, target / mass.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(u))
+    return which * block + _search(inner, u_in.clamp(0.0, 1.0))
+
+
+def _search(w: Tensor, u: Tensor) -> Tensor:
+    """Inverse CDF on float64 rows w (n, K): first k with cdf_k > u * total, never a zero-weight k."""
+    cdf = w.cumsum(-1)
+    total = cdf[:, -1:]
+    target = torch.minimum(u[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
+    idx = torch.searchsorted(cdf.contiguous(), target.contiguous(), right=True)[:, 0]
+    return idx.clamp_max(w.shape[-1] - 1)
+
+
+def sample_categorical(probs: Tensor, generator: Generators = None) -> Tensor:
+    """Draw one index per row of ``probs`` (..., S) by inverse CDF in float64 (never float32 Gumbel).
+
+    Rows need not be normalised; zero-probability entries are never drawn. Returns (...) int64.
+    """
+    flat = probs.reshape(-1, probs.shape[-1])
+    lead = probs.shape[:-1]
+    u = uniforms(lead, generator, probs.device).reshape(-1) if len(lead) else \
+        uniforms((1,), generator, probs.device)
+    return inverse_cdf(flat, u).reshape(lead)
+
+
+@dataclass
+class StepLaw:
+    """The law of one reverse step, per token, factorised as move-or-stay then a value:
+
+        P(next_i = y) = (1 - move_i) [y = x_i] + move_i * w_iy / sum_z w_iz,
+
+    with ``w`` zero at the current token. ``x`` (B, L) int64, ``move`` (B, L) float64 in [0, 1],
+    ``weights`` (B, L, S) >= 0 in the score's dtype (never copied to float64 whole). Rows whose weights are
+    all zero but must move (the forced last step of an absorbing model with an all-zero score row) draw
+    uniformly from ``fallback`` (S,) bool, the states allowed there. ``score`` is the score the law was built
+    from (hooks read it); ``invalid`` (B, L) bool marks movable rows whose score was NaN or infinite.
+    """
+
+    x: Tensor
+    move: Tensor
+    weights: Tensor
+    fallback: Tensor
+    score: Tensor | None = None
+    invalid: Tensor | None = None
+
+    def dense(self) -> Tensor:
+        """The full per-token law (B, L, S) float64 (small problems, tests and exact propagation only)."""
+        w = self.weights.to(torch.float64).scatter(-1, self.x[..., None], 0.0)
+        total = w.sum(-1, keepdim=True)
+        uniform = self.fallback.to(torch.float64).expand_as(w).scatter(-1, self.x[..., None], 0.0)
+        w = torch.where(total > 0, w / total.clamp_min(torch.finfo(torch.float64).tiny),
+                        uniform / uniform.sum(-1, keepdim=True).clamp_min(1.0))
+        stay = F.one_hot(self.x, w.shape[-1]).to(torch.float64)
+        m = self.move[..., None]
+        return (1.0 - m) * stay + m * w
+
+    def draw(self, generator: Generators = None) -> Tensor:
+        """Draw the next state (B, L) int64: stage 1 decides who moves, stage 2 draws values for those rows only."""
+        u = uniforms(self.x.shape, generator, self.x.device)
+        moving = u < self.move  # (B, L)
+        x_next = self.x.clone()
+        if not bool(moving.any()):
+            return x_next
+        # value uniforms per chunk, in the order of the moving rows (row-major), so chunks stay independent
+        counts = [int(moving[rows].sum()) for rows, _ in _chunks(generator, self.x.shape[0])]
+        u2 = torch.cat([torch.rand(c, generator=g, dtype=torch.float64, device=self.x.device)
+                        for c, (_, g) in zip(counts, _chunks(generator, self.x.shape[0]))])
+        w = self.weights[moving].scatter(-1, self.x[moving][:, None], 0.0)  # (n, S), own dtype
+        if bool((w < 0).any()):
+            raise ValueError("a step law has negative weights; scores must be >= 0")
+        empty = w.sum(-1) <= 0
+        if bool(empty.any()):
+            allowed = self.fallback.to(w.dtype).expand(int(empty.sum()), -1).scatter(-1, self.x[moving][empty][:, None], 0.0)
+            w[empty] = allowed
+        x_next[moving] = inverse_cdf(w, u2)
+        return x_next
+
+
+__all__ = ["BLOCK", "derive_seed", "make_generator", "check_generator", "RowStreams", "Generators", "uniforms",
+           "inverse_cdf", "sample_categorical", "StepLaw"]

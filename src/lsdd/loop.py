@@ -1,0 +1,152 @@
+"""The one reverse-time loop that every sampler, the teacher, the distillation epoch and the exact
+references drive.
+
+Per step k of a grid t_0 = 1 > ... > t_M:
+  1. score = call(x, t_k)                 network call, counted here and nowhere else; contract enforced
+  2. on_score(info)                       hooks that read the score (teacher cache, distillation losses)
+  3. Phi_k = coeffs(k, x, score)          a per-step number, or a function of the state (state-conditioned)
+  4. law = rule(..., call)                the step's factorised law; a rule may call the network again
+  5. on_step(info)                        hooks that read the law
+  6. x = advance(info)                    a draw (default), or an exact propagation of a distribution
+
+The score contract: ``score_fn(x (B, L) int64, sigma_bar (B,)) -> (B, L, S)`` ratios >= 0 whose entry at
+the current token is 1. The loop sets that entry to 1 itself (an adapter that forgets it must not silently
+change the law - Tweedie and the uniform graph read it), checks the shape, and stops with an error naming
+the step when a score the step needs is NaN or infinite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import torch
+from torch import Tensor
+
+from .draws import Generators, RowStreams, StepLaw, check_generator
+from .errors import UserError
+from .graphs import Graph
+from .noise import Noise
+from .schedules import check_times
+from .steps import StepRule, get_rule
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+CoeffFn = Callable[[int, Tensor, Tensor], Union[Tensor, float]]  # (k, x (B, L), score (B, L, S)) -> Phi_k
+Coeffs = Union[Tensor, CoeffFn, None]
+
+
+class ScoreContractError(UserError):
+    """A score function broke the contract (wrong shape, NaN or infinite scores)."""
+
+
+class CountedScore:
+    """Wraps a score function: counts every call (NFE), feeds it sigma_bar(t), enforces the contract."""
+
+    def __init__(self, score_fn: ScoreFn, graph: Graph, noise: Noise):
+        self.score_fn, self.graph, self.noise = score_fn, graph, noise
+        self.calls = 0
+        self.step = -1  # the loop's current step, for error messages
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """x (B, L) int64, t 0-d time -> score (B, L, S) with score[b, i, x[b, i]] == 1."""
+        sigma = self.noise.total(torch.as_tensor(t, dtype=torch.float64).detach())
+        sigma = sigma.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
+        score = self.score_fn(x, sigma)
+        self.calls += 1
+        want = (*x.shape, self.graph.num_states)
+        if tuple(score.shape) != want:
+            raise ScoreContractError(f"step {self.step}: the score function returned shape {tuple(score.shape)}, "
+                                     f"expected (B, L, S) = {want}")
+        if score.device != x.device:
+            score = score.to(x.device)
+        if not score.is_floating_point():
+            score = score.float()
+        # the entry at the current token is 1 by definition of the concrete score
+        return score.scatter(-1, x[..., None], 1.0) if score.requires_grad else score.scatter_(-1, x[..., None], 1.0)
+
+
+@dataclass
+class StepInfo:
+    """What hooks see at step k: the interval [t, s] (0-d float64), the state x (B, L), the score (B, L, S)
+    at (x, t), the coefficient used, and (from ``on_step`` on) the step's law."""
+
+    k: int
+    t: Tensor
+    s: Tensor
+    last: bool
+    x: Tensor
+    score: Tensor
+    coeff: Tensor | float = 1.0
+    law: StepLaw | None = None
+
+
+@dataclass
+class LoopOutput:
+    """x: the final state (B, L) int64 (or whatever ``advance`` returned last); nfe: network calls, counted."""
+
+    x: Tensor
+    nfe: int
+
+
+def resolve_coeff(coeffs: Coeffs, k: int, x: Tensor, score: Tensor) -> Tensor | float:
+    if coeffs is None:
+        return 1.0
+    if callable(coeffs) and not isinstance(coeffs, Tensor):
+        return coeffs(k, x, score)
+    return coeffs[k]
+
+
+def check_coeffs(coeffs: Coeffs, n_steps: int, phi_mode: str) -> None:
+    if coeffs is None or (callable(coeffs) and not isinstance(coeffs, Tensor)):
+        return
+    if coeffs.shape != (n_steps,):
+        raise ValueError(f"coeffs must have shape ({n_steps},) for a {n_steps}-step grid, got {tuple(coeffs.shape)}")
+    if not torch.isfinite(coeffs).all():
+        raise ValueError(f"coeffs must be finite, got {coeffs.tolist()}")
+    low = float(coeffs.min())
+    if low < 0 or (phi_mode == "log" and low <= 0):
+        raise ValueError(f"coeffs must be {'> 0' if phi_mode == 'log' else '>= 0'} in {phi_mode} mode, got min {low}")
+
+
+def reverse_loop(score_fn: ScoreFn | CountedScore, graph: Graph, noise: Noise, times: Tensor, x: Tensor, *,
+                 rule: str | StepRule = "euler", coeffs: Coeffs = None, phi_mode: str = "linear",
+                 generator: Generators = None, advance: Callable[[StepInfo], Tensor] | None = None,
+                 on_score: Callable[[StepInfo], None] | None = None,
+                 on_step: Callable[[StepInfo], None] | None = None) -> LoopOutput:
+    """Run the reverse process from ``x`` (B, L) over ``times`` (M + 1,), strictly decreasing from 1.
+
+    rule: a step rule or its name (``steps.RULES``). coeffs: None (all ones), (M,) per-step Phi, or a
+    function (k, x, score) -> Phi_k (a scalar or (B, L)). generator: a torch.Generator on x's device, or
+    ``RowStreams`` (one stream per chunk of rows). advance: replaces the draw (exact propagation).
+    The last step lands on times[-1] and, on the absorbing graph, unmasks every remaining token.
+    """
+    check_times(times.detach())
+    step_rule = get_rule(rule) if isinstance(rule, str) else rule
+    n_steps = times.numel() - 1
+    check_coeffs(coeffs, n_steps, phi_mode)
+    if advance is None:
+        for gen in generator.generators if isinstance(generator, RowStreams) else [generator]:
+            check_generator(gen, x.device)  # before any network call
+    call = score_fn if isinstance(score_fn, CountedScore) else CountedScore(score_fn, graph, noise)
+    start = call.calls
+    for k in range(n_steps):
+        call.step = k
+        t, s = times[k], times[k + 1]
+        last = k == n_steps - 1
+        info = StepInfo(k, t, s, last, x, call(x, t))
+        if on_score is not None:
+            on_score(info)
+        info.coeff = resolve_coeff(coeffs, k, x, info.score)
+        info.law = step_rule(graph, noise, x, info.score, t, s, info.coeff, phi_mode, last, call)
+        if info.law.invalid is not None and bool(info.law.invalid.any()):
+            n_bad = int(info.law.invalid.sum())
+            raise ScoreContractError(f"step {k} (t={float(t):.6g} -> {float(s):.6g}): the score is NaN or infinite "
+                                     f"in {n_bad} of {x.numel()} token rows; the model's output is not usable there")
+        if on_step is not None:
+            on_step(info)
+        x = advance(info) if advance is not None else info.law.draw(generator)
+    return LoopOutput(x, call.calls - start)
+
+
+__all__ = ["ScoreFn", "CoeffFn", "Coeffs", "ScoreContractError", "CountedScore", "StepInfo", "LoopOutput",
+           "reverse_loop", "resolve_coeff", "check_coeffs"]

@@ -1,0 +1,193 @@
+"""Step rules: the law of one reverse step t -> s as a factorised ``StepLaw`` (method.md §2).
+
+Euler (tau-leaping) and Tweedie (analytic) steps with a per-step coefficient Phi, for the absorbing and the
+uniform graph. For the absorbing graph both are "rate x scores": a masked token unmasks with probability
+min(1, c sum_y Phi s_y) - c = dt sigma(t) (Euler) or e^{d sigma_bar} - 1 (Tweedie) - and then takes a value
+proportional to Phi s_y; the last step unmasks every remaining token. The uniform graph's Euler step has
+the same form (c = dt sigma(t) / N); its Tweedie step moves by the clipped staggered score.
+
+Phi modes: ``linear`` multiplies the off-diagonal scores (never the stay entry), which only rescales the
+move probability; ``log`` multiplies log-scores (s -> s^Phi) and is computed in log space (logsumexp), so
+large scores or Phi never overflow and tiny ones never underflow to an all-zero row. Phi may be a float,
+a 0-d tensor or a (B, L) tensor (state-dependent coefficients). The entry of the score at the current
+token must be 1 (``loop.CountedScore`` enforces it); the laws here read it on the uniform graph.
+
+These laws equal the dense reference laws ``samplers.euler_probs`` / ``tweedie_probs`` (tests prove it on
+small cases) but never build a float64 (B, L, S) tensor; they are differentiable in Phi and the times.
+Shapes: B batch, L length, S states, N real tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from .draws import StepLaw
+from .graphs import Graph
+from .noise import Noise
+
+PHI_MODES = ("linear", "log")
+ScoreCall = Callable[[Tensor, Tensor], Tensor]  # (x (B, L), t 0-d) -> score (B, L, S); counted by the loop
+
+
+def _coeff_rows(coeff: Tensor | float, x: Tensor) -> Tensor:
+    """Phi as a float64 tensor broadcastable to (B, L): a scalar stays 0-d, a (B, L) tensor is kept."""
+    c = torch.as_tensor(coeff, dtype=torch.float64, device=x.device)
+    if c.ndim not in (0, 2) or (c.ndim == 2 and c.shape != x.shape):
+        raise ValueError(f"a step coefficient must be a scalar or have the state's shape {tuple(x.shape)}, "
+                         f"got {tuple(c.shape)}")
+    return c
+
+
+def _fallback(graph: Graph, device) -> Tensor:
+    allowed = torch.ones(graph.num_states, dtype=torch.bool, device=device)
+    if graph.absorbing:
+        allowed[graph.mask_id] = False
+    return allowed
+
+
+def _targets(graph: Graph, score: Tensor) -> Tensor:
+    """The score columns a token can move to: real tokens (absorbing: not the mask). (B, L, S) view."""
+    return score[..., : graph.num_tokens]
+
+
+def _scaled_log(score: Tensor, phi: Tensor) -> Tensor:
+    """Phi log s (B, L, S), -inf where s = 0, with finite gradients in Phi (no 0 * -inf)."""
+    pos = score > 0
+    log_s = torch.log(torch.where(pos, score, torch.ones_like(score)))
+    phi = phi.to(score.dtype)[..., None] if phi.ndim else phi.to(score.dtype)
+    return torch.where(pos, log_s * phi, torch.full_like(log_s, float("-inf")))
+
+
+def _log_weights(graph: Graph, x: Tensor, score: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
+    """log-mode scaled scores in log space: (weights (B, L, S) = exp(Phi log s - rowmax), log sum_y s_y^Phi
+    over the movable columns other than the current token (B, L) float64)."""
+    lt = _scaled_log(score, phi).scatter(-1, x[..., None], float("-inf"))
+    if graph.absorbing:
+        lt[..., graph.mask_id] = float("-inf")
+    top = lt.amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    weights = torch.exp(lt - top)
+    lse = torch.log(weights.sum(-1)).to(torch.float64) + top[..., 0].to(torch.float64)
+    return weights, lse
+
+
+def rate_law(graph: Graph, x: Tensor, score: Tensor, c: Tensor, coeff: Tensor | float, mode: str,
+             last: bool) -> StepLaw:
+    """Law of a step whose off-diagonal masses are c * Q(y -> x) * scaled score (Euler; Tweedie on the
+    absorbing graph). c: 0-d float64 tensor (rate x step, Q(y -> x) included). (B, L) -> StepLaw."""
+    phi = _coeff_rows(coeff, x)
+    movable = graph.movable(x)
+    if mode == "linear":
+        if graph.absorbing:
+            sums = _targets(graph, score).sum(-1).to(torch.float64)
+        else:
+            sums = score.sum(-1).to(torch.float64) - 1.0  # the stay entry is 1 by contract
+        weights = score
+        log_mass = None
+        mass = c * phi * sums.clamp_min(0.0)
+    elif mode == "log":
+        if (phi <= 0).any():
+            raise ValueError(f"log-mode coefficients must be > 0, got min {float(phi.min())}")
+        weights, lse = _log_weights(graph, x, score, phi)
+        sums = lse
+        log_mass = torch.log(c) + lse
+        mass = None
+    else:
+        raise ValueError(f"unknown phi mode {mode!r}; expected one of {PHI_MODES}")
+    invalid = movable & (torch.isnan(sums) | (sums == float("inf")))  # -inf (all-zero scores, log mode) is valid
+    if last and graph.absorbing:
+        move = movable.to(torch.float64)
+    elif mass is not None:
+        move = mass.clamp(0.0, 1.0)
+    else:
+        move = torch.exp(log_mass.clamp_max(0.0))
+    move = torch.where(movable & ~invalid, move, torch.zeros_like(move))
+    return StepLaw(x, move, weights, _fallback(graph, x.device), score, invalid)
+
+
+def uniform_tweedie_law(graph: Graph, x: Tensor, score: Tensor, dsigma: Tensor, coeff: Tensor | float,
+                        mode: str) -> StepLaw:
+    """Tweedie step on the uniform graph: p(y) ~ relu(staggered(Phi s))_y P_{dsigma}(x | y), clipped and
+    renormalised (method.md §2). In log mode the scaled scores are shifted by their row maximum (all masses
+    scale alike, so the normalised law is unchanged)."""
+    n = graph.num_tokens
+    phi = _coeff_rows(coeff, x)
+    if mode == "linear":
+        off = score * (phi.to(score.dtype)[..., None] if phi.ndim else phi.to(score.dtype))
+        off = off.scatter(-1, x[..., None], 0.0)
+        stay = torch.ones(x.shape, dtype=score.dtype, device=x.device)
+    elif mode == "log":
+        if (phi <= 0).any():
+            raise ValueError(f"log-mode coefficients must be > 0, got min {float(phi.min())}")
+        lt = _scaled_log(score, phi).scatter(-1, x[..., None], 0.0)  # the stay entry log 1 = 0 joins the shift
+        shift = lt.amax(-1, keepdim=True).clamp_min(0.0)
+        off = torch.exp(lt - shift).scatter(-1, x[..., None], 0.0)
+        stay = torch.exp(-shift[..., 0])
+    else:
+        raise ValueError(f"unknown phi mode {mode!r}; expected one of {PHI_MODES}")
+    e = torch.exp(dsigma).to(score.dtype)
+    total = off.sum(-1) + stay  # sum_z s~_z, (B, L)
+    stag = e * off + ((1.0 - e) / n) * total[..., None]
+    stag = stag.scatter(-1, x[..., None], 0.0).clamp_min(0.0)  # off-diagonal staggered scores, clipped
+    stag_x = (e * stay + (1.0 - e) / n * total).clamp_min(0.0)
+    em = torch.exp(-dsigma).to(torch.float64)
+    off_mass = stag.sum(-1).to(torch.float64) * (1.0 - em) / n
+    stay_mass = stag_x.to(torch.float64) * (em + (1.0 - em) / n)
+    tot = off_mass + stay_mass
+    invalid = ~torch.isfinite(tot)
+    move = torch.where((tot > 0) & ~invalid, off_mass / tot.clamp_min(torch.finfo(torch.float64).tiny),
+                       torch.zeros_like(tot))
+    return StepLaw(x, move, stag, _fallback(graph, x.device), score, invalid)
+
+
+class StepRule(Protocol):
+    """One reverse step t -> s. ``calls`` is the number of network calls the step makes (the first, at
+    (x, t), is made by the loop and passed as ``score``; more go through ``call``, which the loop counts)."""
+
+    name: str
+    calls: int
+
+    def __call__(self, graph: Graph, noise: Noise, x: Tensor, score: Tensor, t: Tensor, s: Tensor,
+                 coeff: Tensor | float, mode: str, last: bool, call: ScoreCall) -> StepLaw: ...
+
+
+class Euler:
+    """Euler (tau-leaping): p(y) = (t - s) sigma(t) Q(y -> x_i) Phi s_y for y != x_i, the rest stays."""
+
+    name, calls = "euler", 1
+
+    def __call__(self, graph, noise, x, score, t, s, coeff=1.0, mode="linear", last=False, call=None):
+        t64, s64 = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64)
+        c = (t64 - s64) * noise.rate(t64)
+        if not graph.absorbing:
+            c = c / graph.num_tokens
+        return rate_law(graph, x, score, c.to(x.device), coeff, mode, last)
+
+
+class Tweedie:
+    """Tweedie tau-leaping (analytic): p(y) = staggered(Phi s)_y P_{d sigma_bar}(x_i | y)."""
+
+    name, calls = "tweedie", 1
+
+    def __call__(self, graph, noise, x, score, t, s, coeff=1.0, mode="linear", last=False, call=None):
+        t64, s64 = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64)
+        dsigma = (noise.total(t64) - noise.total(s64)).to(x.device)
+        if graph.absorbing:
+            return rate_law(graph, x, score, torch.expm1(dsigma), coeff, mode, last)
+        return uniform_tweedie_law(graph, x, score, dsigma, coeff, mode)
+
+
+RULES: dict[str, StepRule] = {"euler": Euler(), "tweedie": Tweedie()}
+
+
+def get_rule(name: str) -> StepRule:
+    if name not in RULES:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(RULES)}")
+    return RULES[name]
+
+
+__all__ = ["PHI_MODES", "ScoreCall", "StepRule", "Euler", "Tweedie", "RULES", "get_rule", "rate_law",
+           "uniform_tweedie_law"]
