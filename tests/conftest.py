@@ -23,3 +23,13 @@ def countdown_law(num_values: int, length: int) -> torch.Tensor:
     lp = countdown_log_prob(all_sequences(num_values, length), num_values)
     p = lp.exp()
     return p / p.sum()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where CUDA is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

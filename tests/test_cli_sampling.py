@@ -8,18 +8,23 @@ import torch
 
 from lsdd.artifact import LearnedSampler
 from lsdd.cli import main
+from lsdd.metrics import get_task
 from lsdd.models import DiTConfig, ScoreDiT, load_model
 from lsdd.models.checkpoint import save_model_dir
 
 
-def _tiny(path, seed):
+def _tiny(path, seed, std=0.2):
     torch.manual_seed(seed)  # the weights' init only; lsdd itself never uses the global generator
     cfg = DiTConfig(num_tokens=6, graph="absorbing", noise={"type": "loglinear", "eps": 1e-3}, length=8,
                     hidden_size=16, cond_dim=16, n_blocks=1, n_heads=2)
     model = ScoreDiT(cfg)
-    with torch.no_grad():  # leave the zero-initialised output layer so the scores are not trivial
-        for p in model.output_layer.parameters():
-            p.normal_(0, 0.3)
+    with torch.no_grad():
+        # randomise every weight: at init the output layer is zero (trivial scores) and so is each block's
+        # adaLN modulation (every block is the identity, so a position's score ignores the other tokens, the
+        # student's scores equal the teacher's and distillation leaves Phi = 1 and the uniform grid).
+        # std 0.2 keeps masks at every student time of the tests' teachers (0.3 unmasks all in one step).
+        for p in model.parameters():
+            p.normal_(0, std)
     save_model_dir(path, model, cfg, {"note": "test model"})
     return path
 
@@ -43,8 +48,10 @@ def learned(tiny, tmp_path_factory):
     return out
 
 
-def test_sample_base_and_learned_round_trip(tiny, learned, tmp_path):
+def test_sample_base_and_learned_round_trip(tiny, learned, tmp_path, capsys):
     s = LearnedSampler.load(learned)
+    # the distillation learned something (Phi = 1 everywhere would make the checks below vacuous)
+    assert s.coeffs != (1.0,) * 4
     # the artifact describes itself
     assert s.nfe == 4 and s.provenance["model_fingerprint"] == load_model(tiny).fingerprint
     assert s.provenance["teacher_nfe"] == 16 and s.provenance["method"] == "lsd"
@@ -57,24 +64,38 @@ def test_sample_base_and_learned_round_trip(tiny, learned, tmp_path):
         assert main(["sample", "--model", tiny, "--learned", str(src), "--num", "20", "--seed", "3",
                      "--out", str(out)]) == 0
         outs.append(np.load(out))
-    assert outs[0].shape == (20, 8) and (outs[0] < 6).all()
+    # int64 (num, length), real tokens only (ids 0..5; the mask id 6 never survives), one call per step
+    assert outs[0].shape == (20, 8) and outs[0].dtype == np.int64 and (outs[0] >= 0).all() and (outs[0] < 6).all()
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    assert "4 network calls per sample" in capsys.readouterr().out
+    # another seed draws other samples
+    assert main(["sample", "--model", tiny, "--learned", str(learned), "--num", "20", "--seed", "4",
+                 "--out", str(tmp_path / "seed4.npy")]) == 0
+    assert not np.array_equal(np.load(tmp_path / "seed4.npy"), outs[0])
     assert main(["sample", "--model", tiny, "--sampler", "tweedie", "--steps", "5", "--num", "4",
                  "--out", str(tmp_path / "b.npy")]) == 0
+    base = np.load(tmp_path / "b.npy")
+    assert base.shape == (4, 8) and base.dtype == np.int64 and (base >= 0).all() and (base < 6).all()
+    assert "5 network calls per sample" in capsys.readouterr().out
 
 
 def test_unit_learned_sampler_equals_base(tiny, tmp_path):
     # a learned sampler with Phi = 1 on the uniform grid samples exactly like the base sampler
     model = load_model(tiny)
     times = tuple(float(t) for t in torch.linspace(1.0, 1e-5, 7, dtype=torch.float64))
-    s = LearnedSampler("tweedie", "absorbing", 6, model.noise.to_dict(), times, (1.0,) * 6, "log",
-                       {"model_fingerprint": model.fingerprint})
-    s.save(tmp_path / "unit.json")
-    main(["sample", "--model", tiny, "--learned", str(tmp_path / "unit.json"), "--num", "16", "--out",
-          str(tmp_path / "a.npy")])
-    main(["sample", "--model", tiny, "--sampler", "tweedie", "--steps", "6", "--num", "16", "--out",
-          str(tmp_path / "b.npy")])
-    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    for name, coeffs in (("unit", (1.0,) * 6), ("hot", (3.0,) * 6)):
+        s = LearnedSampler("tweedie", "absorbing", 6, model.noise.to_dict(), times, coeffs, "log",
+                           {"model_fingerprint": model.fingerprint})
+        s.save(tmp_path / f"{name}.json")
+        assert main(["sample", "--model", tiny, "--learned", str(tmp_path / f"{name}.json"), "--num", "16",
+                     "--seed", "0", "--out", str(tmp_path / f"{name}.npy")]) == 0
+    assert main(["sample", "--model", tiny, "--sampler", "tweedie", "--steps", "6", "--num", "16", "--seed", "0",
+                 "--out", str(tmp_path / "b.npy")]) == 0
+    base = np.load(tmp_path / "b.npy")
+    assert base.shape == (16, 8)
+    assert np.array_equal(np.load(tmp_path / "unit.npy"), base)
+    # ...and the coefficients are really used: Phi = 3 (log mode: scores cubed) changes the samples
+    assert not np.array_equal(np.load(tmp_path / "hot.npy"), base)
 
 
 def test_mismatched_and_malformed_artifacts_rejected(tiny, other, learned, tmp_path, capsys):
@@ -84,23 +105,30 @@ def test_mismatched_and_malformed_artifacts_rejected(tiny, other, learned, tmp_p
     assert "pass --force" in capsys.readouterr().err and not out.exists()
     assert main(["sample", "--model", other, "--learned", str(learned), "--force", "--num", "2",
                  "--out", str(out)]) == 0
+    assert np.load(out).shape == (2, 8)
+    capsys.readouterr()  # drop that run's output: each error below must be the whole of stderr
     good = json.loads(learned.read_text())
     bad_cases = {
-        "version": {**good, "format_version": 99},
-        "lengths": {**good, "coeffs": good["coeffs"][:-1]},
-        "grid": {**good, "times": [1.0, 0.5, 0.7, 0.2, 1e-5]},
-        "mode": {**good, "phi_mode": "cubic"},
-        "nan": {**good, "coeffs": [1.0, "x", 1.0, 1.0]},
+        "version": ({**good, "format_version": 99}, "unsupported format_version 99"),
+        "lengths": ({**good, "coeffs": good["coeffs"][:-1]}, "5 times need 4 coeffs, got 3"),
+        "grid": ({**good, "times": [1.0, 0.5, 0.7, 0.2, 1e-5]}, "strictly decreasing"),
+        "mode": ({**good, "phi_mode": "cubic"}, "unknown phi_mode 'cubic'"),
+        "nan": ({**good, "coeffs": [1.0, "x", 1.0, 1.0]}, "times and coeffs must be finite numbers"),
+        "graph": ({**good, "graph": "uniform"}, "learned for a uniform graph with 6 tokens"),
     }
-    for name, d in bad_cases.items():
+    for name, (d, message) in bad_cases.items():
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(d))
         target = tmp_path / f"{name}.npy"
         assert main(["sample", "--model", tiny, "--learned", str(path), "--out", str(target)]) == 2, name
         err = capsys.readouterr().err
+        assert err.startswith("lsdd sample: error:") and message in err, (name, err)
         assert err.count("\n") == 1 and "Traceback" not in err and not target.exists(), (name, err)
     (tmp_path / "junk.json").write_text("{not json")
-    assert main(["sample", "--model", tiny, "--learned", str(tmp_path / "junk.json"), "--out", str(out)]) == 2
+    junk_out = tmp_path / "junk.npy"
+    assert main(["sample", "--model", tiny, "--learned", str(tmp_path / "junk.json"), "--out", str(junk_out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a learned-sampler JSON file" in err and err.count("\n") == 1 and not junk_out.exists()
 
 
 def test_bad_sample_input(tiny, tmp_path, capsys):
@@ -109,21 +137,84 @@ def test_bad_sample_input(tiny, tmp_path, capsys):
     assert "no-such-model" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["sample", "--model", tiny, "--steps", "0", "--out", str(out)])
-    assert e.value.code == 2
-    assert not out.exists()
+    assert e.value.code == 2 and "expected a positive integer, got 0" in capsys.readouterr().err
+    assert main(["sample", "--model", tiny, "--eps", "1.5", "--out", str(out)]) == 2
+    assert "--eps must lie in (0, 1), got 1.5" in capsys.readouterr().err
+    assert main(["sample", "--model", tiny, "--out", str(tmp_path / "x.txt")]) == 2
+    assert "must end in .npy" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "x.txt").exists()
 
 
-def test_distill_resume_and_refuse_stale_checkpoint(tiny, tmp_path):
+DISTILL_ARGS = ["--nfe", "4", "--teacher-nfe", "8", "--epochs", "2", "--num-traj", "16", "--batch-size", "8"]
+
+
+def test_distill_refuses_stale_checkpoint(tiny, tmp_path, capsys):
     out = tmp_path / "s.json"
-    args = ["distill", "--model", tiny, "--nfe", "2", "--teacher-nfe", "4", "--epochs", "2", "--num-traj", "8",
-            "--batch-size", "8", "--out", str(out)]
+    args = ["distill", "--model", tiny, *DISTILL_ARGS, "--out", str(out)]
     ckpt = tmp_path / "s.json.ckpt"
+    assert main(args + ["--resume"]) == 2  # nothing to resume from
+    assert "no checkpoint" in capsys.readouterr().err
     ckpt.write_bytes(b"stale")
     assert main(args) == 2 and not out.exists()  # an interrupted run's checkpoint is never silently replaced
-    assert main(args + ["--resume"]) == 2  # and an unreadable one is reported, not trusted
+    assert "exists from an interrupted run: pass --resume, or delete it" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 2 and not out.exists()  # and an unreadable one is reported, not trusted
+    assert f"--resume: cannot read {ckpt}" in capsys.readouterr().err
+    assert ckpt.read_bytes() == b"stale"
     ckpt.unlink()
     assert main(args) == 0 and out.exists() and not ckpt.exists()
-    assert main(["distill", "--model", tiny, "--nfe", "3", "--teacher-nfe", "4", "--out", str(tmp_path / "b.json")]) == 2
+    assert LearnedSampler.load(out).nfe == 4
+    bad = tmp_path / "b.json"
+    assert main(["distill", "--model", tiny, "--nfe", "3", "--teacher-nfe", "4", "--out", str(bad)]) == 2
+    assert "teacher nfe must be a multiple of the student nfe 3, got 4" in capsys.readouterr().err
+    assert not bad.exists()
+
+
+def test_distill_interrupted_then_resumed_matches_uninterrupted(tiny, tmp_path, monkeypatch, capsys):
+    import lsdd.distill
+
+    whole = tmp_path / "whole.json"
+    assert main(["distill", "--model", tiny, *DISTILL_ARGS, "--method", "lsd+", "--out", str(whole)]) == 0
+    real = lsdd.distill.distill
+    epochs_run = []
+
+    def stop_after_first_epoch(*args, on_epoch, **kw):
+        def cb(rec, state):
+            on_epoch(rec, state)  # the CLI checkpoints here
+            raise KeyboardInterrupt
+        return real(*args, on_epoch=cb, **kw)
+
+    def counting(*args, on_epoch, **kw):
+        def cb(rec, state):
+            epochs_run.append(state["epoch"])
+            on_epoch(rec, state)
+        return real(*args, on_epoch=cb, **kw)
+
+    out, ckpt = tmp_path / "s.json", tmp_path / "s.json.ckpt"
+    args = ["distill", "--model", tiny, *DISTILL_ARGS, "--method", "lsd+", "--out", str(out)]
+    monkeypatch.setattr(lsdd.distill, "distill", stop_after_first_epoch)
+    assert main(args) == 130  # interrupted after epoch 1: checkpoint kept, no output
+    assert ckpt.is_file() and not out.exists()
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(lsdd.distill, "distill", counting)
+    assert main(args + ["--resume"]) == 0
+    assert "(epoch 1 of 2)" in capsys.readouterr().out
+    # only the remaining epoch ran, the checkpoint is gone, and the result is the uninterrupted one
+    assert epochs_run == [2] and not ckpt.exists()
+    a, b = LearnedSampler.load(whole), LearnedSampler.load(out)
+    assert a.coeffs == b.coeffs and a.times == b.times
+    # and it learned something, so a resume that restarted or skipped epochs would show
+    assert a.times != tuple(float(t) for t in torch.linspace(1.0, 1e-5, 5, dtype=torch.float64))
+    assert a.coeffs != (1.0,) * 4
+
+
+def test_distill_when_teacher_unmasks_everything_early(tmp_path):
+    # large random weights: the teacher's first Euler step unmasks every token, so the cache holds no score
+    # rows for student steps 1..3; distillation must still finish (nothing to compare at those steps)
+    model = str(_tiny(tmp_path / "m", 0, std=0.3))
+    out = tmp_path / "s.json"
+    assert main(["distill", "--model", model, "--nfe", "4", "--teacher-nfe", "16", "--epochs", "1", "--num-traj",
+                 "32", "--batch-size", "16", "--out", str(out)]) == 0
+    assert LearnedSampler.load(out).nfe == 4
 
 
 def test_bench_table_json_plot(tiny, tmp_path, capsys):
@@ -138,5 +229,67 @@ def test_bench_table_json_plot(tiny, tmp_path, capsys):
     # teacher + (2 baselines + 2 bases x 2 methods) per NFE, NFE counted per row
     assert labels[0] == ("teacher-euler", 8) and len(labels) == 1 + 2 * 6
     assert {("LSD+-tweedie", 4), ("LSD-euler", 2), ("uniform-tweedie", 2)} <= set(labels)
-    assert all(r["metrics"]["violation_rate"] >= 0 for r in d["rows"])
-    assert png.stat().st_size > 1000 and "gap closed" in text
+    # every row is scored on every metric of the task, and the metrics agree with each other
+    names = [m.name for m in get_task("countdown").metrics]
+    for r in d["rows"]:
+        m = r["metrics"]
+        assert list(m) == names, r["label"]
+        assert m["valid_fraction"] == pytest.approx(1.0 - m["any_violation"])
+        assert 0.0 <= m["violation_rate"] <= m["any_violation"] <= 1.0
+    # learned rows carry the sampler they scored, made for this model at the row's NFE; baselines carry none
+    fp = load_model(tiny).fingerprint
+    for r in d["rows"][1:]:
+        if r["method"] == "uniform":
+            assert r["sampler"] is None and r["label"] == f"uniform-{r['base']}"
+        else:
+            s = LearnedSampler.from_dict(r["sampler"])
+            assert s.nfe == r["nfe"] and s.base == r["base"] and s.provenance["method"] == r["method"]
+            assert s.provenance["model_fingerprint"] == fp and s.provenance["teacher_nfe"] == 8
+    # gap_closed = (euler - row) / (euler - teacher) on the headline metric, per NFE (with this random model
+    # every row has any_violation = 1, so only the None branch runs here; the arithmetic is checked by hand below)
+    head = d["headline"][0]
+    assert head == "any_violation"
+    teacher = d["rows"][0]["metrics"][head]
+    for r in d["rows"][1:]:
+        euler = next(e for e in d["rows"] if e["nfe"] == r["nfe"] and e["label"] == "uniform-euler")
+        gap = euler["metrics"][head] - teacher
+        if abs(gap) > 1e-12:
+            assert r["gap_closed"] == pytest.approx((euler["metrics"][head] - r["metrics"][head]) / gap)
+        else:
+            assert r["gap_closed"] is None
+    assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "gap closed" in text and all(r["label"] in text for r in d["rows"])
+    # same seed, same rows (wall times aside)
+    js2 = tmp_path / "b2.json"
+    assert main(["bench", "--model", tiny, "--task", "countdown", "--nfe", "2", "4", "--teacher-nfe", "8",
+                 "--num-samples", "16", "--batch-size", "16", "--epochs", "1", "--timing-repeats", "0",
+                 "--json", str(js2)]) == 0
+    again = json.loads(js2.read_text())["rows"]
+    key = lambda rows: [(r["label"], r["nfe"], r["metrics"], r["sampler"] and r["sampler"]["coeffs"])  # noqa: E731
+                        for r in rows]
+    assert key(again) == key(d["rows"])
+
+
+def test_bench_gap_closed_hand_example():
+    from lsdd.bench import BenchRow, _fill_gap
+
+    def row(label, base, method, nfe, any_violation):
+        return BenchRow(label, base, method, nfe, {"any_violation": any_violation}, 0.0)
+
+    teacher = row("teacher-euler", "euler", "teacher", 64, 0.1)
+    rows = [teacher, row("uniform-euler", "euler", "uniform", 8, 0.5),
+            row("uniform-tweedie", "tweedie", "uniform", 8, 0.4), row("LSD-euler", "euler", "lsd", 8, 0.2),
+            row("uniform-tweedie", "tweedie", "uniform", 16, 0.3)]
+    _fill_gap(rows, teacher, "any_violation", higher_is_better=False)
+    # Euler -> teacher gap 0.4 at NFE 8: Euler closes 0, 0.4 -> 0.25, 0.2 -> 0.75; no Euler row at 16: none
+    assert [r.gap_closed for r in rows] == [None, 0.0, pytest.approx(0.25), pytest.approx(0.75), None]
+
+
+def test_bench_bad_input(tiny, tmp_path, capsys):
+    js = tmp_path / "b.json"
+    assert main(["bench", "--model", tiny, "--nfe", "3", "--teacher-nfe", "8", "--json", str(js)]) == 2
+    assert "must be a multiple of every student nfe [3]" in capsys.readouterr().err and not js.exists()
+    assert main(["bench", "--model", tiny, "--task", "nope", "--json", str(js)]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err and not js.exists()
+    assert main(["bench", "--model", tiny, "--json", str(tmp_path / "b.txt")]) == 2
+    assert "must end in .json" in capsys.readouterr().err

@@ -24,8 +24,12 @@ def test_loads_and_infers_vocabulary(tmp_path):
 
 
 def test_explicit_vocabulary(tmp_path):
-    tokens, vocab = load_token_file(write(tmp_path, np.zeros((2, 5), dtype=np.uint8)), 32)
-    assert vocab == 32 and tokens.shape == (2, 5)
+    arr = np.array([[0, 5, 3], [2, 2, 1]], dtype=np.uint8)
+    tokens, vocab = load_token_file(write(tmp_path, arr), 32)
+    # the given size wins over the inferred one (6), and the ids come back unchanged as int64
+    assert vocab == 32 and tokens.dtype == torch.int64 and tokens.tolist() == arr.tolist()
+    # a vocabulary of exactly max id + 1 is accepted
+    assert load_token_file(write(tmp_path, arr), 6)[1] == 6
 
 
 def test_out_of_range_names_file_value_and_row(tmp_path):
@@ -63,6 +67,14 @@ def test_missing_and_garbage_files(tmp_path):
         load_token_file(tmp_path / "junk.npy", None)
 
 
-def test_bad_vocabulary_argument(tmp_path):
-    with pytest.raises(UserError, match="vocabulary size"):
-        load_token_file(write(tmp_path, np.zeros((2, 2), dtype=np.int64)), 0)
+@pytest.mark.parametrize("vocab", [0, -3, 2.5, True])
+def test_bad_vocabulary_argument(tmp_path, vocab):
+    with pytest.raises(UserError, match=rf"^vocabulary size must be a positive integer, got {vocab!r}$"):
+        load_token_file(write(tmp_path, np.zeros((2, 2), dtype=np.int64)), vocab)
+
+
+def test_huge_id_is_refused(tmp_path):
+    arr = np.zeros((2, 3), dtype=np.int64)
+    arr[1, 2] = 2**40
+    with pytest.raises(UserError, match=rf"token id {2**40} at row 1, position 2 is too large"):
+        load_token_file(write(tmp_path, arr), None)

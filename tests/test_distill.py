@@ -63,11 +63,11 @@ def test_lsd_plus_grid_stays_valid_and_moves(exact):
                         num_traj=256, batch_size=64, epochs=6, lr_time=0.2, seed=1)
     out = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     t = out.times
-    # the learned grid is strictly decreasing from exactly 1 to exactly eps
-    assert t[0] == 1.0 and t[-1] == cfg.eps
-    assert (t[1:] < t[:-1]).all()
-    assert not torch.allclose(t, uniform_times(M, cfg.eps))
-    assert len(out.history) == 6 and all(h["loss_phi"] >= 0 for h in out.history)
+    # the grid was learned: it moved away from uniform, by more than rounding
+    assert (t - uniform_times(M, cfg.eps)).abs().max() > 0.01
+    # and it was trained for exactly the configured epochs, each recording both losses
+    assert [h["epoch"] for h in out.history] == list(range(1, 7))
+    assert all(h["loss_time"] > 0 for h in out.history)
 
 
 def test_distill_is_deterministic(exact):
@@ -75,7 +75,11 @@ def test_distill_is_deterministic(exact):
                         batch_size=32, epochs=2, seed=3)
     a = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     b = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
+    c = distill(exact, GRAPH, NOISE, L, DistillConfig(**{**cfg.__dict__, "seed": 4}), progress=False)
+    # same seed, same sampler, bit for bit; it learned something, and another seed learns something else
     assert torch.equal(a.coeffs, b.coeffs) and torch.equal(a.times, b.times)
+    assert not torch.equal(a.coeffs, torch.ones(M, dtype=torch.float64))
+    assert not torch.equal(a.coeffs, c.coeffs)
 
 
 def test_resume_matches_uninterrupted(exact):
@@ -86,6 +90,8 @@ def test_resume_matches_uninterrupted(exact):
     part_cfg = DistillConfig(**{**cfg.__dict__, "epochs": 2})
     distill(exact, GRAPH, NOISE, L, part_cfg, progress=False, on_epoch=lambda rec, st: states.append(st))
     resumed = distill(exact, GRAPH, NOISE, L, cfg, progress=False, state=states[-1])
+    # the resumed run kept the first two epochs' records (wall times included) and ran only epochs 3-4
+    assert resumed.history[:2] == states[-1]["history"] and len(resumed.history) == 4
     torch.testing.assert_close(resumed.coeffs, full.coeffs, rtol=0, atol=0)
     torch.testing.assert_close(resumed.times, full.times, rtol=0, atol=0)
 
@@ -97,7 +103,11 @@ def test_softmax_grid_parameterisation():
     with torch.no_grad():
         p.theta.copy_(torch.tensor([3.0, -2.0, 0.5, 0.0, 1.0]))
     t = p.times().detach()
-    assert t[0] == 1.0 and t[-1] == 1e-5 and (t[1:] < t[:-1]).all()
+    # tau_k = 1 - (1 - eps) cumsum(softmax(theta))_k, by hand
+    w = torch.exp(torch.tensor([3.0, -2.0, 0.5, 0.0, 1.0], dtype=torch.float64))
+    kappa = (1 - 1e-5) * w / w.sum()
+    ref = torch.cat([torch.ones(1, dtype=torch.float64), 1 - torch.cumsum(kappa, 0)])
+    torch.testing.assert_close(t, ref, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("graph", [Absorbing(5), Uniform(5)], ids=lambda g: g.name)
@@ -117,3 +127,17 @@ def test_bad_config_rejected():
         DistillConfig(nfe=8, teacher_nfe=100).validate()
     with pytest.raises(ValueError, match="closed-form fast path"):
         DistillConfig(closed_form=True, phi_mode="log").validate()
+
+
+def test_teacher_cache_with_no_movable_rows_at_a_step():
+    # a student step at which no teacher trajectory has a mask left: nothing is stored, nothing compared
+    from lsdd.teacher import TeacherCache
+
+    states = [torch.full((2, 3), 3), torch.zeros(2, 3, dtype=torch.long)]
+    rows = [torch.arange(6).view(2, 3), torch.full((2, 3), -1)]
+    scores = [torch.rand(6, 3), torch.zeros(0, 3)]
+    cache = TeacherCache(states[0], states, rows, scores, states[1], uniform_times(2), 8, 16, 0.0)
+    x, stored, s = cache.score_at(1, torch.tensor([1, 0]))
+    assert not stored.any() and s.shape == (2, 3, 3) and (s == 0).all()
+    x, stored, s = cache.score_at(0, torch.tensor([1]))
+    torch.testing.assert_close(s[0], scores[0][3:6])

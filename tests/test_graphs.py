@@ -10,14 +10,30 @@ GRAPHS = [Absorbing(3), Uniform(3)]
 
 
 def full_q(graph):
-    """The rate matrix Q[a, b] = rate of a -> b, (S, S) float64."""
-    s = graph.num_states
-    q = torch.zeros(s, s, dtype=torch.float64)
-    for b in range(s):
-        x = torch.tensor([[b]])
-        q[:, b] = graph.rate_into(x)[0, 0]
-    q -= torch.diag(q.sum(1))
-    return q
+    """The rate matrix Q[a, b] = rate of a -> b, (S, S) float64, written out by hand (not from the graph's code).
+
+    Absorbing(3): states 0, 1, 2 and the mask 3; each real token jumps to the mask at rate 1, the mask stays.
+    Uniform(3): each token jumps to each of the 3 tokens at rate 1/3 (so to each other one at rate 1/3).
+    """
+    if graph.absorbing:
+        return torch.tensor([[-1.0, 0.0, 0.0, 1.0],
+                             [0.0, -1.0, 0.0, 1.0],
+                             [0.0, 0.0, -1.0, 1.0],
+                             [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    third = 1.0 / 3.0
+    return torch.tensor([[-2 * third, third, third],
+                         [third, -2 * third, third],
+                         [third, third, -2 * third]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=lambda g: g.name)
+def test_rate_into_is_column_of_q(graph):
+    q = full_q(graph)
+    for b in range(graph.num_states):
+        # rate_into(x)[y] = Q(y -> x) for y != x, and 0 at y = x
+        expected = q[:, b].clone()
+        expected[b] = 0.0
+        torch.testing.assert_close(graph.rate_into(torch.tensor([[b]]))[0, 0], expected, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("graph", GRAPHS, ids=lambda g: g.name)
@@ -49,10 +65,13 @@ def test_reverse_rate_rows(graph):
     x = torch.randint(0, graph.num_states, (4, 5), generator=g)
     score = torch.rand(4, 5, graph.num_states, dtype=torch.float64, generator=g)
     r = graph.reverse_rate(x, score)
-    # rows sum to 0 and off-diagonal entries are >= 0
+    # off the diagonal R(x -> y) = Q(y -> x) s_y (reverse rate of the CTMC); the diagonal makes rows sum to 0
+    q = full_q(graph)
+    expected = q.T[x] * score  # q.T[x][..., y] = Q(y -> x)
+    expected = expected.scatter(-1, x[..., None], 0.0)
+    expected = expected.scatter(-1, x[..., None], -expected.sum(-1, keepdim=True))
+    torch.testing.assert_close(r, expected)
     torch.testing.assert_close(r.sum(-1), torch.zeros(4, 5, dtype=torch.float64))
-    off = r.scatter(-1, x[..., None], 0.0)
-    assert (off >= 0).all()
 
 
 @pytest.mark.parametrize("graph", GRAPHS, ids=lambda g: g.name)
@@ -99,7 +118,26 @@ def test_score_entropy_minimised_by_exact_score(graph):
 
 
 def test_make_graph_errors():
-    assert make_graph("uniform", 4).num_states == 4
-    assert make_graph("absorbing", 4).num_states == 5
-    with pytest.raises(ValueError, match="unknown graph 'foo'"):
+    u, a = make_graph("uniform", 4), make_graph("absorbing", 4)
+    assert isinstance(u, Uniform) and (u.num_tokens, u.num_states) == (4, 4)
+    assert isinstance(a, Absorbing) and (a.num_tokens, a.num_states, a.mask_id) == (4, 5, 4)
+    with pytest.raises(ValueError, match=r"unknown graph 'foo'; expected one of \['absorbing', 'uniform'\]"):
         make_graph("foo", 4)
+    with pytest.raises(ValueError, match="num_tokens must be >= 1, got 0"):
+        Absorbing(0)
+    with pytest.raises(ValueError, match="needs num_tokens >= 2, got 1"):
+        Uniform(1)
+
+
+def test_limit_and_movable():
+    g = torch.Generator().manual_seed(0)
+    a = Absorbing(3)
+    # the absorbing limit is all mask, and only masked positions can move
+    assert torch.equal(a.sample_limit(2, 4, g), torch.full((2, 4), 3))
+    assert a.movable(torch.tensor([[0, 3, 2, 3]])).tolist() == [[False, True, False, True]]
+    # the uniform limit is uniform over the tokens, and every position can move
+    u = Uniform(3)
+    x = u.sample_limit(1000, 30, g)
+    freq = torch.bincount(x.flatten(), minlength=3).double() / x.numel()
+    assert x.min() == 0 and x.max() == 2 and (freq - 1 / 3).abs().max() < 0.01
+    assert u.movable(x[:2]).all()

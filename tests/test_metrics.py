@@ -22,14 +22,23 @@ def test_registry_and_specs():
     names = [m.name for m in task.metrics]
     # compute returns exactly the declared metrics, in order
     assert list(task.compute(torch.tensor([[1, 0]])).keys()) == names
-    # every pair is (quality, diversity)
+    # every pair is (quality, diversity); the headline pair is (any_violation, start_tv)
     for q, d in task.pairs:
         assert task.spec(q).kind == "quality" and task.spec(d).kind == "diversity"
-    assert all(isinstance(m, MetricSpec) for m in task.metrics)
+    assert task.pairs[0] == ("any_violation", "start_tv")
+    # directions: error rates and distances down, valid share and entropy up, the reference neither
+    directions = {m.name: m.direction for m in task.metrics}
+    assert directions == {"violation_rate": "lower is better", "any_violation": "lower is better",
+                          "jys_error": "lower is better", "valid_fraction": "higher is better",
+                          "nll_valid": "lower is better", "start_tv": "lower is better",
+                          "start_tv_ref": "reference", "start_entropy": "higher is better"}
+    assert MetricSpec("x", "", True, "reference").direction == "reference"
+    with pytest.raises(KeyError, match="has no metric 'nope'"):
+        task.spec("nope")
 
 
 def test_get_task_unknown_lists_valid_names():
-    with pytest.raises(UserError, match="countdown"):
+    with pytest.raises(UserError, match="^unknown task 'nope'; valid tasks: countdown$"):
         get_task("nope")
 
 
@@ -49,6 +58,8 @@ def test_generated_data_is_clean_and_diverse():
     m = get_task("countdown").compute(x)
     assert m["violation_rate"] == 0.0 and m["any_violation"] == 0.0 and m["jys_error"] == 0.0
     assert m["valid_fraction"] == 1.0
+    # every run start costs log V and nothing else does: nll = (number of starts) log V / (n L)
+    assert m["nll_valid"] == pytest.approx(int(start_counts(x, V).sum()) * math.log(V) / (1000 * 64), rel=1e-12)
     # start_tv of true data is only finite-sample noise: same size as its reference (~0.035 here)
     assert m["start_tv"] < 0.06 and abs(m["start_tv"] - m["start_tv_ref"]) < 0.03
     assert m["start_entropy"] == pytest.approx(math.log(V), abs=0.02)
@@ -96,6 +107,13 @@ def test_start_entropy_and_tv_on_a_peaked_start_distribution():
     assert m["start_entropy"] == 0.0
     # all mass on 1 of 32 bins: TV = 1 - 1/32
     assert m["start_tv"] == pytest.approx(1 - 1 / V)
+    # two starts, 3 (position 0) and 1 (after the first 0); the final 0 starts nothing. Equal shares:
+    # entropy log 2, TV = (2 (1/2 - 1/32) + 30 / 32) / 2 = 1 - 2/32, reference for 2 draws
+    m = get_task("countdown").compute(torch.tensor([[3, 2, 1, 0, 1, 0]]))
+    assert m["start_entropy"] == pytest.approx(math.log(2)) and m["start_tv"] == pytest.approx(1 - 2 / V)
+    assert m["start_tv_ref"] == pytest.approx(expected_tv_to_uniform(2, V))
+    # 2 uniform draws over 32 bins: TV 1 - 1/32 if they coincide (prob 1/32), else 1 - 2/32
+    assert expected_tv_to_uniform(2, V) == pytest.approx((1 - 1 / V) / V + (1 - 2 / V) * (1 - 1 / V))
 
 
 def test_expected_tv_matches_exact_binomial_sum():

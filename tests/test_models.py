@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
 
+from lsdd.data.countdown import generate_countdown
 from lsdd.errors import UserError
 from lsdd.graphs import Absorbing, Uniform, log_expm1
 from lsdd.models import LoadedModel, bundled_models, load_model
@@ -62,8 +64,11 @@ def test_bf16_autocast_output_is_float32_and_close():
     x, sigma = inputs(cfg)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = model(x, sigma)
+    full = model(x, sigma)
     assert low.dtype == torch.float32
-    assert (low - model(x, sigma)).abs().max() < 0.5
+    # bf16 keeps ~3 significant digits: the log-scores (up to ~11 here) move by ~0.05, not more
+    assert (low - full).abs().max() < 0.2 and full.abs().max() > 1.0
+    assert torch.equal(low.gather(-1, x[..., None]), torch.zeros(3, cfg.length, 1))
 
 
 def test_absorbing_init_is_uniform_score():
@@ -237,15 +242,42 @@ def test_bad_config_files_are_user_errors(tmp_path):
 
 
 def test_unknown_name_lists_bundled_models(tmp_path):
-    with pytest.raises(UserError, match="bundled models"):
+    # the bundled models are exactly the folders of lsdd/bundled holding a config.json
+    from lsdd.models import BUNDLED_DIR
+
+    names = sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
+    assert bundled_models() == names
+    with pytest.raises(UserError, match=rf"no model directory or bundled model named .*nowhere.*; "
+                                        rf"bundled models: {re.escape(str(names or 'none'))}"):
         load_model(str(tmp_path / "nowhere"))
-    assert isinstance(bundled_models(), list)
+
+
+def test_directory_wins_over_bundled_name(tmp_path, monkeypatch):
+    # a folder called like a bundled model, in the working directory, is loaded as that folder
+    cfg = tiny_config()
+    save_model_dir(tmp_path / "countdown", randomised(cfg), cfg, {})
+    monkeypatch.chdir(tmp_path)
+    loaded = load_model("countdown")
+    assert loaded.config == cfg and loaded.source != "bundled:countdown"
 
 
 @pytest.mark.skipif("countdown" not in bundled_models(), reason="bundled countdown model not trained yet")
 def test_bundled_countdown_loads():
     model = load_model("countdown")
     assert model.source == "bundled:countdown" and model.config.graph == "absorbing"
-    x = torch.full((2, model.config.length), model.graph.mask_id)
-    score = model.score_fn(x, torch.tensor([1.0, 2.0]))
-    assert score.shape == (2, model.config.length, model.config.num_states) and torch.isfinite(score).all()
+    assert (model.config.num_tokens, model.config.length) == (32, 64) and model.fingerprint == "0dbf3371e1bdc5f4"
+    # the trained model knows the rule: mask 15% of clean countdown data at small noise and read the
+    # posterior (e^sigma - 1) s_y of each masked token; after a known non-zero k it must put its mass on k - 1
+    sigma = 0.1
+    x0 = generate_countdown(4, 64, generator=torch.Generator().manual_seed(0))
+    masked = torch.rand(x0.shape, generator=torch.Generator().manual_seed(1)) < 0.15
+    x = x0.masked_fill(masked, model.graph.mask_id)
+    score = model.score_fn(x, torch.full((4,), sigma))
+    assert score.shape == (4, 64, 33) and torch.isfinite(score).all()
+    post = score[..., :32].double() * math.expm1(sigma)
+    # the posterior over the 32 values of a masked token sums to about 1 (the score is calibrated)
+    assert (post[masked].sum(-1) - 1).abs().max() < 0.1
+    prev = torch.cat([torch.full((4, 1), -1), x[:, :-1]], 1)
+    forced = masked & (prev > 0) & (prev < 32)
+    assert forced.sum() >= 10
+    assert (post[forced].gather(-1, (prev[forced] - 1)[:, None]) > 0.9).all()

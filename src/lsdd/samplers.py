@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .draws import Generators, RowStreams, make_generator, sample_categorical
+from .draws import Generators, RowStreams, check_generator, make_generator, sample_categorical
 from .graphs import Graph
 from .loop import Coeffs, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
@@ -124,6 +124,8 @@ def sample(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, shape: 
     """
     batch, length = shape
     device = torch.device(device)
+    for gen in generator.generators if isinstance(generator, RowStreams) else [generator]:
+        check_generator(gen, device)  # a CPU generator cannot drive CUDA draws: say so before any work
     if x_init is None and isinstance(generator, RowStreams):  # each chunk's start from its own stream
         x = torch.cat([graph.sample_limit(n, length, generator=g, device=device)
                        for g, n in zip(generator.generators, generator.sizes)])

@@ -32,7 +32,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=1e-5, help="last time of the uniform grid")
     p.add_argument("--learned", metavar="SAMPLER.json", help="use a learned sampler (overrides --sampler/--steps)")
     p.add_argument("--force", action="store_true", help="use a learned sampler distilled for another model")
-    p.add_argument("--num", type=positive_int, default=64, help="number of sequences")
+    p.add_argument("--num", "--num-samples", dest="num", type=positive_int, default=64, help="number of sequences (under torchrun write --num-samples: torchrun reads --num itself)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per network call")
     p.add_argument("--seed", type=int, default=0,
                    help="seed; batch b draws from its own stream (seed, b), so torchrun gives the same samples")
