@@ -18,7 +18,7 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def test_registry_and_specs():
     task = get_task("countdown")
-    assert isinstance(task, CountdownTask) and set(TASKS) == {"countdown"}
+    assert isinstance(task, CountdownTask) and set(TASKS) == {"countdown", "tokens"}
     names = [m.name for m in task.metrics]
     # compute returns exactly the declared metrics, in order
     assert list(task.compute(torch.tensor([[1, 0]])).keys()) == names
@@ -38,7 +38,7 @@ def test_registry_and_specs():
 
 
 def test_get_task_unknown_lists_valid_names():
-    with pytest.raises(UserError, match="^unknown task 'nope'; valid tasks: countdown$"):
+    with pytest.raises(UserError, match="^unknown task 'nope'; valid tasks: countdown, tokens$"):
         get_task("nope")
 
 
@@ -145,3 +145,16 @@ def test_num_values_option():
     task = get_task("countdown", num_values=4)
     assert task.compute(torch.tensor([[4, 3]]))["any_violation"] == 1.0
     assert task.compute(torch.tensor([[3, 2, 1, 0]]))["nll_valid"] == pytest.approx(math.log(4) / 4)
+
+
+def test_tokens_task_hand_computed():
+    from lsdd.metrics import get_task
+
+    task = get_task("tokens")
+    x = torch.tensor([[1, 1, 2, 3], [5, 5, 5, 5]])
+    m = task.compute(x)
+    # repeats: 1 of 3 pairs, 3 of 3 pairs; entropies: H(1/2, 1/4, 1/4) and 0; distinct: 3/4 and 1/4
+    assert m["repeat_rate"] == pytest.approx((1 / 3 + 1) / 2)
+    assert m["unigram_entropy"] == pytest.approx((1.5 * math.log(2)) / 2)
+    assert m["distinct_1"] == pytest.approx(0.5)
+    assert task.pairs[0] == ("repeat_rate", "unigram_entropy")

@@ -64,12 +64,20 @@ def _scaled_log(score: Tensor, phi: Tensor) -> Tensor:
 def _log_weights(graph: Graph, x: Tensor, score: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
     """log-mode scaled scores in log space: (weights (B, L, S) = exp(Phi log s - rowmax), log sum_y s_y^Phi
     over the movable columns other than the current token (B, L) float64)."""
-    lt = _scaled_log(score, phi).scatter(-1, x[..., None], float("-inf"))
+    if torch.is_grad_enabled() and (score.requires_grad or phi.requires_grad):
+        lt = _scaled_log(score, phi).scatter(-1, x[..., None], float("-inf"))
+    else:  # sampling: one buffer, updated in place (log 0 = -inf and Phi > 0, so no masking is needed)
+        lt = torch.log(score)
+        lt.mul_(phi.to(score.dtype)[..., None] if phi.ndim else phi.to(score.dtype))
+        lt.scatter_(-1, x[..., None], float("-inf"))
     if graph.absorbing:
         lt[..., graph.mask_id] = float("-inf")
     top = lt.amax(-1, keepdim=True)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    weights = torch.exp(lt - top)
+    if lt.requires_grad:
+        weights = torch.exp(lt - top)
+    else:
+        weights = lt.sub_(top).exp_()
     lse = torch.log(weights.sum(-1)).to(torch.float64) + top[..., 0].to(torch.float64)
     return weights, lse
 
