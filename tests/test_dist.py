@@ -59,3 +59,17 @@ def test_single_process_helpers_are_identities():
     t = torch.tensor([1.0, 2.0])
     assert torch.equal(dist.all_reduce_sum(t), t)
     assert dist.gather_items({0: "a"}, 1) == {0: "a"}
+
+
+def test_bench_two_processes_same_rows(tmp_path):
+    args = ["bench", "--model", "countdown", "--nfe", "4", "--teacher-nfe", "8", "--num-samples", "24",
+            "--batch-size", "8", "--epochs", "1", "--bases", "euler", "--methods", "lsd", "--timing-repeats", "0"]
+    _run([*args, "--json", "one.json"], tmp_path, 1)
+    _run([*args, "--json", "two.json"], tmp_path, 2)
+    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    # every row (teacher, Euler, LSD) scores the same samples, and LSD learns the same coefficients
+    assert [r["label"] for r in one["rows"]] == [r["label"] for r in two["rows"]] == ["teacher-euler", "uniform-euler",
+                                                                                      "LSD-euler"]
+    for a, b in zip(one["rows"], two["rows"]):
+        assert a["metrics"] == b["metrics"] and a["nfe"] == b["nfe"]
+    np.testing.assert_allclose(two["rows"][2]["sampler"]["coeffs"], one["rows"][2]["sampler"]["coeffs"], rtol=1e-9)

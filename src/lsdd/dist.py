@@ -80,13 +80,22 @@ def gather_items(parts: dict[int, object], n: int) -> dict[int, object]:
     return merged
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum of ``t`` over ranks (returns a new tensor on t's device; t itself is unchanged)."""
+def _all_reduce(t: torch.Tensor, op) -> torch.Tensor:
     if not is_distributed():
         return t
     buf = t.detach().to(_collective_device(), copy=True)
-    tdist.all_reduce(buf, op=tdist.ReduceOp.SUM)
+    tdist.all_reduce(buf, op=op)
     return buf.to(t.device)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over ranks (a new tensor on t's device; ``t`` itself is unchanged)."""
+    return _all_reduce(t, tdist.ReduceOp.SUM if tdist.is_available() else None)
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of ``t`` over ranks."""
+    return _all_reduce(t, tdist.ReduceOp.MAX if tdist.is_available() else None)
 
 
 def sum_grads(params) -> None:
@@ -100,17 +109,7 @@ def sum_grads(params) -> None:
 
 
 def max_int(v: int) -> int:
-    if not is_distributed():
-        return v
     return int(all_reduce_max(torch.tensor([v], dtype=torch.long))[0])
-
-
-def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
-    if not is_distributed():
-        return t
-    buf = t.detach().to(_collective_device(), copy=True)
-    tdist.all_reduce(buf, op=tdist.ReduceOp.MAX)
-    return buf.to(t.device)
 
 
 def broadcast_object(obj):

@@ -1,18 +1,12 @@
 """LSD and LSD+ (method.md §3-5): learn one coefficient per step (and, for LSD+, the time grid) of an
 M-step student sampler by matching the score trajectory of an N-step teacher. The network stays frozen.
 
-Per student step k the Phi-loss compares the teacher's cached score s*_k with the student's scaled score
-at its own state (rows movable in both paths, real-token columns other than either current token):
-  l2: |scale(s_k, Phi_k) - s*_k|^2 / |s*_k|^2 (relative, so no step dominates by scale);
-  kl: KL(teacher step law || student step law), both over the student's interval, built by the base
-      sampler's own ``*_probs`` from s*_k and from Phi_k s_k (mass-covering: favours flatter steps);
-  rkl: KL(student || teacher), the same laws the other way round (mode-seeking: favours sharper steps).
-LSD+ adds a time-loss on the *effective transition* of each step (our reading of eq. 8, with the
-interval, not one teacher step): the student's step over [tau_k, tau_{k+1}] against the teacher's step
-over the matching uniform interval [t_k, t_{k+1}] - in l2 the off-diagonal step masses, in kl the step laws.
-Gradients of the Phi-loss reach only Phi, those of the time-loss only the grid (theta); states depend on
-earlier steps only through discrete draws, so nothing is backpropagated through the network.
-"""
+The student runs the one reverse loop (``lsdd.loop``) from perturbed teacher starts; at every step a hook
+compares its score with the teacher's cached score (``lsdd.losses``) and backpropagates into Phi (and, for
+LSD+, the grid logits theta), or refits Phi in closed form (linear + l2). States depend on earlier steps only
+through discrete draws, so nothing is backpropagated through the network. One optimiser step per batch of
+trajectories; each batch is cut into chunks with their own random streams, spread over torchrun processes,
+so the learned sampler does not depend on the number of processes."""
 
 from __future__ import annotations
 
@@ -30,7 +24,8 @@ from .draws import RowStreams, make_generator
 from .graphs import Graph
 from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
-from .samplers import PHI_MODES, SAMPLERS, scale_score, step_law_dense
+from .losses import N_STATS, step_losses, step_stats
+from .samplers import PHI_MODES, SAMPLERS
 from .schedules import uniform_times
 from .teacher import TeacherCache, run_teacher
 
@@ -127,119 +122,6 @@ def perturb_start(x_T: Tensor, graph: Graph, zeta: float, generator: torch.Gener
     return x_T.scatter(-1, pos, new)
 
 
-def _compare_mask(graph: Graph, x: Tensor, x_star: Tensor, stored: Tensor) -> Tensor:
-    """Rows compared: movable in both paths (absorbing: masked in both); uniform: the same current token."""
-    both = graph.movable(x) & stored
-    return both if graph.absorbing else both & (x == x_star)
-
-
-def _off_diag(graph: Graph, x: Tensor, p: Tensor) -> Tensor:
-    """Real-token columns other than the current token: (b, L, S) -> (b, L, N)."""
-    return p.scatter(-1, x[..., None], 0.0)[..., : graph.num_tokens]
-
-
-def _sq_sum(a: Tensor, b: Tensor, rows: Tensor) -> Tensor:
-    """sum over compared rows of |a - b|^2; a, b (b, L, N), rows (b, L) bool."""
-    return ((a - b) ** 2 * rows[..., None].to(a.dtype)).sum()
-
-
-KL_FLOOR = 1e-12  # a student mass of 0 where the teacher has mass costs log(p / 1e-12), not infinity
-
-
-def _kl_sum(p: Tensor, q: Tensor, rows: Tensor) -> Tensor:
-    """sum over rows of KL(p || q); p, q (b, L, S) step laws."""
-    kl = (p * (torch.log(p.clamp_min(1e-300)) - torch.log(q.clamp_min(KL_FLOOR)))).sum(-1)
-    return (kl * rows).sum()
-
-
-def _full_score(graph: Graph, x: Tensor, s_real: Tensor) -> Tensor:
-    """Real-token scores (b, L, N) -> a full score (b, L, S) with 1 at the current token (mask column 1)."""
-    full = torch.ones(*x.shape, graph.num_states, dtype=torch.float64, device=x.device)
-    full[..., : graph.num_tokens] = s_real.to(torch.float64)
-    return full.scatter(-1, x[..., None], 1.0)
-
-
-@dataclass
-class StepLosses:
-    """Sums over this process's compared rows; divide by the global row count (``StepStats``) for means."""
-
-    phi: Tensor
-    time: Tensor
-    rows: int
-
-
-# per-step statistics summed over every process before the losses are normalised:
-# [compared rows, sum of the teacher's squared transition masses (LSD+ l2 scale), <s, s*>, |s|^2 (closed form)]
-N_STATS = 4
-
-
-def _time_laws(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, teacher_full: Tensor,
-               phi: Tensor, tau: Tensor, t_uni: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The student's effective transition over [tau_k, tau_k+1] and the teacher's over [t_k, t_k+1]."""
-    p_teacher = step_law_dense(cfg.base, graph, noise, x, teacher_full, t_uni[k], t_uni[k + 1])
-    p_student = step_law_dense(cfg.base, graph, noise, x, score, tau[k], tau[k + 1], phi.detach(), cfg.phi_mode)
-    return p_student, p_teacher
-
-
-def step_stats(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
-               stored: Tensor, s_star: Tensor, phi: Tensor, tau: Tensor, t_uni: Tensor, k: int,
-               last: bool) -> Tensor:
-    """This process's share of the step-k statistics (N_STATS,) float64 (no gradient)."""
-    with torch.no_grad():
-        rows = _compare_mask(graph, x, x_star, stored)
-        out = torch.zeros(N_STATS, dtype=torch.float64)
-        out[0] = float(rows.sum())
-        if not rows.any():
-            return out
-        teacher_full = _full_score(graph, x, s_star)
-        if cfg.method == "lsd+" and cfg.loss == "l2" and not last:
-            _, p_teacher = _time_laws(cfg, graph, noise, x, score, teacher_full, phi, tau, t_uni, k)
-            target = _off_diag(graph, x, p_teacher)
-            out[1] = float(((target**2).sum(-1) * rows).sum())
-        if cfg.closed_form:
-            s = _off_diag(graph, x, score.to(torch.float64)) * rows[..., None]
-            s_star_r = _off_diag(graph, x, teacher_full) * rows[..., None]
-            out[2], out[3] = float((s * s_star_r).sum()), float((s * s).sum())
-        return out
-
-
-def step_losses(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
-                stored: Tensor, s_star: Tensor, phi: Tensor, tau: Tensor, t_uni: Tensor, k: int,
-                last: bool, scale: float, stats: Tensor) -> StepLosses:
-    """Losses of one student step k, as this process's share of the global mean.
-
-    x, x_star (b, L); score (b, L, S) student; s_star (b, L, N) teacher; phi the coefficient (0-d, grad);
-    tau (M+1,) student grid (grad for LSD+); t_uni (M+1,) teacher grid; scale: typical squared norm of the
-    teacher's score rows at this step (l2); stats: the step's statistics summed over all processes."""
-    rows = _compare_mask(graph, x, x_star, stored)
-    score = score.to(torch.float64)
-    zero = score.new_zeros(())
-    n_rows = float(stats[0])
-    if not rows.any() or n_rows == 0:
-        return StepLosses(zero, zero, 0)
-    teacher_full = _full_score(graph, x, s_star)  # teacher's score, read at the student's current tokens
-    t_k, s_k = tau[k].detach(), tau[k + 1].detach()
-    if cfg.loss == "l2":
-        loss_phi = _sq_sum(_off_diag(graph, x, scale_score(score, x, phi, cfg.phi_mode)),
-                           _off_diag(graph, x, teacher_full), rows) / (n_rows * scale)
-    else:
-        p_teacher = step_law_dense(cfg.base, graph, noise, x, teacher_full, t_k, s_k, last=last)
-        p_student = step_law_dense(cfg.base, graph, noise, x, score, t_k, s_k, phi, cfg.phi_mode, last=last)
-        pair = (p_teacher, p_student) if cfg.loss == "kl" else (p_student, p_teacher)
-        loss_phi = _kl_sum(*pair, rows) / n_rows
-    loss_time = zero
-    if cfg.method == "lsd+" and not last:
-        p_student, p_teacher = _time_laws(cfg, graph, noise, x, score, teacher_full, phi, tau, t_uni, k)
-        if cfg.loss == "l2":
-            scale_t = max(float(stats[1]) / n_rows, 1e-300)
-            loss_time = _sq_sum(_off_diag(graph, x, p_student), _off_diag(graph, x, p_teacher), rows) / (
-                n_rows * scale_t)
-        else:
-            pair = (p_teacher, p_student) if cfg.loss == "kl" else (p_student, p_teacher)
-            loss_time = _kl_sum(*pair, rows) / n_rows
-    return StepLosses(loss_phi, loss_time, int(rows.sum()))
-
-
 @dataclass
 class DistillResult:
     times: Tensor  # (M + 1,) learned grid
@@ -267,68 +149,79 @@ class _Batch:
                                   [chunks[c].numel() for c in mine]) if mine else None
 
 
+class _Learner:
+    """The distillation side of one optimiser step: a hook for the reverse loop that, at every student step,
+    sums the step's statistics over processes, then either refits Phi_k in closed form or backpropagates the
+    step's losses into Phi (and the grid). Every process makes exactly one collective per step, also one that
+    owns no chunk of a short batch (``idle``)."""
+
+    def __init__(self, cfg: DistillConfig, graph: Graph, noise: Noise, cache: TeacherCache, params: SamplerParams,
+                 scales: list[float], cf_sums: Tensor, train_phi: bool, train_time: bool, idx: Tensor, device):
+        self.cfg, self.graph, self.noise, self.cache, self.params = cfg, graph, noise, cache, params
+        self.scales, self.cf_sums, self.idx, self.device = scales, cf_sums, idx, device
+        self.train_phi, self.train_time = train_phi, train_time
+        self.tau = params.times()  # (M + 1,), differentiable in theta for LSD+
+        self.t_uni = cache.times.to(torch.float64)
+        self.sums = torch.zeros(2, dtype=torch.float64)  # this process's share of the batch's phi and time losses
+
+    def on_score(self, info: StepInfo) -> None:
+        k, x, score = info.k, info.x, info.score
+        x_star, stored, s_star = (t.to(self.device) for t in self.cache.score_at(k, self.idx))
+        local = step_stats(self.cfg, self.graph, self.noise, x, score, x_star, stored, s_star, self.t_uni, k,
+                           info.last)
+        stats = dist.all_reduce_sum(local.values)
+        if self.cfg.closed_form:
+            self._refit(k, stats)
+            return
+        losses = step_losses(self.cfg, self.graph, self.noise, x, score, x_star, stored, s_star,
+                             self.params.coeffs()[k], self.tau, k, info.last, self.scales[k], stats, local.teacher_law)
+        loss = (losses.phi if self.train_phi else 0.0) + (losses.time if self.train_time else 0.0)
+        if torch.is_tensor(loss) and loss.requires_grad:
+            loss.backward(retain_graph=True)
+        self.sums += torch.stack([losses.phi.detach().cpu(), losses.time.detach().cpu()]).to(torch.float64)
+
+    def idle(self) -> None:
+        """Join every step's collective without any rows (this process owns no chunk of the batch)."""
+        for k in range(self.cfg.nfe):
+            stats = dist.all_reduce_sum(torch.zeros(N_STATS, dtype=torch.float64))
+            if self.cfg.closed_form:
+                self._refit(k, stats)
+
+    def _refit(self, k: int, stats: Tensor) -> None:
+        """Closed form (linear, l2): Phi_k = <s, s*> / |s|^2 over every trajectory simulated so far this epoch."""
+        self.cf_sums[k] += stats[2:]
+        if self.cf_sums[k, 0] > 0 and self.cf_sums[k, 1] > 0:
+            with torch.no_grad():
+                self.params.log_phi[k] = torch.log(self.cf_sums[k, 0] / self.cf_sums[k, 1])
+
+
 def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, cache: TeacherCache,
            params: SamplerParams, opt: torch.optim.Optimizer | None, epoch: int, train_phi: bool,
            train_time: bool, device) -> dict:
     """One pass over the teacher trajectories in shuffled batches (one optimiser step each); returns the mean
     losses. Every process runs the same steps; each owns some chunks of every batch (see ``_Batch``)."""
-    m = cfg.nfe
-    t_uni = cache.times.to(torch.float64)
     order = torch.randperm(cache.num, generator=make_generator(cfg.seed, "cpu", 2, epoch))
-    scales = [cache.mean_sq(k) for k in range(m)]
-    cf_sums = torch.zeros(m, 2, dtype=torch.float64)  # closed form: running <s, s*> and |s|^2 per step
-    tot_phi = tot_time = 0.0
-    n_batches = 0
-    calls0 = call.calls
+    scales = [cache.mean_sq(k) for k in range(cfg.nfe)]
+    cf_sums = torch.zeros(cfg.nfe, 2, dtype=torch.float64)  # closed form: running <s, s*> and |s|^2 per step
+    totals, n_batches, calls0 = torch.zeros(2, dtype=torch.float64), 0, call.calls
     for bi, b0 in enumerate(range(0, cache.num, cfg.batch_size)):
         batch = _Batch(cfg, graph, cache, order[b0 : b0 + cfg.batch_size], epoch, bi, device)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
-        tau = params.times()
-        sums = torch.zeros(2, dtype=torch.float64)  # this process's share of the batch's phi and time losses
-
-        def learn(info: StepInfo) -> None:
-            k, x, score = info.k, info.x, info.score
-            x_star, stored, s_star = cache.score_at(k, batch.idx)
-            x_star, stored, s_star = x_star.to(device), stored.to(device), s_star.to(device)
-            phi = params.coeffs()[k]
-            local = step_stats(cfg, graph, noise, x, score, x_star, stored, s_star, phi, tau, t_uni, k, info.last)
-            _learn_from(local, k, info.last, x, score, x_star, stored, s_star, phi)
-
-        def _learn_from(local, k, last, x=None, score=None, x_star=None, stored=None, s_star=None, phi=None):
-            stats = dist.all_reduce_sum(local)  # exactly one collective per step on every process
-            if cfg.closed_form:
-                cf_sums[k] += stats[2:]
-                if cf_sums[k, 0] > 0 and cf_sums[k, 1] > 0:
-                    with torch.no_grad():
-                        params.log_phi[k] = torch.log(cf_sums[k, 0] / cf_sums[k, 1])
-                return
-            if x is None:
-                return
-            losses = step_losses(cfg, graph, noise, x, score, x_star, stored, s_star, phi, tau, t_uni, k, last,
-                                 scales[k], stats)
-            loss = (losses.phi if train_phi else 0.0) + (losses.time if train_time else 0.0)
-            if torch.is_tensor(loss) and loss.requires_grad:
-                loss.backward(retain_graph=True)
-            sums[0] += float(losses.phi.detach())
-            sums[1] += float(losses.time.detach())
-
-        if batch.x is not None:
-            reverse_loop(call, graph, noise, tau.detach(), batch.x, rule=cfg.base, phi_mode=cfg.phi_mode,
+        learner = _Learner(cfg, graph, noise, cache, params, scales, cf_sums, train_phi, train_time, batch.idx, device)
+        if batch.x is None:
+            learner.idle()
+        else:
+            reverse_loop(call, graph, noise, learner.tau.detach(), batch.x, rule=cfg.base, phi_mode=cfg.phi_mode,
                          coeffs=lambda k, x, score: params.coeffs()[k].detach(), generator=batch.streams,
-                         on_score=learn)
-        else:  # this process owns no chunk of a short batch: it still joins every step's collective
-            for k in range(m):
-                _learn_from(torch.zeros(N_STATS, dtype=torch.float64), k, k == m - 1)
+                         on_score=learner.on_score)
         if opt is not None:
             dist.sum_grads([p for p in params.parameters() if p.requires_grad])
             opt.step()
-        sums = dist.all_reduce_sum(sums)
-        tot_phi += float(sums[0]) / m
-        tot_time += float(sums[1]) / m
+        totals += dist.all_reduce_sum(learner.sums) / cfg.nfe
         n_batches += 1
     calls = int(dist.all_reduce_sum(torch.tensor([call.calls - calls0]))[0])
-    return {"loss_phi": tot_phi / n_batches, "loss_time": tot_time / n_batches, "calls": calls}
+    return {"loss_phi": float(totals[0]) / n_batches, "loss_time": float(totals[1]) / n_batches, "calls": calls}
 
 
 def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,

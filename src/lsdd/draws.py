@@ -107,7 +107,7 @@ def inverse_cdf(weights: Tensor, u: Tensor, block: int = BLOCK) -> Tensor:
 
     Rows wider than ``block`` are searched in two levels (block totals, then one block) so the float64 work is
     O(n (S / block + block)) instead of a float64 copy of the whole row. A zero-weight index is never returned
-    for a row with positive total; all-zero rows return 0. Returns (n,) int64.
+    for a row with positive total (all-zero rows return the last index: callers handle them). Returns (n,) int64.
     """
     n, width = weights.shape
     if n == 0:
@@ -190,7 +190,8 @@ class StepLaw:
         counts = [int(moving[rows].sum()) for rows, _ in _chunks(generator, self.x.shape[0])]
         u2 = torch.cat([torch.rand(c, generator=g, dtype=torch.float64, device=self.x.device)
                         for c, (_, g) in zip(counts, _chunks(generator, self.x.shape[0]))])
-        w = self.weights[moving].scatter(-1, self.x[moving][:, None], 0.0)  # (n, S), own dtype
+        w = self.weights[moving]  # (n, S) copy of the moving rows only, in the weights' own dtype
+        w.scatter_(-1, self.x[moving][:, None], 0.0)
         if bool((w < 0).any()):
             raise ValueError("a step law has negative weights; scores must be >= 0")
         empty = w.sum(-1) <= 0

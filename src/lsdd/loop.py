@@ -61,7 +61,8 @@ class CountedScore:
             score = score.to(x.device)
         if not score.is_floating_point():
             score = score.float()
-        # the entry at the current token is 1 by definition of the concrete score
+        # the entry at the current token is 1 by definition of the concrete score (set in place on the
+        # function's fresh output; out of place only when the score carries a gradient)
         return score.scatter(-1, x[..., None], 1.0) if score.requires_grad else score.scatter_(-1, x[..., None], 1.0)
 
 

@@ -26,7 +26,6 @@ from .loop import Coeffs, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
 from .steps import PHI_MODES, RULES, get_rule
 
-PhiMode = str
 SAMPLERS = RULES  # name -> step rule
 
 

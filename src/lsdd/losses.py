@@ -1,0 +1,152 @@
+"""The LSD / LSD+ step losses (method.md §3-4), as each process's share of a global mean.
+
+Per student step k the Phi-loss compares the teacher's cached score s*_k with the student's scaled score at its
+own state, over the rows movable in both paths and the real-token columns other than the current token:
+  l2: |scale(s_k, Phi_k) - s*_k|^2 / scale_k (scale_k: the teacher's mean squared score row at step k, so the
+      minimiser is that of the plain squared error and no step dominates by its magnitude);
+  kl: KL(teacher step law || student step law), both over the student's interval (mass-covering);
+  rkl: KL(student || teacher) (mode-seeking).
+LSD+ adds a time-loss on the effective transition of each step: the student's step over [tau_k, tau_{k+1}]
+against the teacher's over the matching uniform interval [t_k, t_{k+1}].
+
+Means are over the rows of *every* process: ``step_stats`` returns a process's share of the step's counts and
+normalisers, the caller sums them over processes, and ``step_losses`` divides its local sums by the global
+figures - so the gradients summed over processes equal those of one process that saw every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from .graphs import Graph
+from .noise import Noise
+from .samplers import scale_score, step_law_dense
+
+if TYPE_CHECKING:
+    from .distill import DistillConfig
+
+
+def _compare_mask(graph: Graph, x: Tensor, x_star: Tensor, stored: Tensor) -> Tensor:
+    """Rows compared: movable in both paths (absorbing: masked in both); uniform: the same current token."""
+    both = graph.movable(x) & stored
+    return both if graph.absorbing else both & (x == x_star)
+
+
+def _off_diag(graph: Graph, x: Tensor, p: Tensor) -> Tensor:
+    """Real-token columns other than the current token: (b, L, S) -> (b, L, N)."""
+    return p.scatter(-1, x[..., None], 0.0)[..., : graph.num_tokens]
+
+
+def _sq_sum(a: Tensor, b: Tensor, rows: Tensor) -> Tensor:
+    """sum over compared rows of |a - b|^2; a, b (b, L, N), rows (b, L) bool."""
+    return ((a - b) ** 2 * rows[..., None].to(a.dtype)).sum()
+
+
+KL_FLOOR = 1e-12  # a student mass of 0 where the teacher has mass costs log(p / 1e-12), not infinity
+
+
+def _kl_sum(p: Tensor, q: Tensor, rows: Tensor) -> Tensor:
+    """sum over rows of KL(p || q); p, q (b, L, S) step laws."""
+    kl = (p * (torch.log(p.clamp_min(1e-300)) - torch.log(q.clamp_min(KL_FLOOR)))).sum(-1)
+    return (kl * rows).sum()
+
+
+def _full_score(graph: Graph, x: Tensor, s_real: Tensor) -> Tensor:
+    """Real-token scores (b, L, N) -> a full score (b, L, S) with 1 at the current token (mask column 1)."""
+    full = torch.ones(*x.shape, graph.num_states, dtype=torch.float64, device=x.device)
+    full[..., : graph.num_tokens] = s_real.to(torch.float64)
+    return full.scatter(-1, x[..., None], 1.0)
+
+
+@dataclass
+class StepLosses:
+    """This process's share of the step's mean losses (its sums divided by the global row count)."""
+
+    phi: Tensor
+    time: Tensor
+    rows: int
+
+
+# per-step statistics summed over every process before the losses are normalised:
+# [compared rows, sum of the teacher's squared transition masses (LSD+ l2 scale), <s, s*>, |s|^2 (closed form)]
+N_STATS = 4
+
+
+def teacher_time_law(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, s_star: Tensor, t_uni: Tensor,
+                     k: int) -> Tensor:
+    """LSD+: the teacher's transition over its uniform interval [t_k, t_k+1], read at the student's state
+    (b, L, S) float64; it does not depend on the learned parameters."""
+    return step_law_dense(cfg.base, graph, noise, x, _full_score(graph, x, s_star), t_uni[k], t_uni[k + 1])
+
+
+@dataclass
+class StepStats:
+    """This process's share of the step's statistics (``values``, (N_STATS,) float64, summed over processes by
+    the caller) and, for LSD+, the teacher's transition law that the time-loss reuses."""
+
+    values: Tensor
+    teacher_law: Tensor | None = None
+
+
+def step_stats(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
+               stored: Tensor, s_star: Tensor, t_uni: Tensor, k: int, last: bool) -> StepStats:
+    """This process's share of the step-k statistics (no gradient)."""
+    with torch.no_grad():
+        rows = _compare_mask(graph, x, x_star, stored)
+        out = StepStats(torch.zeros(N_STATS, dtype=torch.float64))
+        out.values[0] = float(rows.sum())
+        if not rows.any():
+            return out
+        if cfg.method == "lsd+" and not last:
+            out.teacher_law = teacher_time_law(cfg, graph, noise, x, s_star, t_uni, k)
+            target = _off_diag(graph, x, out.teacher_law)
+            out.values[1] = float(((target**2).sum(-1) * rows).sum())
+        if cfg.closed_form:
+            s = _off_diag(graph, x, score.to(torch.float64)) * rows[..., None]
+            s_star_r = _off_diag(graph, x, _full_score(graph, x, s_star)) * rows[..., None]
+            out.values[2], out.values[3] = float((s * s_star_r).sum()), float((s * s).sum())
+        return out
+
+
+def step_losses(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
+                stored: Tensor, s_star: Tensor, phi: Tensor, tau: Tensor, k: int, last: bool, scale: float,
+                stats: Tensor, teacher_law: Tensor | None = None) -> StepLosses:
+    """Losses of one student step k, as this process's share of the global mean.
+
+    x, x_star (b, L); score (b, L, S) student; s_star (b, L, N) teacher; phi the coefficient (0-d, grad);
+    tau (M+1,) student grid (grad for LSD+); scale: typical squared norm of the teacher's score rows at this
+    step (l2); stats: the step's statistics summed over all processes; teacher_law: LSD+'s teacher transition
+    (``StepStats.teacher_law``)."""
+    rows = _compare_mask(graph, x, x_star, stored)
+    score = score.to(torch.float64)
+    zero = score.new_zeros(())
+    n_rows = float(stats[0])
+    if not rows.any() or n_rows == 0:
+        return StepLosses(zero, zero, 0)
+    teacher_full = _full_score(graph, x, s_star)  # teacher's score, read at the student's current tokens
+    t_k, s_k = tau[k].detach(), tau[k + 1].detach()
+    if cfg.loss == "l2":
+        loss_phi = _sq_sum(_off_diag(graph, x, scale_score(score, x, phi, cfg.phi_mode)),
+                           _off_diag(graph, x, teacher_full), rows) / (n_rows * scale)
+    else:
+        p_teacher = step_law_dense(cfg.base, graph, noise, x, teacher_full, t_k, s_k, last=last)
+        p_student = step_law_dense(cfg.base, graph, noise, x, score, t_k, s_k, phi, cfg.phi_mode, last=last)
+        pair = (p_teacher, p_student) if cfg.loss == "kl" else (p_student, p_teacher)
+        loss_phi = _kl_sum(*pair, rows) / n_rows
+    loss_time = zero
+    if cfg.method == "lsd+" and not last:
+        p_teacher = teacher_law
+        # the student's effective transition over [tau_k, tau_k+1]: gradients reach the grid only
+        p_student = step_law_dense(cfg.base, graph, noise, x, score, tau[k], tau[k + 1], phi.detach(), cfg.phi_mode)
+        if cfg.loss == "l2":
+            scale_t = max(float(stats[1]) / n_rows, 1e-300)
+            loss_time = _sq_sum(_off_diag(graph, x, p_student), _off_diag(graph, x, p_teacher), rows) / (
+                n_rows * scale_t)
+        else:
+            pair = (p_teacher, p_student) if cfg.loss == "kl" else (p_student, p_teacher)
+            loss_time = _kl_sum(*pair, rows) / n_rows
+    return StepLosses(loss_phi, loss_time, int(rows.sum()))
