@@ -2,12 +2,12 @@
 
 A randomly initialised SEDD-small-shaped score network (12 blocks, hidden 768, 12 heads, absorbing graph,
 log-linear noise) and a half-masked state at t = 0.5 -> 0.375 (step 4 of 8). Timings are medians of repeated
-interleaved runs in one process (the forward, then every sampler variant, then the forward again, ...), reported
-as ratios to the forward. The sampler's own work is everything after the network call: the score contract,
+interleaved runs in one process (the forward, then every sampler variant in an order rotated per repeat, then
+the forward again, ...), reported as ratios to the forward. The sampler's own work is everything after the network call: the score contract,
 the factorised step law and the two-stage float64 draw. Peak memory is measured per phase in a fresh
 subprocess (peak RSS during the phase minus RSS before it), so one phase's allocations cannot hide another's.
 
-    python benchmarks/step_overhead.py --batch 1 --repeats 5 --out benchmarks/step_overhead.md
+    python benchmarks/step_overhead.py --batch 1 --repeats 10 --out benchmarks/step_overhead.md
 """
 
 from __future__ import annotations
@@ -137,14 +137,15 @@ def main() -> None:
         raw = score_fn(x, sigma)
         sync()
         times["forward"].append(time.perf_counter() - t0)
-        for v in VARIANTS:
-            score = raw.clone() if v != VARIANTS[-1] else raw
+        order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]  # rotate: no variant always first
+        for v in order:
+            score = raw.clone()
             sync()
             t0 = time.perf_counter()
             step_work(v, graph, noise, x, score, make_generator(r, device))
             sync()
             times[v].append(time.perf_counter() - t0)
-        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()),
+        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items() if v),
               flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     mem = {}
