@@ -42,8 +42,9 @@ def other(tmp_path_factory):
 @pytest.fixture(scope="module")
 def learned(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("learned") / "s.json"
+    # --no-validate: these tests are about the artifact (tests/test_validate.py covers validation)
     rc = main(["distill", "--model", tiny, "--nfe", "4", "--teacher-nfe", "16", "--epochs", "2", "--num-traj", "32",
-               "--batch-size", "16", "--out", str(out)])
+               "--batch-size", "16", "--no-validate", "--out", str(out)])
     assert rc == 0
     return out
 
@@ -145,7 +146,8 @@ def test_bad_sample_input(tiny, tmp_path, capsys):
     assert not out.exists() and not (tmp_path / "x.txt").exists()
 
 
-DISTILL_ARGS = ["--nfe", "4", "--teacher-nfe", "8", "--epochs", "2", "--num-traj", "16", "--batch-size", "8"]
+DISTILL_ARGS = ["--nfe", "4", "--teacher-nfe", "8", "--epochs", "2", "--num-traj", "16", "--batch-size", "8",
+                "--no-validate"]
 
 
 def test_distill_refuses_stale_checkpoint(tiny, tmp_path, capsys):

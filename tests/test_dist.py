@@ -30,14 +30,19 @@ def _run(args, cwd, nproc):
 def test_distill_two_processes_same_sampler(tmp_path, method, loss):
     # 40 trajectories in batches of 24 and chunks of 8: 3 + 2 chunks, so rank 1 owns fewer chunks than rank 0
     args = ["distill", "--model", "countdown", "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "40",
-            "--batch-size", "24", "--chunk", "8", "--epochs", "2", "--method", method, "--loss", loss]
+            "--batch-size", "24", "--chunk", "8", "--epochs", "2", "--method", method, "--loss", loss, "--force",
+            "--val-samples", "48"]
     _run([*args, "--out", "one.json"], tmp_path, 1)
     res = _run([*args, "--out", "two.json"], tmp_path, 2)
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
     # the same learned coefficients and grid, to float tolerance
     np.testing.assert_allclose(two["coeffs"], one["coeffs"], rtol=1e-9, atol=0)
     np.testing.assert_allclose(two["times"], one["times"], rtol=1e-9, atol=0)
-    assert one["coeffs"] != [1.0] * 4  # it learned something
+    assert one["coeffs"] != [1.0] * 4  # it learned something (--force writes it whatever validation says)
+    # validation (on 10 held-out trajectories, sampled and scored on the ranks) gives the same figures
+    for key, value in one["provenance"]["validation"].items():
+        other = two["provenance"]["validation"][key]
+        assert other == pytest.approx(value, rel=1e-9) if isinstance(value, float) else other == value
     # rank 0 alone writes and prints: one artifact, one summary line
     assert res.stdout.count("sampler with 4 NFE") == 1
     assert not list(tmp_path.glob("*.ckpt"))

@@ -121,7 +121,8 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     finest = _lcm(cfg.nfes)
     if cfg.teacher_nfe % finest:
         raise ValueError(f"teacher nfe {cfg.teacher_nfe} must be a multiple of every student nfe {list(cfg.nfes)}")
-    dcfg_base = DistillConfig(**{**cfg.distill, "teacher_nfe": cfg.teacher_nfe, "seed": cfg.seed,
+    # the bench itself compares every learned sampler with its base, on all the teacher trajectories
+    dcfg_base = DistillConfig(**{"validation": False, **cfg.distill, "teacher_nfe": cfg.teacher_nfe, "seed": cfg.seed,
                                  "num_traj": cfg.num_samples, "batch_size": cfg.batch_size})
     headline = task.pairs[0]
     model_info = {"model_fingerprint": model.fingerprint, "model_source": model.source}

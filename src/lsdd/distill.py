@@ -20,14 +20,15 @@ from tqdm.auto import tqdm
 
 from . import dist
 from .artifact import LearnedSampler
-from .draws import RowStreams, make_generator
+from .draws import RowStreams, derive_seed, make_generator
 from .graphs import Graph
 from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
 from .losses import N_STATS, step_losses, step_stats
-from .samplers import PHI_MODES, SAMPLERS
+from .samplers import PHI_MODES, SAMPLERS, sample_batched
 from .schedules import uniform_times
 from .teacher import TeacherCache, run_teacher
+from .validate import Validation, compare, model_nll
 
 METHODS = ("lsd", "lsd+")
 LOSSES = ("l2", "kl", "rkl")
@@ -53,6 +54,13 @@ class DistillConfig:
     closed_form: bool = False  # linear + l2 only: refit Phi exactly while simulating (no Adam)
     eps: float = 1e-5  # grid end
     seed: int = 0
+    validation: bool = True  # compare the learned sampler with its base on held-out teacher outputs
+    val_frac: float = 0.25  # share of teacher trajectories held out of training for that
+    val_samples: int = 512  # samples drawn from each of base and learned sampler for that
+
+    def num_val(self) -> int:
+        """Teacher trajectories held out for validation (0 without validation)."""
+        return int(round(self.num_traj * self.val_frac)) if self.validation else 0
 
     def validate(self) -> None:
         checks = [
@@ -68,6 +76,12 @@ class DistillConfig:
             (self.num_traj >= 1 and self.batch_size >= 1 and self.chunk >= 1,
              f"num_traj, batch_size and chunk must be >= 1, got {self.num_traj}, {self.batch_size}, {self.chunk}"),
             (0.0 < self.eps < 1.0, f"eps must lie in (0, 1), got {self.eps}"),
+            (0.0 <= self.val_frac < 1.0, f"val_frac must lie in [0, 1), got {self.val_frac}"),
+            (not self.validation or (self.num_val() >= 2 and self.num_traj - self.num_val() >= 1
+                                   and self.val_samples >= 2),
+             f"validation needs >= 2 held-out and >= 1 training trajectories and >= 2 samples: num_traj "
+             f"{self.num_traj} x val_frac {self.val_frac} = {self.num_val()} held out, {self.val_samples} samples "
+             "(raise --num-traj or --val-frac, or pass --no-validate)"),
             (not self.closed_form or (self.phi_mode == "linear" and self.loss == "l2" and self.method == "lsd"),
              "the closed-form fast path needs --method lsd --phi-mode linear --loss l2"),
         ]
@@ -131,6 +145,7 @@ class DistillResult:
     student_seconds: float = 0.0
     teacher_calls: int = 0
     student_calls: int = 0
+    validation: Validation | None = None  # learned vs base on held-out teacher outputs (cfg.validation)
 
 
 class _Batch:
@@ -197,14 +212,15 @@ class _Learner:
 
 def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, cache: TeacherCache,
            params: SamplerParams, opt: torch.optim.Optimizer | None, epoch: int, train_phi: bool,
-           train_time: bool, device) -> dict:
-    """One pass over the teacher trajectories in shuffled batches (one optimiser step each); returns the mean
-    losses. Every process runs the same steps; each owns some chunks of every batch (see ``_Batch``)."""
-    order = torch.randperm(cache.num, generator=make_generator(cfg.seed, "cpu", 2, epoch))
+           train_time: bool, device, n_train: int) -> dict:
+    """One pass over the first ``n_train`` teacher trajectories (the rest are held out for validation) in
+    shuffled batches, one optimiser step each; returns the mean losses. Every process runs the same steps; each
+    owns some chunks of every batch (see ``_Batch``)."""
+    order = torch.randperm(n_train, generator=make_generator(cfg.seed, "cpu", 2, epoch))
     scales = [cache.mean_sq(k) for k in range(cfg.nfe)]
     cf_sums = torch.zeros(cfg.nfe, 2, dtype=torch.float64)  # closed form: running <s, s*> and |s|^2 per step
     totals, n_batches, calls0 = torch.zeros(2, dtype=torch.float64), 0, call.calls
-    for bi, b0 in enumerate(range(0, cache.num, cfg.batch_size)):
+    for bi, b0 in enumerate(range(0, n_train, cfg.batch_size)):
         batch = _Batch(cfg, graph, cache, order[b0 : b0 + cfg.batch_size], epoch, bi, device)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
@@ -251,10 +267,14 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     start_epoch = 0
     if state is not None:
         params.load_state_dict(state["params"])
-        if opt is not None:
+        if opt is not None and state.get("opt") is not None:
             opt.load_state_dict(state["opt"])
         history = list(state["history"])
         start_epoch = state["epoch"]
+    n_train = cache.num - cfg.num_val()
+    if n_train < 1:
+        raise ValueError(f"the teacher cache holds {cache.num} trajectories; {cfg.num_val()} are held out for "
+                         "validation, none is left to train on")
     call = CountedScore(score_fn, graph, noise)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method} M={cfg.nfe}", disable=not progress or not dist.is_main(),
                initial=start_epoch, total=cfg.epochs)
@@ -264,7 +284,7 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         joint = not cfg.alternate or cfg.method != "lsd+"
         train_phi = joint or epoch % 2 == 0
         train_time = cfg.method == "lsd+" and (joint or epoch % 2 == 1)
-        rec = _epoch(cfg, call, graph, noise, cache, params, opt, epoch, train_phi, train_time, device)
+        rec = _epoch(cfg, call, graph, noise, cache, params, opt, epoch, train_phi, train_time, device, n_train)
         student_calls += rec.pop("calls")
         rec.update(epoch=epoch + 1, seconds=time.perf_counter() - t0)
         history.append(rec)
@@ -274,13 +294,33 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
                            "history": history, "epoch": epoch + 1})
     with torch.no_grad():
         times, coeffs = params.times().detach().clone(), params.coeffs().detach().clone()
-    return DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),
-                         cache.nfe, student_calls)
+    result = DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),
+                           cache.nfe, student_calls)
+    if cfg.validation:
+        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, times, coeffs, device)
+    return result
+
+
+def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: Tensor, cfg: DistillConfig,
+                     times: Tensor, coeffs: Tensor, device: torch.device | str = "cpu") -> Validation:
+    """Compare the learned sampler (``times``, ``coeffs``) with its base (uniform grid, Phi = 1) at the same NFE
+    on held-out teacher outputs ``reference`` (m, L); both draw ``cfg.val_samples`` samples from the same streams."""
+    length = reference.shape[1]
+    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device, method=cfg.base)
+    base = sample_batched(score_fn, graph, noise, uniform_times(cfg.nfe, cfg.eps), cfg.val_samples, length, **common)
+    learned = sample_batched(score_fn, graph, noise, times, cfg.val_samples, length, coeffs=coeffs,
+                             phi_mode=cfg.phi_mode, **common)
+    nll_seed = derive_seed(cfg.seed, 10)
+    nll = tuple(float(model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size,
+                                device=device).mean()) for x in (base.x, learned.x, reference))
+    return compare(base.x, learned.x, reference, graph.num_states, cfg.nfe, nll)
 
 
 def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: Noise,
-                model_info: dict[str, Any] | None = None) -> LearnedSampler:
-    """Package a distillation result as a self-describing ``LearnedSampler``."""
+                model_info: dict[str, Any] | None = None, use_base: bool = False) -> LearnedSampler:
+    """Package a distillation result as a self-describing ``LearnedSampler``. ``use_base``: write the base
+    sampler (uniform grid, Phi = 1) instead - what ``lsdd distill`` does when validation finds the learned one
+    no better - keeping the learned numbers and the validation figures in the provenance."""
     from . import __version__
 
     provenance = {
@@ -289,7 +329,16 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
         "epochs": cfg.epochs, "seed": cfg.seed, "lsdd_version": __version__, "distill_config": asdict(cfg),
         "teacher_seconds": round(result.teacher_seconds, 3), "student_seconds": round(result.student_seconds, 3),
         "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history],
+        "validation": result.validation.to_dict() if result.validation is not None else None,
     }
+    times = tuple(float(v) for v in result.times)
+    coeffs = tuple(float(v) for v in result.coeffs)
+    if use_base:
+        provenance["written"] = "base sampler: validation found the learned one no better"
+        provenance["rejected_learned"] = {"times": times, "coeffs": coeffs}
+        times = tuple(float(v) for v in uniform_times(cfg.nfe, cfg.eps))
+        coeffs = (1.0,) * cfg.nfe
+    else:
+        provenance["written"] = "learned sampler"
     return LearnedSampler(base=cfg.base, graph=graph.name, num_tokens=graph.num_tokens, noise=noise.to_dict(),
-                          times=tuple(float(v) for v in result.times), coeffs=tuple(float(v) for v in result.coeffs),
-                          phi_mode=cfg.phi_mode, provenance=provenance)
+                          times=times, coeffs=coeffs, phi_mode=cfg.phi_mode, provenance=provenance)

@@ -143,10 +143,11 @@ def expected_tv_to_uniform(num_draws: int, num_categories: int) -> float:
 
 
 from .countdown import CountdownTask  # noqa: E402  (countdown.py imports the base classes above)
+from .markov import MarkovTask  # noqa: E402
 from .tokens import TokensTask  # noqa: E402
 
 # task name -> constructor; keyword options (e.g. num_values) are passed through by get_task
-TASKS: dict[str, Callable[..., Task]] = {"countdown": CountdownTask, "tokens": TokensTask}
+TASKS: dict[str, Callable[..., Task]] = {"countdown": CountdownTask, "markov": MarkovTask, "tokens": TokensTask}
 
 
 def get_task(name: str, **options: Any) -> Task:
@@ -166,5 +167,6 @@ __all__ = [
     "tv_to_uniform",
     "expected_tv_to_uniform",
     "CountdownTask",
+    "MarkovTask",
     "TokensTask",
 ]
