@@ -97,11 +97,11 @@ def model_nll(score_fn, graph, noise, x: Tensor, *, num_times: int = 8, seed: in
             t = t_min + (1.0 - t_min) * (j + torch.rand(n, generator=gen, dtype=torch.float64)) / num_times
             sigma = noise.total(t)
             x_t = graph.sample_transition(x0.cpu(), sigma, gen).to(device)
-            with torch.no_grad():
-                score = score_fn(x_t, sigma.to(device=device, dtype=torch.float32)).to(torch.float64)
-            log_score = torch.log(score.clamp_min(1e-300))
-            dse = graph.score_entropy(log_score, sigma.to(device), x_t, x0).sum(-1)  # (n,)
-            total += (1.0 - t_min) * noise.rate(t).to(device) * dse
+            with torch.no_grad():  # float32 like training: a float64 (B, L, V) copy would not fit at V = 50k
+                score = score_fn(x_t, sigma.to(device=device, dtype=torch.float32))
+                log_score = torch.log(score.clamp_min(torch.finfo(score.dtype).tiny))
+                dse = graph.score_entropy(log_score, sigma.to(device=device, dtype=score.dtype), x_t, x0).sum(-1)
+            total += (1.0 - t_min) * noise.rate(t).to(device) * dse.to(torch.float64)
         out.append((total / num_times / length).cpu())
     return torch.cat(out)
 
