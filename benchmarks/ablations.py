@@ -47,7 +47,7 @@ def main() -> None:
     task = get_task("countdown", num_values=model.config.num_tokens)
     q, d = task.pairs[0]
     base_cfg = DistillConfig(nfe=args.nfe, teacher_nfe=args.teacher_nfes[0], num_traj=args.num_traj,
-                             epochs=args.epochs, seed=args.seed)
+                             epochs=args.epochs, seed=args.seed, validation=False)  # train on every trajectory
     def teacher(cfg):
         path = Path(args.cache_dir) / f"teacher_{cfg.base}_{cfg.teacher_nfe}_{cfg.nfe}_{cfg.num_traj}_{cfg.seed}.pt" \
             if args.cache_dir else None
