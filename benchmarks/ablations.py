@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from dataclasses import asdict, replace
 
 import torch
 
+from common import cached_teacher, evaluate
 from lsdd import atomic
-from lsdd.distill import DistillConfig, distill, make_teacher, to_artifact
+from lsdd.distill import DistillConfig, distill, to_artifact
 from lsdd.metrics import get_task
 from lsdd.models import load_model
-from lsdd.samplers import sample_batched
 from lsdd.teacher import TeacherCache
 from lsdd.schedules import uniform_times
-
-
-def evaluate(model, task, times, coeffs, mode, base, num, seed):
-    out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.config.length, method=base,
-                         coeffs=coeffs, phi_mode=mode, seed=seed, device=model.device)
-    return task.compute(out.x)
 
 
 def main() -> None:
@@ -49,16 +42,7 @@ def main() -> None:
     base_cfg = DistillConfig(nfe=args.nfe, teacher_nfe=args.teacher_nfes[0], num_traj=args.num_traj,
                              epochs=args.epochs, seed=args.seed, validation=False)  # train on every trajectory
     def teacher(cfg):
-        path = Path(args.cache_dir) / f"teacher_{cfg.base}_{cfg.teacher_nfe}_{cfg.nfe}_{cfg.num_traj}_{cfg.seed}.pt" \
-            if args.cache_dir else None
-        if path is not None and path.exists():
-            return TeacherCache(**torch.load(path, weights_only=False))
-        cache = make_teacher(model.score_fn, model.graph, model.noise, model.config.length, cfg, progress=False)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(cache.to_state(), path)
-        print(f"teacher {cfg.base} N={cfg.teacher_nfe}: {cache.seconds:.1f} s", flush=True)
-        return cache
+        return cached_teacher(model, cfg, args.cache_dir, cfg.base)
 
     caches = {n: teacher(replace(base_cfg, teacher_nfe=n)) for n in args.teacher_nfes}
     variants = [("default", {})]
@@ -71,7 +55,7 @@ def main() -> None:
     variants += [(f"teacher N={n}", {"teacher_nfe": n}) for n in args.teacher_nfes[1:]]
     variants += [(f"num_traj={k}", {"num_traj": k}) for k in (32, 64)]
     rows = []
-    euler = evaluate(model, task, uniform_times(args.nfe), None, "linear", "euler", args.eval_samples, args.seed + 7)
+    euler = evaluate(model, task, uniform_times(args.nfe), None, "linear", args.eval_samples, args.seed + 7)
     rows.append(("Euler (uniform grid)", {}, euler, 0.0))
     for name, change in variants:
         cfg = replace(base_cfg, **change)
@@ -90,8 +74,8 @@ def main() -> None:
         res = distill(model.score_fn, model.graph, model.noise, model.config.length, cfg, cache=cache, progress=False)
         secs = time.perf_counter() - t0
         art = to_artifact(res, cfg, model.graph, model.noise)
-        m = evaluate(model, task, art.times_tensor(), art.coeffs_tensor(), cfg.phi_mode, cfg.base,
-                     args.eval_samples, args.seed + 7)
+        m = evaluate(model, task, art.times_tensor(), art.coeffs_tensor(), cfg.phi_mode, args.eval_samples,
+                     args.seed + 7, base=cfg.base)
         rows.append((name, asdict(cfg), m, secs, art))
         print(f"{name:18s} {q}={m[q]:.4f} {d}={m[d]:.4f} any={m['any_violation']:.3f} "
               f"phi={[round(c, 2) for c in art.coeffs]} ({secs:.0f} s)", flush=True)

@@ -17,14 +17,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from lsdd.distill import DistillConfig, distill, make_teacher
+from common import cached_teacher, evaluate
+from lsdd.distill import DistillConfig, distill
 from lsdd.metrics import get_task
 from lsdd.models import load_model
-from lsdd.samplers import sample_batched
 from lsdd.schedules import uniform_times
-from lsdd.teacher import TeacherCache
 
 RECIPES = {  # name -> DistillConfig overrides
     "LSD linear/l2": dict(method="lsd", phi_mode="linear", loss="l2"),
@@ -34,24 +31,6 @@ RECIPES = {  # name -> DistillConfig overrides
     "LSD+ linear/l2": dict(method="lsd+", phi_mode="linear", loss="l2"),
     "LSD+ linear/kl": dict(method="lsd+", phi_mode="linear", loss="kl"),
 }
-
-
-def evaluate(model, task, times, coeffs, mode, num, seed):
-    out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.config.length,
-                         coeffs=coeffs, phi_mode=mode, seed=seed, device=model.device)
-    return task.compute(out.x)
-
-
-def teacher(model, cfg, cache_dir, tag):
-    path = Path(cache_dir) / f"teacher_{tag}_{cfg.teacher_nfe}_{cfg.nfe}_{cfg.num_traj}_{cfg.seed}.pt" if cache_dir else None
-    if path is not None and path.exists():
-        return TeacherCache(**torch.load(path, weights_only=False))
-    cache = make_teacher(model.score_fn, model.graph, model.noise, model.config.length, cfg, progress=False)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(cache.to_state(), path)
-    print(f"teacher {tag} N={cfg.teacher_nfe}: {cache.seconds:.1f} s", flush=True)
-    return cache
 
 
 def main() -> None:
@@ -84,7 +63,7 @@ def main() -> None:
         q = cols[0]
         cfg0 = DistillConfig(nfe=args.nfe, teacher_nfe=args.teacher_nfe, num_traj=args.num_traj, epochs=args.epochs,
                              seed=args.seed)
-        cache = teacher(model, cfg0, args.cache_dir, tag)
+        cache = cached_teacher(model, cfg0, args.cache_dir, tag)
         eval_seed = args.seed + 100
         base = evaluate(model, task, uniform_times(args.nfe, cfg0.eps), None, "linear", args.eval_samples, eval_seed)
         ref = task.compute(cache.x_0)

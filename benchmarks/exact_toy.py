@@ -13,7 +13,6 @@ import argparse
 import itertools
 import sys
 import time
-from pathlib import Path
 
 import torch
 

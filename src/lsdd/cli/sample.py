@@ -43,8 +43,6 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    import torch
-
     from .. import atomic
     from ..artifact import LearnedSampler
     from ..samplers import sample_batched
