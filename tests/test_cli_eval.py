@@ -112,3 +112,16 @@ def test_eval_help_exits_0(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "example" in out and "--num-values" in out and "--json" in out and "start_tv_ref" in out
+
+
+def test_eval_markov_uses_the_tasks_own_vocabulary(tmp_path, capsys):
+    # without --num-values the markov task keeps its 24-token chain (a countdown default of 32 would build
+    # another chain and call almost every transition invalid)
+    from lsdd.data.markov import generate_markov, markov_chain
+
+    x = generate_markov(50, 20, markov_chain(24, 3, 0), torch.Generator().manual_seed(0))
+    path = tmp_path / "m.npy"
+    np.save(path, x.numpy())
+    assert main(["eval", "--task", "markov", str(path), "--json", str(tmp_path / "m.json")]) == 0
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["options"] == {"num_values": 24} and record["metrics"]["invalid_rate"] == 0.0

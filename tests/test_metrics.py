@@ -158,3 +158,29 @@ def test_tokens_task_hand_computed():
     assert m["unigram_entropy"] == pytest.approx((1.5 * math.log(2)) / 2)
     assert m["distinct_1"] == pytest.approx(0.5)
     assert task.pairs[0] == ("repeat_rate", "unigram_entropy")
+
+
+def test_markov_task_hand_checked():
+    from lsdd.data.markov import generate_markov, markov_chain, markov_log_prob
+
+    task = get_task("markov", num_values=6, degree=2, seed=3)
+    chain = markov_chain(6, 2, 3)
+    # each row of the chain is a distribution over exactly 2 successors
+    torch.testing.assert_close(chain.sum(1), torch.ones(6, dtype=torch.float64))
+    assert ((chain > 0).sum(1) == 2).all()
+    x = generate_markov(400, 30, chain, gen(0))
+    m = task.compute(x)
+    # samples of the chain break no rule, and their successor laws approach the chain's
+    assert m["invalid_rate"] == 0.0 and m["any_invalid"] == 0.0 and m["successor_tv"] < 0.05
+    assert abs(m["successor_entropy"] - m["chain_entropy"]) < 0.02
+    # the per-transition NLL is the exact one: -mean log P over all transitions
+    lp = markov_log_prob(x, chain) + math.log(6)  # drop the uniform first token
+    assert m["nll"] == pytest.approx(float(-lp.sum() / (400 * 29)), rel=1e-9)
+    # a forbidden transition 0 -> a planted in the first of two samples (a -> next may be forbidden too)
+    a = chain[0].argmin().item()
+    y = x[:2].clone()
+    y[0, 0], y[0, 1] = 0, a
+    n_bad = 1 + int(chain[a, y[0, 2]] == 0)
+    bad = task.compute(y)
+    assert bad["any_invalid"] == 0.5
+    assert bad["invalid_rate"] == pytest.approx(n_bad / 29 / 2)

@@ -20,8 +20,15 @@ number, which skips every other check; for comparison only), valid_fraction, nll
 NLL per token of the valid samples), and the diversity of run start values: start_tv (TV to uniform;
 read it against start_tv_ref, its value for ideal samples of the same size) and start_entropy.
 
-example:
+markov metrics (the sparse Markov chain task of the bundled `markov` model): invalid_rate, any_invalid,
+successor_tv (generated successor laws against the chain's), nll (exact, per valid transition), and
+successor_entropy, to read against chain_entropy (below it: sharpened; above it: noisy).
+
+tokens metrics (any model, no task knowledge): repeat_rate, unigram_entropy, distinct_1.
+
+examples:
   lsdd eval --task countdown samples.npy --json metrics.json
+  lsdd eval --task markov samples.npy
 """
 
 
@@ -29,14 +36,15 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     """Register ``lsdd eval`` on ``subparsers`` under ``name``."""
     parser = subparsers.add_parser(
         name,
-        help="evaluate token samples on a task (countdown metrics)",
+        help="evaluate token samples on a task (countdown, markov, tokens)",
         description=DESCRIPTION,
         formatter_class=lambda prog: Formatter(prog, max_help_position=32),
     )
     parser.add_argument("samples", help="samples as a .npy integer array of shape (num_samples, length)")
-    parser.add_argument("--task", required=True, help="task whose metrics to compute, e.g. countdown")
+    parser.add_argument("--task", required=True, help="task whose metrics to compute: countdown, markov or tokens")
     parser.add_argument(
-        "--num-values", type=int, default=32, metavar="N", help="number of data values (countdown: tokens 0..N-1)"
+        "--num-values", type=int, default=None, metavar="N",
+        help="number of data values, tokens 0..N-1 (default: the task's own: countdown 32, markov 24)",
     )
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the metrics to this JSON file")
     parser.set_defaults(run=run)
@@ -86,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import write_json
     from ..metrics import get_task
 
-    task = get_task(args.task, num_values=args.num_values)
+    task = get_task(args.task, **({} if args.num_values is None else {"num_values": args.num_values}))
     if args.json is not None and Path(args.json).is_dir():
         raise UserError(f"--json must be a file path, got the directory {args.json!r}")
     samples = load_samples(args.samples)
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             "task": task.name,
             "num_samples": n,
             "length": length,
-            "options": {"num_values": args.num_values},
+            "options": {"num_values": task.num_values} if hasattr(task, "num_values") else {},
             # JSON has no NaN: undefined metrics (e.g. nll_valid with no valid sample) are written as null
             "metrics": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
             "source": str(args.samples),
