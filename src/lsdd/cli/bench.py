@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from .common import Formatter, add_device_args, check_output, fraction, load_args, positive_int
+from .common import Formatter, add_device_args, check_output, default_task, fraction, load_args, positive_int
 
 DESCRIPTION = """\
 Benchmark samplers for one model in one run with the same seeds: at every --nfe, the uniform-grid
@@ -32,7 +32,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="compare base and learned samplers at equal NFE",
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter)
     p.add_argument("--model", required=True, help="bundled model name or model directory")
-    p.add_argument("--task", default="countdown", help="task whose metrics score the samples")
+    p.add_argument("--task", help="task whose metrics score the samples: countdown, markov or tokens (default: the "
+                                  "bundled model's own task, else tokens)")
     p.add_argument("--nfe", type=positive_int, nargs="+", default=[8, 16, 32, 64], help="student NFEs")
     p.add_argument("--teacher-nfe", type=positive_int, default=1024, help="teacher steps (a multiple of every NFE)")
     p.add_argument("--bases", nargs="+", choices=["euler", "tweedie"], default=["euler", "tweedie"])
@@ -63,8 +64,8 @@ def run(args) -> int:
     from ..plots import plot_bench
 
     js, png = check_output(args.json, ".json"), check_output(args.plot, ".png")
-    task = get_task(args.task)
     model = load_args(args)
+    task = get_task(args.task or default_task(model))
     cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=tuple(args.bases),
                       methods=tuple(args.methods),
                       learn_bases=tuple(args.learn_bases) if args.learn_bases else None, num_samples=args.num_samples, batch_size=args.batch_size,

@@ -74,6 +74,15 @@ def load_args(args):
     return load(args.model, args.device, getattr(args, "precision", "auto"), getattr(args, "compile", False))
 
 
+def default_task(model) -> str:
+    """The task that scores a model's samples when --task is not given: a bundled model's own (countdown,
+    markov), else the task-free ``tokens`` metrics."""
+    from ..metrics import TASKS
+
+    name = model.source.split(":", 1)[1] if model.source.startswith("bundled:") else ""
+    return name if name in TASKS else "tokens"
+
+
 def check_output(path: str | None, suffix: str | None = None) -> Path | None:
     """Validate an output path before any work is done (its folder is created on write)."""
     if path is None:
