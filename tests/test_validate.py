@@ -73,7 +73,7 @@ def test_compare_records_everything():
     v = compare(ref[:6], ref[4:], ref, 4, nfe=3)
     d = v.to_dict()
     assert set(d) == {"num_reference", "num_samples", "nfe", "nll_base", "nll_learned", "nll_teacher", "mmd2_base",
-                      "mmd2_learned", "entropy_base", "entropy_learned", "entropy_teacher", "learned_better", "reasons"}
+                      "mmd2_learned", "entropy_base", "entropy_learned", "entropy_teacher", "learned_better", "reasons", "nll_z"}
     assert d["num_reference"] == 10 and d["num_samples"] == 6 and d["nfe"] == 3
     # each failed check is named; NaN NLLs (not computed) are not a reason
     assert not v.learned_better and any("MMD" in r for r in v.reasons) and not any("NLL" in r for r in v.reasons)
@@ -134,3 +134,12 @@ def test_validation_config_errors():
         DistillConfig(num_traj=4, val_frac=0.25).validate()
     DistillConfig(num_traj=4, validation=False).validate()  # fine without validation
     assert main(["distill", "--model", "countdown", "--num-traj", "4", "--out", "/tmp/never.json"]) == 2
+
+
+def test_nll_z_hand_computed():
+    from lsdd.validate import nll_z
+
+    base = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    learned = base - 1.0
+    # difference -1 over sqrt(var/4 + var/4) with var = 5/3 (unbiased): -1 / sqrt(5/6)
+    assert nll_z(base, learned) == pytest.approx(-1 / (5 / 6) ** 0.5)

@@ -28,7 +28,7 @@ from .losses import N_STATS, step_losses, step_stats
 from .samplers import PHI_MODES, SAMPLERS, sample_batched
 from .schedules import uniform_times
 from .teacher import TeacherCache, run_teacher
-from .validate import Validation, compare, model_nll
+from .validate import Validation, compare, model_nll, nll_z
 
 METHODS = ("lsd", "lsd+")
 LOSSES = ("l2", "kl", "rkl")
@@ -311,9 +311,10 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
     learned = sample_batched(score_fn, graph, noise, times, cfg.val_samples, length, coeffs=coeffs,
                              phi_mode=cfg.phi_mode, **common)
     nll_seed = derive_seed(cfg.seed, 10)
-    nll = tuple(float(model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size,
-                                device=device).mean()) for x in (base.x, learned.x, reference))
-    return compare(base.x, learned.x, reference, graph.num_states, cfg.nfe, nll)
+    nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device)
+           for x in (base.x, learned.x, reference)]
+    return compare(base.x, learned.x, reference, graph.num_states, cfg.nfe, tuple(float(v.mean()) for v in nll),
+                   nll_z=nll_z(nll[0], nll[1]))
 
 
 def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: Noise,

@@ -106,6 +106,13 @@ def model_nll(score_fn, graph, noise, x: Tensor, *, num_times: int = 8, seed: in
     return torch.cat(out)
 
 
+def nll_z(base: Tensor, learned: Tensor) -> float:
+    """z-score of the difference of mean per-sample NLLs (learned - base; negative = learned better), from the
+    per-sample values (n,) of each: how many standard errors the difference is. Reported, not used in the verdict."""
+    se = math.sqrt(float(base.var()) / base.numel() + float(learned.var()) / learned.numel())
+    return (float(learned.mean()) - float(base.mean())) / se if se > 0 else math.nan
+
+
 ENTROPY_TOL = 0.01  # relative to the teacher's unigram entropy
 
 
@@ -127,6 +134,7 @@ class Validation:
     entropy_teacher: float
     learned_better: bool
     reasons: list[str]
+    nll_z: float = math.nan  # (learned - base) NLL difference in standard errors
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -137,7 +145,7 @@ class Validation:
         return (f"validation at {self.nfe} NFE, {self.num_samples} samples each, against {self.num_reference} "
                 f"held-out teacher outputs:\n"
                 f"  model NLL bound per token  base {self.nll_base:.4f}  learned {self.nll_learned:.4f}  "
-                f"teacher {self.nll_teacher:.4f}\n"
+                f"teacher {self.nll_teacher:.4f}  (difference {self.nll_z:+.1f} standard errors)\n"
                 f"  n-gram MMD^2 x1e3          base {1e3 * self.mmd2_base:.4f}  learned {1e3 * self.mmd2_learned:.4f}\n"
                 f"  unigram entropy (nats)     base {self.entropy_base:.4f}  learned {self.entropy_learned:.4f}  "
                 f"teacher {self.entropy_teacher:.4f}\n"
@@ -145,7 +153,7 @@ class Validation:
 
 
 def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, nfe: int,
-            nll: tuple[float, float, float] = (math.nan, math.nan, math.nan)) -> Validation:
+            nll: tuple[float, float, float] = (math.nan, math.nan, math.nan), nll_z: float = math.nan) -> Validation:
     """The verdict from samples (n, L) of base and learned sampler, the held-out teacher outputs ``reference``
     (m, L), and their model NLLs ``(base, learned, teacher)`` (NaN: not computed, not used)."""
     d_base, d_learned = mmd2(base, reference, num_states), mmd2(learned, reference, num_states)
@@ -159,7 +167,7 @@ def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, n
     if h_learned < floor:
         reasons.append(f"entropy {h_learned:.4f} < {floor:.4f} (sharpened)")
     return Validation(reference.shape[0], base.shape[0], nfe, *nll, d_base, d_learned, h_base, h_learned, h_teacher,
-                      not reasons, reasons)
+                      not reasons, reasons, nll_z)
 
 
-__all__ = ["mmd2", "unigram_entropy", "model_nll", "Validation", "compare", "ENTROPY_TOL"]
+__all__ = ["mmd2", "unigram_entropy", "model_nll", "nll_z", "Validation", "compare", "ENTROPY_TOL"]
