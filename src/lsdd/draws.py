@@ -187,9 +187,9 @@ class StepLaw:
         if not bool(moving.any()):
             return x_next
         # value uniforms per chunk, in the order of the moving rows (row-major), so chunks stay independent
-        counts = [int(moving[rows].sum()) for rows, _ in _chunks(generator, self.x.shape[0])]
-        u2 = torch.cat([torch.rand(c, generator=g, dtype=torch.float64, device=self.x.device)
-                        for c, (_, g) in zip(counts, _chunks(generator, self.x.shape[0]))])
+        per_row = moving.sum(1).tolist()  # one host sync for all chunks
+        u2 = torch.cat([torch.rand(sum(per_row[rows]), generator=g, dtype=torch.float64, device=self.x.device)
+                        for rows, g in _chunks(generator, self.x.shape[0])])
         w = self.weights[moving]  # (n, S) copy of the moving rows only, in the weights' own dtype
         w.scatter_(-1, self.x[moving][:, None], 0.0)
         if bool((w < 0).any()):

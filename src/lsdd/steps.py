@@ -53,12 +53,17 @@ def _targets(graph: Graph, score: Tensor) -> Tensor:
     return score[..., : graph.num_tokens]
 
 
+def _against(phi: Tensor, score: Tensor) -> Tensor:
+    """Phi (0-d or (B, L)) in the score's dtype, broadcastable against (B, L, S)."""
+    phi = phi.to(score.dtype)
+    return phi[..., None] if phi.ndim else phi
+
+
 def _scaled_log(score: Tensor, phi: Tensor) -> Tensor:
     """Phi log s (B, L, S), -inf where s = 0, with finite gradients in Phi (no 0 * -inf)."""
     pos = score > 0
     log_s = torch.log(torch.where(pos, score, torch.ones_like(score)))
-    phi = phi.to(score.dtype)[..., None] if phi.ndim else phi.to(score.dtype)
-    return torch.where(pos, log_s * phi, torch.full_like(log_s, float("-inf")))
+    return torch.where(pos, log_s * _against(phi, score), torch.full_like(log_s, float("-inf")))
 
 
 def _log_weights(graph: Graph, x: Tensor, score: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,7 +73,7 @@ def _log_weights(graph: Graph, x: Tensor, score: Tensor, phi: Tensor) -> tuple[T
         lt = _scaled_log(score, phi).scatter(-1, x[..., None], float("-inf"))
     else:  # sampling: one buffer, updated in place (log 0 = -inf and Phi > 0, so no masking is needed)
         lt = torch.log(score)
-        lt.mul_(phi.to(score.dtype)[..., None] if phi.ndim else phi.to(score.dtype))
+        lt.mul_(_against(phi, score))
         lt.scatter_(-1, x[..., None], float("-inf"))
     if graph.absorbing:
         lt[..., graph.mask_id] = float("-inf")
@@ -124,7 +129,7 @@ def uniform_tweedie_law(graph: Graph, x: Tensor, score: Tensor, dsigma: Tensor, 
     n = graph.num_tokens
     phi = _coeff_rows(coeff, x)
     if mode == "linear":
-        off = score * (phi.to(score.dtype)[..., None] if phi.ndim else phi.to(score.dtype))
+        off = score * _against(phi, score)
         off = off.scatter(-1, x[..., None], 0.0)
         stay = torch.ones(x.shape, dtype=score.dtype, device=x.device)
     elif mode == "log":
