@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .draws import Generators, RowStreams, check_generator, make_generator, sample_categorical
+from .errors import UserError
 from .graphs import Graph
 from .loop import Coeffs, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
@@ -115,7 +116,8 @@ def sample(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, shape: 
            method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear",
            generator: Generators = None, x_init: Tensor | None = None, device: torch.device | str = "cpu",
            callback: Callable[[StepInfo], None] | None = None) -> SampleOutput:
-    """Run the reverse process on ``times`` (M + 1,), strictly decreasing from 1: M steps, M score calls.
+    """Run the reverse process on ``times`` (M + 1,), strictly decreasing from 1: M steps, M score calls (2M for
+    the two-call theta rules; ``method`` is a name of ``SAMPLERS`` or a step-rule object, e.g. ``ThetaRK2(0.3)``).
 
     coeffs: (M,) per-step Phi (None = all ones, the base sampler) or a function (k, x, score) -> Phi_k.
     generator: a torch.Generator on ``device`` (or ``draws.RowStreams``). x_init: (B, L) start state
@@ -135,6 +137,35 @@ def sample(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, shape: 
     out = reverse_loop(score_fn, graph, noise, times.to(torch.float64), x, rule=method, coeffs=coeffs,
                        phi_mode=phi_mode, generator=generator, on_step=callback)
     return SampleOutput(x=out.x, nfe=out.nfe)
+
+
+def tempered_score(score_fn: ScoreFn, temperature: float) -> ScoreFn:
+    """A score function whose jump *targets* are sharpened (T < 1) or flattened (T > 1) like a plain softmax
+    temperature, while each token's total jump rate stays the model's.
+
+    For every position, the scores s(x)_y of the targets y != x_current are replaced by
+    S * s_y^(1/T) / sum_y' s_y'^(1/T), with S = sum_y s_y (computed in log space); the current-token entry is
+    left alone. On the absorbing graph this keeps each mask's unmasking probability per step and changes only
+    the value it becomes; T = 1 is the identity. It is the control that tells a learned sampler from mere
+    sharpening: tune T to the learned sampler's entropy and compare quality. No extra network call.
+    """
+    if not temperature > 0:
+        raise UserError(f"temperature must be > 0, got {temperature!r}")
+    if temperature == 1.0:
+        return score_fn
+    inv = 1.0 / float(temperature)
+
+    def score(x: Tensor, sigma: Tensor) -> Tensor:
+        s = score_fn(x, sigma).float()
+        cur = x.to(s.device)[..., None]
+        log_s = s.clamp_min(0).log().scatter(-1, cur, float("-inf"))  # targets only
+        total = torch.logsumexp(log_s, dim=-1, keepdim=True)  # log S
+        sharp = log_s * inv
+        sharp = sharp - torch.logsumexp(sharp, dim=-1, keepdim=True) + total
+        out = torch.where(torch.isfinite(total), sharp.exp(), torch.zeros_like(s))
+        return out.scatter(-1, cur, s.gather(-1, cur))
+
+    return score
 
 
 def sample_batched(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, num: int, length: int, *,
@@ -161,5 +192,5 @@ def sample_batched(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor,
     return SampleOutput(x=torch.cat([parts[b] for b in range(n_batches)]), nfe=nfe)
 
 
-__all__ = ["ScoreFn", "PHI_MODES", "SAMPLERS", "scale_score", "euler_probs", "tweedie_probs", "REFERENCE_PROBS",
+__all__ = ["ScoreFn", "PHI_MODES", "SAMPLERS", "scale_score", "tempered_score", "euler_probs", "tweedie_probs", "REFERENCE_PROBS",
            "step_law_dense", "sample_categorical", "SampleOutput", "sample", "sample_batched"]

@@ -57,7 +57,7 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every: int = 500
     device: str = "cpu"
-    bf16: bool = True
+    bf16: bool = False
     eps: float = 1e-3
     threads: int | None = None
 
@@ -337,6 +337,10 @@ class _Trainer:
         extra = {"training": {"steps": self.step, "seconds": round(self.seconds, 1), "last_logged_loss": loss,
                               "train_config": asdict(self.cfg), "data": self.source.describe(),
                               "lsdd_version": __version__, "weights": "EMA"}}
+        tokenizer = getattr(self.source, "tokenizer", None)
+        if tokenizer is not None:  # text models carry their tokenizer (written before config.json names it)
+            tokenizer.save(out_dir)
+            extra["tokenizer"] = tokenizer.describe()
         return save_model_dir(out_dir, self.ema, self.model_cfg, extra)
 
 

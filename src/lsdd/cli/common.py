@@ -79,8 +79,41 @@ def default_task(model) -> str:
     markov), else the task-free ``tokens`` metrics."""
     from ..metrics import TASKS
 
+    if model.meta.get("tokenizer"):
+        return "text"
     name = model.source.split(":", 1)[1] if model.source.startswith("bundled:") else ""
     return name if name in TASKS else "tokens"
+
+
+def add_text_args(p) -> None:
+    """--evaluator and --reference, for the text task."""
+    g = p.add_argument_group("text task (--task text)")
+    g.add_argument("--evaluator", metavar="NAME|DIR|HUB_ID",
+                   help="causal LM that scores the text: the bundled 'shakespeare-gpt2' (default), a "
+                        "save_pretrained directory, or a hub id such as gpt2-large (needs internet)")
+    g.add_argument("--reference", metavar="FILE|CORPUS_DIR",
+                   help="held-out real text for MAUVE and the reference rows: a text file or a corpus prepared by "
+                        "`lsdd data` (its test split); default: the Shakespeare test slice bundled with lsdd")
+
+
+def make_task(name: str, model=None, args=None, **options):
+    """Build task ``name``; the text task gets the model's tokenizer, --evaluator and --reference."""
+    from ..metrics import get_task
+
+    if name != "text":
+        return get_task(name, **options)
+    from ..text.corpus import SPLIT_FILE, read_split, read_text_file
+    from ..text.evaluator import load_evaluator
+
+    tokenizer = model.tokenizer if model is not None else None
+    ref = getattr(args, "reference", None)
+    if ref is not None:
+        ref = read_split(ref, "test") if (Path(ref) / SPLIT_FILE).is_file() else read_text_file(ref)
+    device = model.device if model is not None else "cpu"
+    evaluator = load_evaluator(getattr(args, "evaluator", None), device)
+    if tokenizer is None and evaluator.hf_tokenizer is None:
+        raise UserError("--task text needs the diffusion model's tokenizer (pass --model) or an evaluator with one")
+    return get_task("text", tokenizer=tokenizer, evaluator=evaluator, reference=ref, **options)
 
 
 def check_output(path: str | None, suffix: str | None = None) -> Path | None:

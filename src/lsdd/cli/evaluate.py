@@ -26,9 +26,19 @@ successor_entropy, to read against chain_entropy (below it: sharpened; above it:
 
 tokens metrics (any model, no task knowledge): repeat_rate, unigram_entropy, distinct_1.
 
+text metrics (text models; --model gives the tokenizer): gen_ppl (evaluator perplexity per sequence,
+averaged: SEDD's convention) and gen_ppl_corpus (over all tokens: MDLM's), mauve (against held-out real
+text, on the evaluator's features), entropy (per-sample unigram entropy of the model's tokens), distinct_1/2/3
+(word n-grams over all samples), and ref_gen_ppl / ref_entropy: the same numbers for real held-out text
+windows of the same length -- read every perplexity beside its entropy (sharpening lowers both).
+The evaluator is the bundled GPT-2-architecture 'shakespeare-gpt2' unless --evaluator names another causal
+LM; when its tokenizer differs from the model's, samples are decoded and re-encoded.
+
 examples:
   lsdd eval --task countdown samples.npy --json metrics.json
   lsdd eval --task markov samples.npy
+  lsdd eval --task text x.npy --model text-absorb --json m.json
+  lsdd eval --task text x.npy --model text-absorb --evaluator gpt2-large      # with internet
 """
 
 
@@ -36,17 +46,22 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     """Register ``lsdd eval`` on ``subparsers`` under ``name``."""
     parser = subparsers.add_parser(
         name,
-        help="evaluate token samples on a task (countdown, markov, tokens)",
+        help="evaluate token samples on a task (countdown, markov, tokens, text)",
         description=DESCRIPTION,
         formatter_class=lambda prog: Formatter(prog, max_help_position=32),
     )
     parser.add_argument("samples", help="samples as a .npy integer array of shape (num_samples, length)")
-    parser.add_argument("--task", required=True, help="task whose metrics to compute: countdown, markov or tokens")
+    parser.add_argument("--task", required=True,
+                        help="task whose metrics to compute: countdown, markov, tokens or text")
+    parser.add_argument("--model", help="text: the diffusion model whose tokenizer wrote the samples")
     parser.add_argument(
         "--num-values", type=int, default=None, metavar="N",
         help="number of data values, tokens 0..N-1 (default: the task's own: countdown 32, markov 24)",
     )
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the metrics to this JSON file")
+    from .common import add_text_args
+
+    add_text_args(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -92,16 +107,29 @@ def format_table(task, values: dict[str, float]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``lsdd eval``; returns 0. Raises ``UserError`` on bad input before writing anything."""
     from ..atomic import write_json
-    from ..metrics import get_task
+    from .common import make_task
 
-    task = get_task(args.task, **({} if args.num_values is None else {"num_values": args.num_values}))
     if args.json is not None and Path(args.json).is_dir():
         raise UserError(f"--json must be a file path, got the directory {args.json!r}")
+    if args.task != "text" and (args.model or args.evaluator or args.reference):
+        raise UserError("--model, --evaluator and --reference apply to --task text")
     samples = load_samples(args.samples)
+    model = None
+    if args.model is not None:
+        from ..models import load_model
+
+        model = load_model(args.model)
+        if int(samples.max()) >= model.config.num_tokens:
+            raise UserError(f"{args.samples}: token id {int(samples.max())} is outside the vocabulary of model "
+                            f"{args.model} ({model.config.num_tokens} tokens)")
+    task = make_task(args.task, model, args, **({} if args.num_values is None else {"num_values": args.num_values}))
     values = task.compute(samples)
     n, length = samples.shape
     print(f"task {task.name}: {n} samples of length {length} from {args.samples}")
     print(format_table(task, values))
+    examples = list(getattr(task, "examples", []))
+    for i, text in enumerate(examples):
+        print(f"\n--- sample {i} ---\n{text}")
     if args.json is not None:
         record = {
             "task": task.name,
@@ -112,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
             "metrics": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
             "source": str(args.samples),
         }
+        if args.task == "text":
+            record["evaluator"] = task.evaluator.name
+            record["retokenised"] = task.retokenised
+            record["examples"] = examples
         write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0

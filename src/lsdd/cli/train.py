@@ -26,18 +26,23 @@ The output directory holds:
 EPILOG = """\
 examples:
   lsdd train --task countdown --out runs/countdown --steps 5000
+  lsdd data shakespeare --out corpus/shakespeare            # prepare a text corpus first (one download)
+  lsdd train --data text --corpus corpus/shakespeare --tokenizer bpe --vocab-size 1024 --length 128 \
+             --out runs/text-absorb --steps 6000
   lsdd train --data tokens.npy --vocab 100 --graph uniform --out runs/mine --steps 2000 --batch-size 32
   lsdd train --out runs/countdown --resume                  # finish an interrupted run
   lsdd train --out runs/countdown --resume --steps 8000 --decay-steps 3000
                                    # extend it, annealing the learning rate; other settings come from the run
 
 On a CPU keep the model small (the defaults: 4 blocks, hidden 128, about 1.2 M parameters) and sequences
-short (64 tokens); bf16 autocast (the default) is about 1.3x faster than float32 there.
+short (64 tokens). bf16 autocast is the default on CUDA only: on CPUs without native bf16 (e.g. AMD EPYC here)
+it is 5-10x slower than float32, on CPUs with it about 1.3x faster -- try --bf16 on yours.
 """
 
-DATA_DEFAULTS = {"length": 64, "num_values": 32}
+DATA_DEFAULTS = {"length": None, "num_values": 32}
+LENGTH_DEFAULTS = {"countdown": 64, "text": 128}
 MODEL_FLAGS = ("hidden_size", "cond_dim", "n_blocks", "n_heads", "dropout")
-KNOWN_FILES = ("config.json", "model.safetensors", "train_log.jsonl", "checkpoint.pt")
+KNOWN_FILES = ("config.json", "model.safetensors", "train_log.jsonl", "checkpoint.pt", "tokenizer.json")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -50,16 +55,22 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="train a score network (countdown task or a .npy token file)",
+    p = subparsers.add_parser(name, help="train a score network (countdown task, a .npy token file or a text corpus)",
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
     data = p.add_argument_group("data (one of --task or --data; with --resume both may be left out)")
     src = data.add_mutually_exclusive_group()
     src.add_argument("--task", choices=["countdown"], help="generate fresh training sequences every step")
-    src.add_argument("--data", metavar="FILE.npy", help="integer array (sequences, length) of token ids")
-    data.add_argument("--length", type=int, default=DATA_DEFAULTS["length"], help="countdown sequence length")
+    src.add_argument("--data", metavar="FILE.npy|text",
+                     help="integer array (sequences, length) of token ids, or 'text' to train on --corpus")
+    data.add_argument("--length", type=int, default=DATA_DEFAULTS["length"],
+                      help="sequence length for countdown (default 64) or text (default 128)")
     data.add_argument("--num-values", type=int, default=DATA_DEFAULTS["num_values"],
                       help="countdown values 0..N-1 (the vocabulary size)")
-    data.add_argument("--vocab", type=int, help="vocabulary size for --data (default: largest id + 1)")
+    data.add_argument("--vocab", type=int, help="vocabulary size for --data FILE.npy (default: largest id + 1)")
+    data.add_argument("--corpus", metavar="DIR", help="with --data text: a corpus prepared by `lsdd data`")
+    data.add_argument("--tokenizer", default="char", metavar="{char,bpe}",
+                      help="with --data text: one token per character, or byte-level BPE trained on the corpus")
+    data.add_argument("--vocab-size", type=int, help="with --tokenizer bpe: vocabulary size (default 1024)")
     model = p.add_argument_group("model")
     model.add_argument("--graph", choices=["absorbing", "uniform"], default="absorbing",
                        help="forward process: masking, or uniform resampling of tokens")
@@ -87,8 +98,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
     run.add_argument("--force", action="store_true", help="start afresh in a non-empty --out, replacing its run")
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    run.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                     help="bf16 autocast for the network (the loss stays float32)")
+    run.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                     help="bf16 autocast for the network, the loss stays float32 (default: on for CUDA, off on CPU)")
     run.add_argument("--threads", type=int, help="CPU threads for torch (default: all available cores)")
     run.add_argument("--log-every", type=int, default=50, help="steps per train_log.jsonl line")
     run.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints")
@@ -103,15 +114,37 @@ def _noise_spec(args) -> dict:
                                                                              "sigma_min": 1e-4, "sigma_max": 20.0}
 
 
+def _bf16(args) -> bool:
+    return args.bf16 if args.bf16 is not None else args.device.startswith("cuda")
+
+
 def _explicit(args, parser, name: str) -> bool:
     """True when the user set ``name`` to something other than its default."""
     return getattr(args, name) != parser.get_default(name)
+
+
+def _text_source(args):
+    from ..text.source import text_source
+    from ..text.tokenizer import KINDS
+
+    if args.vocab is not None or args.num_values != DATA_DEFAULTS["num_values"]:
+        raise UserError("--vocab and --num-values do not apply to --data text (the tokenizer sets the vocabulary)")
+    if args.corpus is None:
+        raise UserError("--data text needs --corpus DIR (prepare one with `lsdd data shakespeare --out DIR`)")
+    if args.tokenizer not in KINDS:
+        raise UserError(f"unknown tokenizer {args.tokenizer!r}; expected one of {list(KINDS)}")
+    length = LENGTH_DEFAULTS["text"] if args.length is None else args.length
+    return text_source(args.corpus, length, args.tokenizer, args.vocab_size)
 
 
 def _source_from_args(args):
     from ..data.tokens import load_token_file
     from ..train import CountdownSource, TokenSource
 
+    if args.data == "text":
+        return _text_source(args)
+    if args.corpus is not None or args.vocab_size is not None or args.tokenizer != "char":
+        raise UserError("--corpus, --tokenizer and --vocab-size apply to --data text")
     if args.data is not None:
         if args.length != DATA_DEFAULTS["length"] or args.num_values != DATA_DEFAULTS["num_values"]:
             raise UserError("--length and --num-values apply to --task countdown; a --data file sets its own shape")
@@ -119,15 +152,20 @@ def _source_from_args(args):
         return TokenSource(tokens, vocab, path=str(Path(args.data).resolve()))
     if args.vocab is not None:
         raise UserError("--vocab applies to --data files; countdown's vocabulary is --num-values")
-    if args.length < 1 or args.num_values < 1:
-        raise UserError(f"--length and --num-values must be >= 1, got {args.length} and {args.num_values}")
-    return CountdownSource(args.length, args.num_values)
+    length = LENGTH_DEFAULTS["countdown"] if args.length is None else args.length
+    if length < 1 or args.num_values < 1:
+        raise UserError(f"--length and --num-values must be >= 1, got {length} and {args.num_values}")
+    return CountdownSource(length, args.num_values)
 
 
-def _source_from_record(record: dict):
+def _source_from_record(record: dict, out: Path):
     from ..data.tokens import load_token_file
+    from ..text.source import text_source
+    from ..text.tokenizer import TextTokenizer
     from ..train import CountdownSource, TokenSource
 
+    if record["type"] == "text":
+        return text_source(record["corpus"], record["length"], TextTokenizer.load(out))
     if record["type"] == "countdown":
         return CountdownSource(record["length"], record["num_values"])
     tokens, vocab = load_token_file(record["path"], record["num_tokens"])
@@ -150,7 +188,8 @@ def _configs_for_resume(args, parser, out: Path):
         flag = flag_of.get(f.name, f.name)
         if hasattr(args, flag) and _explicit(args, parser, flag):
             saved[f.name] = getattr(args, flag)
-    source = _source_from_args(args) if (args.task or args.data) else _source_from_record(ckpt["data"])
+    from_record = ckpt["data"]["type"] == "text" or not (args.task or args.data)  # text: keep the run's tokenizer
+    source = _source_from_record(ckpt["data"], out) if from_record else _source_from_args(args)
     return model_cfg, TrainConfig(**saved), source
 
 
@@ -177,7 +216,7 @@ def run_train(args) -> int:
         model_cfg, train_cfg, source = _configs_for_resume(args, parser, out)
     else:
         if not (args.task or args.data):
-            raise UserError("say what to train on: --task countdown or --data FILE.npy")
+            raise UserError("say what to train on: --task countdown, --data FILE.npy or --data text --corpus DIR")
         source = _source_from_args(args)  # validate the data before touching --out
         model_cfg = DiTConfig(num_tokens=source.num_tokens, graph=args.graph, noise=_noise_spec(args),
                               length=source.length, hidden_size=args.hidden_size, cond_dim=args.cond_dim,
@@ -185,7 +224,7 @@ def run_train(args) -> int:
         train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                                 decay_steps=args.decay_steps, weight_decay=args.weight_decay, ema=args.ema,
                                 grad_clip=args.grad_clip, seed=args.seed, log_every=args.log_every,
-                                ckpt_every=args.ckpt_every, device=args.device, bf16=args.bf16, eps=args.t_eps,
+                                ckpt_every=args.ckpt_every, device=args.device, bf16=_bf16(args), eps=args.t_eps,
                                 threads=args.threads)
         _prepare_out(out, args.force)
     result = train(model_cfg, train_cfg, source, out, resume=args.resume, progress=not args.quiet)

@@ -144,10 +144,12 @@ def expected_tv_to_uniform(num_draws: int, num_categories: int) -> float:
 
 from .countdown import CountdownTask  # noqa: E402  (countdown.py imports the base classes above)
 from .markov import MarkovTask  # noqa: E402
+from .text import TextTask  # noqa: E402
 from .tokens import TokensTask  # noqa: E402
 
 # task name -> constructor; keyword options (e.g. num_values) are passed through by get_task
-TASKS: dict[str, Callable[..., Task]] = {"countdown": CountdownTask, "markov": MarkovTask, "tokens": TokensTask}
+TASKS: dict[str, Callable[..., Task]] = {"countdown": CountdownTask, "markov": MarkovTask, "tokens": TokensTask,
+                                         "text": TextTask}
 
 
 def get_task(name: str, **options: Any) -> Task:
@@ -169,4 +171,5 @@ __all__ = [
     "CountdownTask",
     "MarkovTask",
     "TokensTask",
+    "TextTask",
 ]

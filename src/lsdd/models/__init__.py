@@ -43,6 +43,7 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"  # "fp32" or "bf16" (autocast for the network; scores are float32 either way)
     compiled: bool = False
+    directory: Path | None = None  # the model directory it was loaded from
     graph: Graph = field(init=False)
     noise: Noise = field(init=False)
 
@@ -64,6 +65,29 @@ class LoadedModel:
             self._forward = torch.compile(self.module, dynamic=True)
             self.compiled = True
         return self
+
+    @property
+    def tokenizer(self):
+        """The model's ``lsdd.text.tokenizer.TextTokenizer`` (text models), checked against the sha256 that
+        config.json records; None for models without one."""
+        info = self.meta.get("tokenizer")
+        if not info:
+            return None
+        if getattr(self, "_tokenizer", None) is None:
+            from ..text.tokenizer import TOKENIZER_FILE, TextTokenizer
+
+            if self.directory is None:
+                raise UserError(f"model {self.source}: config.json names a tokenizer but the directory is unknown")
+            path = self.directory / info.get("file", TOKENIZER_FILE)
+            tok = TextTokenizer.load(path)
+            if info.get("sha256") and tok.sha256() != info["sha256"]:
+                raise UserError(f"{path}: the tokenizer does not match the one {self.directory / 'config.json'} "
+                                "records (sha256 differs)")
+            if tok.vocab_size != self.config.num_tokens:
+                raise UserError(f"{path}: the tokenizer has {tok.vocab_size} tokens, the model "
+                                f"{self.config.num_tokens}")
+            self._tokenizer = tok
+        return self._tokenizer
 
     @property
     def device(self) -> torch.device:

@@ -145,7 +145,8 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", source:
         module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     module.to(device).eval()
     meta = {k: v for k, v in doc.items() if k not in RESERVED}
-    return LoadedModel(module=module, config=config, fingerprint=fp, source=source or str(path), meta=meta)
+    return LoadedModel(module=module, config=config, fingerprint=fp, source=source or str(path), meta=meta,
+                       directory=path)
 
 
 __all__ = ["save_model_dir", "load_model_dir", "read_config", "fingerprint", "FORMAT", "FORMAT_VERSION",

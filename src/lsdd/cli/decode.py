@@ -1,0 +1,65 @@
+"""``lsdd decode``: print the text of token samples, one sample per paragraph."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+DESCRIPTION = """\
+Decode a .npy array of token samples (num_samples, length) with a text model's tokenizer and print the
+texts, one sample per paragraph (separated by a blank line and a '=== sample i ===' header unless
+--plain), so that any other tool can read or score them.
+"""
+
+EPILOG = """\
+examples:
+  lsdd decode --model text-absorb x.npy | less
+  lsdd decode --model text-absorb x.npy --num 4
+  lsdd decode --model text-absorb x.npy --plain --out x.txt
+"""
+
+
+def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help="print the text of token samples of a text model",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("samples", help="samples as a .npy integer array of shape (num_samples, length)")
+    p.add_argument("--model", required=True, help="the text model (bundled name or directory) that made them")
+    p.add_argument("--num", type=int, help="decode only the first N samples")
+    p.add_argument("--plain", action="store_true", help="no headers: samples separated by one blank line only")
+    p.add_argument("--out", help="write the texts to this file instead of printing them")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    from .. import atomic
+    from ..models import load_model
+    from .evaluate import load_samples
+
+    samples = load_samples(args.samples)
+    model = load_model(args.model)
+    tok = model.tokenizer
+    if tok is None:
+        raise UserError(f"model {args.model} has no tokenizer (it is not a text model); nothing to decode with")
+    if args.num is not None:
+        if args.num < 1:
+            raise UserError(f"--num must be >= 1, got {args.num}")
+        samples = samples[: args.num]
+    top = int(samples.max())
+    if top >= tok.vocab_size or int(samples.min()) < 0:
+        bad = top if top >= tok.vocab_size else int(samples.min())
+        raise UserError(f"{args.samples}: token id {bad} is outside the tokenizer's vocabulary of {tok.vocab_size} "
+                        "(a leftover mask token, or samples of another model?)")
+    texts = tok.decode_batch(samples.numpy())
+    if args.plain:
+        doc = "\n\n".join(t.strip("\n") for t in texts) + "\n"
+    else:
+        doc = "\n\n".join(f"=== sample {i} ===\n{t.strip(chr(10))}" for i, t in enumerate(texts)) + "\n"
+    if args.out:
+        atomic.write_text(args.out, doc)
+        print(f"{len(texts)} samples -> {args.out}")
+    else:
+        print(doc, end="")
+    return 0
