@@ -311,3 +311,50 @@ def test_text_bad_input_is_one_line_exit_2(text_model, evaluator_dir, corpus, tm
         ev.to_ids(np.array([[0, 1, 2]]), TextTokenizer.train("char", "XYZ"))
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("lsdd") >= 5  # one line per refused command
+
+
+# -- bundled text models and evaluator ------------------------------------------------------------------------
+BUNDLED_TEXT = [m for m in ("text-absorb", "text-uniform")]
+
+
+@pytest.mark.parametrize("name", BUNDLED_TEXT)
+def test_bundled_text_models_load_sample_and_score(name, tmp_path):
+    from lsdd.models import bundled_models, load_model
+    from lsdd.samplers import sample
+    from lsdd.schedules import uniform_times
+    from lsdd.draws import make_generator
+    from lsdd.text.evaluator import load_evaluator
+
+    if name not in bundled_models():
+        pytest.skip(f"{name} is not bundled in this checkout")
+    model = load_model(name)
+    tok = model.tokenizer
+    assert tok is not None and tok.vocab_size == model.config.num_tokens and model.config.length >= 128
+    out = sample(model.score_fn, model.graph, model.noise, uniform_times(4), (2, model.config.length),
+                 generator=make_generator(0))
+    assert out.nfe == 4 and int(out.x.max()) < tok.vocab_size  # the last step leaves no mask
+    texts = tok.decode_batch(out.x.numpy())
+    assert len(texts) == 2 and all(isinstance(t, str) and t for t in texts)
+    ev = load_evaluator()  # the bundled default
+    seqs, retok = ev.to_ids(out.x.numpy(), tok)
+    assert retok == (not ev.shares_vocabulary(tok))
+    nll = ev.token_nll(seqs)
+    assert all(np.isfinite(v).all() and (v >= 0).all() for v in nll)
+
+
+def test_bundled_evaluator_prefers_real_text_to_shuffled_text():
+    """The evaluator has learned something: held-out Shakespeare scores far better than the same tokens shuffled."""
+    from lsdd.models import bundled_models, load_model
+    from lsdd.text.corpus import reference_text
+    from lsdd.text.evaluator import bundled_evaluators, load_evaluator
+
+    if "shakespeare-gpt2" not in bundled_evaluators() or "text-absorb" not in bundled_models():
+        pytest.skip("the bundled evaluator or text-absorb is missing")
+    tok = load_model("text-absorb").tokenizer
+    ev = load_evaluator()
+    assert ev.shares_vocabulary(tok)
+    windows = reference_windows(tok.encode(reference_text()), 16, 128)
+    shuffled = np.random.default_rng(0).permuted(windows, axis=1)
+    real_ppl, _ = perplexities(ev.token_nll(list(windows)))
+    shuf_ppl, _ = perplexities(ev.token_nll(list(shuffled)))
+    assert real_ppl < 0.2 * shuf_ppl and real_ppl < 200
