@@ -295,3 +295,32 @@ def test_bench_bad_input(tiny, tmp_path, capsys):
     assert "unknown task 'nope'" in capsys.readouterr().err and not js.exists()
     assert main(["bench", "--model", tiny, "--json", str(tmp_path / "b.txt")]) == 2
     assert "must end in .json" in capsys.readouterr().err
+
+
+def test_bench_temperature_control_matches_lsd_diversity(tiny, tmp_path):
+    """The control row: Euler at the temperature whose diversity is closest to LSD-euler's, at the same NFE."""
+    from lsdd.bench import BenchConfig, run_bench
+
+    model = load_model(tiny)
+    task = get_task("tokens")
+    cfg = BenchConfig(nfes=(4,), teacher_nfe=8, bases=("euler",), methods=("lsd",), num_samples=32, batch_size=32,
+                      timing_repeats=0, temperature_control=True, temperature_iters=5, distill={"epochs": 1})
+    result = run_bench(model, task, cfg, progress=False, log=lambda *_: None)
+    by = {r.method: r for r in result.rows}
+    ctrl, lsd, euler = by["temperature"], by["lsd"], by["uniform"]
+    assert ctrl.nfe == 4 and ctrl.steps == 4 and ctrl.label.startswith("euler-T")
+    temp = float(ctrl.label[len("euler-T"):])
+    assert 0.25 <= temp <= 2.0
+    div = task.pairs[0][1]
+    # the bisection keeps the best of its probes, and T = 1 (plain Euler) is among the candidates it brackets
+    assert abs(ctrl.metrics[div] - lsd.metrics[div]) <= abs(euler.metrics[div] - lsd.metrics[div]) + 0.05
+
+
+def test_bench_gap_closed_in_log_scale():
+    from lsdd.bench import BenchRow, _fill_gap
+
+    rows = [BenchRow("teacher", "euler", "teacher", 64, {"gen_ppl": 10.0}, 0.0),
+            BenchRow("uniform-euler", "euler", "uniform", 8, {"gen_ppl": 1000.0}, 0.0),
+            BenchRow("LSD-euler", "euler", "lsd", 8, {"gen_ppl": 100.0}, 0.0)]
+    _fill_gap(rows, rows[0], "gen_ppl", higher_is_better=False, log_scale=True)
+    assert rows[2].gap_closed == pytest.approx(0.5)  # log 1000 -> log 100 is half of log 1000 -> log 10

@@ -19,7 +19,8 @@ from . import atomic
 from .errors import UserError
 from .graphs import GRAPHS
 from .noise import noise_from_dict
-from .samplers import PHI_MODES, SAMPLERS
+from .samplers import PHI_MODES
+from .steps import ONE_CALL
 from .schedules import check_times
 
 FORMAT = "lsdd-learned-sampler"
@@ -28,7 +29,7 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class LearnedSampler:
-    base: str  # key of samplers.SAMPLERS
+    base: str  # a one-call step rule: steps.ONE_CALL
     graph: str  # "absorbing" | "uniform"
     num_tokens: int
     noise: dict[str, Any]  # noise.to_dict()
@@ -120,8 +121,9 @@ def validate(d: dict[str, Any]) -> None:
         raise UserError(f"format is {d['format']!r}, expected {FORMAT!r}")
     if d["format_version"] != FORMAT_VERSION:
         raise UserError(f"unsupported format_version {d['format_version']!r} (this lsdd reads {FORMAT_VERSION})")
-    if d["base"] not in SAMPLERS:
-        raise UserError(f"unknown base sampler {d['base']!r}; expected one of {sorted(SAMPLERS)}")
+    if d["base"] not in ONE_CALL:
+        raise UserError(f"unknown base sampler {d['base']!r}; expected one of {list(ONE_CALL)} (a learned sampler "
+                        "makes one network call per step)")
     if d["graph"] not in GRAPHS:
         raise UserError(f"unknown graph {d['graph']!r}; expected one of {sorted(GRAPHS)}")
     if d["phi_mode"] not in PHI_MODES:

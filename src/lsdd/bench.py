@@ -1,8 +1,11 @@
 """Side-by-side comparison of samplers at equal NFE (one process, same seeds, NFE counted).
 
-Rows: the teacher (reference), and at every NFE the uniform-grid Euler and Tweedie baselines and the
-learned samplers (LSD, LSD+ on each base), each scored by the task's quality metrics beside their
-diversity partners, with wall time per sample and the fraction of the Euler-to-teacher gap closed.
+Rows: the teacher (reference), and at every NFE the uniform-grid Euler and Tweedie baselines, the learned
+samplers (LSD, LSD+ on each base), and on request the other baselines users compare against: JYS grids (a
+KLUB search on the teacher's outputs, ``lsdd.jys``) and the two-call theta-RK-2 / theta-trapezoidal solvers
+(``lsdd.theta``; NFE/2 steps). Each row is scored by the task's quality metrics beside their diversity
+partners, with its network calls per sample as counted (and steps x calls per step), wall time per sample
+and the fraction of the Euler-to-teacher gap closed.
 One teacher run per base serves every NFE: uniform grids with the same eps nest, so the scores cached at
 the finest student grid contain those of every coarser one.
 """
@@ -23,7 +26,11 @@ from .draws import make_generator
 from .metrics import Task
 from .samplers import sample, sample_batched
 from .schedules import uniform_times
+from .steps import THETA_RULES, get_rule
 from .teacher import run_teacher
+
+DISTILLED = ("lsd", "lsd+")  # learned by distillation from the teacher
+METHODS = (*DISTILLED, "jys", *THETA_RULES)  # everything --methods takes
 
 
 @dataclass
@@ -38,6 +45,11 @@ class BenchConfig:
     seed: int = 0
     timing_repeats: int = 3  # interleaved repeats for the learned/base wall-time ratio
     distill: dict[str, Any] = field(default_factory=dict)  # DistillConfig overrides (phi_mode, loss, ...)
+    keep_samples: bool = False  # keep each row's samples on the row (BenchRow.samples; not serialised)
+    temperature_control: bool = False  # add Euler at the temperature that matches LSD-euler's diversity
+    temperature_iters: int = 7  # bisection steps on log T in [0.25, 2]
+    theta: float | None = None  # theta of the theta-* rows (None: their default)
+    jys: dict[str, Any] = field(default_factory=dict)  # JYSConfig overrides (max_iter, ...)
 
 
 @dataclass
@@ -51,7 +63,9 @@ class BenchRow:
     gap_closed: float | None = None  # of the headline quality metric, Euler -> teacher, at this NFE
     overhead: float | None = None  # wall time / the base sampler's at equal NFE (interleaved timing)
     sampler: LearnedSampler | None = None
-    distill_seconds: float | None = None
+    distill_seconds: float | None = None  # time to learn the row's sampler (distillation, or JYS's search)
+    steps: int | None = None  # steps per sample; nfe / steps network calls per step
+    samples: Any = field(default=None, repr=False)  # (n, L) int64 when BenchConfig.keep_samples
 
 
 @dataclass
@@ -66,6 +80,7 @@ class BenchResult:
         rows = []
         for r in self.rows:
             d = asdict(r)
+            d.pop("samples", None)
             d["sampler"] = r.sampler.to_dict() if r.sampler else None
             rows.append(d)
         return {"task": self.task, "headline": list(self.headline), "teacher_seconds": self.teacher_seconds,
@@ -79,15 +94,17 @@ def _lcm(values) -> int:
     return out
 
 
-def _run_sampler(model, cfg: BenchConfig, nfe: int, base: str, learned: LearnedSampler | None):
-    """Draw cfg.num_samples with fixed seeds; returns (samples (n, L), seconds, calls per sample)."""
-    times = learned.times_tensor() if learned else uniform_times(nfe)
+def _run_sampler(model, cfg: BenchConfig, nfe: int, base: str, learned: LearnedSampler | None, rule=None):
+    """Draw cfg.num_samples with fixed seeds; returns (samples (n, L), seconds, calls per sample). ``rule``: a
+    step rule object (theta-*) run on the uniform grid of nfe / rule.calls steps."""
+    steps = nfe // rule.calls if rule is not None else nfe
+    times = learned.times_tensor() if learned else uniform_times(steps)
     coeffs = learned.coeffs_tensor() if learned else None
     mode = learned.phi_mode if learned else "linear"
     t0 = time.perf_counter()
     out = sample_batched(model.score_fn, model.graph, model.noise, times, cfg.num_samples, model.config.length,
-                         batch_size=cfg.batch_size, method=base, coeffs=coeffs, phi_mode=mode, seed=cfg.seed + 1,
-                         device=model.device)
+                         batch_size=cfg.batch_size, method=rule if rule is not None else base, coeffs=coeffs,
+                         phi_mode=mode, seed=cfg.seed + 1, device=model.device)
     return out.x, time.perf_counter() - t0, out.nfe
 
 
@@ -121,13 +138,27 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     finest = _lcm(cfg.nfes)
     if cfg.teacher_nfe % finest:
         raise ValueError(f"teacher nfe {cfg.teacher_nfe} must be a multiple of every student nfe {list(cfg.nfes)}")
+    bad = [m for m in cfg.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown bench methods {bad}; expected some of {list(METHODS)}")
+    thetas = [m for m in cfg.methods if m in THETA_RULES]
+    odd = [n for n in cfg.nfes if n % 2]
+    if thetas and odd:
+        raise ValueError(f"{thetas[0]} makes 2 network calls per step, so it runs at even NFE only; got NFE {odd}")
+    for m in thetas:
+        get_rule(m, cfg.theta)  # a bad theta fails before any work
+    if "jys" in cfg.methods:
+        from .jys import JYSConfig
+
+        JYSConfig(**cfg.jys).validate()
+    distilled = [m for m in cfg.methods if m in DISTILLED]
     # the bench itself compares every learned sampler with its base, on all the teacher trajectories
     dcfg_base = DistillConfig(**{"validation": False, **cfg.distill, "teacher_nfe": cfg.teacher_nfe, "seed": cfg.seed,
                                  "num_traj": cfg.num_samples, "batch_size": cfg.batch_size})
     headline = task.pairs[0]
     model_info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
     learn_bases = cfg.bases if cfg.learn_bases is None else cfg.learn_bases
-    teacher_bases = tuple(learn_bases) if cfg.methods and learn_bases else (cfg.bases[0],)
+    teacher_bases = tuple(learn_bases) if distilled and learn_bases else (cfg.bases[0],)
     caches, teacher_seconds, rows = {}, {}, []
     for base in teacher_bases:
         log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories")
@@ -141,42 +172,122 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
                        task.compute(caches[ref_base].x_0), caches[ref_base].seconds / dcfg_base.num_traj)
     rows.append(teacher)
     jobs = [(m, b, "uniform") for m in cfg.nfes for b in cfg.bases]
-    jobs += [(m, b, meth) for m in cfg.nfes for b in learn_bases for meth in cfg.methods]
+    jobs += [(m, b, meth) for m in cfg.nfes for b in learn_bases for meth in cfg.methods if meth not in THETA_RULES]
+    jobs += [(m, meth, meth) for m in cfg.nfes for meth in thetas]
     jobs.sort(key=lambda j: j[0])
+    search = None
     from . import dist
 
     bar = tqdm(jobs, desc="bench", disable=not progress or not dist.is_main())
     for nfe, base, method in bar:
         bar.set_postfix_str(f"{method}-{base} nfe={nfe}")
-        learned, dist_s = None, None
-        if method != "uniform":
+        learned, dist_s, rule = None, None, None
+        if method in THETA_RULES:
+            rule = get_rule(method, cfg.theta)
+        elif method == "jys":
+            t0 = time.perf_counter()
+            search = search or _jys_search(model, cfg, caches[ref_base].x_0, dcfg_base.eps)
+            learned = _jys_sampler(search, nfe, base, model, {**model_info, "teacher_nfe": cfg.teacher_nfe})
+            dist_s = time.perf_counter() - t0
+        elif method != "uniform":
             dcfg = DistillConfig(**{**asdict(dcfg_base), "base": base, "nfe": nfe, "method": method})
             t0 = time.perf_counter()
             result = distill(model.score_fn, model.graph, model.noise, length, dcfg, device=model.device,
                              progress=False, cache=caches[base].subsample(nfe))
             dist_s = time.perf_counter() - t0
             learned = to_artifact(result, dcfg, model.graph, model.noise, model_info)
-        x, secs, calls = _run_sampler(model, cfg, nfe, base, learned)
-        label = f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
+        x, secs, calls = _run_sampler(model, cfg, nfe, base, learned, rule)
+        if calls != nfe:  # every row runs at the NFE it is listed under, counted by the loop
+            raise RuntimeError(f"{method}-{base}: counted {calls} network calls per sample, expected {nfe}")
+        label = method if rule is not None else f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
         row = BenchRow(label, base, method, calls, task.compute(x), secs / cfg.num_samples, sampler=learned,
-                       distill_seconds=dist_s)
+                       distill_seconds=dist_s, steps=nfe // (rule.calls if rule is not None else 1))
         if learned is not None and cfg.timing_repeats > 0:
             row.overhead = timing_ratio(model, base, learned, cfg.batch_size, cfg.timing_repeats)
+        row.samples = x if cfg.keep_samples else None
         rows.append(row)
-    _fill_gap(rows, teacher, headline[0], task.spec(headline[0]).higher_is_better)
+    teacher.samples = caches[ref_base].x_0 if cfg.keep_samples else None
+    if cfg.temperature_control:
+        rows += _temperature_rows(model, task, cfg, rows, progress)
+        rows[1:] = sorted(rows[1:], key=lambda r: r.nfe)  # stable: each NFE's rows stay in their order
+    teacher.steps = cfg.teacher_nfe
+    _fill_gap(rows, teacher, headline[0], task.spec(headline[0]).higher_is_better,
+              log_scale=getattr(task, "gap_in_log", False))
     return BenchResult(task.name, headline, rows, teacher_seconds, {**asdict(cfg), "distill": asdict(dcfg_base)})
 
 
-def _fill_gap(rows: list[BenchRow], teacher: BenchRow, metric: str, higher_is_better: bool) -> None:
-    """gap_closed = (euler - row) / (euler - teacher) on the headline metric, per NFE (1 = as good as teacher)."""
+def _jys_search(model, cfg: BenchConfig, x0, eps: float):
+    """One KLUB search on the teacher's outputs, shared by every NFE and base (``lsdd.jys``)."""
+    from .jys import JYSConfig, JYSSearch, KLUBEstimator
+
+    jcfg = JYSConfig(**{"batch_size": cfg.batch_size, "seed": cfg.seed, **cfg.jys, "eps": eps})
+    return JYSSearch(KLUBEstimator(model.score_fn, model.graph, model.noise, x0, jcfg, model.device))
+
+
+def _jys_sampler(search, nfe: int, base: str, model, info: dict) -> LearnedSampler:
+    from .jys import schedule_artifact
+
+    times = search.grid(nfe)
+    est = search.est
+    prov = {**info, "method": "jys", "source": "KLUB search", "data": f"{est.x0.shape[0]} teacher outputs",
+            "max_iter": est.cfg.max_iter, "seed": est.cfg.seed, "klub_evaluations": est.evaluations}
+    return schedule_artifact(times, model.graph, model.noise, base, prov)
+
+
+def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], progress: bool) -> list[BenchRow]:
+    """At each NFE with an LSD-euler row: Euler with a plain temperature (``samplers.tempered_score``) tuned by
+    bisection on log T so that its diversity metric (the headline's partner) matches LSD's. The control that
+    tells a learned sampler from mere sharpening."""
+    from .samplers import tempered_score
+
+    div = task.pairs[0][1]
+    fast = getattr(task, "fast_metrics", {}).get(div, lambda x: task.compute(x)[div])
+    out = []
+    for ref in [r for r in rows if r.method == "lsd" and r.base == "euler"]:
+        target = ref.metrics[div]
+        lo, hi, best = math.log(0.25), math.log(2.0), None
+        euler = next((r for r in rows if r.method == "uniform" and r.base == "euler" and r.nfe == ref.nfe), None)
+        if euler is not None:  # T = 1 is plain Euler, already scored
+            best = (1.0, euler.metrics[div])
+
+        def run(temp: float):
+            times = uniform_times(ref.nfe)
+            res = sample_batched(tempered_score(model.score_fn, temp), model.graph, model.noise, times,
+                                 cfg.num_samples, model.config.length, batch_size=cfg.batch_size, method="euler",
+                                 seed=cfg.seed + 1, device=model.device)
+            return res
+
+        t0 = time.perf_counter()
+        for _ in range(cfg.temperature_iters):
+            mid = 0.5 * (lo + hi)
+            value = fast(run(math.exp(mid)).x)
+            if best is None or abs(value - target) < abs(best[1] - target):
+                best = (math.exp(mid), value)
+            lo, hi = (mid, hi) if value < target else (lo, mid)
+        temp = best[0]
+        t1 = time.perf_counter()
+        res = run(temp)
+        secs = time.perf_counter() - t1
+        row = BenchRow(f"euler-T{temp:.3f}", "euler", "temperature", res.nfe, task.compute(res.x),
+                       secs / cfg.num_samples, distill_seconds=t1 - t0, steps=ref.nfe,
+                       samples=res.x if cfg.keep_samples else None)
+        out.append(row)
+    return out
+
+
+def _fill_gap(rows: list[BenchRow], teacher: BenchRow, metric: str, higher_is_better: bool,
+              log_scale: bool = False) -> None:
+    """gap_closed = (euler - row) / (euler - teacher) on the headline metric (its log when ``log_scale``), per
+    NFE (1 = as good as the teacher)."""
+    f = (lambda v: math.log(v) if v > 0 else float("nan")) if log_scale else (lambda v: v)
     for nfe in {r.nfe for r in rows if r.method != "teacher"}:
         euler = next((r for r in rows if r.nfe == nfe and r.method == "uniform" and r.base == "euler"), None)
         if euler is None:
             continue
-        gap = euler.metrics[metric] - teacher.metrics[metric]
+        gap = f(euler.metrics[metric]) - f(teacher.metrics[metric])
         for r in rows:
             if r.nfe == nfe and r.method != "teacher" and abs(gap) > 1e-12:
-                r.gap_closed = (euler.metrics[metric] - r.metrics[metric]) / gap
+                r.gap_closed = (f(euler.metrics[metric]) - f(r.metrics[metric])) / gap
 
 
 def format_table(result: BenchResult, task: Task) -> str:
@@ -186,10 +297,11 @@ def format_table(result: BenchResult, task: Task) -> str:
         for c in (q, d):
             if c not in cols:
                 cols.append(c)
-    head = ["sampler", "NFE", *cols, "gap closed", "s/sample", "overhead"]
+    head = ["sampler", "NFE", "steps x calls", *cols, "gap closed", "s/sample", "overhead"]
     lines = []
     for r in result.rows:
-        cells = [r.label, str(r.nfe)] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
+        calls = "" if not r.steps else f"{r.steps}x{r.nfe // r.steps}"
+        cells = [r.label, str(r.nfe), calls] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
         cells.append("" if r.gap_closed is None else f"{r.gap_closed:+.2f}")
         cells.append(f"{r.sec_per_sample * 1e3:.1f}ms")
         cells.append("" if r.overhead is None else f"{r.overhead:.3f}x")
@@ -206,5 +318,6 @@ def format_table(result: BenchResult, task: Task) -> str:
     q, d = result.headline
     out.append("")
     out.append(f"gap closed: share of the Euler->teacher gap in {q} closed at equal NFE (1 = teacher quality); "
-               f"read it beside {d} (diversity). overhead: wall time / the base sampler's, interleaved runs.")
+               f"read it beside {d} (diversity). overhead: wall time / the base sampler's, interleaved runs. "
+               "NFE: network calls per sample, counted; steps x calls: steps per sample x calls per step.")
     return "\n".join(out)

@@ -25,8 +25,9 @@ from .graphs import Graph
 from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
 from .losses import N_STATS, step_losses, step_stats
-from .samplers import PHI_MODES, SAMPLERS, sample_batched
-from .schedules import uniform_times
+from .samplers import PHI_MODES, sample_batched
+from .schedules import check_times, uniform_times
+from .steps import ONE_CALL
 from .teacher import TeacherCache, run_teacher
 from .validate import Validation, compare, model_nll, nll_z
 
@@ -57,6 +58,7 @@ class DistillConfig:
     validation: bool = True  # compare the learned sampler with its base on held-out teacher outputs
     val_frac: float = 0.25  # share of teacher trajectories held out of training for that
     val_samples: int = 512  # samples drawn from each of base and learned sampler for that
+    init_times: tuple[float, ...] | None = None  # starting grid (e.g. JYS's), M + 1 times from 1 to eps; None: uniform
 
     def num_val(self) -> int:
         """Teacher trajectories held out for validation (0 without validation)."""
@@ -64,7 +66,7 @@ class DistillConfig:
 
     def validate(self) -> None:
         checks = [
-            (self.base in SAMPLERS, f"base must be one of {sorted(SAMPLERS)}, got {self.base!r}"),
+            (self.base in ONE_CALL, f"base must be one of {list(ONE_CALL)}, got {self.base!r}"),
             (self.method in METHODS, f"method must be one of {list(METHODS)}, got {self.method!r}"),
             (self.phi_mode in PHI_MODES, f"phi mode must be one of {list(PHI_MODES)}, got {self.phi_mode!r}"),
             (self.loss in LOSSES, f"loss must be one of {list(LOSSES)}, got {self.loss!r}"),
@@ -88,6 +90,18 @@ class DistillConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        if self.init_times is not None:
+            grid = torch.tensor(self.init_times, dtype=torch.float64)
+            check_times(grid)
+            if grid.numel() != self.nfe + 1 or abs(float(grid[-1]) - self.eps) > 1e-12:
+                raise ValueError(f"the starting grid has {grid.numel() - 1} steps ending at {float(grid[-1])!r}; "
+                                 f"the student has {self.nfe} steps ending at eps {self.eps!r}")
+
+    def student_times(self) -> Tensor:
+        """The grid the student starts from (and the teacher refines): ``init_times`` or uniform, (M + 1,)."""
+        if self.init_times is not None:
+            return torch.tensor(self.init_times, dtype=torch.float64)
+        return uniform_times(self.nfe, self.eps)
 
 
 class SamplerParams(nn.Module):
@@ -100,20 +114,24 @@ class SamplerParams(nn.Module):
     uniform at theta = 0.
     """
 
-    def __init__(self, nfe: int, eps: float, learn_times: bool):
+    def __init__(self, nfe: int, eps: float, learn_times: bool, init_times: Tensor | None = None):
         super().__init__()
         self.eps = eps
+        self.init_times = uniform_times(nfe, eps) if init_times is None else init_times.to(torch.float64)
         self.log_phi = nn.Parameter(torch.zeros(nfe, dtype=torch.float64))
-        self.theta = nn.Parameter(torch.zeros(nfe, dtype=torch.float64), requires_grad=learn_times)
+        # theta = log of the starting grid's steps: softmax(theta) (1 - eps) reproduces it (0 for the uniform grid)
+        steps = (self.init_times[:-1] - self.init_times[1:]) / (1.0 - eps)
+        theta = torch.zeros(nfe, dtype=torch.float64) if init_times is None else torch.log(steps)
+        self.theta = nn.Parameter(theta, requires_grad=learn_times)
 
     def coeffs(self) -> Tensor:
         return self.log_phi.exp()
 
     def times(self) -> Tensor:
-        """(M + 1,) strictly decreasing from 1 to eps, differentiable in theta (exactly the uniform grid
+        """(M + 1,) strictly decreasing from 1 to eps, differentiable in theta (exactly the starting grid
         while the grid is not learned)."""
         if not self.theta.requires_grad:
-            return uniform_times(self.theta.numel(), self.eps)
+            return self.init_times
         kappa = (1.0 - self.eps) * torch.softmax(self.theta, 0)
         tau = 1.0 - torch.cumsum(kappa, 0)
         tau = torch.cat([tau.new_ones(1), tau[:-1], tau.new_full((1,), self.eps)])
@@ -243,7 +261,7 @@ def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, c
 def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
                  device: torch.device | str = "cpu", progress: bool = True) -> TeacherCache:
     """The teacher trajectories for ``cfg``: base sampler, teacher_nfe steps, seeded with cfg.seed."""
-    return run_teacher(score_fn, graph, noise, uniform_times(cfg.nfe, cfg.eps), cfg.teacher_nfe, cfg.num_traj,
+    return run_teacher(score_fn, graph, noise, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj,
                        length, method=cfg.base, batch_size=cfg.batch_size,
                        seed=cfg.seed, device=device, progress=progress)
 
@@ -258,7 +276,8 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:
         raise ValueError(f"teacher cache has {len(cache.states)} steps, the student {cfg.nfe}")
-    params = SamplerParams(cfg.nfe, cfg.eps, learn_times=cfg.method == "lsd+")
+    params = SamplerParams(cfg.nfe, cfg.eps, learn_times=cfg.method == "lsd+",
+                           init_times=None if cfg.init_times is None else cfg.student_times())
     groups = [{"params": [params.log_phi], "lr": cfg.lr}]
     if cfg.method == "lsd+":
         groups.append({"params": [params.theta], "lr": cfg.lr_time})
@@ -303,11 +322,12 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
 
 def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: Tensor, cfg: DistillConfig,
                      times: Tensor, coeffs: Tensor, device: torch.device | str = "cpu") -> Validation:
-    """Compare the learned sampler (``times``, ``coeffs``) with its base (uniform grid, Phi = 1) at the same NFE
-    on held-out teacher outputs ``reference`` (m, L); both draw ``cfg.val_samples`` samples from the same streams."""
+    """Compare the learned sampler (``times``, ``coeffs``) with its base (the starting grid - uniform unless
+    ``cfg.init_times`` -, Phi = 1) at the same NFE on held-out teacher outputs ``reference`` (m, L); both draw
+    ``cfg.val_samples`` samples from the same streams."""
     length = reference.shape[1]
     common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device, method=cfg.base)
-    base = sample_batched(score_fn, graph, noise, uniform_times(cfg.nfe, cfg.eps), cfg.val_samples, length, **common)
+    base = sample_batched(score_fn, graph, noise, cfg.student_times(), cfg.val_samples, length, **common)
     learned = sample_batched(score_fn, graph, noise, times, cfg.val_samples, length, coeffs=coeffs,
                              phi_mode=cfg.phi_mode, **common)
     nll_seed = derive_seed(cfg.seed, 10)
@@ -320,8 +340,9 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
 def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: Noise,
                 model_info: dict[str, Any] | None = None, use_base: bool = False) -> LearnedSampler:
     """Package a distillation result as a self-describing ``LearnedSampler``. ``use_base``: write the base
-    sampler (uniform grid, Phi = 1) instead - what ``lsdd distill`` does when validation finds the learned one
-    no better - keeping the learned numbers and the validation figures in the provenance."""
+    sampler (its starting grid, uniform unless ``cfg.init_times``, Phi = 1) instead - what ``lsdd distill`` does
+    when validation finds the learned one no better - keeping the learned numbers and the validation figures in
+    the provenance."""
     from . import __version__
 
     provenance = {
@@ -337,7 +358,7 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
     if use_base:
         provenance["written"] = "base sampler: validation found the learned one no better"
         provenance["rejected_learned"] = {"times": times, "coeffs": coeffs}
-        times = tuple(float(v) for v in uniform_times(cfg.nfe, cfg.eps))
+        times = tuple(float(v) for v in cfg.student_times())
         coeffs = (1.0,) * cfg.nfe
     else:
         provenance["written"] = "learned sampler"

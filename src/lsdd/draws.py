@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -202,5 +202,41 @@ class StepLaw:
         return x_next
 
 
+@dataclass
+class TwoStageLaw:
+    """The law of a step that calls the network again at a *random* intermediate state (theta-RK-2,
+    theta-trapezoidal): a factorised first sub-step ``first`` from x to x_mid, then ``finish(x_mid, rows)``,
+    the factorised law of the final state given x_mid (it makes the second network call).
+
+    ``rows`` (n,) int64 says which row of the step's state x each row of x_mid (n, L) belongs to; None means
+    row b belongs to row b (sampling). Given x the final state is a mixture over x_mid, not a product over
+    tokens, so there is no ``dense``: ``lsdd.exact`` enumerates x_mid instead.
+    """
+
+    first: StepLaw
+    finish: Callable[[Tensor, Union[Tensor, None]], StepLaw]
+
+    @property
+    def x(self) -> Tensor:
+        return self.first.x
+
+    @property
+    def score(self) -> Tensor | None:
+        return self.first.score
+
+    @property
+    def invalid(self) -> Tensor | None:
+        return self.first.invalid
+
+    def dense(self) -> Tensor:
+        raise TypeError("a two-stage step's law is a mixture over its intermediate state, not a per-token law; "
+                        "propagate it with lsdd.exact (which enumerates the intermediate states)")
+
+    def draw(self, generator: Generators = None) -> Tensor:
+        """Draw x_mid, make the second call there, then draw the final state (B, L) int64 from the same streams."""
+        mid = self.first.draw(generator)
+        return self.finish(mid, None).draw(generator)
+
+
 __all__ = ["BLOCK", "derive_seed", "make_generator", "check_generator", "RowStreams", "Generators", "uniforms",
-           "inverse_cdf", "sample_categorical", "StepLaw"]
+           "inverse_cdf", "sample_categorical", "StepLaw", "TwoStageLaw"]

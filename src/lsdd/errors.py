@@ -3,3 +3,7 @@
 
 class UserError(ValueError):
     """Bad input from the user (a wrong name, a malformed file, a mismatched checkpoint)."""
+
+
+class ScoreContractError(UserError):
+    """A score function broke the contract (wrong shape, NaN or infinite scores)."""

@@ -12,6 +12,7 @@ import itertools
 import torch
 from torch import Tensor
 
+from .draws import TwoStageLaw
 from .graphs import Graph
 from .noise import Noise
 from .loop import Coeffs, StepInfo, reverse_loop
@@ -69,6 +70,28 @@ class ExactScore:
         return score.scatter(-1, x[..., None], 1.0)  # s(x)_{x_i} = 1 by definition, even where p_t(x) = 0
 
 
+def exact_reverse_law(exact: ExactScore, noise: Noise, eps: float) -> Tensor:
+    """The law that the samplers approximate, over all S^L states (S^L,) float64: the state at time ``eps`` of the
+    exact reverse process started where the samplers start at t = 1.
+
+    Absorbing: from all-mask, the exact process ends in p0 (x_1 = all-mask carries no information about x0,
+    and the last step unmasks every remaining token). Uniform: from the uniform law U,
+    sum_x1 U(x1) p_eps(x) P(x1 | x) / p_1(x1), with P the forward kernel from eps to 1.
+    """
+    graph, length = exact.graph, exact.length
+    states = all_sequences(graph.num_states, length)
+    if graph.absorbing:
+        ref = torch.zeros(states.shape[0], dtype=torch.float64)
+        ref[seq_index(exact.data, graph.num_states)] = exact.p0
+        return ref
+    s1, se = (noise.total(torch.tensor(v, dtype=torch.float64)) for v in (1.0, eps))
+    p_e = exact.marginal(states, se.expand(states.shape[0]))
+    p_1 = exact.marginal(states, s1.expand(states.shape[0]))
+    e = torch.exp(-(s1 - se))
+    kernel = (e * (states[:, None, :] == states[None, :, :]) + (1 - e) / graph.num_tokens).prod(-1)  # (x1, x)
+    return ((1.0 / states.shape[0] / p_1)[:, None] * kernel * p_e[None, :]).sum(0)
+
+
 def exact_sampler_law(score_fn, graph: Graph, noise: Noise, times: Tensor, length: int, *,
                       method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear") -> Tensor:
     """Exact law of the sampler's output over all S^L states, (S^L,) float64, starting from the limit."""
@@ -94,10 +117,21 @@ def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length
         law = torch.full((states.shape[0],), 1.0 / states.shape[0], dtype=torch.float64)
     laws = [law]
 
-    def propagate(info: StepInfo) -> Tensor:
-        probs = info.law.dense()  # (K', L, S): per-token law of each live state
+    def transition(law) -> Tensor:
+        probs = law.dense()  # (K', L, S): per-token law of each live state
         # transition matrix rows: P(next = z | x) = prod_i probs[x, i, z_i]  -> (K', K)
-        trans = probs[:, torch.arange(length)[None, :], states].prod(-1)
+        return probs[:, torch.arange(length)[None, :], states].prod(-1)
+
+    def propagate(info: StepInfo) -> Tensor:
+        if isinstance(info.law, TwoStageLaw):
+            # a mixture over the intermediate state: enumerate every (state, x_mid) pair of positive probability
+            # and make the second call on all of them at once (one counted call, as in sampling)
+            first = transition(info.law.first)  # (K', K)
+            rows, mids = torch.nonzero(first > 0, as_tuple=True)
+            second = transition(info.law.finish(states[mids], rows))  # (P, K)
+            trans = torch.zeros_like(first).index_add_(0, rows, first[rows, mids, None] * second)
+        else:
+            trans = transition(info.law)
         live = laws[-1] > 0
         new = laws[-1][live] @ trans
         laws.append(new)

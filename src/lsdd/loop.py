@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .draws import Generators, RowStreams, StepLaw, check_generator
-from .errors import UserError
+from .errors import ScoreContractError
 from .graphs import Graph
 from .noise import Noise
 from .schedules import check_times
@@ -33,10 +33,6 @@ from .steps import StepRule, get_rule
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 CoeffFn = Callable[[int, Tensor, Tensor], Union[Tensor, float]]  # (k, x (B, L), score (B, L, S)) -> Phi_k
 Coeffs = Union[Tensor, CoeffFn, None]
-
-
-class ScoreContractError(UserError):
-    """A score function broke the contract (wrong shape, NaN or infinite scores)."""
 
 
 class CountedScore:

@@ -12,6 +12,9 @@ large scores or Phi never overflow and tiny ones never underflow to an all-zero 
 a 0-d tensor or a (B, L) tensor (state-dependent coefficients). The entry of the score at the current
 token must be 1 (``loop.CountedScore`` enforces it); the laws here read it on the uniform graph.
 
+The two-call, second-order theta-RK-2 and theta-trapezoidal rules live in ``lsdd.theta`` and are registered in
+``RULES`` here; ``ONE_CALL`` names the rules a learned sampler can be built on.
+
 These laws equal the dense reference laws ``samplers.euler_probs`` / ``tweedie_probs`` (tests prove it on
 small cases) but never build a float64 (B, L, S) tensor; they are differentiable in Phi and the times.
 Shapes: B batch, L length, S states, N real tokens.
@@ -27,6 +30,7 @@ from torch import Tensor
 from .draws import StepLaw
 from .graphs import Graph
 from .noise import Noise
+from .theta import ThetaRK2, ThetaTrapezoidal
 
 PHI_MODES = ("linear", "log")
 ScoreCall = Callable[[Tensor, Tensor], Tensor]  # (x (B, L), t 0-d) -> score (B, L, S); counted by the loop
@@ -193,14 +197,22 @@ class Tweedie:
         return uniform_tweedie_law(graph, x, score, dsigma, coeff, mode)
 
 
-RULES: dict[str, StepRule] = {"euler": Euler(), "tweedie": Tweedie()}
+RULES: dict[str, StepRule] = {"euler": Euler(), "tweedie": Tweedie(), "theta-rk2": ThetaRK2(),
+                               "theta-trapezoidal": ThetaTrapezoidal()}
+ONE_CALL = ("euler", "tweedie")  # the rules a learned sampler can build on (one network call per step)
+THETA_RULES = {"theta-rk2": ThetaRK2, "theta-trapezoidal": ThetaTrapezoidal}
 
 
-def get_rule(name: str) -> StepRule:
+def get_rule(name: str, theta: float | None = None) -> StepRule:
+    """The step rule ``name``; ``theta`` sets a theta sampler's theta (None: the paper's default)."""
     if name not in RULES:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(RULES)}")
+    if theta is not None:
+        if name not in THETA_RULES:
+            raise ValueError(f"theta applies to {sorted(THETA_RULES)}, not to {name!r}")
+        return THETA_RULES[name](theta)
     return RULES[name]
 
 
-__all__ = ["PHI_MODES", "ScoreCall", "StepRule", "Euler", "Tweedie", "RULES", "get_rule", "rate_law",
+__all__ = ["PHI_MODES", "ScoreCall", "StepRule", "Euler", "Tweedie", "RULES", "ONE_CALL", "THETA_RULES", "get_rule", "rate_law",
            "uniform_tweedie_law"]

@@ -14,8 +14,12 @@ COMMANDS = {
     "sample": "sample",
     "eval": "evaluate",
     "distill": "distill",
+    "schedule": "schedule",
     "bench": "bench",
     "demo": "demo",
+    "data": "data",
+    "decode": "decode",
+    "train-evaluator": "train_evaluator",
 }
 
 

@@ -1,4 +1,5 @@
-"""``lsdd bench``: Euler, Tweedie, LSD and LSD+ side by side at equal NFE, with the teacher as reference."""
+"""``lsdd bench``: Euler, Tweedie, LSD, LSD+, JYS and the theta solvers side by side at equal NFE, with the teacher
+as reference."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from .common import Formatter, add_device_args, check_output, default_task, frac
 DESCRIPTION = """\
 Benchmark samplers for one model in one run with the same seeds: at every --nfe, the uniform-grid
 Euler and Tweedie baselines and the samplers that LSD and LSD+ learn on each base (distilled here from
-one shared teacher run per base), plus the --teacher-nfe teacher itself as the reference row.
+one shared teacher run per base), plus the --teacher-nfe teacher itself as the reference row. --methods
+also takes the baselines a learned sampler is compared against: jys (a Jump-Your-Steps time grid, searched
+here by KLUB on the teacher's outputs, on each base) and theta-rk2 / theta-trapezoidal (second-order solvers
+with two network calls per step: NFE 8 is 4 steps; even NFEs only).
 
 Each row reports the task's quality metrics beside their diversity partners (a sampler can look better
 by collapsing diversity; read both), the network calls per sample as counted, wall time per sample, the
@@ -22,6 +26,7 @@ EPILOG = """\
 examples:
   lsdd bench --model countdown --nfe 8 16 --teacher-nfe 256 --json bench.json --plot bench.png
   lsdd bench --model countdown --nfe 8 16 32 64 --teacher-nfe 1024 --methods lsd+ --bases euler
+  lsdd bench --model countdown --nfe 8 16 --methods lsd lsd+ jys theta-rk2 theta-trapezoidal --json b.json
 """
 
 
@@ -37,8 +42,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--nfe", type=positive_int, nargs="+", default=[8, 16, 32, 64], help="student NFEs")
     p.add_argument("--teacher-nfe", type=positive_int, default=1024, help="teacher steps (a multiple of every NFE)")
     p.add_argument("--bases", nargs="+", choices=["euler", "tweedie"], default=["euler", "tweedie"])
-    p.add_argument("--methods", nargs="*", choices=["lsd", "lsd+"], default=["lsd", "lsd+"],
-                   help="learned samplers to distill (none: baselines only)")
+    p.add_argument("--methods", nargs="*", choices=["lsd", "lsd+", "jys", "theta-rk2", "theta-trapezoidal"],
+                   default=["lsd", "lsd+"], help="samplers beside the uniform-grid bases (none: those only)")
     p.add_argument("--learn-bases", nargs="+", choices=["euler", "tweedie"],
                    help="bases of the learned samplers (default: --bases); each needs its own teacher run")
     p.add_argument("--num-samples", type=positive_int, default=256,
@@ -48,9 +53,17 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["l2", "kl", "rkl"], default=d.loss)
     p.add_argument("--zeta", type=fraction, default=d.zeta)
     p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--theta", type=float, help="theta of the theta-* samplers (default 0.5)")
+    p.add_argument("--jys-max-iter", type=positive_int, default=16, help="golden-section evaluations per JYS point")
     p.add_argument("--timing-repeats", type=int, default=3, help="interleaved runs for the overhead ratio")
+    p.add_argument("--temperature-control", action=argparse.BooleanOptionalAction, default=None,
+                   help="add Euler with a plain temperature tuned to LSD-euler's diversity at each NFE, the control "
+                        "that tells learning from sharpening (default: on for the text task)")
     p.add_argument("--seed", type=int, default=0)
     add_device_args(p)
+    from .common import add_text_args
+
+    add_text_args(p)
     p.add_argument("--json", help="write all rows (with the learned samplers) to this JSON file")
     p.add_argument("--plot", help="write a PNG of quality and diversity against NFE")
     p.set_defaults(run=run)
@@ -60,18 +73,21 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args) -> int:
     from .. import atomic
     from ..bench import BenchConfig, format_table, run_bench
-    from ..metrics import get_task
     from ..plots import plot_bench
 
     js, png = check_output(args.json, ".json"), check_output(args.plot, ".png")
     model = load_args(args)
-    task = get_task(args.task or default_task(model))
+    from .common import make_task
+
+    task_name = args.task or default_task(model)
+    task = make_task(task_name, model, args)
+    control = args.temperature_control if args.temperature_control is not None else task_name == "text"
     cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=tuple(args.bases),
                       methods=tuple(args.methods),
                       learn_bases=tuple(args.learn_bases) if args.learn_bases else None, num_samples=args.num_samples, batch_size=args.batch_size,
-                      seed=args.seed, timing_repeats=args.timing_repeats,
+                      seed=args.seed, timing_repeats=args.timing_repeats, temperature_control=control,
                       distill={"phi_mode": args.phi_mode, "loss": args.loss, "zeta": args.zeta,
-                               "epochs": args.epochs})
+                               "epochs": args.epochs}, theta=args.theta, jys={"max_iter": args.jys_max_iter})
     try:
         result = run_bench(model, task, cfg)
     except ValueError as e:

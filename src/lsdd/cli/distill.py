@@ -34,10 +34,10 @@ examples:
   torchrun --nproc-per-node 2 -m lsdd distill --model countdown --nfe 8 --out sampler8.json   # same result
 
 Validation (on by default): --val-frac of the teacher trajectories are held out of training. After training,
-the learned sampler and its base (uniform grid, Phi = 1) each draw --val-samples samples at the same NFE. The
-learned one counts as better only if (1) the frozen model's own NLL bound of its samples is lower, (2) their
-unigram+bigram MMD^2 to the held-out teacher outputs is lower, and (3) its unigram entropy does not drop below
-min(base, teacher) by more than 1% (no sharpening). If it is not better, OUT holds the base sampler instead, with
+the learned sampler and its base (uniform grid or --init-grid, Phi = 1) each draw --val-samples samples at the
+same NFE. The learned one counts as better only if (1) the frozen model's own NLL bound of its samples is
+lower, (2) their unigram+bigram MMD^2 to the held-out teacher outputs is lower, and (3) its unigram entropy does
+not drop below min(base, teacher) by more than 1% (no sharpening). If it is not better, OUT holds the base sampler instead, with
 the learned numbers and every figure in its provenance; --force writes the learned one anyway.
 
 Progress is checkpointed to OUT.ckpt after the teacher and after every epoch; it is removed when done.
@@ -67,6 +67,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--closed-form", action="store_true",
                    help="lsd + linear + l2 only: refit Phi exactly while simulating instead of Adam")
     p.add_argument("--eps", type=float, default=d.eps, help="last time of the grid")
+    p.add_argument("--init-grid", metavar="SAMPLER.json",
+                   help="start from this sampler's time grid (e.g. `lsdd schedule --method jys`) instead of the uniform "
+                        "one; the teacher refines it, and validation compares against it")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of teacher and student draws")
     p.add_argument("--validate", dest="validation", action=argparse.BooleanOptionalAction, default=d.validation,
                    help="compare the learned sampler with its base on held-out teacher outputs; write the base "
@@ -91,6 +94,15 @@ def config_from_args(args):
 
     names = {f.name for f in fields(DistillConfig)}
     cfg = DistillConfig(**{k: v for k, v in vars(args).items() if k in names})
+    if getattr(args, "init_grid", None):
+        from ..artifact import LearnedSampler
+
+        grid = LearnedSampler.load(args.init_grid)
+        if grid.nfe != cfg.nfe:
+            raise UserError(f"--init-grid {args.init_grid} has {grid.nfe} steps but --nfe is {cfg.nfe}")
+        if abs(grid.times[-1] - cfg.eps) > 1e-12:
+            raise UserError(f"--init-grid {args.init_grid} ends at {grid.times[-1]!r}; pass --eps {grid.times[-1]!r}")
+        cfg.init_times = grid.times
     try:
         cfg.validate()
     except ValueError as e:
@@ -108,6 +120,14 @@ def run(args) -> int:
     out = check_output(args.out, ".json")
     cfg = config_from_args(args)
     model = load_args(args)
+    info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
+    if args.init_grid:
+        from ..artifact import LearnedSampler
+
+        grid = LearnedSampler.load(args.init_grid)
+        # a grid is just times: it must fit the model's graph and noise, not its weights
+        grid.check_model(model.graph.name, model.graph.num_tokens, model.noise.to_dict(), model.fingerprint, force=True)
+        info["init_grid"] = {"file": str(args.init_grid), "method": grid.provenance.get("method", "?")}
     ckpt = Path(str(out) + ".ckpt")
     cache, state = None, None
     if args.resume:
@@ -143,7 +163,7 @@ def run(args) -> int:
     val = result.validation
     use_base = val is not None and not val.learned_better and not args.force
     sampler = to_artifact(result, cfg, model.graph, model.noise,
-                          {"model_fingerprint": model.fingerprint, "model_source": model.source}, use_base=use_base)
+                          info, use_base=use_base)
     if dist.is_main():
         sampler.save(out)
         ckpt.unlink(missing_ok=True)
@@ -152,8 +172,9 @@ def run(args) -> int:
         print(val.summary())
     if use_base:
         print(f"lsdd distill: the learned sampler is not better than plain {cfg.base} at {cfg.nfe} NFE on held-out "
-              f"teacher outputs, so {out} holds the base sampler (uniform grid, Phi = 1); the learned numbers are in "
-              "its provenance. Pass --force to write the learned sampler anyway.")
+              f"teacher outputs, so {out} holds the base sampler ({'the --init-grid' if args.init_grid else 'uniform'} "
+              "grid, Phi = 1); the learned numbers are in its provenance. Pass --force to write the learned sampler "
+              "anyway.")
         print(f"  rejected coefficients: {', '.join(f'{c:.3f}' for c in result.coeffs)}")
         return 0
     if val is not None and not val.learned_better:

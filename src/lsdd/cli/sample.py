@@ -10,15 +10,18 @@ from .common import Formatter, add_device_args, check_output, load_args, positiv
 
 DESCRIPTION = """\
 Sample from a discrete diffusion model. Either a base sampler on the uniform time grid
-(--sampler euler|tweedie --steps M) or a learned sampler from `lsdd distill` (--learned sampler.json),
-which brings its own base sampler, time grid and coefficients. Every sampler makes exactly one network
-call per step (the last step turns any remaining mask into a real token); the count is printed.
+(--sampler euler|tweedie|theta-rk2|theta-trapezoidal --steps M, or --nfe N) or a learned sampler from
+`lsdd distill` / `lsdd schedule` (--learned sampler.json), which brings its own base sampler, time grid and
+coefficients. Euler, Tweedie and learned samplers make one network call per step; the second-order
+theta-rk2 and theta-trapezoidal (Ren et al. 2025) make two, so --steps 4 is 8 NFE (or say --nfe 8). The last
+step turns any remaining mask into a real token. The network calls are counted and printed.
 """
 
 EPILOG = """\
 examples:
   lsdd sample --model countdown --sampler euler --steps 64 --num 256 --seed 0 --out samples.npy
   lsdd sample --model countdown --learned sampler.json --num 256 --seed 0 --out samples.npy
+  lsdd sample --model countdown --sampler theta-rk2 --steps 4 --num 256 --out samples.npy   # 8 NFE
   lsdd eval --task countdown samples.npy
 """
 
@@ -27,10 +30,16 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="draw samples with a base or learned sampler",
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter)
     p.add_argument("--model", default="countdown", help="bundled model name or model directory")
-    p.add_argument("--sampler", choices=["euler", "tweedie"], default="euler", help="base sampler (uniform grid)")
-    p.add_argument("--steps", type=positive_int, default=64, help="steps = network calls per sample")
+    p.add_argument("--sampler", choices=["euler", "tweedie", "theta-rk2", "theta-trapezoidal"], default="euler",
+                   help="base sampler (uniform grid)")
+    p.add_argument("--steps", type=positive_int, help="steps (default 64); NFE = steps x calls per step (2 for theta-*)")
+    p.add_argument("--nfe", type=positive_int, help="network calls per sample, instead of --steps")
+    p.add_argument("--theta", type=float, help="theta of theta-rk2 / theta-trapezoidal (default 0.5)")
     p.add_argument("--eps", type=float, default=1e-5, help="last time of the uniform grid")
-    p.add_argument("--learned", metavar="SAMPLER.json", help="use a learned sampler (overrides --sampler/--steps)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sharpen (< 1) or flatten (> 1) the token each jump lands on, keeping the jump rates "
+                        "(a control for learned samplers; works with --learned too)")
+    p.add_argument("--learned", metavar="SAMPLER.json", help="use a learned sampler (it brings its own sampler and grid)")
     p.add_argument("--force", action="store_true", help="use a learned sampler distilled for another model")
     p.add_argument("--num", "--num-samples", dest="num", type=positive_int, default=64, help="number of sequences (under torchrun write --num-samples: torchrun reads --num itself)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per network call")
@@ -45,12 +54,13 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args) -> int:
     from .. import atomic
     from ..artifact import LearnedSampler
-    from ..samplers import sample_batched
+    from ..samplers import sample_batched, tempered_score
     from ..schedules import uniform_times
 
     out = check_output(args.out, ".npy")
     if not 0.0 < args.eps < 1.0:
         raise UserError(f"--eps must lie in (0, 1), got {args.eps}")
+    rule, steps = _base_sampler(args)
     model = load_args(args)
     if args.learned:
         learned = LearnedSampler.load(args.learned)
@@ -59,12 +69,15 @@ def run(args) -> int:
         method, times, coeffs, mode = learned.base, learned.times_tensor(), learned.coeffs_tensor(), learned.phi_mode
         desc = f"learned {learned.provenance.get('method', '?')}-{method} ({learned.nfe} steps, phi {mode})"
     else:
-        method, times, coeffs, mode = args.sampler, uniform_times(args.steps, args.eps), None, "linear"
-        desc = f"{method} on the uniform grid ({args.steps} steps)"
+        method, times, coeffs, mode = rule, uniform_times(steps, args.eps), None, "linear"
+        desc = f"{args.sampler} on the uniform grid ({steps} steps x {rule.calls} network call{'s' * (rule.calls > 1)})"
     from .. import dist
 
     t0 = time.perf_counter()
-    res = sample_batched(model.score_fn, model.graph, model.noise, times, args.num, model.config.length,
+    score_fn = tempered_score(model.score_fn, args.temperature)
+    if args.temperature != 1.0:
+        desc += f", temperature {args.temperature:g}"
+    res = sample_batched(score_fn, model.graph, model.noise, times, args.num, model.config.length,
                          batch_size=args.batch_size, method=method, coeffs=coeffs, phi_mode=mode, seed=args.seed,
                          device=model.device, progress=True)
     secs, nfe = time.perf_counter() - t0, res.nfe
@@ -75,3 +88,26 @@ def run(args) -> int:
     print(f"{args.num} samples of length {x.shape[1]} from {model.source} with {desc}: "
           f"{nfe} network calls per sample, {secs:.2f} s{procs} ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
     return 0
+
+
+def _base_sampler(args):
+    """The step rule and the number of steps that --sampler, --steps, --nfe and --theta ask for (UserError when
+    they disagree)."""
+    from ..steps import get_rule
+
+    if args.learned and (args.theta is not None or args.nfe is not None or args.steps is not None):
+        raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe and --theta")
+    try:
+        rule = get_rule(args.sampler, args.theta)
+    except ValueError as e:
+        raise UserError(f"--theta: {e}") from None
+    steps = args.steps
+    if args.nfe is not None:
+        if args.nfe % rule.calls:
+            raise UserError(f"{args.sampler} makes {rule.calls} network calls per step; --nfe {args.nfe} is not a "
+                            f"multiple of {rule.calls}")
+        if steps is not None and steps * rule.calls != args.nfe:
+            raise UserError(f"--steps {steps} with {args.sampler} is {steps * rule.calls} network calls per sample, "
+                            f"not --nfe {args.nfe}")
+        steps = args.nfe // rule.calls
+    return rule, 64 if steps is None else steps
