@@ -358,3 +358,19 @@ def test_bundled_evaluator_prefers_real_text_to_shuffled_text():
     real_ppl, _ = perplexities(ev.token_nll(list(windows)))
     shuf_ppl, _ = perplexities(ev.token_nll(list(shuffled)))
     assert real_ppl < 0.2 * shuf_ppl and real_ppl < 200
+
+
+def test_demo_text_prints_side_by_side_samples(tmp_path, capsys):
+    from lsdd.models import bundled_models
+
+    if "text-absorb" not in bundled_models():
+        pytest.skip("text-absorb is not bundled")
+    out = tmp_path / "demo"
+    assert main(["demo", "--task", "text", "--nfe", "4", "--teacher-nfe", "8", "--num-samples", "16", "--epochs", "1",
+                 "--out-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Euler@4" in text and "LSD@4" in text and "teacher (8 steps)" in text and "euler-T" in text
+    samples = json.loads((out / "samples.json").read_text())
+    assert set(samples) == {"Euler@4", "LSD@4", "teacher (8 steps)"} and all(len(v) == 3 for v in samples.values())
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["teacher", "uniform", "lsd", "temperature"]
