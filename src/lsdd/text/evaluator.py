@@ -120,11 +120,7 @@ class Evaluator:
             width = max(len(r) for r in rows)
             if width < 2:
                 continue
-            ids = torch.zeros(len(rows), width, dtype=torch.long)
-            mask = torch.zeros(len(rows), width, dtype=torch.long)
-            for j, r in enumerate(rows):
-                ids[j, : len(r)] = torch.from_numpy(r)
-                mask[j, : len(r)] = 1
+            ids, mask = _pad(rows, width)
             if int(ids.max()) >= self.vocab_size:
                 raise UserError(f"evaluator {self.name}: token id {int(ids.max())} is outside its vocabulary "
                                 f"of {self.vocab_size}")
@@ -141,17 +137,22 @@ class Evaluator:
         feats = []
         for start in range(0, len(seqs), batch_size):
             rows = [s[: self.max_length] for s in seqs[start:start + batch_size]]
-            width = max(1, max(len(r) for r in rows))
-            ids = torch.zeros(len(rows), width, dtype=torch.long)
-            mask = torch.zeros(len(rows), width, dtype=torch.long)
-            for j, r in enumerate(rows):
-                ids[j, : len(r)] = torch.from_numpy(r)
-                mask[j, : len(r)] = 1
+            ids, mask = _pad(rows, max(1, max(len(r) for r in rows)))
             h = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                            output_hidden_states=True).hidden_states[-1].float().cpu()
             last = (mask.sum(1) - 1).clamp(min=0)
             feats.append(h[torch.arange(len(rows)), last].numpy())
         return np.concatenate(feats).astype(np.float64)
+
+
+def _pad(rows: list[np.ndarray], width: int) -> tuple[Tensor, Tensor]:
+    """Right-padded (n, width) ids and their attention mask (1 on real tokens)."""
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for j, r in enumerate(rows):
+        ids[j, : len(r)] = torch.from_numpy(r)
+        mask[j, : len(r)] = 1
+    return ids, mask
 
 
 def load_evaluator(name: str | None = None, device: str | torch.device = "cpu") -> Evaluator:
