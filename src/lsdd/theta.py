@@ -28,6 +28,11 @@ How the paper's Poisson-jump rules become our per-token laws [choices, checked o
 - Last step on the absorbing graph: the final sub-step forces every remaining mask to a real token, with values
   proportional to the combined rates (where all of a token's are clipped to 0: to that sub-step's fresh rates).
 
+Measured order (exact toys, ``benchmarks/exact_toy_order.md``): theta-trapezoidal is second order while its clip
+does not bind (first order with strong token dependence); theta-RK-2 is first order here: its final jump is drawn
+from x for every token at once, so two tokens moving in one step are drawn independently (an O(h^2) error per step
+in their joint law), and a single uniform-graph token's "moved to y, then left y" would need a negative rate.
+
 Shapes: B batch, L length, S states, N real tokens.
 """
 
