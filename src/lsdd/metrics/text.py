@@ -33,12 +33,11 @@ from . import MetricSpec, Task, check_samples
 
 def unigram_entropy(x: np.ndarray) -> float:
     """Mean over rows of the entropy (nats) of each row's token histogram. x: (n, L) ints."""
-    ents = []
-    for row in x:
-        _, counts = np.unique(row, return_counts=True)
-        p = counts / counts.sum()
-        ents.append(float(-(p * np.log(p)).sum()))
-    return float(np.mean(ents))
+    import torch
+
+    from ..validate import unigram_entropy as per_sample_entropy
+
+    return per_sample_entropy(torch.as_tensor(np.asarray(x)))
 
 
 def distinct_n(texts: list[str], n: int) -> float:
