@@ -1,7 +1,8 @@
 """Score networks and their loaders.
 
-``load_model(name_or_path)`` accepts a bundled model name (``bundled_models()``) or a model directory written by
-``lsdd train`` / ``save_model_dir``; both go through the same ``load_model_dir``.
+``load_model(name_or_path)`` accepts a bundled model name (``bundled_models()``), a model directory written by
+``lsdd train`` / ``save_model_dir``, a SEDD / RADD / MDLM checkpoint directory as those projects publish it, or a
+Hugging Face hub id of one; every one goes through ``load_model_path``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class LoadedModel:
         """The model's ``lsdd.text.tokenizer.TextTokenizer`` (text models), checked against the sha256 that
         config.json records; None for models without one."""
         info = self.meta.get("tokenizer")
+        if not info and self.meta.get("checkpoint_format"):
+            if getattr(self, "_tokenizer", None) is None:
+                from .tokens import external_tokenizer
+
+                self._tokenizer = external_tokenizer(self.directory, self.config.num_tokens)
+            return self._tokenizer
         if not info:
             return None
         if getattr(self, "_tokenizer", None) is None:
@@ -127,20 +134,36 @@ def bundled_models() -> list[str]:
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a bundled model by name, or a model directory by path; an existing directory wins over a name.
+    """Load a bundled model by name, a model directory by path, or a Hugging Face hub id (``owner/name``,
+    downloaded with ``huggingface_hub``); an existing directory wins over a name, a name over a hub id.
 
-    UserError (listing the bundled names) when it is neither.
+    A directory may hold our own format or a SEDD, RADD or MDLM checkpoint exactly as its project publishes it
+    (``lsdd.models.external.detect_format``). UserError (listing the bundled names) when it is none of these.
     """
-    from .checkpoint import load_model_dir
+    from .external import download, looks_like_hub_id
 
     path = Path(name_or_path)
     if path.is_dir():
-        return load_model_dir(path, device)
+        return load_model_path(path, device)
     name = str(name_or_path)
     if name in bundled_models():
-        return load_model_dir(BUNDLED_DIR / name, device, source=f"bundled:{name}")
-    raise UserError(f"no model directory or bundled model named {name!r}; bundled models: "
+        return load_model_path(BUNDLED_DIR / name, device, source=f"bundled:{name}")
+    if looks_like_hub_id(name):
+        return load_model_path(download(name), device, source=f"hub:{name}")
+    raise UserError(f"no model directory or bundled model named {name!r} (nor a hub id owner/name); bundled models: "
                     f"{bundled_models() or 'none'}")
 
 
-__all__ = ["DiTConfig", "ScoreDiT", "LoadedModel", "load_model", "bundled_models", "ScoreFn"]
+def load_model_path(path: Path, device: str | torch.device = "cpu", source: str | None = None) -> LoadedModel:
+    """Load the checkpoint in directory ``path``, whatever its format (ours, SEDD, RADD, MDLM)."""
+    from .checkpoint import load_model_dir
+    from .external import detect_format
+    from .formats import load_external
+
+    fmt = detect_format(path)
+    if fmt == "lsdd":
+        return load_model_dir(path, device, source=source)
+    return load_external(path, fmt, device, source=source)
+
+
+__all__ = ["DiTConfig", "ScoreDiT", "LoadedModel", "load_model", "load_model_path", "bundled_models", "ScoreFn"]

@@ -254,6 +254,17 @@ class ScoreDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(h, c, config.n_heads, config.dropout) for _ in range(config.n_blocks))
         self.output_layer = OutputLayer(h, c, config.num_states)
 
+    def logits(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """The output layer's raw values (B, L, S) float32, before any scaling (MDLM reads them as logits)."""
+        if x.ndim != 2 or sigma.shape != (x.shape[0],):
+            raise ValueError(f"expected x (B, L) and sigma (B,), got {tuple(x.shape)} and {tuple(sigma.shape)}")
+        h = self.vocab_embed(x)  # (B, L, H)
+        c = F.silu(self.sigma_map(sigma))  # (B, C)
+        cos, sin = self.rotary_emb.cos_sin(x.shape[1])
+        for block in self.blocks:
+            h = block(h, c, cos, sin)
+        return self.output_layer(h, c).float()
+
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Log-scores for every position and state.
 
@@ -265,14 +276,7 @@ class ScoreDiT(nn.Module):
             (B, L, S) float32 log-scores; the entry at each position's current token is exactly 0 (score 1).
             Absorbing with ``scale_by_sigma``: logits - log(e^sigma_bar - 1) - log N.
         """
-        if x.ndim != 2 or sigma.shape != (x.shape[0],):
-            raise ValueError(f"expected x (B, L) and sigma (B,), got {tuple(x.shape)} and {tuple(sigma.shape)}")
-        h = self.vocab_embed(x)  # (B, L, H)
-        c = F.silu(self.sigma_map(sigma))  # (B, C)
-        cos, sin = self.rotary_emb.cos_sin(x.shape[1])
-        for block in self.blocks:
-            h = block(h, c, cos, sin)
-        out = self.output_layer(h, c).float()  # (B, L, S)
+        out = self.logits(x, sigma)  # (B, L, S)
         if self.config.scale_by_sigma:
             shift = log_expm1(sigma.float()) + math.log(self.config.num_tokens)
             out = out - shift[:, None, None]
