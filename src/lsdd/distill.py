@@ -28,7 +28,7 @@ from .losses import N_STATS, step_losses, step_stats
 from .samplers import PHI_MODES, sample_batched
 from .schedules import check_times, uniform_times
 from .steps import ONE_CALL
-from .teacher import TeacherCache, run_teacher
+from .teacher import STORES, TeacherCache, choose_store, run_teacher
 from .validate import Validation, compare, model_nll, nll_z
 
 METHODS = ("lsd", "lsd+")
@@ -59,6 +59,9 @@ class DistillConfig:
     val_frac: float = 0.25  # share of teacher trajectories held out of training for that
     val_samples: int = 512  # samples drawn from each of base and learned sampler for that
     init_times: tuple[float, ...] | None = None  # starting grid (e.g. JYS's), M + 1 times from 1 to eps; None: uniform
+    # teacher cache: "scores" keeps the score rows, "states" only the states and recomputes the scores (one
+    # extra network call per student call; lsdd.teacher); "auto": scores while they fit in 2 GiB
+    teacher_store: str = "auto"
 
     def num_val(self) -> int:
         """Teacher trajectories held out for validation (0 without validation)."""
@@ -86,6 +89,8 @@ class DistillConfig:
              "(raise --num-traj or --val-frac, or pass --no-validate)"),
             (not self.closed_form or (self.phi_mode == "linear" and self.loss == "l2" and self.method == "lsd"),
              "the closed-form fast path needs --method lsd --phi-mode linear --loss l2"),
+            (self.teacher_store in ("auto", *STORES),
+             f"teacher store must be auto or one of {list(STORES)}, got {self.teacher_store!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -199,7 +204,7 @@ class _Learner:
 
     def on_score(self, info: StepInfo) -> None:
         k, x, score = info.k, info.x, info.score
-        x_star, stored, s_star = (t.to(self.device) for t in self.cache.score_at(k, self.idx))
+        x_star, stored, s_star = (t.to(self.device) for t in self.cache.score_at(k, self.idx, self.device))
         local = step_stats(self.cfg, self.graph, self.noise, x, score, x_star, stored, s_star, self.t_uni, k,
                            info.last)
         stats = dist.all_reduce_sum(local.values)
@@ -261,9 +266,10 @@ def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, c
 def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
                  device: torch.device | str = "cpu", progress: bool = True) -> TeacherCache:
     """The teacher trajectories for ``cfg``: base sampler, teacher_nfe steps, seeded with cfg.seed."""
+    store = choose_store(cfg.teacher_store, cfg.num_traj, length, graph.num_tokens, cfg.nfe)
     return run_teacher(score_fn, graph, noise, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj,
                        length, method=cfg.base, batch_size=cfg.batch_size,
-                       seed=cfg.seed, device=device, progress=progress)
+                       seed=cfg.seed, device=device, progress=progress, store=store)
 
 
 def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
@@ -276,6 +282,7 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:
         raise ValueError(f"teacher cache has {len(cache.states)} steps, the student {cfg.nfe}")
+    cache.attach(score_fn, graph, noise)  # a "states" cache recomputes the teacher's scores with it
     params = SamplerParams(cfg.nfe, cfg.eps, learn_times=cfg.method == "lsd+",
                            init_times=None if cfg.init_times is None else cfg.student_times())
     groups = [{"params": [params.log_phi], "lr": cfg.lr}]

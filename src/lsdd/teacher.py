@@ -1,5 +1,13 @@
-"""Teacher trajectories for distillation (method.md §3): run the N-step teacher and cache its scores at
-the student's M times, compactly (absorbing graph: masked rows only, since nothing else is ever compared).
+"""Teacher trajectories for distillation (method.md §3): run the N-step teacher and cache what the losses need
+at the student's M times, in one of two forms (``store``):
+
+- "scores": the teacher's score rows (N real-token columns, float32) of the movable rows (absorbing graph:
+  masked rows only, since nothing else is ever compared). About n L M / 2 rows of 4 N bytes: 823 MB per
+  trajectory at N = 50,257, L = 1,024, M = 8 - hundreds of GB for a few hundred trajectories.
+- "states": the teacher's states only (M (n, L) token arrays: 64 KiB per trajectory at L = 1,024, M = 8 in
+  int64). The teacher's score at step k is a deterministic function of its state, s*_k = s_theta(x*_k,
+  sigma_bar(t_k)), so ``score_at`` recomputes it with one network call per student step: the same numbers
+  (up to the float rounding of a different batch), for one extra network call per student call.
 
 Shapes: n trajectories, L length, N real tokens, M student steps.
 """
@@ -17,7 +25,7 @@ from .graphs import Graph
 from .noise import Noise
 from . import dist
 from .draws import make_generator
-from .loop import ScoreFn, StepInfo, reverse_loop
+from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from .schedules import check_times, refine_times
 
 
@@ -36,13 +44,30 @@ class TeacherCache:
     teacher_steps: int
     nfe: int
     seconds: float
+    store: str = "scores"  # "scores" (rows kept) or "states" (scores recomputed from the states)
+    sq_stats: Tensor | None = None  # (M, 2) float64: sum of squared real-token score rows, number of rows
+
+    def __post_init__(self) -> None:
+        if self.store not in STORES:
+            raise ValueError(f"unknown teacher store {self.store!r}; expected one of {list(STORES)}")
+        self._score_fn = None
+        self.recomputed_calls = 0
 
     @property
     def num(self) -> int:
         return self.x_T.shape[0]
 
-    def score_at(self, k: int, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """For trajectories ``idx`` (b,): (state (b, L), stored mask (b, L) bool, scores (b, L, N))."""
+    def attach(self, score_fn: ScoreFn, graph: Graph, noise: Noise) -> "TeacherCache":
+        """Give a "states" cache the teacher's network (the one that made it) to recompute its scores."""
+        self._score_fn = CountedScore(score_fn, graph, noise)
+        self._graph = graph
+        return self
+
+    def score_at(self, k: int, idx: Tensor, device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """For trajectories ``idx`` (b,): (state (b, L), stored mask (b, L) bool, scores (b, L, N)), on ``device``
+        for a "states" cache (recomputed there), on the CPU for a "scores" cache."""
+        if self.store == "states":
+            return self._recompute(k, idx, device)
         rows = self.rows[k][idx]
         stored = rows >= 0
         if self.scores[k].shape[0] == 0:  # no trajectory had a movable row at this step
@@ -50,8 +75,23 @@ class TeacherCache:
         s = self.scores[k][rows.clamp_min(0)]
         return self.states[k][idx], stored, s * stored[..., None]
 
+    def _recompute(self, k: int, idx: Tensor, device) -> tuple[Tensor, Tensor, Tensor]:
+        if self._score_fn is None:
+            raise RuntimeError("a 'states' teacher cache needs attach(score_fn, graph, noise) before use")
+        graph = self._graph
+        x = self.states[k][idx].to(device if device is not None else "cpu")
+        stored = graph.movable(x)
+        if x.shape[0] == 0 or not stored.any():  # nothing to compare: no network call
+            return x, stored, torch.zeros(*x.shape, graph.num_tokens, device=x.device)
+        score = self._score_fn(x, self.times[k])[..., : graph.num_tokens].float()
+        self.recomputed_calls += 1
+        return x, stored, score * stored[..., None]
+
     def mean_sq(self, k: int) -> float:
-        """Mean squared norm of the cached score rows at step k (a fixed scale for the l2 loss)."""
+        """Mean squared norm of the teacher's score rows at step k (a fixed scale for the l2 loss)."""
+        if self.store == "states":
+            total, count = (float(v) for v in self.sq_stats[k])
+            return total / count if count > 0 else 1.0
         sc = self.scores[k].double()
         return float((sc * sc).sum(-1).mean()) if sc.numel() else 1.0
 
@@ -61,14 +101,43 @@ class TeacherCache:
         if nfe < 1 or m % nfe:
             raise ValueError(f"a {m}-step cache serves students whose steps divide {m}, not {nfe}")
         r = m // nfe
-        return TeacherCache(self.x_T, self.states[::r], self.rows[::r], self.scores[::r], self.x_0,
-                            self.times[::r], self.teacher_steps, self.nfe, self.seconds)
+        sq = None if self.sq_stats is None else self.sq_stats[::r]
+        out = TeacherCache(self.x_T, self.states[::r], self.rows[::r], self.scores[::r], self.x_0,
+                           self.times[::r], self.teacher_steps, self.nfe, self.seconds, self.store, sq)
+        if self._score_fn is not None:
+            out._score_fn, out._graph = self._score_fn, self._graph
+        return out
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in [*self.states, *self.rows, *self.scores])
 
     def to_state(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+STORES = ("scores", "states")
+
+
+def full_cache_bytes(num: int, length: int, num_tokens: int, nfe: int) -> float:
+    """Expected size of a "scores" cache for an absorbing model on a uniform grid: the masked fraction at the
+    student times averages about 1/2, so about num L M / 2 rows of 4 N bytes."""
+    return 0.5 * num * length * nfe * 4.0 * num_tokens
+
+
+def choose_store(store: str, num: int, length: int, num_tokens: int, nfe: int, limit: float = 2 * 2**30) -> str:
+    """"auto" -> "scores" while the score rows would take at most ``limit`` bytes (2 GiB), else "states"."""
+    if store != "auto":
+        if store not in STORES:
+            raise ValueError(f"unknown teacher store {store!r}; expected auto or one of {list(STORES)}")
+        return store
+    return "scores" if full_cache_bytes(num, length, num_tokens, nfe) <= limit else "states"
+
+
+def _sq_stats(graph: Graph, x: Tensor, score: Tensor) -> Tensor:
+    """(2,) float64: sum over movable rows of |real-token score row|^2, and the number of such rows."""
+    keep = graph.movable(x)
+    sq = (score[..., : graph.num_tokens].double() ** 2).sum(-1)
+    return torch.stack([(sq * keep).sum(), keep.sum().double()]).cpu()
 
 
 def _pack(graph: Graph, x: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,9 +152,10 @@ def _pack(graph: Graph, x: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Tensor, teacher_steps: int,
                 num: int, length: int, *, method: str = "euler", batch_size: int = 64, seed: int = 0,
-                device: torch.device | str = "cpu", progress: bool = True) -> TeacherCache:
+                device: torch.device | str = "cpu", progress: bool = True, store: str = "scores") -> TeacherCache:
     """Run ``num`` teacher trajectories of ``teacher_steps`` steps on the student grid refined uniformly
-    (teacher_steps must be a multiple of M), caching the teacher's own scores at the student times.
+    (teacher_steps must be a multiple of M), caching the teacher's own scores at the student times
+    (``store`` "scores") or only its states there ("states": the cache recomputes the scores, see the module).
 
     Batch b of trajectories draws from ``make_generator(seed, device, b)``; under torch.distributed the
     batches are spread over the ranks and every rank gets the whole cache back (independent of the count).
@@ -109,7 +179,12 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
 
         def keep(info: StepInfo) -> None:
             if info.k % r == 0:
-                cached.append((info.x.cpu(), *_pack(graph, info.x, info.score)))
+                if store == "states":
+                    # no rows either: (n, 0) placeholders keep the per-trajectory slicing of callers working
+                    packed = (torch.zeros(info.x.shape[0], 0, dtype=torch.long), torch.zeros(0, graph.num_tokens))
+                else:
+                    packed = _pack(graph, info.x, info.score)
+                cached.append((info.x.cpu(), *packed, _sq_stats(graph, info.x, info.score)))
             bar.update(1)
 
         out = reverse_loop(score_fn, graph, noise, times, x_T, rule=method, on_score=keep,
@@ -133,5 +208,6 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
         scores.append(torch.cat([c[k][2] for _, _, c in ordered]))
     x_T = torch.cat([p[0] for p in ordered])
     x_0 = torch.cat([p[1] for p in ordered])
+    sq = torch.stack([sum(c[k][3] for _, _, c in ordered) for k in range(m)])  # (M, 2)
     return TeacherCache(x_T, states, rows, scores, x_0, student_times.cpu().to(torch.float64), teacher_steps, nfe,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, store, sq)

@@ -82,6 +82,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="write the learned sampler even when validation finds it no better than its base")
     p.add_argument("--chunk", type=positive_int, default=d.chunk,
                    help="trajectories per random stream (the unit spread over torchrun processes)")
+    p.add_argument("--teacher-store", choices=["auto", "scores", "states"], default=d.teacher_store,
+                   help="teacher cache: 'scores' keeps the teacher's score rows (4 N bytes per masked row: ~823 MB "
+                        "per trajectory at GPT-2 size), 'states' keeps only its states (64 KiB per trajectory) and "
+                        "recomputes the scores (one extra network call per student call); auto: scores up to 2 GiB")
     add_device_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--out", required=True, help="output JSON file of the learned sampler")
@@ -157,7 +161,7 @@ def run(args) -> int:
         print(f"teacher: {cfg.teacher_nfe} {cfg.base} steps x {cfg.num_traj} trajectories of length {length}")
         cache = make_teacher(model.score_fn, model.graph, model.noise, length, cfg, device=model.device)
         save_ckpt(None)
-        print(f"teacher done in {cache.seconds:.1f} s; cache {cache.nbytes() / 2**20:.1f} MiB")
+        print(f"teacher done in {cache.seconds:.1f} s; cache {cache.nbytes() / 2**20:.1f} MiB ({cache.store})")
     result = distill(model.score_fn, model.graph, model.noise, length, cfg, device=model.device, cache=cache,
                      state=state, on_epoch=lambda rec, st: save_ckpt(st))
     val = result.validation
