@@ -79,18 +79,30 @@ def default_task(model) -> str:
     markov), else the task-free ``tokens`` metrics."""
     from ..metrics import TASKS
 
-    if model.meta.get("tokenizer"):
+    if model.meta.get("tokenizer") or default_evaluator(model):
         return "text"
     name = model.source.split(":", 1)[1] if model.source.startswith("bundled:") else ""
     return name if name in TASKS else "tokens"
+
+
+def default_evaluator(model) -> str | None:
+    """The evaluator a model's text is scored with when --evaluator is not given: GPT-2 large for checkpoints
+    with GPT-2's vocabulary (SEDD, RADD, MDLM on OpenWebText: the papers' gen-PPL evaluator), else None (the
+    bundled one)."""
+    from ..models.tokens import GPT2_VOCAB
+
+    if model is not None and model.meta.get("checkpoint_format") and model.config.num_tokens == GPT2_VOCAB:
+        return "gpt2-large"
+    return None
 
 
 def add_text_args(p) -> None:
     """--evaluator and --reference, for the text task."""
     g = p.add_argument_group("text task (--task text)")
     g.add_argument("--evaluator", metavar="NAME|DIR|HUB_ID",
-                   help="causal LM that scores the text: the bundled 'shakespeare-gpt2' (default), a "
-                        "save_pretrained directory, or a hub id such as gpt2-large (needs internet)")
+                   help="causal LM that scores the text: a save_pretrained directory, a hub id such as gpt2-large "
+                        "(downloaded once, then read from the local cache), or the bundled 'shakespeare-gpt2'; "
+                        "default: gpt2-large for GPT-2-vocabulary checkpoints (SEDD/RADD/MDLM), else the bundled one")
     g.add_argument("--reference", metavar="FILE|CORPUS_DIR",
                    help="held-out real text for MAUVE and the reference rows: a text file or a corpus prepared by "
                         "`lsdd data` (its test split); default: the Shakespeare test slice bundled with lsdd")
@@ -110,7 +122,7 @@ def make_task(name: str, model=None, args=None, **options):
     if ref is not None:
         ref = read_split(ref, "test") if (Path(ref) / SPLIT_FILE).is_file() else read_text_file(ref)
     device = model.device if model is not None else "cpu"
-    evaluator = load_evaluator(getattr(args, "evaluator", None), device)
+    evaluator = load_evaluator(getattr(args, "evaluator", None) or default_evaluator(model), device)
     if tokenizer is None and evaluator.hf_tokenizer is None:
         raise UserError("--task text needs the diffusion model's tokenizer (pass --model) or an evaluator with one")
     return get_task("text", tokenizer=tokenizer, evaluator=evaluator, reference=ref, **options)
