@@ -27,7 +27,7 @@ from .metrics import Task
 from .samplers import sample, sample_batched
 from .schedules import uniform_times
 from .steps import THETA_RULES, get_rule
-from .teacher import run_teacher
+from .teacher import choose_store, run_teacher
 
 DISTILLED = ("lsd", "lsd+")  # learned by distillation from the teacher
 METHODS = (*DISTILLED, "jys", *THETA_RULES)  # everything --methods takes
@@ -165,7 +165,9 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         caches[base] = run_teacher(model.score_fn, model.graph, model.noise, uniform_times(finest, dcfg_base.eps),
                                    cfg.teacher_nfe, dcfg_base.num_traj, length, method=base,
                                    batch_size=cfg.batch_size, seed=cfg.seed,
-                                   device=model.device, progress=progress)
+                                   device=model.device, progress=progress,
+                                   store=choose_store(dcfg_base.teacher_store, dcfg_base.num_traj, length,
+                                                      model.graph.num_tokens, finest))
         teacher_seconds[base] = caches[base].seconds
     ref_base = teacher_bases[0]
     teacher = BenchRow(f"teacher-{ref_base}", ref_base, "teacher", cfg.teacher_nfe,

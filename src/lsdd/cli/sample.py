@@ -29,7 +29,9 @@ examples:
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="draw samples with a base or learned sampler",
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter)
-    p.add_argument("--model", default="countdown", help="bundled model name or model directory")
+    p.add_argument("--model", default="countdown",
+                   help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM checkpoint as published) "
+                        "or hub id owner/name")
     p.add_argument("--sampler", choices=["euler", "tweedie", "theta-rk2", "theta-trapezoidal"], default="euler",
                    help="base sampler (uniform grid)")
     p.add_argument("--steps", type=positive_int, help="steps (default 64); NFE = steps x calls per step (2 for theta-*)")
