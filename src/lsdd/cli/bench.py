@@ -36,7 +36,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     d = DistillConfig()
     p = subparsers.add_parser(name, help="compare base and learned samplers at equal NFE",
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter)
-    p.add_argument("--model", required=True, help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM checkpoint as published) or hub id owner/name")
+    p.add_argument("--model", required=True, help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM "
+                   "checkpoint as published) or hub id owner/name")
     p.add_argument("--task", help="task whose metrics score the samples: countdown, markov or tokens (default: the "
                                   "bundled model's own task, else tokens)")
     p.add_argument("--nfe", type=positive_int, nargs="+", default=[8, 16, 32, 64], help="student NFEs")

@@ -50,7 +50,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     d = DistillConfig()
     p = subparsers.add_parser(name, help="distill a learned few-step sampler (LSD / LSD+)",
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter)
-    p.add_argument("--model", required=True, help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM checkpoint as published) or hub id owner/name")
+    p.add_argument("--model", required=True, help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM "
+                   "checkpoint as published) or hub id owner/name")
     p.add_argument("--base", choices=["euler", "tweedie"], default=d.base, help="base sampler of student and teacher")
     p.add_argument("--nfe", type=positive_int, default=d.nfe, help="student steps M (network calls per sample)")
     p.add_argument("--teacher-nfe", type=positive_int, default=d.teacher_nfe, help="teacher steps N, a multiple of M")

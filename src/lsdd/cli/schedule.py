@@ -39,7 +39,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="choose a time grid with Jump Your Steps (KLUB search)",
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter)
     p.add_argument("--method", choices=["jys"], default="jys", help="schedule method")
-    p.add_argument("--model", required=True, help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM checkpoint as published) or hub id owner/name")
+    p.add_argument("--model", required=True, help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM "
+                   "checkpoint as published) or hub id owner/name")
     p.add_argument("--nfe", type=positive_int, required=True, help="steps M = network calls per sample")
     p.add_argument("--base", choices=["euler", "tweedie"], default="euler", help="base sampler of the written file")
     p.add_argument("--import", dest="import_file", metavar="FILE", help="import JYS's own schedule file (no search)")

@@ -4,7 +4,8 @@ Both output log p_theta(x_0^i = y | x_t) over the N real tokens at every masked 
 graph with total noise sigma_bar, a masked position's concrete score is (Ou et al. 2024, "Your Absorbing Discrete
 Diffusion Secretly Models the Conditional Distributions of Clean Data", Thm. 1; Sahoo et al. 2024 for MDLM):
 
-    p_t(x with x^i <- y) / p_t(x) = e^{-sigma_bar} / (1 - e^{-sigma_bar}) p_theta(y | x_t) = p_theta(y) / (e^{sigma_bar} - 1)
+    p_t(x with x^i <- y) / p_t(x) = e^{-sigma_bar} / (1 - e^{-sigma_bar}) p_theta(y | x_t)
+                                  = p_theta(y) / (e^{sigma_bar} - 1)
 
 so log-score = log p_theta(y) - log(e^{sigma_bar} - 1), and the entry at the current token (the mask) is 1.
 Unmasked positions cannot move in the absorbing reverse process (the graph's rates into them are 0); they get

@@ -24,7 +24,8 @@ from torch import Tensor
 from ..errors import UserError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
 SEDD_RUN_CKPT = Path("checkpoints-meta") / "checkpoint.pth"
 SEDD_RUN_CONFIG = Path(".hydra") / "config.yaml"
 HUB_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin",
@@ -48,7 +49,8 @@ def download(repo_id: str) -> Path:
     except Exception as e:  # noqa: BLE001 - network, auth and missing-repo errors all mean "could not fetch"
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"--model {repo_id}: not a local directory, and the Hugging Face hub download failed "
-                        f"({type(e).__name__}: {first}); offline, download it elsewhere and pass the directory") from None
+                        f"({type(e).__name__}: {first}); offline, download it elsewhere and pass the "
+                        "directory") from None
 
 
 def _json(path: Path) -> dict[str, Any]:
