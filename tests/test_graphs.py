@@ -174,3 +174,17 @@ def test_ordinal_kernel_is_symmetric_with_uniform_limit():
         Ordinal(1)
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
         Ordinal(5, bandwidth=0.0)
+
+
+def test_ordinal_staggered_score_caps_the_fast_modes():
+    g = Ordinal(17)
+    score = torch.rand(2, 3, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    small, large = torch.tensor([0.2, 0.2], dtype=torch.float64), torch.tensor([15.0, 15.0], dtype=torch.float64)
+    # below the cap (0.2 * 13.8 < log 100) it is the exact inverse kernel exp(-d Q)
+    torch.testing.assert_close(g.staggered_score(score, small), score @ torch.linalg.matrix_exp(-0.2 * g.q))
+    # beyond it each mode's gain e^{d |lam|} is capped at 100: finite, and equal to the truncated inverse
+    gain = torch.exp(15.0 * -g.eigvals).clamp_max(100.0)
+    want = score @ (g.eigvecs @ torch.diag(gain) @ g.eigvecs.T)
+    got = g.staggered_score(score, large)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want)

@@ -8,6 +8,7 @@ current token is 1 and is never used.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
@@ -198,6 +199,7 @@ class Ordinal(_Base):
     absorbing = False
     name = "ordinal"
     dense_rates = True
+    stagger_cap = 100.0  # the largest gain of a mode in ``staggered_score`` (see there)
 
     def __init__(self, num_tokens: int, bandwidth: float | None = None):
         if num_tokens < 2:
@@ -253,8 +255,17 @@ class Ordinal(_Base):
         return torch.ones_like(x, dtype=torch.bool)
 
     def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
-        """sum_b s_b [exp(-dsigma Q)]_{b, y}: (B, L, S) @ exp(-dsigma Q) per batch row, dsigma (B,)."""
-        mats = self._expm(-dsigma, score.device).to(score.dtype)  # exp(-d Q) = V diag(e^{-d lam}) V^T
+        """sum_b s_b [exp(-dsigma Q)]_{b, y}: (B, L, S) @ exp(-dsigma Q) per batch row, dsigma (B,).
+
+        exp(-dsigma Q) = V diag(e^{dsigma |lam|}) V^T undoes dsigma of blurring; its fast modes grow like
+        e^{dsigma |lam|} (|lam| up to ~14 for 17 levels, so e^{200} over the first step of an 8-step grid), which
+        would amplify round-off and model error without bound. **[choice]** Each mode's gain is capped at
+        ``stagger_cap`` (100): exact while dsigma |lam| <= log 100, a truncated (regularised) deconvolution
+        beyond, where the uncapped one is numerical noise anyway."""
+        gain = torch.exp((-dsigma.to(device=score.device, dtype=torch.float64).reshape(-1, 1)
+                          * self.eigvals.to(score.device)).clamp_max(math.log(self.stagger_cap)))
+        vec = self.eigvecs.to(score.device)
+        mats = torch.einsum("as,bs,cs->bac", vec, gain, vec).to(score.dtype)  # (B, S, S)
         return torch.matmul(score, mats)  # (B, L, S) @ (B or 1, S, S)
 
     def score_entropy(self, log_score: Tensor, sigma: Tensor, x_t: Tensor, x0: Tensor) -> Tensor:
