@@ -107,9 +107,12 @@ def plot_digit_panels(panels: dict, path: str | Path, ncols: int = 8, levels: in
     import matplotlib
 
     cmap = matplotlib.colormaps["gray"].with_extremes(bad="#9fb7d6")  # the gaps between digits
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
-    for ax, (title, tokens) in zip(axes[0], panels.items()):
-        ax.imshow(_digit_mosaic(tokens, ncols, levels), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    mosaics = {title: _digit_mosaic(tokens, ncols, levels) for title, tokens in panels.items()}
+    h, w = max(m.shape[0] for m in mosaics.values()), max(m.shape[1] for m in mosaics.values())
+    scale = 0.05  # inches per pixel: 8 x 8 digits about 0.4 inch wide
+    fig, axes = plt.subplots(1, len(panels), figsize=(scale * w * len(panels) + 0.3, scale * h + 0.6), squeeze=False)
+    for ax, (title, mosaic) in zip(axes[0], mosaics.items()):
+        ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     fig.tight_layout()
