@@ -95,3 +95,21 @@ def test_demo_digits_on_a_tiny_model(tmp_path):
     assert (out / "digits.png").stat().st_size > 1000
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["teacher", "uniform", "lsd+"] and rows[2]["nfe"] == 2
+
+
+@pytest.mark.parametrize("name", ["digits-uniform", "digits-ordinal"])
+def test_bundled_digit_models_sample_in_raster_grey_levels(tmp_path, name):
+    from lsdd.models import bundled_models
+
+    if name not in bundled_models():
+        pytest.skip(f"{name} is not bundled in this checkout")
+    out = tmp_path / "x.npy"
+    # the command shape other tools call (fewer samples here): (n, 64) grey levels 0..16
+    assert main(["sample", "--model", name, "--sampler", "euler", "--steps", "8", "--num", "8", "--seed", "0",
+                 "--out", str(out)]) == 0
+    x = np.load(out)
+    assert x.shape == (8, 64) and x.min() >= 0 and x.max() <= 16
+    from lsdd.cli.common import default_task
+    from lsdd.models import load_model
+
+    assert default_task(load_model(name)) == "digits"
