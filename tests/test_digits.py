@@ -94,3 +94,21 @@ def test_cli_train_digits_ordinal_and_resume(tmp_path, capsys):
     assert meta["training"]["data"]["type"] == "digits" and meta["training"]["steps"] == 4
     assert main(["train", "--data", "digits", "--length", "32", "--out", str(tmp_path / "x")]) == 2
     assert "do not apply to --data digits" in capsys.readouterr().err
+
+
+def test_cli_data_images_writes_tokens_for_train(tmp_path, capsys):
+    from PIL import Image
+
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 16), 60 * i, dtype=np.uint8)).save(pngs / f"{i}.png")
+    out = tmp_path / "x.npy"
+    assert main(["data", "images", "--images", str(pngs), "--size", "4", "--levels", "5", "--out", str(out)]) == 0
+    x = np.load(out)
+    # 60 i / 255 * 4 rounded: levels 0, 1, 2
+    assert x.shape == (3, 16) and x.dtype == np.int64 and x[:, 0].tolist() == [0, 1, 2]
+    assert main(["data", "images", "--images", str(pngs), "--out", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["data", "images", "--images", str(pngs), "--out", str(tmp_path / "y.txt")]) == 2
+    assert not (tmp_path / "y.txt").exists()
