@@ -38,6 +38,7 @@ def test_knn_precision_recall_by_hand():
     assert knn_coverage(points, centres, 1) == 0.75
 
 
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # dead ReLU features: singular covariances
 def test_fid_is_the_frechet_distance_of_the_features(task):
     x, _ = load_digits_tokens("train")
     fake = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(3))[:300]]
@@ -57,6 +58,7 @@ def test_metrics_separate_real_digits_from_noise_and_collapse(task):
     one = real[:1].expand(256, -1)
     m_real, m_noise, m_one = task.compute(real), task.compute(noise), task.compute(one)
     assert list(m_real) == [m.name for m in task.metrics]
+    assert all(task.spec(q).kind == "quality" and task.spec(d).kind == "diversity" for q, d in task.pairs)
     # real digits sit near their reference line; noise is far on every quality metric
     assert m_real["fid"] < 3 * m_real["ref_fid"] and m_real["precision"] > 0.8 and m_real["recall"] > 0.8
     assert m_noise["fid"] > 10 * m_real["fid"] and m_noise["precision"] < 0.3 and m_noise["recall"] < 0.3
