@@ -2,11 +2,13 @@ import pytest
 import torch
 
 from lsdd.exact import ExactScore
-from lsdd.graphs import Absorbing, Uniform, make_graph
+import math
+
+from lsdd.graphs import Absorbing, Ordinal, Uniform, make_graph
 
 from conftest import toy_law
 
-GRAPHS = [Absorbing(3), Uniform(3)]
+GRAPHS = [Absorbing(3), Uniform(3), Ordinal(3, bandwidth=1.0)]
 
 
 def full_q(graph):
@@ -14,7 +16,16 @@ def full_q(graph):
 
     Absorbing(3): states 0, 1, 2 and the mask 3; each real token jumps to the mask at rate 1, the mask stays.
     Uniform(3): each token jumps to each of the 3 tokens at rate 1/3 (so to each other one at rate 1/3).
+    Ordinal(3, bandwidth 1): a -> b at rate k(|a - b|) / gap with k(d) = exp(-d^2 / 2); the eigenvalues of -Q
+    before scaling are 0, k1 + 2 k2 (eigenvector (1, 0, -1)) and 3 k1 (eigenvector (1, -2, 1)), so the gap is
+    min(k1 + 2 k2, 3 k1) = k1 + 2 k2.
     """
+    if graph.name == "ordinal":
+        k1, k2 = math.exp(-0.5), math.exp(-2.0)
+        gap = min(k1 + 2 * k2, 3 * k1)
+        return torch.tensor([[-(k1 + k2), k1, k2],
+                             [k1, -2 * k1, k1],
+                             [k2, k1, -(k1 + k2)]], dtype=torch.float64) / gap
     if graph.absorbing:
         return torch.tensor([[-1.0, 0.0, 0.0, 1.0],
                              [0.0, -1.0, 0.0, 1.0],
@@ -121,7 +132,7 @@ def test_make_graph_errors():
     u, a = make_graph("uniform", 4), make_graph("absorbing", 4)
     assert isinstance(u, Uniform) and (u.num_tokens, u.num_states) == (4, 4)
     assert isinstance(a, Absorbing) and (a.num_tokens, a.num_states, a.mask_id) == (4, 5, 4)
-    with pytest.raises(ValueError, match=r"unknown graph 'foo'; expected one of \['absorbing', 'uniform'\]"):
+    with pytest.raises(ValueError, match=r"unknown graph 'foo'; expected one of \['absorbing', 'ordinal', 'uniform'\]"):
         make_graph("foo", 4)
     with pytest.raises(ValueError, match="num_tokens must be >= 1, got 0"):
         Absorbing(0)
@@ -141,3 +152,39 @@ def test_limit_and_movable():
     freq = torch.bincount(x.flatten(), minlength=3).double() / x.numel()
     assert x.min() == 0 and x.max() == 2 and (freq - 1 / 3).abs().max() < 0.01
     assert u.movable(x[:2]).all()
+
+
+def test_ordinal_kernel_is_symmetric_with_uniform_limit():
+    g = Ordinal(17)
+    # the digits' 17 levels: bandwidth N / 8, Q symmetric with rows summing to 0, and nearer levels get more rate
+    assert g.bandwidth == 17 / 8
+    torch.testing.assert_close(g.q, g.q.T, rtol=0, atol=0)
+    torch.testing.assert_close(g.q.sum(1), torch.zeros(17, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert (g.q[8, 9] > g.q[8, 10] > g.q[8, 12] > g.q[8, 16] > 0).item()
+    # the slowest mode decays like e^{-sigma}: spectral gap of -Q is 1
+    ev = torch.linalg.eigvalsh(-g.q)
+    assert abs(float(ev[0])) < 1e-12 and abs(float(ev[1]) - 1.0) < 1e-12
+    # exp(sigma Q) keeps the uniform law, and sigma = 20 (the geometric schedule's end) reaches it from any level
+    x0 = torch.arange(17)[None]
+    p = g.transition(x0, torch.tensor([0.7], dtype=torch.float64))[0]
+    torch.testing.assert_close(p.sum(0), torch.ones(17, dtype=torch.float64))
+    far = g.transition(x0, torch.tensor([20.0], dtype=torch.float64))[0]
+    assert (far - 1 / 17).abs().max() < 1e-8
+    with pytest.raises(ValueError, match="needs num_tokens >= 2, got 1"):
+        Ordinal(1)
+    with pytest.raises(ValueError, match="bandwidth must be > 0"):
+        Ordinal(5, bandwidth=0.0)
+
+
+def test_ordinal_staggered_score_caps_the_fast_modes():
+    g = Ordinal(17)
+    score = torch.rand(2, 3, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    small, large = torch.tensor([0.2, 0.2], dtype=torch.float64), torch.tensor([15.0, 15.0], dtype=torch.float64)
+    # below the cap (0.2 * 13.8 < log 100) it is the exact inverse kernel exp(-d Q)
+    torch.testing.assert_close(g.staggered_score(score, small), score @ torch.linalg.matrix_exp(-0.2 * g.q))
+    # beyond it each mode's gain e^{d |lam|} is capped at 100: finite, and equal to the truncated inverse
+    gain = torch.exp(15.0 * -g.eigvals).clamp_max(100.0)
+    want = score @ (g.eigvecs @ torch.diag(gain) @ g.eigvecs.T)
+    got = g.staggered_score(score, large)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want)

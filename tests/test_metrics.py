@@ -18,7 +18,7 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def test_registry_and_specs():
     task = get_task("countdown")
-    assert isinstance(task, CountdownTask) and set(TASKS) == {"countdown", "markov", "tokens", "text"}
+    assert isinstance(task, CountdownTask) and set(TASKS) == {"countdown", "markov", "tokens", "text", "digits"}
     names = [m.name for m in task.metrics]
     # compute returns exactly the declared metrics, in order
     assert list(task.compute(torch.tensor([[1, 0]])).keys()) == names
@@ -38,7 +38,7 @@ def test_registry_and_specs():
 
 
 def test_get_task_unknown_lists_valid_names():
-    with pytest.raises(UserError, match="^unknown task 'nope'; valid tasks: countdown, markov, text, tokens$"):
+    with pytest.raises(UserError, match="^unknown task 'nope'; valid tasks: countdown, digits, markov, text, tokens$"):
         get_task("nope")
 
 

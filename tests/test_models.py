@@ -44,7 +44,7 @@ def inputs(cfg: DiTConfig, batch: int = 3, seed: int = 1):
     return x, sigma
 
 
-@pytest.mark.parametrize("graph", ["absorbing", "uniform"])
+@pytest.mark.parametrize("graph", ["absorbing", "uniform", "ordinal"])
 def test_output_shape_dtype_and_zero_at_current_token(graph):
     cfg = tiny_config(graph)
     model = randomised(cfg)

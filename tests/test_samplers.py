@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lsdd.exact import ExactScore, all_sequences, exact_sampler_law, seq_index
-from lsdd.graphs import Absorbing, Uniform
+from lsdd.graphs import Absorbing, Ordinal, Uniform
 from lsdd.noise import Geometric, LogLinear
 from lsdd.samplers import euler_probs, sample, tweedie_probs
 from lsdd.schedules import uniform_times
@@ -13,6 +13,7 @@ from conftest import countdown_law, toy_law
 SETUPS = {
     "absorbing-loglinear": (Absorbing(3), LogLinear(1e-3)),
     "uniform-geometric": (Uniform(3), Geometric(1e-3, 8.0)),
+    "ordinal-geometric": (Ordinal(3, bandwidth=1.0), Geometric(1e-3, 8.0)),
 }
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lsdd.draws import StepLaw, inverse_cdf, sample_categorical
-from lsdd.graphs import Absorbing, Uniform
+from lsdd.graphs import Absorbing, Ordinal, Uniform
 from lsdd.noise import Geometric, LogLinear
 from lsdd.samplers import REFERENCE_PROBS
 from lsdd.steps import get_rule
@@ -15,6 +15,7 @@ SETUPS = {
     "absorbing-geometric": (Absorbing(4), Geometric(1e-3, 6.0)),
     "uniform-geometric": (Uniform(4), Geometric(1e-3, 6.0)),
     "uniform-loglinear": (Uniform(4), LogLinear(1e-3)),
+    "ordinal-geometric": (Ordinal(4), Geometric(1e-3, 6.0)),
 }
 
 
@@ -42,7 +43,7 @@ def test_factorised_law_equals_reference(name, method, mode, last, interval):
         torch.testing.assert_close(law.dense(), ref, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["absorbing-loglinear", "uniform-geometric"])
+@pytest.mark.parametrize("name", ["absorbing-loglinear", "uniform-geometric", "ordinal-geometric"])
 def test_state_dependent_coefficients(name):
     graph, noise = SETUPS[name]
     x, score = rand_case(graph, (2, 5), 3)

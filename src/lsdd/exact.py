@@ -75,7 +75,7 @@ def exact_reverse_law(exact: ExactScore, noise: Noise, eps: float) -> Tensor:
     exact reverse process started where the samplers start at t = 1.
 
     Absorbing: from all-mask, the exact process ends in p0 (x_1 = all-mask carries no information about x0,
-    and the last step unmasks every remaining token). Uniform: from the uniform law U,
+    and the last step unmasks every remaining token). Uniform and ordinal: from the uniform law U,
     sum_x1 U(x1) p_eps(x) P(x1 | x) / p_1(x1), with P the forward kernel from eps to 1.
     """
     graph, length = exact.graph, exact.length
@@ -87,8 +87,9 @@ def exact_reverse_law(exact: ExactScore, noise: Noise, eps: float) -> Tensor:
     s1, se = (noise.total(torch.tensor(v, dtype=torch.float64)) for v in (1.0, eps))
     p_e = exact.marginal(states, se.expand(states.shape[0]))
     p_1 = exact.marginal(states, s1.expand(states.shape[0]))
-    e = torch.exp(-(s1 - se))
-    kernel = (e * (states[:, None, :] == states[None, :, :]) + (1 - e) / graph.num_tokens).prod(-1)  # (x1, x)
+    # P(x1 | x) = prod_i P_{s1 - se}(x1_i | x_i), from the graph's own transition: (x1, x)
+    per_token = graph.transition(states, (s1 - se).expand(states.shape[0]))  # (K, L, S): rows x
+    kernel = per_token[:, torch.arange(length)[None, :], states].prod(-1).T
     return ((1.0 / states.shape[0] / p_1)[:, None] * kernel * p_e[None, :]).sum(0)
 
 

@@ -1,4 +1,4 @@
-"""Forward processes on tokens (method.md §1): the absorbing (mask) and the uniform graph.
+"""Forward processes on tokens (method.md §1): the absorbing (mask), the uniform and the ordinal graph.
 
 Shapes: B = batch, L = sequence length, S = ``num_states`` (for ``Absorbing`` the mask id ``S - 1`` is
 included), N = ``num_tokens`` real tokens. ``sigma`` is the total noise sigma_bar, shape (B,).
@@ -8,6 +8,7 @@ current token is 1 and is never used.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
@@ -179,7 +180,106 @@ class Uniform(_Base):
         return terms.sum(-1) / self.num_tokens
 
 
-GRAPHS = {"absorbing": Absorbing, "uniform": Uniform}
+def default_bandwidth(num_tokens: int) -> float:
+    """The ordinal graph's default kernel width in levels: N / 8 (about 2 of the digits' 17 grey levels)."""
+    return num_tokens / 8.0
+
+
+class Ordinal(_Base):
+    """N ordered values (grey levels) with tauLDR-style rates that favour nearby values: a discretised
+    Gaussian kernel Q(x -> y) = c exp(-(x - y)^2 / (2 w^2)) for y != x (w: ``bandwidth`` in levels).
+
+    Q is symmetric, so exp(sigma Q) is doubly stochastic and the uniform law is stationary (the limit); c is
+    chosen so that the spectral gap of -Q is 1, i.e. the slowest mode dies like e^{-sigma}, as on the uniform
+    graph (so the same geometric schedule, sigma_max = 20, reaches the uniform limit). Transitions use the
+    eigendecomposition Q = V diag(lam) V^T, computed once in float64: exp(sigma Q) = V diag(e^{sigma lam}) V^T.
+    ``dense_rates``: Q(y -> x) depends on y, so samplers read ``rate_into`` instead of a constant 1/N.
+    """
+
+    absorbing = False
+    name = "ordinal"
+    dense_rates = True
+    stagger_cap = 100.0  # the largest gain of a mode in ``staggered_score`` (see there)
+
+    def __init__(self, num_tokens: int, bandwidth: float | None = None):
+        if num_tokens < 2:
+            raise ValueError(f"the ordinal graph needs num_tokens >= 2, got {num_tokens}")
+        self.num_tokens = int(num_tokens)
+        self.num_states = self.num_tokens
+        self.bandwidth = float(default_bandwidth(self.num_tokens) if bandwidth is None else bandwidth)
+        if not self.bandwidth > 0:
+            raise ValueError(f"the ordinal graph's bandwidth must be > 0, got {bandwidth!r}")
+        levels = torch.arange(self.num_tokens, dtype=torch.float64)
+        kernel = torch.exp(-((levels[:, None] - levels[None, :]) ** 2) / (2.0 * self.bandwidth**2))
+        kernel.fill_diagonal_(0.0)
+        q = kernel - torch.diag(kernel.sum(1))
+        gap = torch.linalg.eigvalsh(-q)[1]  # eigenvalues ascending: 0 (uniform), then the gap
+        self.q = q / gap  # (S, S) float64, Q[a, b] = rate of a -> b; rows sum to 0
+        lam, vec = torch.linalg.eigh(self.q)
+        self.eigvals, self.eigvecs = lam.clamp_max(0.0), vec  # (S,), (S, S)
+        self._off = self.q.clone().fill_diagonal_(0.0)  # off-diagonal rates
+
+    def _expm(self, sigma: Tensor, device) -> Tensor:
+        """exp(sigma Q) for sigma (B,): (B, S, S) float64 (sigma < 0: the inverse kernel, which has negative
+        entries)."""
+        vec = self.eigvecs.to(device)
+        e = torch.exp(sigma.to(device=device, dtype=torch.float64).reshape(-1, 1) * self.eigvals.to(device))
+        return torch.einsum("as,bs,cs->bac", vec, e, vec)
+
+    def _rows(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Row x[b, i] of exp(sigma_b Q) for every token: (B, L) -> (B, L, S) in sigma's float dtype."""
+        mats = self._expm(sigma, x.device).clamp_min(0.0)  # a law: round-off below 0 is clipped
+        if mats.shape[0] == 1 and x.shape[0] != 1:
+            mats = mats.expand(x.shape[0], -1, -1)
+        out = mats[torch.arange(x.shape[0], device=x.device)[:, None], x]
+        return out.to(sigma.dtype) if sigma.is_floating_point() else out
+
+    def sample_limit(self, batch: int, length: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> Tensor:
+        """The stationary law is uniform (Q is symmetric)."""
+        return torch.randint(0, self.num_tokens, (batch, length), generator=generator, device=device)
+
+    def transition(self, x0: Tensor, sigma: Tensor) -> Tensor:
+        """Law of x_t given x0: row x0 of exp(sigma Q). (B, L), sigma (B,) -> (B, L, S)."""
+        return self._rows(x0, sigma)
+
+    def transp_transition(self, x: Tensor, dsigma: Tensor) -> Tensor:
+        """P_{dsigma}(x_i | y) over y: column x_i of exp(dsigma Q), equal to its row (symmetric)."""
+        return self._rows(x, dsigma)
+
+    def rate_into(self, x: Tensor) -> Tensor:
+        """Q(y -> x_i) for every y (0 at y = x_i): (B, L) -> (B, L, S) float64."""
+        return self._off.to(x.device)[x]
+
+    def movable(self, x: Tensor) -> Tensor:
+        return torch.ones_like(x, dtype=torch.bool)
+
+    def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
+        """sum_b s_b [exp(-dsigma Q)]_{b, y}: (B, L, S) @ exp(-dsigma Q) per batch row, dsigma (B,).
+
+        exp(-dsigma Q) = V diag(e^{dsigma |lam|}) V^T undoes dsigma of blurring; its fast modes grow like
+        e^{dsigma |lam|} (|lam| up to ~14 for 17 levels, so e^{200} over the first step of an 8-step grid), which
+        would amplify round-off and model error without bound. **[choice]** Each mode's gain is capped at
+        ``stagger_cap`` (100): exact while dsigma |lam| <= log 100, a truncated (regularised) deconvolution
+        beyond, where the uncapped one is numerical noise anyway."""
+        gain = torch.exp((-dsigma.to(device=score.device, dtype=torch.float64).reshape(-1, 1)
+                          * self.eigvals.to(score.device)).clamp_max(math.log(self.stagger_cap)))
+        vec = self.eigvecs.to(score.device)
+        mats = torch.einsum("as,bs,cs->bac", vec, gain, vec).to(score.dtype)  # (B, S, S)
+        return torch.matmul(score, mats)  # (B, L, S) @ (B or 1, S, S)
+
+    def score_entropy(self, log_score: Tensor, sigma: Tensor, x_t: Tensor, x0: Tensor) -> Tensor:
+        """Denoising score entropy per token with weights Q(y -> x_t), before sigma(t) (SEDD):
+        sum_{y != x_t} Q(y -> x_t) [s_y - r_y log s_y + r_y (log r_y - 1)], r_y = P(y | x0) / P(x_t | x0).
+        log_score (B, L, S), sigma (B,), x_t, x0 (B, L) -> (B, L)."""
+        p = self._rows(x0, sigma)  # (B, L, S): P(y | x0)
+        ratio = p / p.gather(-1, x_t[..., None]).clamp_min(torch.finfo(p.dtype).tiny)
+        terms = log_score.exp() - ratio * log_score + torch.xlogy(ratio, ratio) - ratio
+        weights = self.rate_into(x_t).to(terms.dtype)  # 0 at y = x_t
+        return (weights * terms).sum(-1)
+
+
+GRAPHS = {"absorbing": Absorbing, "uniform": Uniform, "ordinal": Ordinal}
 
 
 def make_graph(name: str, num_tokens: int) -> Graph:
@@ -194,4 +294,4 @@ def log_expm1(sigma: Tensor) -> Tensor:
     return torch.where(sigma < 0.5, torch.log(torch.expm1(sigma)), sigma + torch.log(-torch.expm1(-sigma)))
 
 
-__all__ = ["Graph", "Absorbing", "Uniform", "GRAPHS", "make_graph", "log_expm1"]
+__all__ = ["Graph", "Absorbing", "Uniform", "Ordinal", "default_bandwidth", "GRAPHS", "make_graph", "log_expm1"]

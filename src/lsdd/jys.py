@@ -77,6 +77,8 @@ class KLUBEstimator:
 
     def __init__(self, score_fn: ScoreFn, graph: Graph, noise: Noise, x0: Tensor, cfg: JYSConfig,
                  device: torch.device | str = "cpu"):
+        if graph.name not in ("absorbing", "uniform"):
+            raise ValueError(f"JYS's KLUB noising is written for the absorbing and uniform graphs, not {graph.name!r}")
         if x0.ndim != 2 or x0.shape[0] < 1:
             raise ValueError(f"KLUB data must be (n, L) with n >= 1, got shape {tuple(x0.shape)}")
         if int(x0.min()) < 0 or int(x0.max()) >= graph.num_tokens:

@@ -1,4 +1,5 @@
-"""Figures: learned samplers (Phi and time grid against the uniform grid) and bench quality against NFE.
+"""Figures: learned samplers (Phi and time grid against the uniform grid), bench quality against NFE, and
+grids of digit samples.
 
 matplotlib is imported inside the functions (Agg backend), so importing lsdd never touches it.
 """
@@ -81,3 +82,44 @@ def plot_bench(result, task, path: str | Path) -> None:
     fig.suptitle(f"{result.task}: quality and diversity at equal NFE")
     _save(fig, path)
     plt.close(fig)
+
+
+def _digit_mosaic(tokens, ncols: int, levels: int = 17, side: int = 8, pad: int = 1):
+    """(n, side * side) grey levels -> one (rows * (side + pad) - pad, ...) float array in [0, 1], NaN padding."""
+    import numpy as np
+
+    x = np.asarray(tokens, dtype=np.float64).reshape(-1, side, side) / (levels - 1)
+    n = x.shape[0]
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    cell = side + pad
+    out = np.full((nrows * cell - pad, ncols * cell - pad), np.nan)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        out[r * cell: r * cell + side, c * cell: c * cell + side] = x[i]
+    return out
+
+
+def plot_digit_panels(panels: dict, path: str | Path, ncols: int = 8, levels: int = 17) -> None:
+    """One figure with a grid of digit samples per panel, side by side: panels maps a title to an (n, 64)
+    array of grey levels 0..levels-1 in raster order (ink white on black, as in the data)."""
+    plt = _plt()
+    import matplotlib
+
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="#9fb7d6")  # the gaps between digits
+    mosaics = {title: _digit_mosaic(tokens, ncols, levels) for title, tokens in panels.items()}
+    h, w = max(m.shape[0] for m in mosaics.values()), max(m.shape[1] for m in mosaics.values())
+    scale = 0.05  # inches per pixel: 8 x 8 digits about 0.4 inch wide
+    fig, axes = plt.subplots(1, len(panels), figsize=(scale * w * len(panels) + 0.3, scale * h + 0.6), squeeze=False)
+    for ax, (title, mosaic) in zip(axes[0], mosaics.items()):
+        ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_digit_grid(tokens, path: str | Path, ncols: int = 16, title: str | None = None, levels: int = 17) -> None:
+    """A PNG grid of digit samples (n, 64) (grey levels in raster order)."""
+    plot_digit_panels({title or f"{len(tokens)} samples": tokens}, path, ncols=ncols, levels=levels)

@@ -1,7 +1,8 @@
 """Step rules: the law of one reverse step t -> s as a factorised ``StepLaw`` (method.md §2).
 
-Euler (tau-leaping) and Tweedie (analytic) steps with a per-step coefficient Phi, for the absorbing and the
-uniform graph. For the absorbing graph both are "rate x scores": a masked token unmasks with probability
+Euler (tau-leaping) and Tweedie (analytic) steps with a per-step coefficient Phi, for the absorbing, the
+uniform and the ordinal graph (whose rates Q(y -> x) depend on y: Euler weights the scores by them, Tweedie
+goes through the graph's own staggered score and kernel, ``kernel_tweedie_law``). For the absorbing graph both are "rate x scores": a masked token unmasks with probability
 min(1, c sum_y Phi s_y) - c = dt sigma(t) (Euler) or e^{d sigma_bar} - 1 (Tweedie) - and then takes a value
 proportional to Phi s_y; the last step unmasks every remaining token. The uniform graph's Euler step has
 the same form (c = dt sigma(t) / N); its Tweedie step moves by the clipped staggered score.
@@ -70,15 +71,21 @@ def _scaled_log(score: Tensor, phi: Tensor) -> Tensor:
     return torch.where(pos, log_s * _against(phi, score), torch.full_like(log_s, float("-inf")))
 
 
-def _log_weights(graph: Graph, x: Tensor, score: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
-    """log-mode scaled scores in log space: (weights (B, L, S) = exp(Phi log s - rowmax), log sum_y s_y^Phi
-    over the movable columns other than the current token (B, L) float64)."""
+def _log_weights(graph: Graph, x: Tensor, score: Tensor, phi: Tensor,
+                 rates: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """log-mode scaled scores in log space: (weights (B, L, S) = exp(Phi log s + log rates - rowmax),
+    log sum_y rates_y s_y^Phi over the movable columns other than the current token (B, L) float64).
+    rates: Q(y -> x_i) (B, L, S) for graphs whose rates depend on y (None: a constant, left to the caller)."""
     if torch.is_grad_enabled() and (score.requires_grad or phi.requires_grad):
         lt = _scaled_log(score, phi).scatter(-1, x[..., None], float("-inf"))
+        if rates is not None:
+            lt = lt + torch.log(rates)
     else:  # sampling: one buffer, updated in place (log 0 = -inf and Phi > 0, so no masking is needed)
         lt = torch.log(score)
         lt.mul_(_against(phi, score))
         lt.scatter_(-1, x[..., None], float("-inf"))
+        if rates is not None:
+            lt.add_(torch.log(rates))
     if graph.absorbing:
         lt[..., graph.mask_id] = float("-inf")
     top = lt.amax(-1, keepdim=True)
@@ -92,23 +99,31 @@ def _log_weights(graph: Graph, x: Tensor, score: Tensor, phi: Tensor) -> tuple[T
 
 
 def rate_law(graph: Graph, x: Tensor, score: Tensor, c: Tensor, coeff: Tensor | float, mode: str,
-             last: bool) -> StepLaw:
+             last: bool, rates: Tensor | None = None) -> StepLaw:
     """Law of a step whose off-diagonal masses are c * Q(y -> x) * scaled score (Euler; Tweedie on the
-    absorbing graph). c: 0-d float64 tensor (rate x step, Q(y -> x) included). (B, L) -> StepLaw."""
+    absorbing graph). c: 0-d float64 tensor (rate x step; Q(y -> x) included when it is a constant).
+    rates: Q(y -> x_i) (B, L, S), 0 at x_i, for graphs whose rates depend on y (the ordinal graph).
+    (B, L) -> StepLaw."""
     phi = _coeff_rows(coeff, x)
     movable = graph.movable(x)
+    if rates is not None:
+        rates = rates.to(score.dtype)
     if mode == "linear":
-        if graph.absorbing:
+        if rates is not None:
+            weights = score * rates  # 0 at the current token
+            sums = weights.sum(-1).to(torch.float64)
+        elif graph.absorbing:
+            weights = score
             sums = _targets(graph, score).sum(-1).to(torch.float64)
         else:
+            weights = score
             sums = score.sum(-1).to(torch.float64) - 1.0  # the stay entry is 1 by contract
-        weights = score
         log_mass = None
         mass = c * phi * sums.clamp_min(0.0)
     elif mode == "log":
         if (phi <= 0).any():
             raise ValueError(f"log-mode coefficients must be > 0, got min {float(phi.min())}")
-        weights, lse = _log_weights(graph, x, score, phi)
+        weights, lse = _log_weights(graph, x, score, phi, rates)
         sums = lse
         log_mass = torch.log(c) + lse
         mass = None
@@ -160,6 +175,40 @@ def uniform_tweedie_law(graph: Graph, x: Tensor, score: Tensor, dsigma: Tensor, 
     return StepLaw(x, move, stag, _fallback(graph, x.device), score, invalid)
 
 
+def kernel_tweedie_law(graph: Graph, x: Tensor, score: Tensor, dsigma: Tensor, coeff: Tensor | float,
+                       mode: str) -> StepLaw:
+    """Tweedie step on a graph with a general symmetric kernel (the ordinal graph), through the graph's own
+    ``staggered_score`` and ``transp_transition``: p(y) ~ relu(staggered(Phi s))_y P_{dsigma}(x | y),
+    renormalised (method.md §2). Builds float64 (B, L, S) kernels: meant for small state counts (grey levels).
+    In log mode the scaled scores are shifted by their row maximum (the staggered score is linear in s, so
+    the normalised law is unchanged)."""
+    phi = _coeff_rows(coeff, x)
+    if mode == "linear":
+        scaled = (score * _against(phi, score)).scatter(-1, x[..., None], 1.0)
+    elif mode == "log":
+        if (phi <= 0).any():
+            raise ValueError(f"log-mode coefficients must be > 0, got min {float(phi.min())}")
+        lt = _scaled_log(score, phi).scatter(-1, x[..., None], 0.0)
+        scaled = torch.exp(lt - lt.amax(-1, keepdim=True).clamp_min(0.0))
+    else:
+        raise ValueError(f"unknown phi mode {mode!r}; expected one of {PHI_MODES}")
+    d = torch.as_tensor(dsigma, dtype=torch.float64, device=x.device).reshape(1).expand(x.shape[0])
+    stag = graph.staggered_score(scaled, d).clamp_min(0.0)
+    p = stag.to(torch.float64) * graph.transp_transition(x, d)  # (B, L, S) unnormalised law
+    tot = p.sum(-1)
+    off_mass = tot - p.gather(-1, x[..., None])[..., 0]
+    invalid = ~torch.isfinite(tot)
+    move = torch.where((tot > 0) & ~invalid, off_mass / tot.clamp_min(torch.finfo(torch.float64).tiny),
+                       torch.zeros_like(tot)).clamp(0.0, 1.0)
+    weights = p.to(score.dtype).scatter(-1, x[..., None], 0.0)
+    return StepLaw(x, move, weights, _fallback(graph, x.device), score, invalid)
+
+
+def dense_rates(graph: Graph) -> bool:
+    """True for graphs whose rate Q(y -> x) depends on y (the ordinal graph): steps read ``graph.rate_into``."""
+    return bool(getattr(graph, "dense_rates", False))
+
+
 class StepRule(Protocol):
     """One reverse step t -> s. ``calls`` is the number of network calls the step makes (the first, at
     (x, t), is made by the loop and passed as ``score``; more go through ``call``, which the loop counts)."""
@@ -179,9 +228,10 @@ class Euler:
     def __call__(self, graph, noise, x, score, t, s, coeff=1.0, mode="linear", last=False, call=None):
         t64, s64 = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64)
         c = (t64 - s64) * noise.rate(t64)
-        if not graph.absorbing:
+        rates = graph.rate_into(x) if dense_rates(graph) else None
+        if not graph.absorbing and rates is None:
             c = c / graph.num_tokens
-        return rate_law(graph, x, score, c.to(x.device), coeff, mode, last)
+        return rate_law(graph, x, score, c.to(x.device), coeff, mode, last, rates)
 
 
 class Tweedie:
@@ -194,6 +244,8 @@ class Tweedie:
         dsigma = (noise.total(t64) - noise.total(s64)).to(x.device)
         if graph.absorbing:
             return rate_law(graph, x, score, torch.expm1(dsigma), coeff, mode, last)
+        if dense_rates(graph):
+            return kernel_tweedie_law(graph, x, score, dsigma, coeff, mode)
         return uniform_tweedie_law(graph, x, score, dsigma, coeff, mode)
 
 
@@ -215,4 +267,4 @@ def get_rule(name: str, theta: float | None = None) -> StepRule:
 
 
 __all__ = ["PHI_MODES", "ScoreCall", "StepRule", "Euler", "Tweedie", "RULES", "ONE_CALL", "THETA_RULES", "get_rule", "rate_law",
-           "uniform_tweedie_law"]
+           "uniform_tweedie_law", "kernel_tweedie_law", "dense_rates"]

@@ -62,9 +62,12 @@ def _coeff(coeff: Tensor | float, x: Tensor, mode: str) -> Tensor:
 def jump_rates(graph: Graph, x: Tensor, score: Tensor, scale: Tensor) -> Tensor:
     """R (B, L, S): scale * Q(y -> x_i) * s_iy for every value y token i can move to, 0 elsewhere.
     scale: sigma(t) Phi, 0-d or (B, L) float64."""
-    q = scale if graph.absorbing else scale / graph.num_tokens
+    per_y = getattr(graph, "dense_rates", False)  # the ordinal graph: Q(y -> x_i) depends on y
+    q = scale if graph.absorbing or per_y else scale / graph.num_tokens
     q = q.to(score.dtype)
     r = score * (q[..., None] if q.ndim else q)
+    if per_y:
+        r = r * graph.rate_into(x).to(score.dtype)
     r = r.scatter(-1, x[..., None], 0.0)
     if graph.absorbing:
         r[..., graph.mask_id] = 0.0

@@ -38,8 +38,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter)
     p.add_argument("--model", required=True, help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM "
                    "checkpoint as published) or hub id owner/name")
-    p.add_argument("--task", help="task whose metrics score the samples: countdown, markov or tokens (default: the "
-                                  "bundled model's own task, else tokens)")
+    p.add_argument("--task", help="task whose metrics score the samples: countdown, markov, tokens, text or digits "
+                                  "(default: the bundled model's own task, digits for digit models, else tokens)")
     p.add_argument("--nfe", type=positive_int, nargs="+", default=[8, 16, 32, 64], help="student NFEs")
     p.add_argument("--teacher-nfe", type=positive_int, default=1024, help="teacher steps (a multiple of every NFE)")
     p.add_argument("--bases", nargs="+", choices=["euler", "tweedie"], default=["euler", "tweedie"])

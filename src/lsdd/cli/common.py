@@ -76,11 +76,13 @@ def load_args(args):
 
 def default_task(model) -> str:
     """The task that scores a model's samples when --task is not given: a bundled model's own (countdown,
-    markov), else the task-free ``tokens`` metrics."""
+    markov), digits for a model trained on the digits, else the task-free ``tokens`` metrics."""
     from ..metrics import TASKS
 
     if model.meta.get("tokenizer") or default_evaluator(model):
         return "text"
+    if (model.meta.get("training") or {}).get("data", {}).get("type") == "digits":
+        return "digits"
     name = model.source.split(":", 1)[1] if model.source.startswith("bundled:") else ""
     return name if name in TASKS else "tokens"
 

@@ -34,8 +34,15 @@ windows of the same length -- read every perplexity beside its entropy (sharpeni
 The evaluator is the bundled GPT-2-architecture 'shakespeare-gpt2' unless --evaluator names another causal
 LM; when its tokenizer differs from the model's, samples are decoded and re-encoded.
 
+digits metrics (8x8 digit images, 64 grey levels 0..16 in raster order): fid (Fréchet distance to the
+359 held-out test digits in the features of the bundled digit classifier `digits-cnn`, by torchmetrics),
+precision and recall (k-NN manifold, k=3, same features), confident (share labelled with p >= 0.9),
+class_entropy and class_tv (balance of the predicted labels), and ref_*: the same for as many real
+training digits -- the floor to read the sample's numbers against. --grid PNG draws the samples.
+
 examples:
   lsdd eval --task countdown samples.npy --json metrics.json
+  lsdd eval --task digits x.npy --json m.json --grid x.png
   lsdd eval --task markov samples.npy
   lsdd eval --task text x.npy --model text-absorb --json m.json
   lsdd eval --task text x.npy --model text-absorb --evaluator gpt2-large      # with internet
@@ -46,19 +53,20 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     """Register ``lsdd eval`` on ``subparsers`` under ``name``."""
     parser = subparsers.add_parser(
         name,
-        help="evaluate token samples on a task (countdown, markov, tokens, text)",
+        help="evaluate token samples on a task (countdown, markov, tokens, text, digits)",
         description=DESCRIPTION,
         formatter_class=lambda prog: Formatter(prog, max_help_position=32),
     )
     parser.add_argument("samples", help="samples as a .npy integer array of shape (num_samples, length)")
     parser.add_argument("--task", required=True,
-                        help="task whose metrics to compute: countdown, markov, tokens or text")
+                        help="task whose metrics to compute: countdown, markov, tokens, text or digits")
     parser.add_argument("--model", help="text: the diffusion model whose tokenizer wrote the samples")
     parser.add_argument(
         "--num-values", type=int, default=None, metavar="N",
         help="number of data values, tokens 0..N-1 (default: the task's own: countdown 32, markov 24)",
     )
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the metrics to this JSON file")
+    parser.add_argument("--grid", metavar="PNG", default=None, help="digits: also draw the samples as a PNG grid")
     from .common import add_text_args
 
     add_text_args(parser)
@@ -113,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--json must be a file path, got the directory {args.json!r}")
     if args.task != "text" and (args.model or args.evaluator or args.reference):
         raise UserError("--model, --evaluator and --reference apply to --task text")
+    if args.grid is not None and args.task != "digits":
+        raise UserError("--grid applies to --task digits")
+    if args.grid is not None and Path(args.grid).suffix.lower() != ".png":
+        raise UserError(f"--grid must name a .png file, got {args.grid!r}")
     samples = load_samples(args.samples)
     model = None
     if args.model is not None:
@@ -130,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
     examples = list(getattr(task, "examples", []))
     for i, text in enumerate(examples):
         print(f"\n--- sample {i} ---\n{text}")
+    if args.grid is not None:
+        from ..plots import plot_digit_grid
+
+        plot_digit_grid(samples[:256].numpy(), args.grid, title=f"{Path(args.samples).name}: {min(n, 256)} of {n}")
+        print(f"wrote {args.grid}")
     if args.json is not None:
         record = {
             "task": task.name,

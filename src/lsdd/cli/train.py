@@ -11,7 +11,8 @@ from ..errors import UserError
 DESCRIPTION = """\
 Train a score network (a DiT in SEDD's layout) for a discrete diffusion model with the denoising
 score-entropy loss of SEDD. Each step corrupts a batch of sequences with the forward process of the chosen
-graph -- 'absorbing' replaces tokens by a [MASK] id, 'uniform' by random tokens -- at a random time t in
+graph -- 'absorbing' replaces tokens by a [MASK] id, 'uniform' by random tokens, 'ordinal' moves them to
+nearby values (grey levels) -- at a random time t in
 [eps, 1], and teaches the network the ratios p_t(y)/p_t(x) that the reverse process needs. The logged loss
 is an upper bound on the negative log-likelihood in nats per sequence: it starts near L*log(V) and falls
 towards the data's entropy.
@@ -30,6 +31,7 @@ examples:
   lsdd train --data text --corpus corpus/shakespeare --tokenizer bpe --vocab-size 1024 --length 128 \
              --out runs/text-absorb --steps 6000
   lsdd train --data tokens.npy --vocab 100 --graph uniform --out runs/mine --steps 2000 --batch-size 32
+  lsdd train --data digits --graph ordinal --out runs/digits-ordinal --steps 3000
   lsdd train --out runs/countdown --resume                  # finish an interrupted run
   lsdd train --out runs/countdown --resume --steps 8000 --decay-steps 3000
                                    # extend it, annealing the learning rate; other settings come from the run
@@ -60,8 +62,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     data = p.add_argument_group("data (one of --task or --data; with --resume both may be left out)")
     src = data.add_mutually_exclusive_group()
     src.add_argument("--task", choices=["countdown"], help="generate fresh training sequences every step")
-    src.add_argument("--data", metavar="FILE.npy|text",
-                     help="integer array (sequences, length) of token ids, or 'text' to train on --corpus")
+    src.add_argument("--data", metavar="FILE.npy|text|digits",
+                     help="integer array (sequences, length) of token ids, 'text' to train on --corpus, or "
+                          "'digits' (scikit-learn's 8x8 digits, train split: 64 tokens, 17 grey levels)")
     data.add_argument("--length", type=int, default=DATA_DEFAULTS["length"],
                       help="sequence length for countdown (default 64) or text (default 128)")
     data.add_argument("--num-values", type=int, default=DATA_DEFAULTS["num_values"],
@@ -72,10 +75,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                       help="with --data text: one token per character, or byte-level BPE trained on the corpus")
     data.add_argument("--vocab-size", type=int, help="with --tokenizer bpe: vocabulary size (default 1024)")
     model = p.add_argument_group("model")
-    model.add_argument("--graph", choices=["absorbing", "uniform"], default="absorbing",
-                       help="forward process: masking, or uniform resampling of tokens")
+    model.add_argument("--graph", choices=["absorbing", "uniform", "ordinal"], default="absorbing",
+                       help="forward process: masking, uniform resampling of tokens, or jumps to nearby values "
+                            "(ordinal: a Gaussian kernel over the values, for grey levels)")
     model.add_argument("--noise", choices=["auto", "loglinear", "geometric"], default="auto",
-                       help="noise schedule; auto = loglinear (eps 1e-3) for absorbing, geometric for uniform")
+                       help="noise schedule; auto = loglinear (eps 1e-3) for absorbing, geometric otherwise")
     model.add_argument("--hidden-size", type=int, default=128, help="transformer width")
     model.add_argument("--cond-dim", type=int, default=128, help="width of the noise-level conditioning")
     model.add_argument("--n-blocks", type=int, default=4, help="transformer blocks")
@@ -143,6 +147,14 @@ def _source_from_args(args):
 
     if args.data == "text":
         return _text_source(args)
+    if args.data == "digits":
+        from ..data.digits import DigitsSource
+
+        if (args.vocab is not None or args.length != DATA_DEFAULTS["length"]
+                or args.num_values != DATA_DEFAULTS["num_values"] or args.corpus is not None):
+            raise UserError("--vocab, --length, --num-values and --corpus do not apply to --data digits (64 tokens, "
+                            "17 levels)")
+        return DigitsSource()
     if args.corpus is not None or args.vocab_size is not None or args.tokenizer != "char":
         raise UserError("--corpus, --tokenizer and --vocab-size apply to --data text")
     if args.data is not None:
@@ -168,6 +180,10 @@ def _source_from_record(record: dict, out: Path):
         return text_source(record["corpus"], record["length"], TextTokenizer.load(out))
     if record["type"] == "countdown":
         return CountdownSource(record["length"], record["num_values"])
+    if record["type"] == "digits":
+        from ..data.digits import DigitsSource
+
+        return DigitsSource(record["split"], record["seed"], record["test_fraction"])
     tokens, vocab = load_token_file(record["path"], record["num_tokens"])
     return TokenSource(tokens, vocab, path=record["path"])
 

@@ -1,4 +1,4 @@
-"""``lsdd train-evaluator``: train the GPT-2-architecture evaluator LM for the text task."""
+"""``lsdd train-evaluator``: train the evaluator of a task: a GPT-2-architecture LM (text) or a digit classifier."""
 
 from __future__ import annotations
 
@@ -17,8 +17,12 @@ means no re-tokenisation; any other causal LM works too (it re-tokenises the dec
 """
 
 EPILOG = """\
-example:
+examples:
   lsdd train-evaluator --corpus corpus/shakespeare --tokenizer-from text-absorb --out runs/eval-gpt2 --steps 2000
+  lsdd train-evaluator --task digits --out runs/digits-cnn --seed 0
+      (--task digits: the small CNN of `lsdd eval --task digits`, trained on the digits' train split; of the
+       flags below it reads --steps, --batch-size, --lr, --weight-decay and --seed when given, else its own
+       defaults: 1500 steps, batch 64, lr 2e-3, weight decay 1e-4)
 """
 
 
@@ -26,19 +30,38 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     from ..text.evaluator import EvaluatorConfig
 
     d = EvaluatorConfig()
-    p = subparsers.add_parser(name, help="train the evaluator language model for --task text",
+    p = subparsers.add_parser(name, help="train the evaluator of --task text (an LM) or --task digits (a classifier)",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", required=True, metavar="DIR", help="a corpus prepared by `lsdd data`")
-    p.add_argument("--tokenizer-from", required=True, metavar="MODEL",
-                   help="text model (bundled name or directory) whose tokenizer to use")
+    p.add_argument("--task", choices=["text", "digits"], default="text",
+                   help="text: a GPT-2 LM for --task text; digits: the digit classifier of --task digits")
+    p.add_argument("--corpus", metavar="DIR", help="text: a corpus prepared by `lsdd data` (required)")
+    p.add_argument("--tokenizer-from", metavar="MODEL",
+                   help="text: text model (bundled name or directory) whose tokenizer to use (required)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be new or empty)")
     for f in fields(d):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                        help=f"(default {f.default})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, _parser=p)
     return p
+
+
+def run_digits(args, out: Path) -> int:
+    import sys
+
+    from ..metrics.digit_classifier import ClassifierConfig, train_digit_classifier
+
+    if args.corpus or args.tokenizer_from:
+        raise UserError("--corpus and --tokenizer-from apply to --task text")
+    parser = args._parser
+    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "weight_decay", "seed")
+             if getattr(args, k) != parser.get_default(k)}
+    cfg = ClassifierConfig(**given)
+    _, info = train_digit_classifier(cfg, out, provenance={"command": "lsdd " + " ".join(sys.argv[1:])})
+    print(f"digit classifier ({info['parameters']:,} parameters) written to {out}; accuracy: train "
+          f"{info['train_accuracy']:.4f}, test {info['test_accuracy']:.4f} ({info['split']['test']} held-out digits)")
+    return 0
 
 
 def run(args) -> int:
@@ -50,6 +73,10 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not an empty directory")
+    if args.task == "digits":
+        return run_digits(args, out)
+    if not args.corpus or not args.tokenizer_from:
+        raise UserError("--task text needs --corpus DIR and --tokenizer-from MODEL")
     model = load_model(args.tokenizer_from)
     if model.tokenizer is None:
         raise UserError(f"model {args.tokenizer_from} has no tokenizer (not a text model)")

@@ -143,13 +143,14 @@ def expected_tv_to_uniform(num_draws: int, num_categories: int) -> float:
 
 
 from .countdown import CountdownTask  # noqa: E402  (countdown.py imports the base classes above)
+from .digits import DigitsTask  # noqa: E402
 from .markov import MarkovTask  # noqa: E402
 from .text import TextTask  # noqa: E402
 from .tokens import TokensTask  # noqa: E402
 
 # task name -> constructor; keyword options (e.g. num_values) are passed through by get_task
 TASKS: dict[str, Callable[..., Task]] = {"countdown": CountdownTask, "markov": MarkovTask, "tokens": TokensTask,
-                                         "text": TextTask}
+                                         "text": TextTask, "digits": DigitsTask}
 
 
 def get_task(name: str, **options: Any) -> Task:
@@ -172,4 +173,5 @@ __all__ = [
     "MarkovTask",
     "TokensTask",
     "TextTask",
+    "DigitsTask",
 ]

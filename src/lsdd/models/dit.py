@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..graphs import log_expm1
 from ..noise import noise_from_dict
 
-GRAPH_NAMES = ("absorbing", "uniform")
+GRAPH_NAMES = ("absorbing", "uniform", "ordinal")
 FREQ_EMBED_SIZE = 256  # sinusoidal features of sigma_bar fed to sigma_map (SEDD's frequency_embedding_size)
 
 
@@ -32,7 +32,7 @@ class DiTConfig:
 
     Attributes:
         num_tokens: real tokens N (the absorbing graph adds a mask id N).
-        graph: "absorbing" or "uniform".
+        graph: "absorbing", "uniform" or "ordinal".
         noise: noise schedule spec, e.g. ``{"type": "loglinear", "eps": 1e-3}`` (see ``lsdd.noise``).
         length: sequence length L the model was trained on.
         hidden_size, cond_dim, n_blocks, n_heads, dropout: transformer size.
@@ -59,8 +59,8 @@ class DiTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"model config: {name} must be a positive integer, got {value!r}")
-        if self.graph == "uniform" and self.num_tokens < 2:
-            raise UserError(f"model config: the uniform graph needs num_tokens >= 2, got {self.num_tokens}")
+        if self.graph != "absorbing" and self.num_tokens < 2:
+            raise UserError(f"model config: the {self.graph} graph needs num_tokens >= 2, got {self.num_tokens}")
         if self.hidden_size % self.n_heads or (self.hidden_size // self.n_heads) % 2:
             raise UserError(f"model config: hidden_size {self.hidden_size} must split into {self.n_heads} heads "
                             "of even size (rotary embeddings rotate pairs)")
@@ -76,9 +76,9 @@ class DiTConfig:
             object.__setattr__(self, "scale_by_sigma", self.graph == "absorbing")
         if not isinstance(self.scale_by_sigma, bool):
             raise UserError(f"model config: scale_by_sigma must be true or false, got {self.scale_by_sigma!r}")
-        if self.scale_by_sigma and self.graph == "uniform":
+        if self.scale_by_sigma and self.graph != "absorbing":
             raise UserError("model config: scale_by_sigma applies to the absorbing graph only; set it to false "
-                            "for the uniform graph")
+                            f"for the {self.graph} graph")
 
     @property
     def num_states(self) -> int:
