@@ -25,13 +25,14 @@ from .graphs import Graph
 from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
 from .losses import N_STATS, step_losses, step_stats
+from .objective import OBJECTIVES, distance, minimise_cma, step_basis
 from .samplers import PHI_MODES, sample_batched
 from .schedules import check_times, uniform_times
 from .steps import ONE_CALL
 from .teacher import TeacherCache, run_teacher
 from .validate import Validation, compare, model_nll, nll_z
 
-METHODS = ("lsd", "lsd+")
+METHODS = ("lsd", "lsd+", "lsd-c")  # lsd-c: state-conditioned steps (lsdd.conditioned), absorbing graph
 LOSSES = ("l2", "kl", "rkl")
 
 
@@ -59,6 +60,22 @@ class DistillConfig:
     val_frac: float = 0.25  # share of teacher trajectories held out of training for that
     val_samples: int = 512  # samples drawn from each of base and learned sampler for that
     init_times: tuple[float, ...] | None = None  # starting grid (e.g. JYS's), M + 1 times from 1 to eps; None: uniform
+    # distribution-level objective (lsdd.objective): auto = trajectory for lsd/lsd+, hellinger for lsd-c
+    objective: str = "auto"  # auto | trajectory | hellinger | mmd
+    basis: int = 2  # per-step parameters as a polynomial of this many terms in the step index
+    obj_samples: int = 256  # samples per candidate (common random numbers)
+    cma_iters: int = 12  # CMA-ES generations
+    cma_popsize: int = 8
+    cma_sigma: float = 0.5
+    coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.coupling)
+
+    def coupling_seed(self) -> int | None:
+        return derive_seed(self.seed, 12) if self.coupled else None
+
+    def resolved_objective(self) -> str:
+        if self.objective != "auto":
+            return self.objective
+        return "hellinger" if self.method == "lsd-c" else "trajectory"
 
     def num_val(self) -> int:
         """Teacher trajectories held out for validation (0 without validation)."""
@@ -86,6 +103,17 @@ class DistillConfig:
              "(raise --num-traj or --val-frac, or pass --no-validate)"),
             (not self.closed_form or (self.phi_mode == "linear" and self.loss == "l2" and self.method == "lsd"),
              "the closed-form fast path needs --method lsd --phi-mode linear --loss l2"),
+            (self.objective in ("auto", *OBJECTIVES), f"objective must be one of {['auto', *OBJECTIVES]}, got "
+                                                       f"{self.objective!r}"),
+            (self.method != "lsd-c" or self.resolved_objective() != "trajectory",
+             "lsd-c is fitted on the output distribution: use --objective hellinger or mmd"),
+            (self.method != "lsd-c" or self.phi_mode == "linear", "lsd-c uses linear Phi (--phi-mode linear)"),
+            (self.resolved_objective() == "trajectory" or self.method != "lsd+",
+             "a distribution objective fits lsd or lsd-c on a fixed grid, not lsd+"),
+            (self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2
+             and self.cma_sigma > 0, f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
+                                     f"cma_sigma > 0; got {self.basis}, {self.obj_samples}, {self.cma_iters}, "
+                                     f"{self.cma_popsize}, {self.cma_sigma}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -164,6 +192,19 @@ class DistillResult:
     teacher_calls: int = 0
     student_calls: int = 0
     validation: Validation | None = None  # learned vs base on held-out teacher outputs (cfg.validation)
+    conditioning: dict | None = None  # lsd-c: {"feature", "slope", "beta"} (lsdd.artifact)
+
+    def sampler_kwargs(self, graph: Graph, base: str, phi_mode: str) -> dict:
+        """``sample_batched`` keyword arguments of the learned sampler (method, coeffs, phi_mode)."""
+        if self.conditioning is None:
+            return {"method": base, "coeffs": self.coeffs, "phi_mode": phi_mode}
+        from .conditioned import ConditionedParams, ConditionedRule
+
+        params = ConditionedParams(self.coeffs.numel(), self.coeffs.log(),
+                                   torch.tensor(self.conditioning["slope"], dtype=torch.float64),
+                                   torch.tensor(self.conditioning["beta"], dtype=torch.float64).log())
+        params.requires_grad_(False)
+        return {"method": ConditionedRule(base), "coeffs": params.coeff_fn(graph), "phi_mode": "linear"}
 
 
 class _Batch:
@@ -246,9 +287,14 @@ def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, c
         if batch.x is None:
             learner.idle()
         else:
+            advance = None
+            if cfg.coupled:
+                from .coupling import ClockAdvance, clock_noise
+
+                advance = ClockAdvance(*clock_noise(cfg.coupling_seed(), batch.idx, batch.x.shape[1]))
             reverse_loop(call, graph, noise, learner.tau.detach(), batch.x, rule=cfg.base, phi_mode=cfg.phi_mode,
                          coeffs=lambda k, x, score: params.coeffs()[k].detach(), generator=batch.streams,
-                         on_score=learner.on_score)
+                         on_score=learner.on_score, advance=advance)
         if opt is not None:
             dist.sum_grads([p for p in params.parameters() if p.requires_grad])
             opt.step()
@@ -263,7 +309,7 @@ def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg
     """The teacher trajectories for ``cfg``: base sampler, teacher_nfe steps, seeded with cfg.seed."""
     return run_teacher(score_fn, graph, noise, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj,
                        length, method=cfg.base, batch_size=cfg.batch_size,
-                       seed=cfg.seed, device=device, progress=progress)
+                       seed=cfg.seed, device=device, progress=progress, coupled_seed=cfg.coupling_seed())
 
 
 def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
@@ -272,10 +318,14 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     """Distill a learned M-step sampler. ``cache`` reuses teacher trajectories; ``state`` resumes from a
     checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
     cfg.validate()
+    if (cfg.method == "lsd-c" or cfg.coupled) and not graph.absorbing:
+        raise ValueError("lsd-c and coupled trajectories are defined for the absorbing graph only")
     if cache is None:
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:
         raise ValueError(f"teacher cache has {len(cache.states)} steps, the student {cfg.nfe}")
+    if cfg.resolved_objective() != "trajectory":
+        return distill_distribution(score_fn, graph, noise, length, cfg, cache, device=device, progress=progress)
     params = SamplerParams(cfg.nfe, cfg.eps, learn_times=cfg.method == "lsd+",
                            init_times=None if cfg.init_times is None else cfg.student_times())
     groups = [{"params": [params.log_phi], "lr": cfg.lr}]
@@ -320,16 +370,81 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     return result
 
 
+def unpack_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """The CMA vector (k * basis,) -> per-step (log_phi, slope, log_beta), each (M,) (zeros where not learned)."""
+    basis = step_basis(cfg.nfe, cfg.basis)
+    parts = [basis @ v[i * cfg.basis : (i + 1) * cfg.basis] for i in range(v.numel() // cfg.basis)]
+    zero = torch.zeros(cfg.nfe, dtype=torch.float64)
+    while len(parts) < 3:
+        parts.append(zero)
+    return parts[0], parts[1], parts[2]
+
+
+def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | None]:
+    log_phi, slope, log_beta = unpack_flat(v, cfg)
+    cond = None
+    if cfg.method == "lsd-c":
+        cond = {"feature": "confidence", "slope": [float(a) for a in slope],
+                "beta": [float(b) for b in log_beta.exp()]}
+    return log_phi.exp(), cond
+
+
+def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig,
+                         cache: TeacherCache, *, device: torch.device | str = "cpu",
+                         progress: bool = True) -> DistillResult:
+    """Fit lsd (Phi per step) or lsd-c (Phi, confidence slope, value temperature per step) on the output
+    distribution: CMA-ES over ``cfg.basis`` numbers per parameter family, each candidate scored by
+    ``objective.distance`` between its ``cfg.obj_samples`` samples (the same random streams for every
+    candidate) and the training teacher outputs. Starts from the base sampler (all zero), which stays a
+    candidate, so the fit is never worse than the base on this objective."""
+    n_train = cache.num - cfg.num_val()
+    target = cache.x_0[:n_train]
+    times = cfg.student_times()
+    families = 3 if cfg.method == "lsd-c" else 1
+    seed = derive_seed(cfg.seed, 11)
+    call = CountedScore(score_fn, graph, noise)
+    t0 = time.perf_counter()
+
+    def objective(v: Tensor) -> float:
+        coeffs, cond = _result_from_flat(v, cfg)
+        res = DistillResult(times, coeffs, conditioning=cond)
+        out = sample_batched(call, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
+                             seed=seed, device=device, **res.sampler_kwargs(graph, cfg.base, cfg.phi_mode))
+        return distance(cfg.resolved_objective(), out.x, target, graph.num_states)
+
+    fit = minimise_cma(objective, torch.zeros(families * cfg.basis, dtype=torch.float64), cfg.cma_sigma,
+                       cfg.cma_iters, cfg.cma_popsize, seed)
+    coeffs, cond = _result_from_flat(fit.x, cfg)
+    history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0, "best_so_far": fit.start_value}]
+    for i, h in enumerate(fit.history):  # loss_phi: the generation's best candidate
+        history.append({"epoch": i + 1, "loss_phi": h["best"], "loss_time": 0.0, "mean": h["mean"],
+                        "sigma": h["sigma"], "best_so_far": min(history[-1]["best_so_far"], h["best"])})
+    seconds = time.perf_counter() - t0
+    if history:
+        history[-1]["seconds"] = seconds
+    result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
+                           conditioning=cond)
+    if progress and dist.is_main():
+        print(f"{cfg.resolved_objective()} objective: base {fit.start_value:.5f} -> learned {fit.value:.5f} "
+              f"({fit.evaluations} candidates, {seconds:.0f} s)")
+    if cfg.validation:
+        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, times, coeffs, device,
+                                             learned_kwargs=result.sampler_kwargs(graph, cfg.base, cfg.phi_mode))
+    return result
+
+
 def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: Tensor, cfg: DistillConfig,
-                     times: Tensor, coeffs: Tensor, device: torch.device | str = "cpu") -> Validation:
+                     times: Tensor, coeffs: Tensor, device: torch.device | str = "cpu",
+                     learned_kwargs: dict | None = None) -> Validation:
     """Compare the learned sampler (``times``, ``coeffs``) with its base (the starting grid - uniform unless
     ``cfg.init_times`` -, Phi = 1) at the same NFE on held-out teacher outputs ``reference`` (m, L); both draw
     ``cfg.val_samples`` samples from the same streams."""
     length = reference.shape[1]
     common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device, method=cfg.base)
     base = sample_batched(score_fn, graph, noise, cfg.student_times(), cfg.val_samples, length, **common)
-    learned = sample_batched(score_fn, graph, noise, times, cfg.val_samples, length, coeffs=coeffs,
-                             phi_mode=cfg.phi_mode, **common)
+    kw = learned_kwargs or {"method": cfg.base, "coeffs": coeffs, "phi_mode": cfg.phi_mode}
+    learned = sample_batched(score_fn, graph, noise, times, cfg.val_samples, length,
+                             **{**common, **kw})
     nll_seed = derive_seed(cfg.seed, 10)
     nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device)
            for x in (base.x, learned.x, reference)]
@@ -355,7 +470,12 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
     }
     times = tuple(float(v) for v in result.times)
     coeffs = tuple(float(v) for v in result.coeffs)
+    conditioning = result.conditioning
+    provenance["objective"] = cfg.resolved_objective()
     if use_base:
+        conditioning = None
+        if result.conditioning is not None:
+            provenance["rejected_conditioning"] = result.conditioning
         provenance["written"] = "base sampler: validation found the learned one no better"
         provenance["rejected_learned"] = {"times": times, "coeffs": coeffs}
         times = tuple(float(v) for v in cfg.student_times())
@@ -363,4 +483,5 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
     else:
         provenance["written"] = "learned sampler"
     return LearnedSampler(base=cfg.base, graph=graph.name, num_tokens=graph.num_tokens, noise=noise.to_dict(),
-                          times=times, coeffs=coeffs, phi_mode=cfg.phi_mode, provenance=provenance)
+                          times=times, coeffs=coeffs, phi_mode=cfg.phi_mode, provenance=provenance,
+                          conditioning=conditioning)
