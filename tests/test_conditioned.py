@@ -196,3 +196,15 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     rc = main(["distill", "--model", uni, "--nfe", "4", "--method", "lsd-c", "--out", str(tmp_path / "u.json")])
     assert rc == 2 and "absorbing" in capsys.readouterr().err
     assert not (tmp_path / "u.json").exists()
+
+
+def test_time_ratio_moves_the_absorbing_score_exactly(exact):
+    from lsdd.losses import time_ratio
+
+    x = torch.tensor([[GRAPH.mask_id, 1, GRAPH.mask_id], [0, GRAPH.mask_id, GRAPH.mask_id]])
+    t, tau = torch.tensor(0.7, dtype=torch.float64), torch.tensor(0.45, dtype=torch.float64)
+    s_t = exact(x, NOISE.total(t).expand(2))
+    s_tau = exact(x, NOISE.total(tau).expand(2))
+    masked = x == GRAPH.mask_id
+    assert torch.allclose((s_t * time_ratio(NOISE, t, tau))[masked][:, :V], s_tau[masked][:, :V], rtol=1e-10)
+    assert not torch.allclose(s_t[masked][:, :V], s_tau[masked][:, :V], rtol=1e-2)

@@ -68,6 +68,7 @@ class DistillConfig:
     cma_popsize: int = 8
     cma_sigma: float = 0.5
     coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.coupling)
+    match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing
 
     def coupling_seed(self) -> int | None:
         return derive_seed(self.seed, 12) if self.coupled else None
@@ -248,7 +249,8 @@ class _Learner:
             self._refit(k, stats)
             return
         losses = step_losses(self.cfg, self.graph, self.noise, x, score, x_star, stored, s_star,
-                             self.params.coeffs()[k], self.tau, k, info.last, self.scales[k], stats, local.teacher_law)
+                             self.params.coeffs()[k], self.tau, k, info.last, self.scales[k], stats, local.teacher_law,
+                             t_teacher=self.t_uni if self.cfg.match_times else None)
         loss = (losses.phi if self.train_phi else 0.0) + (losses.time if self.train_time else 0.0)
         if torch.is_tensor(loss) and loss.requires_grad:
             loss.backward(retain_graph=True)
@@ -318,8 +320,8 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     """Distill a learned M-step sampler. ``cache`` reuses teacher trajectories; ``state`` resumes from a
     checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
     cfg.validate()
-    if (cfg.method == "lsd-c" or cfg.coupled) and not graph.absorbing:
-        raise ValueError("lsd-c and coupled trajectories are defined for the absorbing graph only")
+    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not graph.absorbing:
+        raise ValueError("lsd-c, coupled trajectories and matched times are defined for the absorbing graph only")
     if cache is None:
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:

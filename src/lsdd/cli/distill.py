@@ -67,6 +67,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--cma-iters", type=positive_int, default=d.cma_iters, help="distribution objective: CMA-ES generations")
     p.add_argument("--cma-popsize", type=positive_int, default=d.cma_popsize, help="distribution objective: candidates per generation")
     p.add_argument("--cma-sigma", type=float, default=d.cma_sigma, help="distribution objective: CMA-ES initial step size")
+    p.add_argument("--match-times", action="store_true",
+                   help="lsd+ (absorbing graph): compare the student's score with the teacher's moved exactly to the "
+                        "student's own time (the score scales as 1/(e^sigma_bar - 1)), so Phi does not absorb the grid")
     p.add_argument("--coupled", action="store_true",
                    help="teacher and student share per-position unmasking clocks and value uniforms (absorbing graph; "
                         "each path keeps its exact law)")
@@ -135,8 +138,8 @@ def run(args) -> int:
     out = check_output(args.out, ".json")
     cfg = config_from_args(args)
     model = load_args(args)
-    if (cfg.method == "lsd-c" or cfg.coupled) and not model.graph.absorbing:
-        raise UserError(f"--method lsd-c and --coupled need an absorbing-graph model; {model.source} has a "
+    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not model.graph.absorbing:
+        raise UserError(f"--method lsd-c, --coupled and --match-times need an absorbing-graph model; {model.source} has a "
                         f"{model.graph.name} graph")
     info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
     if args.init_grid:
