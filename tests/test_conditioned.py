@@ -208,3 +208,17 @@ def test_time_ratio_moves_the_absorbing_score_exactly(exact):
     masked = x == GRAPH.mask_id
     assert torch.allclose((s_t * time_ratio(NOISE, t, tau))[masked][:, :V], s_tau[masked][:, :V], rtol=1e-10)
     assert not torch.allclose(s_t[masked][:, :V], s_tau[masked][:, :V], rtol=1e-2)
+
+
+def test_bench_runs_lsd_c_rows(tmp_path):
+    from lsdd.bench import BenchConfig, run_bench
+    from lsdd.metrics import get_task
+    from lsdd.models import load_model
+
+    model = load_model(_tiny_model(tmp_path / "m", "absorbing"))
+    cfg = BenchConfig(nfes=(4,), teacher_nfe=8, bases=("euler",), methods=("lsd", "lsd-c"), num_samples=16,
+                      batch_size=16, timing_repeats=0,
+                      distill={"epochs": 1, "cma_iters": 1, "cma_popsize": 2, "obj_samples": 16})
+    res = run_bench(model, get_task("tokens"), cfg, progress=False, log=lambda *a: None)
+    row = next(r for r in res.rows if r.method == "lsd-c")
+    assert row.nfe == 4 and row.sampler.conditioning is not None and row.sampler.format_version == 2

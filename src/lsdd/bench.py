@@ -29,7 +29,7 @@ from .schedules import uniform_times
 from .steps import THETA_RULES, get_rule
 from .teacher import run_teacher
 
-DISTILLED = ("lsd", "lsd+")  # learned by distillation from the teacher
+DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
 METHODS = (*DISTILLED, "jys", *THETA_RULES)  # everything --methods takes
 
 
