@@ -81,6 +81,9 @@ def distill_rows(toy: Toy, m: int, args) -> list:
                 ("LSD+ l2", {"method": "lsd+"}), ("LSD+ l2 coupled", {"method": "lsd+", "coupled": True}),
                 ("LSD+ l2 matched times", {"method": "lsd+", "match_times": True}),
                 ("LSD+ l2 coupled, matched times", {"method": "lsd+", "coupled": True, "match_times": True}),
+                ("LSD+ l2 from LSD, matched times", {"method": "lsd+", "init_lsd": True, "match_times": True}),
+                ("LSD+ l2 from LSD, matched times, selected", {"method": "lsd+", "init_lsd": True, "match_times": True,
+                                                                "select": True, "validation": True}),
                 ("LSD hellinger (CMA)", {"method": "lsd", "objective": "hellinger"}),
                 ("lsd-c hellinger (CMA)", {"method": "lsd-c"})]
     out = []

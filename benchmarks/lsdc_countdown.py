@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--cma-popsize", type=int, default=8)
     ap.add_argument("--basis", type=int, default=2)
     ap.add_argument("--lsd-objective-nfe", type=int, nargs="*", default=[8], help="NFEs with an LSD-by-CMA row")
+    ap.add_argument("--coupled", action=argparse.BooleanOptionalAction, default=True,
+                    help="add LSD with coupled teacher/student trajectories (a second, coupled teacher run)")
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -65,19 +67,35 @@ def main() -> None:
                              batch_size=64, seed=1, **kw)
         return task.compute(out.x)
 
+    coupled_caches: dict = {}
     for nfe in args.nfe:
         cache = cache_top.subsample(nfe) if nfe != top else cache_top
         times = uniform_times(nfe)
         euler = evaluate(times, {"method": "euler"})
         rows.append(("Euler", nfe, euler, "", 0.0))
-        variants = [("LSD (trajectory, linear/l2)", {"method": "lsd"})]
+        variants = [("LSD (trajectory, linear/l2)", {"method": "lsd"}),
+                    ("LSD+ (trajectory, linear/l2)", {"method": "lsd+"}),
+                    ("LSD+ from LSD, matched times", {"method": "lsd+", "init_lsd": True, "match_times": True}),
+                    ("LSD+ from LSD, matched times, selected (25% held out)",
+                     {"method": "lsd+", "init_lsd": True, "match_times": True, "select": True, "validation": True})]
+        if args.coupled:
+            variants.append(("LSD coupled (trajectory, linear/l2)", {"method": "lsd", "coupled": True}))
         if nfe in args.lsd_objective_nfe:
             variants.append(("LSD (hellinger, CMA)", {"method": "lsd", "objective": "hellinger"}))
         variants.append(("lsd-c (hellinger, CMA)", {"method": "lsd-c"}))
         for name, change in variants:
             cfg = DistillConfig(**{**base.__dict__, "nfe": nfe, **change})
             t0 = time.perf_counter()
-            res = distill(model.score_fn, model.graph, model.noise, model.config.length, cfg, cache=cache,
+            use = cache
+            if cfg.coupled:
+                if nfe not in coupled_caches:
+                    top_c = coupled_caches.get("top") or make_teacher(
+                        model.score_fn, model.graph, model.noise, model.config.length,
+                        DistillConfig(**{**base.__dict__, "coupled": True}), progress=False)
+                    coupled_caches["top"] = top_c
+                    coupled_caches[nfe] = top_c.subsample(nfe) if nfe != top else top_c
+                use = coupled_caches[nfe]
+            res = distill(model.score_fn, model.graph, model.noise, model.config.length, cfg, cache=use,
                           progress=False)
             secs = time.perf_counter() - t0
             met = evaluate(res.times, res.sampler_kwargs(model.graph, cfg.base, cfg.phi_mode))
@@ -85,6 +103,11 @@ def main() -> None:
             if res.conditioning:
                 p += (f"; a {' '.join(f'{v:.2f}' for v in res.conditioning['slope'])}; beta "
                       f"{' '.join(f'{v:.2f}' for v in res.conditioning['beta'])}")
+            if cfg.method == "lsd+":
+                p += f"; grid {' '.join(f'{v:.3f}' for v in res.times.tolist())}"
+            if res.selection:
+                p += (f"; kept {res.selection['kept']} (held-out Hellinger LSD+ {res.selection['hellinger_lsd+']:.4f}, "
+                      f"LSD {res.selection['hellinger_lsd']:.4f})")
             if cfg.resolved_objective() != "trajectory":
                 h = res.history
                 p += f"; objective {h[0]['loss_phi']:.4f} -> {h[-1]['best_so_far']:.4f}"

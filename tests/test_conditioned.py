@@ -222,3 +222,15 @@ def test_bench_runs_lsd_c_rows(tmp_path):
     res = run_bench(model, get_task("tokens"), cfg, progress=False, log=lambda *a: None)
     row = next(r for r in res.rows if r.method == "lsd-c")
     assert row.nfe == 4 and row.sampler.conditioning is not None and row.sampler.format_version == 2
+
+
+def test_lsd_plus_select_keeps_the_closer_of_lsd_and_lsd_plus(exact):
+    cfg = DistillConfig(nfe=M, teacher_nfe=16, num_traj=64, method="lsd+", epochs=2, init_lsd=True, select=True,
+                        match_times=True, val_samples=64)
+    res = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
+    sel = res.selection
+    assert sel["kept"] == ("lsd+" if sel["hellinger_lsd+"] <= sel["hellinger_lsd"] else "lsd")
+    if sel["kept"] == "lsd":
+        assert torch.equal(res.times, uniform_times(M))
+    with pytest.raises(ValueError, match="select"):
+        DistillConfig(method="lsd", select=True).validate()

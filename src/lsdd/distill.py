@@ -69,6 +69,8 @@ class DistillConfig:
     cma_sigma: float = 0.5
     coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.coupling)
     match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing
+    init_lsd: bool = False  # LSD+: first fit LSD (Phi on the fixed grid), start LSD+ from its Phi
+    select: bool = False  # LSD+: keep LSD instead when its held-out n-gram distance to the teacher is lower
 
     def coupling_seed(self) -> int | None:
         return derive_seed(self.seed, 12) if self.coupled else None
@@ -111,6 +113,8 @@ class DistillConfig:
             (self.method != "lsd-c" or self.phi_mode == "linear", "lsd-c uses linear Phi (--phi-mode linear)"),
             (self.resolved_objective() == "trajectory" or self.method != "lsd+",
              "a distribution objective fits lsd or lsd-c on a fixed grid, not lsd+"),
+            (not (self.init_lsd or self.select) or self.method == "lsd+", "--init-lsd and --select apply to lsd+"),
+            (not self.select or self.validation, "--select compares on held-out teacher outputs: drop --no-validate"),
             (self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2
              and self.cma_sigma > 0, f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
                                      f"cma_sigma > 0; got {self.basis}, {self.obj_samples}, {self.cma_iters}, "
@@ -194,6 +198,7 @@ class DistillResult:
     student_calls: int = 0
     validation: Validation | None = None  # learned vs base on held-out teacher outputs (cfg.validation)
     conditioning: dict | None = None  # lsd-c: {"feature", "slope", "beta"} (lsdd.artifact)
+    selection: dict | None = None  # LSD+ --select: held-out distances of LSD and LSD+, and which was kept
 
     def sampler_kwargs(self, graph: Graph, base: str, phi_mode: str) -> dict:
         """``sample_batched`` keyword arguments of the learned sampler (method, coeffs, phi_mode)."""
@@ -336,6 +341,15 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     opt = None if cfg.closed_form else torch.optim.Adam(groups)
     history: list[dict] = []
     start_epoch = 0
+    lsd_result = None
+    if cfg.method == "lsd+" and (cfg.init_lsd or cfg.select):
+        lsd_cfg = DistillConfig(**{**asdict(cfg), "method": "lsd", "validation": False, "init_lsd": False,
+                                   "select": False, "val_frac": cfg.val_frac if cfg.validation else 0.0})
+        lsd_cfg.validation = cfg.validation  # hold out the same trajectories, without running the validation
+        lsd_result = _distill_lsd_for_plus(score_fn, graph, noise, length, lsd_cfg, cache, device)
+        if cfg.init_lsd and state is None:
+            with torch.no_grad():
+                params.log_phi.copy_(lsd_result.coeffs.log())
     if state is not None:
         params.load_state_dict(state["params"])
         if opt is not None and state.get("opt") is not None:
@@ -367,9 +381,40 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         times, coeffs = params.times().detach().clone(), params.coeffs().detach().clone()
     result = DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),
                            cache.nfe, student_calls)
+    if cfg.select:
+        result = _select(score_fn, graph, noise, cache.x_0[n_train:], cfg, result, lsd_result, device)
+        times, coeffs = result.times, result.coeffs
     if cfg.validation:
         result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, times, coeffs, device)
     return result
+
+
+def _distill_lsd_for_plus(score_fn, graph, noise, length, lsd_cfg: DistillConfig, cache, device) -> DistillResult:
+    """LSD on the starting grid, with the trajectories LSD+ trains on (held-out ones left out), no validation."""
+    n_val = lsd_cfg.num_val()
+    lsd_cfg.validation = False
+    sub = cache if n_val == 0 else TeacherCache(cache.x_T[:-n_val], [s[:-n_val] for s in cache.states],
+                                                [r[:-n_val] for r in cache.rows], cache.scores, cache.x_0[:-n_val],
+                                                cache.times, cache.teacher_steps, cache.nfe, cache.seconds)
+    return distill(score_fn, graph, noise, length, lsd_cfg, device=device, progress=False, cache=sub)
+
+
+def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus: DistillResult,
+            lsd: DistillResult, device) -> DistillResult:
+    """Keep LSD+ or LSD, whichever has the lower n-gram Hellinger distance to the held-out teacher outputs
+    (``cfg.val_samples`` samples each, the same random streams)."""
+    length = reference.shape[1]
+    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 13), device=device, method=cfg.base,
+                  phi_mode=cfg.phi_mode)
+    dists = {}
+    for name, res in (("lsd+", plus), ("lsd", lsd)):
+        x = sample_batched(score_fn, graph, noise, res.times, cfg.val_samples, length, coeffs=res.coeffs, **common).x
+        dists[name] = distance("hellinger", x, reference, graph.num_states)
+    keep = "lsd+" if dists["lsd+"] <= dists["lsd"] else "lsd"
+    out = plus if keep == "lsd+" else DistillResult(lsd.times, lsd.coeffs, plus.history, plus.teacher_seconds,
+                                                     plus.student_seconds, plus.teacher_calls, plus.student_calls)
+    out.selection = {"hellinger_lsd+": dists["lsd+"], "hellinger_lsd": dists["lsd"], "kept": keep}
+    return out
 
 
 def unpack_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor, Tensor]:
@@ -474,6 +519,8 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
     coeffs = tuple(float(v) for v in result.coeffs)
     conditioning = result.conditioning
     provenance["objective"] = cfg.resolved_objective()
+    if result.selection is not None:
+        provenance["selection"] = result.selection
     if use_base:
         conditioning = None
         if result.conditioning is not None:

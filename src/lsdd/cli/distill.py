@@ -70,6 +70,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--match-times", action="store_true",
                    help="lsd+ (absorbing graph): compare the student's score with the teacher's moved exactly to the "
                         "student's own time (the score scales as 1/(e^sigma_bar - 1)), so Phi does not absorb the grid")
+    p.add_argument("--init-lsd", action="store_true", help="lsd+: fit LSD's Phi on the fixed grid first and start from it")
+    p.add_argument("--select", action="store_true",
+                   help="lsd+: also fit LSD and keep whichever is closer (n-gram Hellinger) to held-out teacher outputs")
     p.add_argument("--coupled", action="store_true",
                    help="teacher and student share per-position unmasking clocks and value uniforms (absorbing graph; "
                         "each path keeps its exact law)")
