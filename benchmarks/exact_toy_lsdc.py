@@ -60,11 +60,11 @@ def fit_exact(toy: Toy, nfe: int, family: str, iters: int, lr: float) -> tuple[C
     for it in range(iters):
         opt.zero_grad()
         tv = 0.5 * (toy.law(nfe, params) - toy.p0).abs().sum()
-        if float(tv) < best:
-            best, best_state = float(tv), {k: v.detach().clone() for k, v in params.state_dict().items()}
+        if float(tv.detach()) < best:
+            best, best_state = float(tv.detach()), {k: v.detach().clone() for k, v in params.state_dict().items()}
         tv.backward()
         opt.step()
-        trace.append(float(tv))
+        trace.append(float(tv.detach()))
     params.load_state_dict(best_state)
     return params, trace
 
