@@ -3,6 +3,10 @@
 A ``LearnedSampler`` names its base sampler, the graph and noise it was learned for, its time grid (M + 1
 points, strictly decreasing from 1), its M coefficients and how they enter (``linear`` / ``log``), and its
 provenance (the model's fingerprint, the teacher, the distillation settings, the lsdd version).
+
+Format version 2 adds the optional ``conditioning`` of a state-conditioned sampler (``--method lsd-c``,
+``lsdd.conditioned``): ``{"feature": "confidence", "slope": [M], "beta": [M]}``, where ``coeffs`` holds its phi_k.
+Version 1 files (no such field) still load and mean what they meant.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from .steps import ONE_CALL
 from .schedules import check_times
 
 FORMAT = "lsdd-learned-sampler"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written
+READABLE_VERSIONS = (1, 2)
+FEATURES = ("confidence",)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class LearnedSampler:
     coeffs: tuple[float, ...]  # (M,)
     phi_mode: str = "linear"
     provenance: dict[str, Any] = field(default_factory=dict)
+    conditioning: dict[str, Any] | None = None  # lsd-c: {"feature", "slope" (M,), "beta" (M,)}
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -53,6 +60,19 @@ class LearnedSampler:
 
     def coeffs_tensor(self) -> torch.Tensor:
         return torch.tensor(self.coeffs, dtype=torch.float64)
+
+    def sampler_kwargs(self, graph) -> dict[str, Any]:
+        """Keyword arguments of ``samplers.sample`` / ``sample_batched`` for this sampler on ``graph``:
+        method (a rule name, or the conditioned rule), coeffs (M,) or the state-dependent function, phi_mode."""
+        if self.conditioning is None:
+            return {"method": self.base, "coeffs": self.coeffs_tensor(), "phi_mode": self.phi_mode}
+        from .conditioned import ConditionedParams, ConditionedRule
+
+        params = ConditionedParams(self.nfe, self.coeffs_tensor().log(),
+                                   torch.tensor(self.conditioning["slope"], dtype=torch.float64),
+                                   torch.tensor(self.conditioning["beta"], dtype=torch.float64).log())
+        params.requires_grad_(False)
+        return {"method": ConditionedRule(self.base), "coeffs": params.coeff_fn(graph), "phi_mode": self.phi_mode}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -72,6 +92,7 @@ class LearnedSampler:
         d.pop("nfe", None)
         d["times"] = tuple(float(v) for v in d["times"])
         d["coeffs"] = tuple(float(v) for v in d["coeffs"])
+        d["format_version"] = FORMAT_VERSION  # read as the current version (a v1 file has no conditioning)
         return cls(**d)
 
     @classmethod
@@ -119,8 +140,9 @@ def validate(d: dict[str, Any]) -> None:
             raise UserError(f"field {key!r} must be {typ.__name__}, got {val!r}")
     if d["format"] != FORMAT:
         raise UserError(f"format is {d['format']!r}, expected {FORMAT!r}")
-    if d["format_version"] != FORMAT_VERSION:
-        raise UserError(f"unsupported format_version {d['format_version']!r} (this lsdd reads {FORMAT_VERSION})")
+    if d["format_version"] not in READABLE_VERSIONS:
+        raise UserError(f"unsupported format_version {d['format_version']!r} (this lsdd reads "
+                        f"{', '.join(map(str, READABLE_VERSIONS))})")
     if d["base"] not in ONE_CALL:
         raise UserError(f"unknown base sampler {d['base']!r}; expected one of {list(ONE_CALL)} (a learned sampler "
                         "makes one network call per step)")
@@ -145,3 +167,26 @@ def validate(d: dict[str, Any]) -> None:
         check_times(torch.tensor(d["times"], dtype=torch.float64))
     except ValueError as e:
         raise UserError(str(e)) from None
+    cond = d.get("conditioning")
+    if cond is not None:
+        _validate_conditioning(d, cond)
+
+
+def _validate_conditioning(d: dict[str, Any], cond: Any) -> None:
+    if d["format_version"] < 2:
+        raise UserError(f"field 'conditioning' needs format_version 2, the file says {d['format_version']!r}")
+    if not isinstance(cond, dict):
+        raise UserError(f"field 'conditioning' must be an object, got {cond!r}")
+    if cond.get("feature") not in FEATURES:
+        raise UserError(f"unknown conditioning feature {cond.get('feature')!r}; expected one of {list(FEATURES)}")
+    if d["graph"] != "absorbing" or d["phi_mode"] != "linear":
+        raise UserError(f"a conditioned sampler needs the absorbing graph and linear phi, got {d['graph']!r} / "
+                        f"{d['phi_mode']!r}")
+    m = len(d["coeffs"])
+    for key in ("slope", "beta"):
+        vals = cond.get(key)
+        if not isinstance(vals, (list, tuple)) or len(vals) != m or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+            raise UserError(f"conditioning {key!r} must be {m} finite numbers, got {vals!r}")
+    if min(cond["beta"]) <= 0 or min(d["coeffs"]) <= 0:
+        raise UserError("a conditioned sampler needs coeffs > 0 and beta > 0")

@@ -29,7 +29,7 @@ from .schedules import uniform_times
 from .steps import THETA_RULES, get_rule
 from .teacher import choose_store, run_teacher
 
-DISTILLED = ("lsd", "lsd+")  # learned by distillation from the teacher
+DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
 METHODS = (*DISTILLED, "jys", *THETA_RULES)  # everything --methods takes
 
 
@@ -99,12 +99,11 @@ def _run_sampler(model, cfg: BenchConfig, nfe: int, base: str, learned: LearnedS
     step rule object (theta-*) run on the uniform grid of nfe / rule.calls steps."""
     steps = nfe // rule.calls if rule is not None else nfe
     times = learned.times_tensor() if learned else uniform_times(steps)
-    coeffs = learned.coeffs_tensor() if learned else None
-    mode = learned.phi_mode if learned else "linear"
+    kw = learned.sampler_kwargs(model.graph) if learned else {
+        "method": rule if rule is not None else base, "coeffs": None, "phi_mode": "linear"}
     t0 = time.perf_counter()
     out = sample_batched(model.score_fn, model.graph, model.noise, times, cfg.num_samples, model.config.length,
-                         batch_size=cfg.batch_size, method=rule if rule is not None else base, coeffs=coeffs,
-                         phi_mode=mode, seed=cfg.seed + 1, device=model.device)
+                         batch_size=cfg.batch_size, seed=cfg.seed + 1, device=model.device, **kw)
     return out.x, time.perf_counter() - t0, out.nfe
 
 
@@ -118,9 +117,10 @@ def timing_ratio(model, base: str, learned: LearnedSampler, batch: int, repeats:
             times = sampler.times_tensor() if sampler else uniform_times(learned.nfe)
             _sync(model)
             t0 = time.perf_counter()
-            sample(model.score_fn, model.graph, model.noise, times, (batch, model.config.length), method=base,
-                   coeffs=sampler.coeffs_tensor() if sampler else None,
-                   phi_mode=sampler.phi_mode if sampler else "linear", generator=gen, device=model.device)
+            kw = sampler.sampler_kwargs(model.graph) if sampler else {"method": base, "coeffs": None,
+                                                                       "phi_mode": "linear"}
+            sample(model.score_fn, model.graph, model.noise, times, (batch, model.config.length), generator=gen,
+                   device=model.device, **kw)
             _sync(model)
             spans.append(time.perf_counter() - t0)
         ratios.append(spans[1] / spans[0])

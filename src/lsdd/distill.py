@@ -25,13 +25,14 @@ from .graphs import Graph
 from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
 from .losses import N_STATS, step_losses, step_stats
+from .objective import OBJECTIVES, distance, minimise_cma, step_basis
 from .samplers import PHI_MODES, sample_batched
 from .schedules import check_times, uniform_times
 from .steps import ONE_CALL
 from .teacher import STORES, TeacherCache, choose_store, run_teacher
 from .validate import Validation, compare, model_nll, nll_z
 
-METHODS = ("lsd", "lsd+")
+METHODS = ("lsd", "lsd+", "lsd-c")  # lsd-c: state-conditioned steps (lsdd.conditioned), absorbing graph
 LOSSES = ("l2", "kl", "rkl")
 
 
@@ -62,6 +63,25 @@ class DistillConfig:
     # teacher cache: "scores" keeps the score rows, "states" only the states and recomputes the scores (one
     # extra network call per student call; lsdd.teacher); "auto": scores while they fit in 2 GiB
     teacher_store: str = "auto"
+    # distribution-level objective (lsdd.objective): auto = trajectory for lsd/lsd+, hellinger for lsd-c
+    objective: str = "auto"  # auto | trajectory | hellinger | mmd
+    basis: int = 2  # per-step parameters as a polynomial of this many terms in the step index
+    obj_samples: int = 256  # samples per candidate (common random numbers)
+    cma_iters: int = 12  # CMA-ES generations
+    cma_popsize: int = 8
+    cma_sigma: float = 0.5
+    coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.coupling)
+    match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing
+    init_lsd: bool = False  # LSD+: first fit LSD (Phi on the fixed grid), start LSD+ from its Phi
+    select: bool = False  # LSD+: keep LSD instead when its held-out n-gram distance to the teacher is lower
+
+    def coupling_seed(self) -> int | None:
+        return derive_seed(self.seed, 12) if self.coupled else None
+
+    def resolved_objective(self) -> str:
+        if self.objective != "auto":
+            return self.objective
+        return "hellinger" if self.method == "lsd-c" else "trajectory"
 
     def num_val(self) -> int:
         """Teacher trajectories held out for validation (0 without validation)."""
@@ -91,6 +111,19 @@ class DistillConfig:
              "the closed-form fast path needs --method lsd --phi-mode linear --loss l2"),
             (self.teacher_store in ("auto", *STORES),
              f"teacher store must be auto or one of {list(STORES)}, got {self.teacher_store!r}"),
+            (self.objective in ("auto", *OBJECTIVES), f"objective must be one of {['auto', *OBJECTIVES]}, got "
+                                                       f"{self.objective!r}"),
+            (self.method != "lsd-c" or self.resolved_objective() != "trajectory",
+             "lsd-c is fitted on the output distribution: use --objective hellinger or mmd"),
+            (self.method != "lsd-c" or self.phi_mode == "linear", "lsd-c uses linear Phi (--phi-mode linear)"),
+            (self.resolved_objective() == "trajectory" or self.method != "lsd+",
+             "a distribution objective fits lsd or lsd-c on a fixed grid, not lsd+"),
+            (not (self.init_lsd or self.select) or self.method == "lsd+", "--init-lsd and --select apply to lsd+"),
+            (not self.select or self.validation, "--select compares on held-out teacher outputs: drop --no-validate"),
+            (self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2
+             and self.cma_sigma > 0, f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
+                                     f"cma_sigma > 0; got {self.basis}, {self.obj_samples}, {self.cma_iters}, "
+                                     f"{self.cma_popsize}, {self.cma_sigma}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -169,6 +202,20 @@ class DistillResult:
     teacher_calls: int = 0
     student_calls: int = 0
     validation: Validation | None = None  # learned vs base on held-out teacher outputs (cfg.validation)
+    conditioning: dict | None = None  # lsd-c: {"feature", "slope", "beta"} (lsdd.artifact)
+    selection: dict | None = None  # LSD+ --select: held-out distances of LSD and LSD+, and which was kept
+
+    def sampler_kwargs(self, graph: Graph, base: str, phi_mode: str) -> dict:
+        """``sample_batched`` keyword arguments of the learned sampler (method, coeffs, phi_mode)."""
+        if self.conditioning is None:
+            return {"method": base, "coeffs": self.coeffs, "phi_mode": phi_mode}
+        from .conditioned import ConditionedParams, ConditionedRule
+
+        params = ConditionedParams(self.coeffs.numel(), self.coeffs.log(),
+                                   torch.tensor(self.conditioning["slope"], dtype=torch.float64),
+                                   torch.tensor(self.conditioning["beta"], dtype=torch.float64).log())
+        params.requires_grad_(False)
+        return {"method": ConditionedRule(base), "coeffs": params.coeff_fn(graph), "phi_mode": "linear"}
 
 
 class _Batch:
@@ -212,7 +259,8 @@ class _Learner:
             self._refit(k, stats)
             return
         losses = step_losses(self.cfg, self.graph, self.noise, x, score, x_star, stored, s_star,
-                             self.params.coeffs()[k], self.tau, k, info.last, self.scales[k], stats, local.teacher_law)
+                             self.params.coeffs()[k], self.tau, k, info.last, self.scales[k], stats, local.teacher_law,
+                             t_teacher=self.t_uni if self.cfg.match_times else None)
         loss = (losses.phi if self.train_phi else 0.0) + (losses.time if self.train_time else 0.0)
         if torch.is_tensor(loss) and loss.requires_grad:
             loss.backward(retain_graph=True)
@@ -251,9 +299,14 @@ def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, c
         if batch.x is None:
             learner.idle()
         else:
+            advance = None
+            if cfg.coupled:
+                from .coupling import ClockAdvance, clock_noise
+
+                advance = ClockAdvance(*clock_noise(cfg.coupling_seed(), batch.idx, batch.x.shape[1]))
             reverse_loop(call, graph, noise, learner.tau.detach(), batch.x, rule=cfg.base, phi_mode=cfg.phi_mode,
                          coeffs=lambda k, x, score: params.coeffs()[k].detach(), generator=batch.streams,
-                         on_score=learner.on_score)
+                         on_score=learner.on_score, advance=advance)
         if opt is not None:
             dist.sum_grads([p for p in params.parameters() if p.requires_grad])
             opt.step()
@@ -269,7 +322,8 @@ def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg
     store = choose_store(cfg.teacher_store, cfg.num_traj, length, graph.num_tokens, cfg.nfe)
     return run_teacher(score_fn, graph, noise, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj,
                        length, method=cfg.base, batch_size=cfg.batch_size,
-                       seed=cfg.seed, device=device, progress=progress, store=store)
+                       seed=cfg.seed, device=device, progress=progress, store=store,
+                       coupled_seed=cfg.coupling_seed())
 
 
 def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
@@ -278,11 +332,15 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     """Distill a learned M-step sampler. ``cache`` reuses teacher trajectories; ``state`` resumes from a
     checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
     cfg.validate()
+    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not graph.absorbing:
+        raise ValueError("lsd-c, coupled trajectories and matched times are defined for the absorbing graph only")
     if cache is None:
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:
         raise ValueError(f"teacher cache has {len(cache.states)} steps, the student {cfg.nfe}")
     cache.attach(score_fn, graph, noise)  # a "states" cache recomputes the teacher's scores with it
+    if cfg.resolved_objective() != "trajectory":
+        return distill_distribution(score_fn, graph, noise, length, cfg, cache, device=device, progress=progress)
     params = SamplerParams(cfg.nfe, cfg.eps, learn_times=cfg.method == "lsd+",
                            init_times=None if cfg.init_times is None else cfg.student_times())
     groups = [{"params": [params.log_phi], "lr": cfg.lr}]
@@ -291,6 +349,15 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     opt = None if cfg.closed_form else torch.optim.Adam(groups)
     history: list[dict] = []
     start_epoch = 0
+    lsd_result = None
+    if cfg.method == "lsd+" and (cfg.init_lsd or cfg.select):
+        lsd_cfg = DistillConfig(**{**asdict(cfg), "method": "lsd", "validation": False, "init_lsd": False,
+                                   "select": False, "val_frac": cfg.val_frac if cfg.validation else 0.0})
+        lsd_cfg.validation = cfg.validation  # hold out the same trajectories, without running the validation
+        lsd_result = _distill_lsd_for_plus(score_fn, graph, noise, length, lsd_cfg, cache, device)
+        if cfg.init_lsd and state is None:
+            with torch.no_grad():
+                params.log_phi.copy_(lsd_result.coeffs.log())
     if state is not None:
         params.load_state_dict(state["params"])
         if opt is not None and state.get("opt") is not None:
@@ -322,21 +389,117 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         times, coeffs = params.times().detach().clone(), params.coeffs().detach().clone()
     result = DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),
                            cache.nfe, student_calls)
+    if cfg.select:
+        result = _select(score_fn, graph, noise, cache.x_0[n_train:], cfg, result, lsd_result, device)
+        times, coeffs = result.times, result.coeffs
     if cfg.validation:
         result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, times, coeffs, device)
     return result
 
 
+def _distill_lsd_for_plus(score_fn, graph, noise, length, lsd_cfg: DistillConfig, cache, device) -> DistillResult:
+    """LSD on the starting grid, with the trajectories LSD+ trains on (held-out ones left out), no validation."""
+    n_val = lsd_cfg.num_val()
+    lsd_cfg.validation = False
+    sub = cache if n_val == 0 else TeacherCache(cache.x_T[:-n_val], [s[:-n_val] for s in cache.states],
+                                                [r[:-n_val] for r in cache.rows], cache.scores, cache.x_0[:-n_val],
+                                                cache.times, cache.teacher_steps, cache.nfe, cache.seconds)
+    return distill(score_fn, graph, noise, length, lsd_cfg, device=device, progress=False, cache=sub)
+
+
+def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus: DistillResult,
+            lsd: DistillResult, device) -> DistillResult:
+    """Keep LSD+ or LSD, whichever has the lower n-gram Hellinger distance to the held-out teacher outputs
+    (``cfg.val_samples`` samples each, the same random streams)."""
+    length = reference.shape[1]
+    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 13), device=device, method=cfg.base,
+                  phi_mode=cfg.phi_mode)
+    dists = {}
+    for name, res in (("lsd+", plus), ("lsd", lsd)):
+        x = sample_batched(score_fn, graph, noise, res.times, cfg.val_samples, length, coeffs=res.coeffs, **common).x
+        dists[name] = distance("hellinger", x, reference, graph.num_states)
+    keep = "lsd+" if dists["lsd+"] <= dists["lsd"] else "lsd"
+    out = plus if keep == "lsd+" else DistillResult(lsd.times, lsd.coeffs, plus.history, plus.teacher_seconds,
+                                                     plus.student_seconds, plus.teacher_calls, plus.student_calls)
+    out.selection = {"hellinger_lsd+": dists["lsd+"], "hellinger_lsd": dists["lsd"], "kept": keep}
+    return out
+
+
+def unpack_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """The CMA vector (k * basis,) -> per-step (log_phi, slope, log_beta), each (M,) (zeros where not learned)."""
+    basis = step_basis(cfg.nfe, cfg.basis)
+    parts = [basis @ v[i * cfg.basis : (i + 1) * cfg.basis] for i in range(v.numel() // cfg.basis)]
+    zero = torch.zeros(cfg.nfe, dtype=torch.float64)
+    while len(parts) < 3:
+        parts.append(zero)
+    return parts[0], parts[1], parts[2]
+
+
+def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | None]:
+    log_phi, slope, log_beta = unpack_flat(v, cfg)
+    cond = None
+    if cfg.method == "lsd-c":
+        cond = {"feature": "confidence", "slope": [float(a) for a in slope],
+                "beta": [float(b) for b in log_beta.exp()]}
+    return log_phi.exp(), cond
+
+
+def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig,
+                         cache: TeacherCache, *, device: torch.device | str = "cpu",
+                         progress: bool = True) -> DistillResult:
+    """Fit lsd (Phi per step) or lsd-c (Phi, confidence slope, value temperature per step) on the output
+    distribution: CMA-ES over ``cfg.basis`` numbers per parameter family, each candidate scored by
+    ``objective.distance`` between its ``cfg.obj_samples`` samples (the same random streams for every
+    candidate) and the training teacher outputs. Starts from the base sampler (all zero), which stays a
+    candidate, so the fit is never worse than the base on this objective."""
+    n_train = cache.num - cfg.num_val()
+    target = cache.x_0[:n_train]
+    times = cfg.student_times()
+    families = 3 if cfg.method == "lsd-c" else 1
+    seed = derive_seed(cfg.seed, 11)
+    call = CountedScore(score_fn, graph, noise)
+    t0 = time.perf_counter()
+
+    def objective(v: Tensor) -> float:
+        coeffs, cond = _result_from_flat(v, cfg)
+        res = DistillResult(times, coeffs, conditioning=cond)
+        out = sample_batched(call, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
+                             seed=seed, device=device, **res.sampler_kwargs(graph, cfg.base, cfg.phi_mode))
+        return distance(cfg.resolved_objective(), out.x, target, graph.num_states)
+
+    fit = minimise_cma(objective, torch.zeros(families * cfg.basis, dtype=torch.float64), cfg.cma_sigma,
+                       cfg.cma_iters, cfg.cma_popsize, seed)
+    coeffs, cond = _result_from_flat(fit.x, cfg)
+    history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0, "best_so_far": fit.start_value}]
+    for i, h in enumerate(fit.history):  # loss_phi: the generation's best candidate
+        history.append({"epoch": i + 1, "loss_phi": h["best"], "loss_time": 0.0, "mean": h["mean"],
+                        "sigma": h["sigma"], "best_so_far": min(history[-1]["best_so_far"], h["best"])})
+    seconds = time.perf_counter() - t0
+    if history:
+        history[-1]["seconds"] = seconds
+    result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
+                           conditioning=cond)
+    if progress and dist.is_main():
+        print(f"{cfg.resolved_objective()} objective: base {fit.start_value:.5f} -> learned {fit.value:.5f} "
+              f"({fit.evaluations} candidates, {seconds:.0f} s)")
+    if cfg.validation:
+        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, times, coeffs, device,
+                                             learned_kwargs=result.sampler_kwargs(graph, cfg.base, cfg.phi_mode))
+    return result
+
+
 def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: Tensor, cfg: DistillConfig,
-                     times: Tensor, coeffs: Tensor, device: torch.device | str = "cpu") -> Validation:
+                     times: Tensor, coeffs: Tensor, device: torch.device | str = "cpu",
+                     learned_kwargs: dict | None = None) -> Validation:
     """Compare the learned sampler (``times``, ``coeffs``) with its base (the starting grid - uniform unless
     ``cfg.init_times`` -, Phi = 1) at the same NFE on held-out teacher outputs ``reference`` (m, L); both draw
     ``cfg.val_samples`` samples from the same streams."""
     length = reference.shape[1]
     common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device, method=cfg.base)
     base = sample_batched(score_fn, graph, noise, cfg.student_times(), cfg.val_samples, length, **common)
-    learned = sample_batched(score_fn, graph, noise, times, cfg.val_samples, length, coeffs=coeffs,
-                             phi_mode=cfg.phi_mode, **common)
+    kw = learned_kwargs or {"method": cfg.base, "coeffs": coeffs, "phi_mode": cfg.phi_mode}
+    learned = sample_batched(score_fn, graph, noise, times, cfg.val_samples, length,
+                             **{**common, **kw})
     nll_seed = derive_seed(cfg.seed, 10)
     nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device)
            for x in (base.x, learned.x, reference)]
@@ -362,7 +525,14 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
     }
     times = tuple(float(v) for v in result.times)
     coeffs = tuple(float(v) for v in result.coeffs)
+    conditioning = result.conditioning
+    provenance["objective"] = cfg.resolved_objective()
+    if result.selection is not None:
+        provenance["selection"] = result.selection
     if use_base:
+        conditioning = None
+        if result.conditioning is not None:
+            provenance["rejected_conditioning"] = result.conditioning
         provenance["written"] = "base sampler: validation found the learned one no better"
         provenance["rejected_learned"] = {"times": times, "coeffs": coeffs}
         times = tuple(float(v) for v in cfg.student_times())
@@ -370,4 +540,5 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
     else:
         provenance["written"] = "learned sampler"
     return LearnedSampler(base=cfg.base, graph=graph.name, num_tokens=graph.num_tokens, noise=noise.to_dict(),
-                          times=times, coeffs=coeffs, phi_mode=cfg.phi_mode, provenance=provenance)
+                          times=times, coeffs=coeffs, phi_mode=cfg.phi_mode, provenance=provenance,
+                          conditioning=conditioning)

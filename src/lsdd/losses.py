@@ -62,6 +62,15 @@ def _full_score(graph: Graph, x: Tensor, s_real: Tensor) -> Tensor:
     return full.scatter(-1, x[..., None], 1.0)
 
 
+def time_ratio(noise: Noise, t_from: Tensor, t_to: Tensor) -> Tensor:
+    """Absorbing graph: a masked row's score at time t is p(x0_i = y | unmasked tokens) / (e^sigma_bar(t) - 1), and
+    the conditional does not depend on t; so the score read at t_from, times this ratio, is the score at t_to
+    (``--match-times``: LSD+ compares Phi s(x, tau_k) with the teacher's score moved to tau_k)."""
+    a = torch.expm1(noise.total(torch.as_tensor(t_from, dtype=torch.float64)))
+    b = torch.expm1(noise.total(torch.as_tensor(t_to, dtype=torch.float64)))
+    return a / b
+
+
 @dataclass
 class StepLosses:
     """This process's share of the step's mean losses (its sums divided by the global row count)."""
@@ -114,7 +123,7 @@ def step_stats(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score:
 
 def step_losses(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
                 stored: Tensor, s_star: Tensor, phi: Tensor, tau: Tensor, k: int, last: bool, scale: float,
-                stats: Tensor, teacher_law: Tensor | None = None) -> StepLosses:
+                stats: Tensor, teacher_law: Tensor | None = None, t_teacher: Tensor | None = None) -> StepLosses:
     """Losses of one student step k, as this process's share of the global mean.
 
     x, x_star (b, L); score (b, L, S) student; s_star (b, L, N) teacher; phi the coefficient (0-d, grad);
@@ -127,6 +136,8 @@ def step_losses(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score
     n_rows = float(stats[0])
     if not rows.any() or n_rows == 0:
         return StepLosses(zero, zero, 0)
+    if t_teacher is not None and graph.absorbing:
+        s_star = s_star * time_ratio(noise, t_teacher[k], tau[k].detach())
     teacher_full = _full_score(graph, x, s_star)  # teacher's score, read at the student's current tokens
     t_k, s_k = tau[k].detach(), tau[k + 1].detach()
     if cfg.loss == "l2":

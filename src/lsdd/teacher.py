@@ -152,10 +152,14 @@ def _pack(graph: Graph, x: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Tensor, teacher_steps: int,
                 num: int, length: int, *, method: str = "euler", batch_size: int = 64, seed: int = 0,
-                device: torch.device | str = "cpu", progress: bool = True, store: str = "scores") -> TeacherCache:
+                device: torch.device | str = "cpu", progress: bool = True, store: str = "scores",
+                coupled_seed: int | None = None) -> TeacherCache:
     """Run ``num`` teacher trajectories of ``teacher_steps`` steps on the student grid refined uniformly
     (teacher_steps must be a multiple of M), caching the teacher's own scores at the student times
     (``store`` "scores") or only its states there ("states": the cache recomputes the scores, see the module).
+
+    With ``coupled_seed`` the draws come from per-trajectory clocks and value uniforms instead
+    (``lsdd.coupling``; absorbing graph), which a coupled student shares.
 
     Batch b of trajectories draws from ``make_generator(seed, device, b)``; under torch.distributed the
     batches are spread over the ranks and every rank gets the whole cache back (independent of the count).
@@ -187,8 +191,13 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
                 cached.append((info.x.cpu(), *packed, _sq_stats(graph, info.x, info.score)))
             bar.update(1)
 
+        advance = None
+        if coupled_seed is not None:
+            from .coupling import ClockAdvance, clock_noise
+
+            advance = ClockAdvance(*clock_noise(coupled_seed, torch.arange(b * batch_size, b * batch_size + n), length))
         out = reverse_loop(score_fn, graph, noise, times, x_T, rule=method, on_score=keep,
-                           generator=make_generator(seed, device, b, 1))
+                           generator=make_generator(seed, device, b, 1), advance=advance)
         nfe += out.nfe
         per_batch[b] = (x_T.cpu(), out.x.cpu(), cached)
     bar.close()

@@ -48,14 +48,35 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     from ..distill import DistillConfig
 
     d = DistillConfig()
-    p = subparsers.add_parser(name, help="distill a learned few-step sampler (LSD / LSD+)",
+    p = subparsers.add_parser(name, help="distill a learned few-step sampler (LSD / LSD+ / LSD-C)",
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter)
     p.add_argument("--model", required=True, help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM "
                    "checkpoint as published) or hub id owner/name")
     p.add_argument("--base", choices=["euler", "tweedie"], default=d.base, help="base sampler of student and teacher")
     p.add_argument("--nfe", type=positive_int, default=d.nfe, help="student steps M (network calls per sample)")
     p.add_argument("--teacher-nfe", type=positive_int, default=d.teacher_nfe, help="teacher steps N, a multiple of M")
-    p.add_argument("--method", choices=["lsd", "lsd+"], default=d.method, help="lsd+: also learn the time grid")
+    p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c"], default=d.method,
+                   help="lsd+: also learn the time grid; lsd-c: per-step confidence slope and value temperature "
+                        "(absorbing graph, fitted on the output distribution)")
+    p.add_argument("--objective", choices=["auto", "trajectory", "hellinger", "mmd"], default=d.objective,
+                   help="trajectory: match the teacher's scores step by step (lsd, lsd+); hellinger / mmd: match the "
+                        "teacher's outputs (n-gram distance, CMA-ES, common random numbers); auto: hellinger for lsd-c")
+    p.add_argument("--basis", type=positive_int, default=d.basis,
+                   help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step)")
+    p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
+                   help="distribution objective: samples per candidate")
+    p.add_argument("--cma-iters", type=positive_int, default=d.cma_iters, help="distribution objective: CMA-ES generations")
+    p.add_argument("--cma-popsize", type=positive_int, default=d.cma_popsize, help="distribution objective: candidates per generation")
+    p.add_argument("--cma-sigma", type=float, default=d.cma_sigma, help="distribution objective: CMA-ES initial step size")
+    p.add_argument("--match-times", action="store_true",
+                   help="lsd+ (absorbing graph): compare the student's score with the teacher's moved exactly to the "
+                        "student's own time (the score scales as 1/(e^sigma_bar - 1)), so Phi does not absorb the grid")
+    p.add_argument("--init-lsd", action="store_true", help="lsd+: fit LSD's Phi on the fixed grid first and start from it")
+    p.add_argument("--select", action="store_true",
+                   help="lsd+: also fit LSD and keep whichever is closer (n-gram Hellinger) to held-out teacher outputs")
+    p.add_argument("--coupled", action="store_true",
+                   help="teacher and student share per-position unmasking clocks and value uniforms (absorbing graph; "
+                        "each path keeps its exact law)")
     p.add_argument("--phi-mode", choices=["linear", "log"], default=d.phi_mode, help="how Phi enters the step")
     p.add_argument("--loss", choices=["l2", "kl", "rkl"], default=d.loss, help="trajectory-matching distance")
     p.add_argument("--zeta", type=fraction, default=d.zeta, help="fraction of student start tokens perturbed")
@@ -125,6 +146,9 @@ def run(args) -> int:
     out = check_output(args.out, ".json")
     cfg = config_from_args(args)
     model = load_args(args)
+    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not model.graph.absorbing:
+        raise UserError(f"--method lsd-c, --coupled and --match-times need an absorbing-graph model; {model.source} has a "
+                        f"{model.graph.name} graph")
     info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
     if args.init_grid:
         from ..artifact import LearnedSampler
@@ -187,6 +211,9 @@ def run(args) -> int:
     print(f"{cfg.method} {cfg.base} sampler with {cfg.nfe} NFE -> {out}")
     print(f"  coefficients: {', '.join(f'{c:.3f}' for c in sampler.coeffs)}")
     print(f"  time grid:    {', '.join(f'{t:.4f}' for t in sampler.times)}")
+    if sampler.conditioning is not None:
+        print(f"  confidence slope: {', '.join(f'{a:.3f}' for a in sampler.conditioning['slope'])}")
+        print(f"  value beta:       {', '.join(f'{b:.3f}' for b in sampler.conditioning['beta'])}")
     print(f"  final loss: phi {last.get('loss_phi', float('nan')):.4g}, time {last.get('loss_time', 0.0):.4g}; "
           f"teacher {result.teacher_seconds:.1f} s, student epochs {result.student_seconds:.1f} s "
           f"(ratio {result.student_seconds / max(result.teacher_seconds, 1e-9):.2f})")

@@ -68,8 +68,9 @@ def run(args) -> int:
         learned = LearnedSampler.load(args.learned)
         learned.check_model(model.graph.name, model.graph.num_tokens, model.noise.to_dict(), model.fingerprint,
                             force=args.force)
-        method, times, coeffs, mode = learned.base, learned.times_tensor(), learned.coeffs_tensor(), learned.phi_mode
-        desc = f"learned {learned.provenance.get('method', '?')}-{method} ({learned.nfe} steps, phi {mode})"
+        kw = learned.sampler_kwargs(model.graph)
+        method, times, coeffs, mode = kw["method"], learned.times_tensor(), kw["coeffs"], kw["phi_mode"]
+        desc = f"learned {learned.provenance.get('method', '?')}-{learned.base} ({learned.nfe} steps, phi {mode})"
     else:
         method, times, coeffs, mode = rule, uniform_times(steps, args.eps), None, "linear"
         desc = f"{args.sampler} on the uniform grid ({steps} steps x {rule.calls} network call{'s' * (rule.calls > 1)})"

@@ -1,0 +1,129 @@
+"""State-conditioned steps (``--method lsd-c``): per step, a few parameters that let each masked token's unmask
+probability depend on its own confidence, and a per-step value temperature. Absorbing graph only.
+
+At step k a masked token i with real-token scores s_i (its clean-token probabilities up to a common factor) has
+
+    confidence  c_i  = max_y s_iy / sum_y s_iy                          (its largest clean-token probability)
+    coefficient Phi_i = phi_k * c_i ** a_k                              (linear Phi, per token)
+    move_i       = min(1, dt sigma(t) Phi_i sum_y s_iy)                  (the base rule's rate law; forced last step)
+    value law    ~ s_iy ** beta_k                                        (beta_k > 1 sharpens, < 1 flattens)
+
+With a_k = 0 and beta_k = 1 this is exactly LSD's linear-Phi step (same move probabilities, same values). It reads
+only the score the step already has: no extra network call. ``ConditionedParams`` holds (phi, a, beta) per step
+(phi and beta through their logarithms); ``ConditionedRule`` is the step rule and ``coeff_fn`` the loop's
+state-dependent coefficient function that feeds it.
+
+Shapes: B batch, L length, S states, N real tokens, M steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .draws import StepLaw
+from .graphs import Graph
+from .noise import Noise
+from .steps import ONE_CALL, get_rule, rate_law
+
+
+@dataclass
+class ConditionedCoeff:
+    """What ``ConditionedParams.coeff_fn`` hands the rule at one step: per-token Phi (B, L) and the value
+    inverse temperature beta (0-d)."""
+
+    phi: Tensor
+    beta: Tensor
+
+
+def confidence(graph: Graph, score: Tensor) -> Tensor:
+    """Largest clean-token probability of each position, (B, L, S) -> (B, L) in the score's dtype (0 where the
+    real-token scores are all zero)."""
+    real = score[..., : graph.num_tokens]
+    total = real.sum(-1)
+    return torch.where(total > 0, real.amax(-1) / total.clamp_min(torch.finfo(real.dtype).tiny),
+                       torch.zeros_like(total))
+
+
+class ConditionedParams(nn.Module):
+    """log_phi (M,), slope a (M,), log_beta (M,), float64; all zero = the base sampler (Phi = 1)."""
+
+    def __init__(self, nfe: int, log_phi: Tensor | None = None, slope: Tensor | None = None,
+                 log_beta: Tensor | None = None):
+        super().__init__()
+        z = torch.zeros(nfe, dtype=torch.float64)
+        self.log_phi = nn.Parameter(z.clone() if log_phi is None else log_phi.detach().to(torch.float64).clone())
+        self.slope = nn.Parameter(z.clone() if slope is None else slope.detach().to(torch.float64).clone())
+        self.log_beta = nn.Parameter(z.clone() if log_beta is None else log_beta.detach().to(torch.float64).clone())
+        for p in (self.log_phi, self.slope, self.log_beta):
+            if p.shape != (nfe,):
+                raise ValueError(f"conditioned parameters need shape ({nfe},), got {tuple(p.shape)}")
+
+    @property
+    def nfe(self) -> int:
+        return self.log_phi.numel()
+
+    def flat(self) -> Tensor:
+        """(3M,) = [log_phi, slope, log_beta] (for gradient-free optimisers)."""
+        return torch.cat([self.log_phi, self.slope, self.log_beta]).detach().clone()
+
+    @classmethod
+    def from_flat(cls, v, nfe: int) -> "ConditionedParams":
+        v = torch.as_tensor(v, dtype=torch.float64)
+        return cls(nfe, v[:nfe], v[nfe : 2 * nfe], v[2 * nfe :])
+
+    def coeff_fn(self, graph: Graph):
+        """The loop's coefficient function (k, x, score) -> ConditionedCoeff (differentiable in the parameters)."""
+
+        def fn(k: int, x: Tensor, score: Tensor) -> ConditionedCoeff:
+            conf = confidence(graph, score.detach()).to(torch.float64)
+            log_c = torch.log(torch.where(conf > 0, conf, torch.ones_like(conf)))  # 0 at full confidence
+            phi = torch.exp(self.log_phi[k] + self.slope[k] * log_c)
+            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]))
+
+        return fn
+
+
+def _tempered(graph: Graph, score: Tensor, beta: Tensor) -> Tensor:
+    """Value weights s_y ** beta over the real tokens (computed in log space, row maximum 1), 0 at the mask
+    column and where s_y = 0. (B, L, S)."""
+    real = score[..., : graph.num_tokens]
+    pos = real > 0
+    log_s = torch.log(torch.where(pos, real, torch.ones_like(real))).to(torch.float64) * beta
+    log_s = torch.where(pos, log_s, torch.full_like(log_s, float("-inf")))
+    top = log_s.amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    w = torch.exp(log_s - top)
+    pad = torch.zeros(*w.shape[:-1], graph.num_states - graph.num_tokens, dtype=w.dtype, device=w.device)
+    return torch.cat([w, pad], -1)
+
+
+class ConditionedRule:
+    """One-call step rule on the absorbing graph: the base rule's rate law with per-token Phi, then values drawn
+    from tempered scores. Accepts a ``ConditionedCoeff`` or a plain coefficient (then it is the base rule)."""
+
+    calls = 1
+
+    def __init__(self, base: str = "euler"):
+        if base not in ONE_CALL:
+            raise ValueError(f"a conditioned step builds on one of {list(ONE_CALL)}, not {base!r}")
+        self.base = base
+        self.name = f"{base}-c"
+
+    def __call__(self, graph: Graph, noise: Noise, x: Tensor, score: Tensor, t: Tensor, s: Tensor,
+                 coeff=1.0, mode: str = "linear", last: bool = False, call=None) -> StepLaw:
+        if not graph.absorbing:
+            raise ValueError("state-conditioned steps (lsd-c) are defined for the absorbing graph only")
+        if mode != "linear":
+            raise ValueError(f"state-conditioned steps use linear Phi, got phi mode {mode!r}")
+        rule = get_rule(self.base)
+        if not isinstance(coeff, ConditionedCoeff):
+            return rule(graph, noise, x, score, t, s, coeff, mode, last, call)
+        law = rule(graph, noise, x, score, t, s, coeff.phi, mode, last, call)
+        law.weights = _tempered(graph, score, coeff.beta)
+        return law
+
+
+__all__ = ["ConditionedCoeff", "ConditionedParams", "ConditionedRule", "confidence"]
