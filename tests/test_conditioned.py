@@ -14,7 +14,6 @@ from lsdd.cli import main
 from lsdd.conditioned import ConditionedParams, ConditionedRule, confidence
 from lsdd.coupling import ClockAdvance, clock_noise
 from lsdd.distill import DistillConfig, distill, to_artifact
-from lsdd.draws import make_generator
 from lsdd.errors import UserError
 from lsdd.exact import ExactScore, exact_sampler_law, seq_index
 from lsdd.graphs import Absorbing
@@ -24,7 +23,6 @@ from lsdd.models.checkpoint import save_model_dir
 from lsdd.noise import LogLinear
 from lsdd.objective import ngram_hellinger, minimise_cma
 from lsdd.schedules import uniform_times
-from lsdd.steps import Euler
 
 V, L, M = 2, 3, 4
 GRAPH, NOISE = Absorbing(V), LogLinear(1e-3)

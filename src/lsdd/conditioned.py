@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from .draws import StepLaw
 from .graphs import Graph
 from .noise import Noise
-from .steps import ONE_CALL, get_rule, rate_law
+from .steps import ONE_CALL, get_rule
 
 
 @dataclass
