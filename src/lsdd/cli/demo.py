@@ -58,7 +58,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from .. import atomic
-    from ..bench import BenchConfig, format_table, run_bench
+    from ..bench import BenchConfig
     from ..metrics import get_task
     from ..plots import plot_bench, plot_samplers
 
@@ -92,12 +92,7 @@ def run(args) -> int:
           f"length {model.config.length}); teacher {args.teacher_nfe} steps; "
           f"{'LSD' if text else 'LSD and LSD+'} at NFE {args.nfe}")
     t0 = time.perf_counter()
-    try:
-        result = run_bench(model, task, cfg)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    print()
-    print(format_table(result, task))
+    result = _bench(model, task, cfg)
     learned = {f"{r.label} M={r.nfe}": r.sampler for r in result.rows if r.sampler is not None}
     atomic.write_json(out / "bench.json", result.to_dict())
     for r in result.rows:
@@ -122,11 +117,24 @@ def run(args) -> int:
     return 0
 
 
+def _bench(model, task, cfg):
+    """Run the demo's bench (a ValueError from the settings becomes a UserError) and print its table."""
+    from ..bench import format_table, run_bench
+
+    try:
+        result = run_bench(model, task, cfg)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print()
+    print(format_table(result, task))
+    return result
+
+
 def run_digits(args, model, out: Path) -> int:
     """Distill LSD+ for a digits model at the smallest --nfe, bench it against Euler and the teacher, and draw
     64 samples of Euler, LSD+ and the teacher side by side (digits.png)."""
     from .. import atomic
-    from ..bench import BenchConfig, format_table, run_bench
+    from ..bench import BenchConfig
     from ..metrics import get_task
     from ..plots import plot_digit_panels, plot_samplers
 
@@ -141,12 +149,7 @@ def run_digits(args, model, out: Path) -> int:
     print(f"lsdd demo: model {model.source} ({model.config.graph} graph, 17 grey levels, 8x8); teacher "
           f"{args.teacher_nfe} Euler steps; LSD+ at NFE {args.nfe}")
     t0 = time.perf_counter()
-    try:
-        result = run_bench(model, task, cfg)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    print()
-    print(format_table(result, task))
+    result = _bench(model, task, cfg)
     euler = next(r for r in result.rows if r.method == "uniform" and r.nfe == nfe)
     lsd = next(r for r in result.rows if r.method == "lsd+" and r.nfe == nfe)
     teacher = result.rows[0]
