@@ -324,6 +324,36 @@ def test_bench_temperature_control_matches_lsd_diversity(tiny, tmp_path):
     assert ent[0] < ent[1]
 
 
+def test_bench_scores_learned_files_with_their_own_control(tiny, learned, tmp_path, capsys):
+    """--learned: a sampler distilled earlier is scored at its NFE with the bench's seeds (the same samples as
+    `lsdd sample --learned` at seed + 1), and gets its own entropy-matched temperature control."""
+    from lsdd.bench import BenchConfig, run_bench
+    from lsdd.samplers import sample_batched
+
+    model = load_model(tiny)
+    smp = LearnedSampler.load(learned)
+    cfg = BenchConfig(nfes=(4,), teacher_nfe=8, bases=("euler",), methods=(), num_samples=32, batch_size=32,
+                      timing_repeats=0, temperature_control=True, temperature_iters=3, keep_samples=True,
+                      learned=(("s.json", smp),))
+    result = run_bench(model, get_task("tokens"), cfg, progress=False, log=lambda *_: None)
+    by = {r.method: r for r in result.rows}
+    row, ctrl = by["lsd"], by["temperature"]
+    assert row.label == "LSD-euler [s.json]" and row.nfe == 4 and row.sampler is smp
+    want = sample_batched(model.score_fn, model.graph, model.noise, smp.times_tensor(), 32, model.config.length,
+                          batch_size=32, seed=1, **smp.sampler_kwargs(model.graph)).x
+    assert torch.equal(torch.as_tensor(row.samples), want)
+    assert ctrl.matches == "LSD-euler [s.json]" and ctrl.nfe == 4
+    assert result.config["learned"] == ["s.json"]
+    # a file whose NFE has no Euler row is refused by name; so is a sampler learned for another model
+    with pytest.raises(ValueError, match="s.json makes 4 network calls"):
+        run_bench(model, get_task("tokens"), BenchConfig(nfes=(2,), teacher_nfe=8, bases=("euler",), methods=(),
+                                                         learned=(("s.json", smp),)), progress=False)
+    other = _tiny(tmp_path / "o", 1)
+    assert main(["bench", "--model", str(other), "--nfe", "4", "--teacher-nfe", "8", "--methods",
+                 "--learned", str(learned)]) == 2
+    assert "not for this model" in capsys.readouterr().err
+
+
 def test_bench_gap_closed_in_log_scale():
     from lsdd.bench import BenchRow, _fill_gap
 

@@ -3,7 +3,8 @@
 Rows: the teacher (reference), and at every NFE the uniform-grid Euler and Tweedie baselines, the learned
 samplers (LSD, LSD+ on each base), and on request the other baselines users compare against: JYS grids (a
 KLUB search on the teacher's outputs, ``lsdd.jys``) and the two-call theta-RK-2 / theta-trapezoidal solvers
-(``lsdd.theta``; NFE/2 steps). Each row is scored by the task's quality metrics beside their diversity
+(``lsdd.theta``; NFE/2 steps), and samplers learned earlier (``BenchConfig.learned``, e.g. ``lsdd distill``
+files), scored with the same seeds. Each row is scored by the task's quality metrics beside their diversity
 partners, with its network calls per sample as counted (and steps x calls per step), wall time per sample
 and the fraction of the Euler-to-teacher gap closed.
 One teacher run per base serves every NFE: uniform grids with the same eps nest, so the scores cached at
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -46,10 +47,11 @@ class BenchConfig:
     timing_repeats: int = 3  # interleaved repeats for the learned/base wall-time ratio
     distill: dict[str, Any] = field(default_factory=dict)  # DistillConfig overrides (phi_mode, loss, ...)
     keep_samples: bool = False  # keep each row's samples on the row (BenchRow.samples; not serialised)
-    temperature_control: bool = False  # add Euler at the temperature that matches LSD-euler's diversity
+    temperature_control: bool = False  # add Euler at the temperature matching each learned Euler row's diversity
     temperature_iters: int = 7  # bisection steps on log T in [0.25, 2]
     theta: float | None = None  # theta of the theta-* rows (None: their default)
     jys: dict[str, Any] = field(default_factory=dict)  # JYSConfig overrides (max_iter, ...)
+    learned: tuple[tuple[str, Any], ...] = ()  # (name, LearnedSampler) made earlier: scored as rows at their NFE
 
 
 @dataclass
@@ -65,6 +67,7 @@ class BenchRow:
     sampler: LearnedSampler | None = None
     distill_seconds: float | None = None  # time to learn the row's sampler (distillation, or JYS's search)
     steps: int | None = None  # steps per sample; nfe / steps network calls per step
+    matches: str | None = None  # temperature rows: the label of the row whose diversity they match
     samples: Any = field(default=None, repr=False)  # (n, L) int64 when BenchConfig.keep_samples
 
 
@@ -151,6 +154,11 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         from .jys import JYSConfig
 
         JYSConfig(**cfg.jys).validate()
+    for name, smp in cfg.learned:
+        if smp.nfe not in cfg.nfes:
+            raise ValueError(f"learned sampler {name} makes {smp.nfe} network calls per sample; add {smp.nfe} to "
+                             f"the bench NFEs {list(cfg.nfes)} so that it has an Euler row to compare with")
+        smp.check_model(model.graph.name, model.graph.num_tokens, model.noise.to_dict(), model.fingerprint)
     distilled = [m for m in cfg.methods if m in DISTILLED]
     # the bench itself compares every learned sampler with its base, on all the teacher trajectories
     dcfg_base = DistillConfig(**{"validation": False, **cfg.distill, "teacher_nfe": cfg.teacher_nfe, "seed": cfg.seed,
@@ -176,15 +184,21 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     jobs = [(m, b, "uniform") for m in cfg.nfes for b in cfg.bases]
     jobs += [(m, b, meth) for m in cfg.nfes for b in learn_bases for meth in cfg.methods if meth not in THETA_RULES]
     jobs += [(m, meth, meth) for m in cfg.nfes for meth in thetas]
+    jobs += [(smp.nfe, smp.base, i) for i, (_, smp) in enumerate(cfg.learned)]  # int method: a file row
     jobs.sort(key=lambda j: j[0])
     search = None
     from . import dist
 
     bar = tqdm(jobs, desc="bench", disable=not progress or not dist.is_main())
     for nfe, base, method in bar:
-        bar.set_postfix_str(f"{method}-{base} nfe={nfe}")
+        bar.set_postfix_str(f"{method if isinstance(method, str) else 'file'}-{base} nfe={nfe}")
         learned, dist_s, rule = None, None, None
-        if method in THETA_RULES:
+        label = None
+        if isinstance(method, int):  # a sampler learned earlier
+            name, learned = cfg.learned[method]
+            method = str(learned.provenance.get("method", "learned"))
+            label = f"{method.upper()}-{base} [{name}]"
+        elif method in THETA_RULES:
             rule = get_rule(method, cfg.theta)
         elif method == "jys":
             t0 = time.perf_counter()
@@ -201,7 +215,8 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         x, secs, calls = _run_sampler(model, cfg, nfe, base, learned, rule)
         if calls != nfe:  # every row runs at the NFE it is listed under, counted by the loop
             raise RuntimeError(f"{method}-{base}: counted {calls} network calls per sample, expected {nfe}")
-        label = method if rule is not None else f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
+        if label is None:
+            label = method if rule is not None else f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
         row = BenchRow(label, base, method, calls, task.compute(x), secs / cfg.num_samples, sampler=learned,
                        distill_seconds=dist_s, steps=nfe // (rule.calls if rule is not None else 1))
         if learned is not None and cfg.timing_repeats > 0:
@@ -215,7 +230,9 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     teacher.steps = cfg.teacher_nfe
     _fill_gap(rows, teacher, headline[0], task.spec(headline[0]).higher_is_better,
               log_scale=getattr(task, "gap_in_log", False))
-    return BenchResult(task.name, headline, rows, teacher_seconds, {**asdict(cfg), "distill": asdict(dcfg_base)})
+    config = {**asdict(replace(cfg, learned=())), "learned": [name for name, _ in cfg.learned],
+              "distill": asdict(dcfg_base)}
+    return BenchResult(task.name, headline, rows, teacher_seconds, config)
 
 
 def _jys_search(model, cfg: BenchConfig, x0, eps: float):
@@ -237,15 +254,16 @@ def _jys_sampler(search, nfe: int, base: str, model, info: dict) -> LearnedSampl
 
 
 def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], progress: bool) -> list[BenchRow]:
-    """At each NFE with an LSD-euler row: Euler with a plain temperature (``samplers.tempered_score``) tuned by
-    bisection on log T so that its diversity metric (the headline's partner) matches LSD's. The control that
-    tells a learned sampler from mere sharpening."""
+    """For each learned row on the Euler base (LSD, LSD-C, samplers learned earlier; not LSD+, not JYS grids): Euler
+    on the uniform grid at the same NFE with a plain temperature (``samplers.tempered_score``) tuned by bisection
+    on log T so that its diversity metric (the headline's partner) matches that row's. The control that tells a
+    learned sampler from mere sharpening; ``BenchRow.matches`` names the row it matches."""
     from .samplers import tempered_score
 
     div = task.pairs[0][1]
     fast = getattr(task, "fast_metrics", {}).get(div, lambda x: task.compute(x)[div])
     out = []
-    for ref in [r for r in rows if r.method == "lsd" and r.base == "euler"]:
+    for ref in [r for r in rows if r.base == "euler" and r.sampler is not None and r.method in ("lsd", "lsd-c")]:
         target = ref.metrics[div]
         lo, hi, best = math.log(0.25), math.log(2.0), None
         euler = next((r for r in rows if r.method == "uniform" and r.base == "euler" and r.nfe == ref.nfe), None)
@@ -272,7 +290,7 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
         secs = time.perf_counter() - t1
         row = BenchRow(f"euler-T{temp:.3f}", "euler", "temperature", res.nfe, task.compute(res.x),
                        secs / cfg.num_samples, distill_seconds=t1 - t0, steps=ref.nfe,
-                       samples=res.x if cfg.keep_samples else None)
+                       samples=res.x if cfg.keep_samples else None, matches=ref.label)
         out.append(row)
     return out
 
@@ -303,7 +321,7 @@ def format_table(result: BenchResult, task: Task) -> str:
     lines = []
     for r in result.rows:
         calls = "" if not r.steps else f"{r.steps}x{r.nfe // r.steps}"
-        cells = [r.label, str(r.nfe), calls] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
+        cells = [r.label + (f" (~{r.matches})" if r.matches else ""), str(r.nfe), calls] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
         cells.append("" if r.gap_closed is None else f"{r.gap_closed:+.2f}")
         cells.append(f"{r.sec_per_sample * 1e3:.1f}ms")
         cells.append("" if r.overhead is None else f"{r.overhead:.3f}x")

@@ -63,13 +63,15 @@ def plot_bench(result, task, path: str | Path) -> None:
     q, d = result.headline
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     teacher = next(r for r in result.rows if r.method == "teacher")
+    # a temperature control's T differs per NFE: one line per matched sampler
+    key = lambda r: f"euler-T ~ {r.matches}" if getattr(r, "matches", None) else r.label  # noqa: E731
     labels = []
     for r in result.rows:
-        if r.method != "teacher" and r.label not in labels:
-            labels.append(r.label)
+        if r.method != "teacher" and key(r) not in labels:
+            labels.append(key(r))
     for ax, metric in zip(axes, (q, d)):
         for label in labels:
-            pts = sorted((r.nfe, r.metrics[metric]) for r in result.rows if r.label == label)
+            pts = sorted((r.nfe, r.metrics[metric]) for r in result.rows if key(r) == label)
             style = "--" if label.startswith("uniform") else "-"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
         ax.axhline(teacher.metrics[metric], color="k", lw=1, ls=":", label=f"teacher ({teacher.nfe} NFE)")

@@ -4,6 +4,7 @@ as reference."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import UserError
 from .common import Formatter, add_device_args, check_output, default_task, fraction, load_args, positive_int
@@ -27,6 +28,8 @@ examples:
   lsdd bench --model countdown --nfe 8 16 --teacher-nfe 256 --json bench.json --plot bench.png
   lsdd bench --model countdown --nfe 8 16 32 64 --teacher-nfe 1024 --methods lsd+ --bases euler
   lsdd bench --model countdown --nfe 8 16 --methods lsd lsd+ jys theta-rk2 theta-trapezoidal --json b.json
+  lsdd bench --model text-absorb --nfe 8 --teacher-nfe 256 --bases euler --methods theta-trapezoidal \
+      --learned s8.json          # score a sampler made earlier by `lsdd distill` beside the baselines
 """
 
 
@@ -54,12 +57,23 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["l2", "kl", "rkl"], default=d.loss)
     p.add_argument("--zeta", type=fraction, default=d.zeta)
     p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--learned", nargs="+", default=[], metavar="SAMPLER.json",
+                   help="samplers made earlier (lsdd distill / lsdd schedule) to score as extra rows at their NFE, "
+                        "which must be one of --nfe")
+    p.add_argument("--objective", choices=["auto", "trajectory", "hellinger", "mmd"], default=d.objective,
+                   help="how the distilled samplers are fitted (see lsdd distill --help)")
+    p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
+                   help="distribution objective (lsd-c): samples per CMA-ES candidate")
+    p.add_argument("--cma-iters", type=positive_int, default=d.cma_iters, help="distribution objective: generations")
+    p.add_argument("--cma-popsize", type=positive_int, default=d.cma_popsize,
+                   help="distribution objective: candidates per generation")
     p.add_argument("--theta", type=float, help="theta of the theta-* samplers (default 0.5)")
     p.add_argument("--jys-max-iter", type=positive_int, default=16, help="golden-section evaluations per JYS point")
     p.add_argument("--timing-repeats", type=int, default=3, help="interleaved runs for the overhead ratio")
     p.add_argument("--temperature-control", action=argparse.BooleanOptionalAction, default=None,
-                   help="add Euler with a plain temperature tuned to LSD-euler's diversity at each NFE, the control "
-                        "that tells learning from sharpening (default: on for the text task)")
+                   help="add Euler with a plain temperature tuned to the diversity of each learned Euler-based row (LSD, "
+                        "LSD-C, --learned), the control that tells learning from sharpening (default: on for the "
+                        "text task)")
     p.add_argument("--seed", type=int, default=0)
     add_device_args(p)
     from .common import add_text_args
@@ -82,13 +96,18 @@ def run(args) -> int:
 
     task_name = args.task or default_task(model)
     task = make_task(task_name, model, args)
+    from ..artifact import LearnedSampler
+
+    learned = tuple((Path(f).name, LearnedSampler.load(f)) for f in args.learned)
     control = args.temperature_control if args.temperature_control is not None else task_name == "text"
     cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=tuple(args.bases),
                       methods=tuple(args.methods),
                       learn_bases=tuple(args.learn_bases) if args.learn_bases else None, num_samples=args.num_samples, batch_size=args.batch_size,
                       seed=args.seed, timing_repeats=args.timing_repeats, temperature_control=control,
                       distill={"phi_mode": args.phi_mode, "loss": args.loss, "zeta": args.zeta,
-                               "epochs": args.epochs}, theta=args.theta, jys={"max_iter": args.jys_max_iter})
+                               "epochs": args.epochs, "objective": args.objective, "obj_samples": args.obj_samples,
+                               "cma_iters": args.cma_iters, "cma_popsize": args.cma_popsize},
+                      theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned)
     try:
         result = run_bench(model, task, cfg)
     except ValueError as e:
