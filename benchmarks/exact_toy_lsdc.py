@@ -5,7 +5,12 @@ Countdown rule over values 0..V-1, length L, true score (``lsdd.exact``), M stud
 Families (all one network call per step, all exactly Euler at zero parameters):
   - ``phi``: LSD's linear Phi per step (M numbers);
   - ``phi+beta``: plus a per-step value temperature (2M), state-independent;
-  - ``lsd-c``: plus a per-step confidence slope, Phi_i = phi_k c_i^a_k (3M; ``lsdd.conditioned``).
+  - ``lsd-c``: plus a per-step confidence slope, Phi_i = phi_k c_i^a_k (3M; ``lsdd.conditioned``);
+  - ``lsd-c-counted``: the same 3M numbers with counted movers (``--counted``, ``draws.CountedLaw``): each
+    sequence unmasks a stochastically rounded number of tokens, chosen without replacement by weight.
+A "counted Euler" row (counted movers, no parameters) is always shown. With L <= M the counted rule never
+unmasks two tokens in one step (the expected number n/k stays <= 1), which makes it exact given the true
+score: run L > M (e.g. ``--length 5 --nfe 3``) to see what it does when tokens must be unmasked together.
 Each is fitted by Adam on the exact TV to the data law (deterministic; ``--iters`` steps), then scored exactly.
 
     python benchmarks/exact_toy_lsdc.py --nfe 8 --out benchmarks/exact_toy_lsdc.md
@@ -52,9 +57,10 @@ class Toy:
 
 
 def fit_exact(toy: Toy, nfe: int, family: str, iters: int, lr: float) -> tuple[ConditionedParams, list]:
-    params = ConditionedParams(nfe)
+    params = ConditionedParams(nfe, counted=family == "lsd-c-counted")
     train = {"phi": [params.log_phi], "phi+beta": [params.log_phi, params.log_beta],
-             "lsd-c": [params.log_phi, params.slope, params.log_beta]}[family]
+             "lsd-c": [params.log_phi, params.slope, params.log_beta],
+             "lsd-c-counted": [params.log_phi, params.slope, params.log_beta]}[family]
     opt = torch.optim.Adam(train, lr=lr)
     best, best_state, trace = float("inf"), None, []
     for it in range(iters):
@@ -121,6 +127,8 @@ def main() -> None:
     ap.add_argument("--num-traj", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--obj-samples", type=int, default=512)
+    ap.add_argument("--families", nargs="*", default=["phi", "phi+beta", "lsd-c"],
+                    choices=["phi", "phi+beta", "lsd-c", "lsd-c-counted"], help="families fitted on the exact TV")
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -131,7 +139,8 @@ def main() -> None:
     rows.append(("data", {"violation": 0.0, "tv": 0.0, "entropy": data_ent}, ""))
     for n in (m, 2 * m, 64):
         rows.append((f"Euler, {n} steps", toy.metrics(toy.law(n).detach()), ""))
-    for family in ("phi", "phi+beta", "lsd-c"):
+    rows.append((f"counted Euler, {m} steps", toy.metrics(toy.law(m, ConditionedParams(m, counted=True)).detach()), ""))
+    for family in args.families:
         t0 = time.perf_counter()
         params, trace = fit_exact(toy, m, family, args.iters, args.lr)
         met = toy.metrics(toy.law(m, params).detach())

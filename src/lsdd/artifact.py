@@ -31,6 +31,7 @@ FORMAT = "lsdd-learned-sampler"
 FORMAT_VERSION = 2  # written
 READABLE_VERSIONS = (1, 2)
 FEATURES = ("confidence",)
+COUNTS = ("independent", "rounded")  # lsd-c movers: each token on its own, or a rounded number per sequence (draws.CountedLaw)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class LearnedSampler:
     coeffs: tuple[float, ...]  # (M,)
     phi_mode: str = "linear"
     provenance: dict[str, Any] = field(default_factory=dict)
-    conditioning: dict[str, Any] | None = None  # lsd-c: {"feature", "slope" (M,), "beta" (M,)}
+    conditioning: dict[str, Any] | None = None  # lsd-c: {"feature", "slope" (M,), "beta" (M,), "count"?}
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -70,7 +71,8 @@ class LearnedSampler:
 
         params = ConditionedParams(self.nfe, self.coeffs_tensor().log(),
                                    torch.tensor(self.conditioning["slope"], dtype=torch.float64),
-                                   torch.tensor(self.conditioning["beta"], dtype=torch.float64).log())
+                                   torch.tensor(self.conditioning["beta"], dtype=torch.float64).log(),
+                                   counted=self.conditioning.get("count", "independent") == "rounded")
         params.requires_grad_(False)
         return {"method": ConditionedRule(self.base), "coeffs": params.coeff_fn(graph), "phi_mode": self.phi_mode}
 
@@ -188,5 +190,7 @@ def _validate_conditioning(d: dict[str, Any], cond: Any) -> None:
         if not isinstance(vals, (list, tuple)) or len(vals) != m or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
             raise UserError(f"conditioning {key!r} must be {m} finite numbers, got {vals!r}")
+    if cond.get("count", "independent") not in COUNTS:
+        raise UserError(f"conditioning 'count' must be one of {list(COUNTS)}, got {cond.get('count')!r}")
     if min(cond["beta"]) <= 0 or min(d["coeffs"]) <= 0:
         raise UserError("a conditioned sampler needs coeffs > 0 and beta > 0")

@@ -206,7 +206,8 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
             learned = _jys_sampler(search, nfe, base, model, {**model_info, "teacher_nfe": cfg.teacher_nfe})
             dist_s = time.perf_counter() - t0
         elif method != "uniform":
-            dcfg = DistillConfig(**{**asdict(dcfg_base), "base": base, "nfe": nfe, "method": method})
+            dcfg = DistillConfig(**{**asdict(dcfg_base), "base": base, "nfe": nfe, "method": method,
+                                    "counted": dcfg_base.counted and method == "lsd-c"})
             t0 = time.perf_counter()
             result = distill(model.score_fn, model.graph, model.noise, length, dcfg, device=model.device,
                              progress=False, cache=caches[base].subsample(nfe))

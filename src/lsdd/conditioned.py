@@ -8,7 +8,10 @@ At step k a masked token i with real-token scores s_i (its clean-token probabili
     move_i       = min(1, dt sigma(t) Phi_i sum_y s_iy)                  (the base rule's rate law; forced last step)
     value law    ~ s_iy ** beta_k                                        (beta_k > 1 sharpens, < 1 flattens)
 
-With a_k = 0 and beta_k = 1 this is exactly LSD's linear-Phi step (same move probabilities, same values). It reads
+With a_k = 0 and beta_k = 1 this is exactly LSD's linear-Phi step (same move probabilities, same values).
+With ``counted`` the tokens no longer move independently: each sequence moves a number of tokens set by
+stochastic rounding of sum_i move_i, chosen without replacement with weights move_i (``draws.CountedLaw``) -
+fewer simultaneous unmaskings of dependent tokens than the independent draw gives by chance. It reads
 only the score the step already has: no extra network call. ``ConditionedParams`` holds (phi, a, beta) per step
 (phi and beta through their logarithms); ``ConditionedRule`` is the step rule and ``coeff_fn`` the loop's
 state-dependent coefficient function that feeds it.
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .draws import StepLaw
+from .draws import CountedLaw, StepLaw
 from .graphs import Graph
 from .noise import Noise
 from .steps import ONE_CALL, get_rule
@@ -36,6 +39,7 @@ class ConditionedCoeff:
 
     phi: Tensor
     beta: Tensor
+    counted: bool = False
 
 
 def confidence(graph: Graph, score: Tensor) -> Tensor:
@@ -51,8 +55,9 @@ class ConditionedParams(nn.Module):
     """log_phi (M,), slope a (M,), log_beta (M,), float64; all zero = the base sampler (Phi = 1)."""
 
     def __init__(self, nfe: int, log_phi: Tensor | None = None, slope: Tensor | None = None,
-                 log_beta: Tensor | None = None):
+                 log_beta: Tensor | None = None, counted: bool = False):
         super().__init__()
+        self.counted = bool(counted)
         z = torch.zeros(nfe, dtype=torch.float64)
         self.log_phi = nn.Parameter(z.clone() if log_phi is None else log_phi.detach().to(torch.float64).clone())
         self.slope = nn.Parameter(z.clone() if slope is None else slope.detach().to(torch.float64).clone())
@@ -70,9 +75,9 @@ class ConditionedParams(nn.Module):
         return torch.cat([self.log_phi, self.slope, self.log_beta]).detach().clone()
 
     @classmethod
-    def from_flat(cls, v, nfe: int) -> "ConditionedParams":
+    def from_flat(cls, v, nfe: int, counted: bool = False) -> "ConditionedParams":
         v = torch.as_tensor(v, dtype=torch.float64)
-        return cls(nfe, v[:nfe], v[nfe : 2 * nfe], v[2 * nfe :])
+        return cls(nfe, v[:nfe], v[nfe : 2 * nfe], v[2 * nfe :], counted=counted)
 
     def coeff_fn(self, graph: Graph):
         """The loop's coefficient function (k, x, score) -> ConditionedCoeff (differentiable in the parameters)."""
@@ -81,7 +86,7 @@ class ConditionedParams(nn.Module):
             conf = confidence(graph, score.detach()).to(torch.float64)
             log_c = torch.log(torch.where(conf > 0, conf, torch.ones_like(conf)))  # 0 at full confidence
             phi = torch.exp(self.log_phi[k] + self.slope[k] * log_c)
-            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]))
+            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted)
 
         return fn
 
@@ -123,6 +128,8 @@ class ConditionedRule:
             return rule(graph, noise, x, score, t, s, coeff, mode, last, call)
         law = rule(graph, noise, x, score, t, s, coeff.phi, mode, last, call)
         law.weights = _tempered(graph, score, coeff.beta)
+        if coeff.counted:
+            return CountedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid)
         return law
 
 

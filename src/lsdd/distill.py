@@ -74,6 +74,7 @@ class DistillConfig:
     match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing
     init_lsd: bool = False  # LSD+: first fit LSD (Phi on the fixed grid), start LSD+ from its Phi
     select: bool = False  # LSD+: keep LSD instead when its held-out n-gram distance to the teacher is lower
+    counted: bool = False  # lsd-c: each sequence moves a rounded number of tokens, chosen by weight (draws.CountedLaw)
 
     def coupling_seed(self) -> int | None:
         return derive_seed(self.seed, 12) if self.coupled else None
@@ -119,6 +120,7 @@ class DistillConfig:
             (self.resolved_objective() == "trajectory" or self.method != "lsd+",
              "a distribution objective fits lsd or lsd-c on a fixed grid, not lsd+"),
             (not (self.init_lsd or self.select) or self.method == "lsd+", "--init-lsd and --select apply to lsd+"),
+            (not self.counted or self.method == "lsd-c", "--counted applies to --method lsd-c"),
             (not self.select or self.validation, "--select compares on held-out teacher outputs: drop --no-validate"),
             (self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2
              and self.cma_sigma > 0, f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
@@ -202,7 +204,7 @@ class DistillResult:
     teacher_calls: int = 0
     student_calls: int = 0
     validation: Validation | None = None  # learned vs base on held-out teacher outputs (cfg.validation)
-    conditioning: dict | None = None  # lsd-c: {"feature", "slope", "beta"} (lsdd.artifact)
+    conditioning: dict | None = None  # lsd-c: {"feature", "slope", "beta", "count"} (lsdd.artifact)
     selection: dict | None = None  # LSD+ --select: held-out distances of LSD and LSD+, and which was kept
 
     def sampler_kwargs(self, graph: Graph, base: str, phi_mode: str) -> dict:
@@ -213,7 +215,8 @@ class DistillResult:
 
         params = ConditionedParams(self.coeffs.numel(), self.coeffs.log(),
                                    torch.tensor(self.conditioning["slope"], dtype=torch.float64),
-                                   torch.tensor(self.conditioning["beta"], dtype=torch.float64).log())
+                                   torch.tensor(self.conditioning["beta"], dtype=torch.float64).log(),
+                                   counted=self.conditioning.get("count") == "rounded")
         params.requires_grad_(False)
         return {"method": ConditionedRule(base), "coeffs": params.coeff_fn(graph), "phi_mode": "linear"}
 
@@ -440,7 +443,7 @@ def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | Non
     cond = None
     if cfg.method == "lsd-c":
         cond = {"feature": "confidence", "slope": [float(a) for a in slope],
-                "beta": [float(b) for b in log_beta.exp()]}
+                "beta": [float(b) for b in log_beta.exp()], "count": "rounded" if cfg.counted else "independent"}
     return log_phi.exp(), cond
 
 

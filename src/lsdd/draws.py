@@ -181,8 +181,14 @@ class StepLaw:
 
     def draw(self, generator: Generators = None) -> Tensor:
         """Draw the next state (B, L) int64: stage 1 decides who moves, stage 2 draws values for those rows only."""
-        u = uniforms(self.x.shape, generator, self.x.device)
-        moving = u < self.move  # (B, L)
+        return self._values(self.movers(generator), generator)
+
+    def movers(self, generator: Generators = None) -> Tensor:
+        """Stage 1: which tokens move, (B, L) bool; independently, token i with probability move_i."""
+        return uniforms(self.x.shape, generator, self.x.device) < self.move
+
+    def _values(self, moving: Tensor, generator: Generators) -> Tensor:
+        """Stage 2: the next state with new values drawn for the ``moving`` tokens (value law w / sum w)."""
         x_next = self.x.clone()
         if not bool(moving.any()):
             return x_next
@@ -200,6 +206,37 @@ class StepLaw:
             w[empty] = allowed
         x_next[moving] = inverse_cdf(w, u2)
         return x_next
+
+
+@dataclass
+class CountedLaw(StepLaw):
+    """A step law whose tokens do not move independently: each row moves a *number* of tokens fixed by
+    stochastic rounding of its expected number of movers, E_b = sum_i move_bi (K_b = floor(E_b), plus one with
+    probability E_b - floor(E_b), so E[K_b] = E_b with the least spread), chosen among the tokens with
+    move_i > 0 by sampling without replacement with weights move_i (Gumbel-top-K_b, i.e. a Plackett-Luce
+    draw). The values of the movers follow the same value law as ``StepLaw``. A step where every movable
+    token has move_i = 1 (the forced last step) moves them all, as the independent law does.
+
+    Per-token move probabilities are therefore not the marginals of this law (``dense`` refuses);
+    ``lsdd.exact.counted_transition`` gives its exact transition matrix on small problems.
+    """
+
+    def dense(self) -> Tensor:
+        raise TypeError("a counted step moves a random number of tokens jointly, not each token on its own; "
+                        "its exact law comes from lsdd.exact (counted_transition)")
+
+    def movers(self, generator: Generators = None) -> Tensor:
+        b, l = self.x.shape
+        u = uniforms((b, l + 1), generator, self.x.device)  # per token: a Gumbel key; last column: the rounding
+        cand = self.move > 0
+        expected = torch.where(cand, self.move, torch.zeros_like(self.move)).sum(-1)
+        k = expected.floor() + (u[:, -1] < expected - expected.floor()).to(expected.dtype)
+        k = torch.minimum(k, cand.sum(-1).to(k.dtype)).long()
+        gumbel = -torch.log(-torch.log(u[:, :l].clamp_min(torch.finfo(torch.float64).tiny)))
+        keys = torch.where(cand, self.move.clamp_min(torch.finfo(torch.float64).tiny).log() + gumbel,
+                           torch.full_like(gumbel, float("-inf")))
+        rank = keys.argsort(-1, descending=True).argsort(-1)  # 0 = largest key
+        return (rank < k[:, None]) & cand
 
 
 @dataclass
@@ -239,4 +276,4 @@ class TwoStageLaw:
 
 
 __all__ = ["BLOCK", "derive_seed", "make_generator", "check_generator", "RowStreams", "Generators", "uniforms",
-           "inverse_cdf", "sample_categorical", "StepLaw", "TwoStageLaw"]
+           "inverse_cdf", "sample_categorical", "StepLaw", "CountedLaw", "TwoStageLaw"]

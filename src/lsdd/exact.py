@@ -12,7 +12,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from .draws import TwoStageLaw
+from .draws import CountedLaw, StepLaw, TwoStageLaw
 from .graphs import Graph
 from .noise import Noise
 from .loop import Coeffs, StepInfo, reverse_loop
@@ -119,6 +119,8 @@ def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length
     laws = [law]
 
     def transition(law) -> Tensor:
+        if isinstance(law, CountedLaw):
+            return counted_transition(law, states)
         probs = law.dense()  # (K', L, S): per-token law of each live state
         # transition matrix rows: P(next = z | x) = prod_i probs[x, i, z_i]  -> (K', K)
         return probs[:, torch.arange(length)[None, :], states].prod(-1)
@@ -142,3 +144,56 @@ def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length
     reverse_loop(score_fn, graph, noise, times.to(torch.float64), x0, rule=method, coeffs=coeffs,
                  phi_mode=phi_mode, advance=propagate)
     return laws
+
+
+def counted_set_probs(move: Tensor) -> Tensor:
+    """Exact law of the set of tokens a ``CountedLaw`` moves: (B, L) move probabilities -> (B, 2^L) float64,
+    column m = the set {i : bit i of m is set}. K = floor(E) or ceil(E) (stochastic rounding of E = sum of the
+    positive move_i, capped at their number), then a Plackett-Luce draw of K of them with weights move_i:
+    P(S) = P(K = |S|) sum over orderings of S of prod_j w_j / (W - weights drawn before j). Differentiable in
+    ``move``; the orderings are enumerated, so L must be small (tests and toy benchmarks)."""
+    b, length = move.shape
+    if length > 8:
+        raise ValueError(f"counted_set_probs enumerates orderings; length {length} is too long (at most 8)")
+    cand = move > 0
+    w = torch.where(cand, move, torch.zeros_like(move)).to(torch.float64)
+    total = w.sum(-1)
+    n = cand.sum(-1)
+    expected = torch.minimum(total, n.to(total.dtype))
+    lo = expected.detach().floor()
+    frac = expected - lo
+    out = torch.zeros(b, 2**length, dtype=torch.float64)
+    for mask in range(2**length):
+        members = [i for i in range(length) if mask >> i & 1]
+        size = len(members)
+        p_k = torch.where(lo == size, 1.0 - frac, torch.zeros_like(frac)) + torch.where(lo + 1 == size, frac,
+                                                                                        torch.zeros_like(frac))
+        p_k = torch.where(n == size, (lo >= size).to(p_k.dtype) + p_k * (lo < size), p_k)  # all movable: forced
+        if size == 0:
+            pl = torch.ones(b, dtype=torch.float64)
+        else:
+            pl = torch.zeros(b, dtype=torch.float64)
+            for order in itertools.permutations(members):
+                left, prob = total.clone(), torch.ones(b, dtype=torch.float64)
+                for i in order:
+                    prob = prob * torch.where(left > 0, w[:, i] / left.clamp_min(1e-300), torch.zeros_like(left))
+                    left = left - w[:, i]
+                pl = pl + prob
+        ok = cand[:, members].all(-1) if members else torch.ones(b, dtype=torch.bool)
+        out[:, mask] = torch.where(ok, p_k * pl, torch.zeros_like(pl))
+    return out
+
+
+def counted_transition(law: CountedLaw, states: Tensor) -> Tensor:
+    """Exact transition matrix of a ``CountedLaw`` on the rows of ``states`` (K, L): (B, K) float64, row b =
+    P(next = states[k] | law.x[b]). The movers of a step are exactly the tokens that change (a mover never
+    keeps its value: the value law is zero at the current token), so P(z | x) = P(movers = {i: z_i != x_i})
+    times the movers' value probabilities."""
+    values = StepLaw(law.x, torch.ones_like(law.move), law.weights, law.fallback).dense()  # (B, L, S): a mover's value law
+    length = law.x.shape[1]
+    sets = counted_set_probs(law.move)  # (B, 2^L)
+    changed = law.x[:, None, :] != states[None, :, :]  # (B, K, L)
+    bits = (changed.long() * (2 ** torch.arange(length))).sum(-1)  # (B, K): the set of changed tokens
+    val = values[:, torch.arange(length)[None, :], states]  # (B, K, L): P(value z_i) for a mover
+    val = torch.where(changed, val, torch.ones_like(val)).prod(-1)
+    return sets.gather(1, bits) * val

@@ -67,6 +67,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--cma-iters", type=positive_int, default=d.cma_iters, help="distribution objective: generations")
     p.add_argument("--cma-popsize", type=positive_int, default=d.cma_popsize,
                    help="distribution objective: candidates per generation")
+    p.add_argument("--counted", action="store_true", help="lsd-c rows: counted movers (see lsdd distill --help)")
     p.add_argument("--theta", type=float, help="theta of the theta-* samplers (default 0.5)")
     p.add_argument("--jys-max-iter", type=positive_int, default=16, help="golden-section evaluations per JYS point")
     p.add_argument("--timing-repeats", type=int, default=3, help="interleaved runs for the overhead ratio")
@@ -106,7 +107,8 @@ def run(args) -> int:
                       seed=args.seed, timing_repeats=args.timing_repeats, temperature_control=control,
                       distill={"phi_mode": args.phi_mode, "loss": args.loss, "zeta": args.zeta,
                                "epochs": args.epochs, "objective": args.objective, "obj_samples": args.obj_samples,
-                               "cma_iters": args.cma_iters, "cma_popsize": args.cma_popsize},
+                               "cma_iters": args.cma_iters, "cma_popsize": args.cma_popsize,
+                               "counted": args.counted},
                       theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned)
     try:
         result = run_bench(model, task, cfg)

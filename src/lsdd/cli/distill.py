@@ -74,6 +74,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--init-lsd", action="store_true", help="lsd+: fit LSD's Phi on the fixed grid first and start from it")
     p.add_argument("--select", action="store_true",
                    help="lsd+: also fit LSD and keep whichever is closer (n-gram Hellinger) to held-out teacher outputs")
+    p.add_argument("--counted", action="store_true",
+                   help="lsd-c: each sequence unmasks a number of tokens set by rounding the expected number (its sum "
+                        "of move probabilities), chosen without replacement by weight, instead of each token on its own")
     p.add_argument("--coupled", action="store_true",
                    help="teacher and student share per-position unmasking clocks and value uniforms (absorbing graph; "
                         "each path keeps its exact law)")

@@ -1,0 +1,124 @@
+"""Counted movers (``draws.CountedLaw``, ``lsdd distill --method lsd-c --counted``): the exact law of the mover set
+against the draw's frequencies, the whole sampler's exact output law against its samples, and the property that
+makes it exact when L <= M on a true score."""
+
+import pytest
+import torch
+
+from conftest import countdown_law
+from lsdd.artifact import LearnedSampler
+from lsdd.conditioned import ConditionedParams, ConditionedRule
+from lsdd.distill import DistillConfig
+from lsdd.draws import CountedLaw, make_generator
+from lsdd.errors import UserError
+from lsdd.exact import ExactScore, counted_set_probs, exact_sampler_law, seq_index
+from lsdd.graphs import Absorbing
+from lsdd.loop import reverse_loop
+from lsdd.noise import LogLinear
+from lsdd.schedules import uniform_times
+
+MOVE = torch.tensor([[0.3, 0.0, 0.7, 0.2], [1.0, 1.0, 1.0, 1.0], [0.1, 0.5, 0.05, 0.9], [0.0, 0.0, 0.0, 0.0]],
+                    dtype=torch.float64)
+
+
+def _law(move):
+    b, length = move.shape
+    x = torch.full((b, length), 3)
+    w = torch.rand(b, length, 4, generator=torch.Generator().manual_seed(0))
+    w[..., 3] = 0.0
+    return CountedLaw(x, move, w, torch.tensor([True, True, True, False]))
+
+
+def test_mover_set_law_matches_the_draw():
+    """P(movers = S) by enumeration (stochastic rounding of the expected count, then Plackett-Luce) against the
+    frequencies of 40,000 draws, set by set (chi-square), for rows with fractional, forced and no movers."""
+    probs = counted_set_probs(MOVE)
+    assert torch.allclose(probs.sum(-1), torch.ones(4, dtype=torch.float64), atol=1e-12)
+    n = 40000
+    big = _law(MOVE.repeat(n, 1))
+    moving = big.movers(make_generator(0))
+    assert not moving.view(n, 4, 4)[:, 0, 1].any()  # a token with move 0 never moves
+    bits = (moving.long() * 2 ** torch.arange(4)).sum(-1).view(n, 4)
+    for b in range(4):
+        emp = torch.bincount(bits[:, b], minlength=16).double() / n
+        live = probs[b] > 0
+        assert float(emp[~live].sum()) == 0.0
+        chi2 = float((((emp - probs[b]) ** 2 / probs[b].clamp_min(1e-300))[live]).sum() * n)
+        assert chi2 < 40.0, (b, chi2)  # <= 9 live cells; P(chi2 > 40) < 1e-5 under the null
+    # the count is floor or ceil of the expected count, never more spread: row 2 has E = 1.55
+    count = moving.view(n, 4, 4).sum(-1)[:, 2]
+    assert set(count.tolist()) == {1, 2} and abs(count.double().mean().item() - 1.55) < 0.01
+    assert (moving.view(n, 4, 4)[:, 1].all(-1)).all()  # all forced: all move (the last step)
+    assert not moving.view(n, 4, 4)[:, 3].any()
+    # seeded: the same generator state gives the same movers
+    assert torch.equal(big.movers(make_generator(5)), big.movers(make_generator(5)))
+    with pytest.raises(TypeError, match="counted"):
+        big.dense()
+
+
+V, L, M = 2, 3, 4
+GRAPH, NOISE = Absorbing(V), LogLinear(1e-3)
+
+
+@pytest.fixture(scope="module")
+def exact():
+    return ExactScore(countdown_law(V, L), GRAPH, L)
+
+
+def test_counted_sampler_samples_follow_its_exact_law(exact):
+    """The whole counted lsd-c sampler: lsdd.exact's output law (counted_transition at every step) against the
+    frequencies of 20,000 samples of the same sampler; and it differs from the independent-movers law."""
+    g = torch.Generator().manual_seed(3)
+    p = ConditionedParams(2, 0.6 * torch.randn(2, generator=g, dtype=torch.float64),
+                          torch.randn(2, generator=g, dtype=torch.float64),
+                          0.3 * torch.randn(2, generator=g, dtype=torch.float64), counted=True).requires_grad_(False)
+    times = uniform_times(2)
+    kw = dict(method=ConditionedRule(), coeffs=p.coeff_fn(GRAPH))
+    ref = exact_sampler_law(exact, GRAPH, NOISE, times, L, **kw)
+    assert abs(float(ref.sum()) - 1.0) < 1e-12
+    n = 20000
+    out = reverse_loop(exact, GRAPH, NOISE, times, GRAPH.sample_limit(n, L), rule=kw["method"], coeffs=kw["coeffs"],
+                       generator=make_generator(1)).x
+    emp = torch.bincount(seq_index(out, GRAPH.num_states), minlength=ref.numel()).double() / n
+    live = ref > 1e-9
+    assert float(emp[~live].sum()) == 0.0
+    chi2 = float((((emp - ref) ** 2 / ref.clamp_min(1e-300))[live]).sum() * n)
+    assert chi2 < 40.0, chi2
+    p.counted = False
+    indep = exact_sampler_law(exact, GRAPH, NOISE, times, L, method=ConditionedRule(), coeffs=p.coeff_fn(GRAPH))
+    assert float((indep - ref).abs().sum()) > 0.05
+
+
+def test_counted_euler_is_exact_when_there_are_no_more_tokens_than_steps(exact):
+    """With L <= M and the true score, counted movers never unmask two tokens in one step (the expected count
+    n / k stays <= 1 on the uniform grid), so the output law is the data law; independent movers are not."""
+    data = countdown_law(V, L)
+    real = (torch.arange(GRAPH.num_states ** L)[:, None] // GRAPH.num_states ** torch.arange(L - 1, -1, -1) %
+            GRAPH.num_states < V).all(-1)
+    times = uniform_times(M)
+    counted = exact_sampler_law(exact, GRAPH, NOISE, times, L, method=ConditionedRule(),
+                                coeffs=ConditionedParams(M, counted=True).coeff_fn(GRAPH))
+    euler = exact_sampler_law(exact, GRAPH, NOISE, times, L)
+    tv = lambda q: 0.5 * float((q.detach()[real] - data).abs().sum())  # noqa: E731
+    assert tv(counted) < 1e-3 and tv(euler) > 0.02, (tv(counted), tv(euler))
+
+
+def test_counted_artifact_round_trip_and_bad_values(exact, tmp_path):
+    d = {"format": "lsdd-learned-sampler", "format_version": 2, "base": "euler", "graph": "absorbing",
+         "num_tokens": V, "noise": NOISE.to_dict(), "times": [1.0, 0.5, 1e-5], "coeffs": [0.5, 1.0],
+         "phi_mode": "linear", "provenance": {},
+         "conditioning": {"feature": "confidence", "slope": [1.0, 0.0], "beta": [1.0, 1.0], "count": "rounded"}}
+    s = LearnedSampler.from_dict(d)
+    s.save(tmp_path / "c.json")
+    back = LearnedSampler.load(tmp_path / "c.json")
+    assert back.conditioning["count"] == "rounded"
+    law = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L, **back.sampler_kwargs(GRAPH))
+    indep = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L,
+                              **LearnedSampler.from_dict({**d, "conditioning": {**d["conditioning"],
+                                                                                 "count": "independent"}}
+                                                         ).sampler_kwargs(GRAPH))
+    assert float((law - indep).abs().sum()) > 0.02  # the field is read, not ignored (0.045 here)
+    with pytest.raises(UserError, match="'count' must be one of"):
+        LearnedSampler.from_dict({**d, "conditioning": {**d["conditioning"], "count": "fixed"}})
+    with pytest.raises(ValueError, match="--counted applies to --method lsd-c"):
+        DistillConfig(counted=True).validate()
