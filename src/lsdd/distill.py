@@ -25,7 +25,7 @@ from .graphs import Graph
 from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from .noise import Noise
 from .losses import N_STATS, step_losses, step_stats
-from .objective import OBJECTIVES, distance, minimise_cma, step_basis
+from .objective import OBJECTIVES, FeatureObjective, distance, minimise_cma, step_basis
 from .samplers import PHI_MODES, sample_batched
 from .schedules import check_times, uniform_times
 from .steps import ONE_CALL
@@ -463,15 +463,29 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     call = CountedScore(score_fn, graph, noise)
     t0 = time.perf_counter()
 
+    if cfg.resolved_objective() == "features":  # the NLL feature's network calls are not sampling calls
+        score = FeatureObjective(score_fn, graph, noise, target, seed=derive_seed(cfg.seed, 14),
+                                 batch_size=cfg.batch_size, device=device)
+    else:
+        score = lambda x: distance(cfg.resolved_objective(), x, target, graph.num_states)  # noqa: E731
+
     def objective(v: Tensor) -> float:
         coeffs, cond = _result_from_flat(v, cfg)
         res = DistillResult(times, coeffs, conditioning=cond)
         out = sample_batched(call, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
                              seed=seed, device=device, **res.sampler_kwargs(graph, cfg.base, cfg.phi_mode))
-        return distance(cfg.resolved_objective(), out.x, target, graph.num_states)
+        return score(out.x)
+
+    bar = tqdm(total=cfg.cma_iters, desc=f"{cfg.method} M={cfg.nfe} ({cfg.resolved_objective()}, CMA-ES)",
+               disable=not progress or not dist.is_main())
+
+    def generation(rec: dict) -> None:
+        bar.update(1)
+        bar.set_postfix(best=f"{rec['best_so_far']:.4g}", sigma=f"{rec['sigma']:.3g}")
 
     fit = minimise_cma(objective, torch.zeros(families * cfg.basis, dtype=torch.float64), cfg.cma_sigma,
-                       cfg.cma_iters, cfg.cma_popsize, seed)
+                       cfg.cma_iters, cfg.cma_popsize, seed, on_generation=generation)
+    bar.close()
     coeffs, cond = _result_from_flat(fit.x, cfg)
     history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0, "best_so_far": fit.start_value}]
     for i, h in enumerate(fit.history):  # loss_phi: the generation's best candidate

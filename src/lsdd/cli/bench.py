@@ -35,6 +35,7 @@ examples:
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     from ..distill import DistillConfig
+    from ..objective import OBJECTIVES
 
     d = DistillConfig()
     p = subparsers.add_parser(name, help="compare base and learned samplers at equal NFE",
@@ -60,7 +61,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--learned", nargs="+", default=[], metavar="SAMPLER.json",
                    help="samplers made earlier (lsdd distill / lsdd schedule) to score as extra rows at their NFE, "
                         "which must be one of --nfe")
-    p.add_argument("--objective", choices=["auto", "trajectory", "hellinger", "mmd"], default=d.objective,
+    p.add_argument("--objective", choices=["auto", *OBJECTIVES], default=d.objective,
                    help="how the distilled samplers are fitted (see lsdd distill --help)")
     p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
                    help="distribution objective (lsd-c): samples per CMA-ES candidate")

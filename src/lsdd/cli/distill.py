@@ -46,6 +46,7 @@ Progress is checkpointed to OUT.ckpt after the teacher and after every epoch; it
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     from ..distill import DistillConfig
+    from ..objective import OBJECTIVES
 
     d = DistillConfig()
     p = subparsers.add_parser(name, help="distill a learned few-step sampler (LSD / LSD+ / LSD-C)",
@@ -58,9 +59,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c"], default=d.method,
                    help="lsd+: also learn the time grid; lsd-c: per-step confidence slope and value temperature "
                         "(absorbing graph, fitted on the output distribution)")
-    p.add_argument("--objective", choices=["auto", "trajectory", "hellinger", "mmd"], default=d.objective,
-                   help="trajectory: match the teacher's scores step by step (lsd, lsd+); hellinger / mmd: match the "
-                        "teacher's outputs (n-gram distance, CMA-ES, common random numbers); auto: hellinger for lsd-c")
+    p.add_argument("--objective", choices=["auto", *OBJECTIVES], default=d.objective,
+                   help="trajectory: match the teacher's scores step by step (lsd, lsd+); the others match the "
+                        "teacher's outputs (CMA-ES, common random numbers): hellinger / mmd on pooled n-grams (mmd is "
+                        "unbiased; hellinger's sampling noise favours sharper samplers), features = energy distance "
+                        "of per-sample (model NLL, unigram entropy); auto: hellinger for lsd-c")
     p.add_argument("--basis", type=positive_int, default=d.basis,
                    help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step)")
     p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
