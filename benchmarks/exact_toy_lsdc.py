@@ -91,7 +91,13 @@ def distill_rows(toy: Toy, m: int, args) -> list:
                 ("LSD+ l2 from LSD, matched times, selected", {"method": "lsd+", "init_lsd": True, "match_times": True,
                                                                 "select": True, "validation": True}),
                 ("LSD hellinger (CMA)", {"method": "lsd", "objective": "hellinger"}),
-                ("lsd-c hellinger (CMA)", {"method": "lsd-c"})]
+                ("lsd-c hellinger (CMA)", {"method": "lsd-c"}),
+                ("lsd-c mmd (CMA)", {"method": "lsd-c", "objective": "mmd"}),
+                ("lsd-c counted, hellinger (CMA)", {"method": "lsd-c", "counted": True}),
+                ("lsd-c counted, mmd (CMA)", {"method": "lsd-c", "counted": True, "objective": "mmd"}),
+                ("lsd-c counted, features (CMA)", {"method": "lsd-c", "counted": True, "objective": "features"})]
+    if args.only:
+        variants = [v for v in variants if any(word in v[0] for word in args.only)]
     out = []
     for name, change in variants:
         cfg = DistillConfig(**{**base.__dict__, **change, "obj_samples": args.obj_samples})
@@ -129,6 +135,7 @@ def main() -> None:
     ap.add_argument("--obj-samples", type=int, default=512)
     ap.add_argument("--families", nargs="*", default=["phi", "phi+beta", "lsd-c"],
                     choices=["phi", "phi+beta", "lsd-c", "lsd-c-counted"], help="families fitted on the exact TV")
+    ap.add_argument("--only", nargs="*", help="distilled rows whose name contains one of these words (e.g. counted)")
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -29,6 +29,25 @@ from lsdd.schedules import uniform_times
 TEACHER_1024 = 0.0029  # violation_rate of the 1024-step teacher, benchmarks/bench_baselines_countdown.md
 
 
+VARIANTS = {  # key: (row name, DistillConfig changes)
+    "lsd": ("LSD (trajectory, linear/l2)", {"method": "lsd"}),
+    "lsd+": ("LSD+ (trajectory, linear/l2)", {"method": "lsd+"}),
+    "lsd+init": ("LSD+ from LSD, matched times", {"method": "lsd+", "init_lsd": True, "match_times": True}),
+    "lsd+select": ("LSD+ from LSD, matched times, selected (25% held out)",
+                   {"method": "lsd+", "init_lsd": True, "match_times": True, "select": True, "validation": True}),
+    "coupled": ("LSD coupled (trajectory, linear/l2)", {"method": "lsd", "coupled": True}),
+    "lsd-cma": ("LSD (hellinger, CMA)", {"method": "lsd", "objective": "hellinger"}),
+    "lsd-c": ("lsd-c (hellinger, CMA)", {"method": "lsd-c"}),
+    "lsd-c-mmd": ("lsd-c (mmd, CMA)", {"method": "lsd-c", "objective": "mmd"}),
+    "lsd-c-features": ("lsd-c (features, CMA)", {"method": "lsd-c", "objective": "features"}),
+    "counted": ("lsd-c counted (hellinger, CMA)", {"method": "lsd-c", "counted": True}),
+    "counted-mmd": ("lsd-c counted (mmd, CMA)", {"method": "lsd-c", "counted": True, "objective": "mmd"}),
+    "counted-features": ("lsd-c counted (features, CMA)", {"method": "lsd-c", "counted": True,
+                                                           "objective": "features"}),
+}
+DEFAULT_VARIANTS = ["lsd", "lsd+", "lsd+init", "lsd+select", "coupled", "lsd-cma", "lsd-c"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="countdown")
@@ -44,9 +63,12 @@ def main() -> None:
     ap.add_argument("--lsd-objective-nfe", type=int, nargs="*", default=[8], help="NFEs with an LSD-by-CMA row")
     ap.add_argument("--coupled", action=argparse.BooleanOptionalAction, default=True,
                     help="add LSD with coupled teacher/student trajectories (a second, coupled teacher run)")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS,
+                    help="distilled rows beside Euler (counted: --counted movers)")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
     model = load_model(args.model)
     task = get_task("countdown", num_values=model.graph.num_tokens)
@@ -73,16 +95,9 @@ def main() -> None:
         times = uniform_times(nfe)
         euler = evaluate(times, {"method": "euler"})
         rows.append(("Euler", nfe, euler, "", 0.0))
-        variants = [("LSD (trajectory, linear/l2)", {"method": "lsd"}),
-                    ("LSD+ (trajectory, linear/l2)", {"method": "lsd+"}),
-                    ("LSD+ from LSD, matched times", {"method": "lsd+", "init_lsd": True, "match_times": True}),
-                    ("LSD+ from LSD, matched times, selected (25% held out)",
-                     {"method": "lsd+", "init_lsd": True, "match_times": True, "select": True, "validation": True})]
-        if args.coupled:
-            variants.append(("LSD coupled (trajectory, linear/l2)", {"method": "lsd", "coupled": True}))
-        if nfe in args.lsd_objective_nfe:
-            variants.append(("LSD (hellinger, CMA)", {"method": "lsd", "objective": "hellinger"}))
-        variants.append(("lsd-c (hellinger, CMA)", {"method": "lsd-c"}))
+        variants = [(VARIANTS[k][0], VARIANTS[k][1]) for k in args.variants
+                    if not (k == "coupled" and not args.coupled)
+                    and not (k == "lsd-cma" and nfe not in args.lsd_objective_nfe)]
         for name, change in variants:
             cfg = DistillConfig(**{**base.__dict__, "nfe": nfe, **change})
             t0 = time.perf_counter()
@@ -123,7 +138,7 @@ def main() -> None:
              f"Teacher: Euler, {args.teacher_nfe} steps, {args.num_traj} trajectories (seed 0), {teacher_s:.0f} s. "
              f"Rows: {args.num_samples} samples each (seed 1, batch 64). CMA: basis {args.basis} per parameter family, "
              f"{args.cma_iters} generations x {args.cma_popsize}, {args.obj_samples} samples per candidate. "
-             f"Total {time.perf_counter() - t_all:.0f} s on 2 CPU threads.", "",
+             f"Total {time.perf_counter() - t_all:.0f} s on {args.threads} CPU thread(s).", "",
              "| NFE | sampler | " + " | ".join(keys) + " | gap closed (log viol., vs 1024 / own teacher) | fit s | parameters |",
              "|---|---|" + "---|" * len(keys) + "---|---|---|"]
     euler_v = {r[1]: r[2]["violation_rate"] for r in rows if r[0] == "Euler"}
