@@ -9,9 +9,12 @@ At step k a masked token i with real-token scores s_i (its clean-token probabili
     value law    ~ s_iy ** beta_k                                        (beta_k > 1 sharpens, < 1 flattens)
 
 With a_k = 0 and beta_k = 1 this is exactly LSD's linear-Phi step (same move probabilities, same values).
-With ``counted`` the tokens no longer move independently: each sequence moves a number of tokens set by
-stochastic rounding of sum_i move_i, chosen without replacement with weights move_i (``draws.CountedLaw``) -
-fewer simultaneous unmaskings of dependent tokens than the independent draw gives by chance. It reads
+With ``counted`` the tokens no longer move independently (``draws.CountedLaw``): each sequence moves a number
+of tokens set by stochastic rounding of its expected number of movers *at a_k = 0* (sum_i min(1, dt sigma(t)
+phi_k sum_y s_iy): phi_k alone sets how many), chosen without replacement with weights move_i (the slope only
+sets which: a_k > 0 favours confident tokens) - fewer simultaneous unmaskings of dependent tokens than
+independent coins give by chance. (With independent movers the slope changes both: on a 1,024-token vocabulary
+confidences are small, c^a shrinks every rate and leaves most tokens to the forced last step.) It reads
 only the score the step already has: no extra network call. ``ConditionedParams`` holds (phi, a, beta) per step
 (phi and beta through their logarithms); ``ConditionedRule`` is the step rule and ``coeff_fn`` the loop's
 state-dependent coefficient function that feeds it.
@@ -40,6 +43,7 @@ class ConditionedCoeff:
     phi: Tensor
     beta: Tensor
     counted: bool = False
+    phi_step: Tensor | None = None  # 0-d phi_k (counted: it alone sets the expected number of movers)
 
 
 def confidence(graph: Graph, score: Tensor) -> Tensor:
@@ -86,7 +90,7 @@ class ConditionedParams(nn.Module):
             conf = confidence(graph, score.detach()).to(torch.float64)
             log_c = torch.log(torch.where(conf > 0, conf, torch.ones_like(conf)))  # 0 at full confidence
             phi = torch.exp(self.log_phi[k] + self.slope[k] * log_c)
-            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted)
+            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted, torch.exp(self.log_phi[k]))
 
         return fn
 
@@ -129,7 +133,10 @@ class ConditionedRule:
         law = rule(graph, noise, x, score, t, s, coeff.phi, mode, last, call)
         law.weights = _tempered(graph, score, coeff.beta)
         if coeff.counted:
-            return CountedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid)
+            step = coeff.phi_step if coeff.phi_step is not None else coeff.phi
+            how_many = rule(graph, noise, x, score, t, s, step, mode, last, call).move  # the count at a_k = 0
+            expected = torch.where(law.move > 0, how_many, torch.zeros_like(how_many)).sum(-1)
+            return CountedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid, expected)
         return law
 
 

@@ -217,9 +217,22 @@ class CountedLaw(StepLaw):
     draw). The values of the movers follow the same value law as ``StepLaw``. A step where every movable
     token has move_i = 1 (the forced last step) moves them all, as the independent law does.
 
+    ``expected`` (B,) float64, when given, replaces sum_i move_i as the expected number of movers (capped at the
+    number of movable tokens): then ``move`` only weighs *which* tokens move (``lsdd.conditioned``: the count
+    comes from the step's schedule, the choice from the tokens' confidences).
+
     Per-token move probabilities are therefore not the marginals of this law (``dense`` refuses);
     ``lsdd.exact.counted_transition`` gives its exact transition matrix on small problems.
     """
+
+    expected: Tensor | None = None
+
+    def expected_count(self) -> Tensor:
+        """(B,) float64: the expected number of movers, capped at the number of movable tokens."""
+        cand = self.move > 0
+        total = torch.where(cand, self.move, torch.zeros_like(self.move)).sum(-1) if self.expected is None \
+            else self.expected.to(torch.float64)
+        return torch.minimum(total, cand.sum(-1).to(torch.float64))
 
     def dense(self) -> Tensor:
         raise TypeError("a counted step moves a random number of tokens jointly, not each token on its own; "
@@ -229,7 +242,7 @@ class CountedLaw(StepLaw):
         b, l = self.x.shape
         u = uniforms((b, l + 1), generator, self.x.device)  # per token: a Gumbel key; last column: the rounding
         cand = self.move > 0
-        expected = torch.where(cand, self.move, torch.zeros_like(self.move)).sum(-1)
+        expected = self.expected_count()
         k = expected.floor() + (u[:, -1] < expected - expected.floor()).to(expected.dtype)
         k = torch.minimum(k, cand.sum(-1).to(k.dtype)).long()
         gumbel = -torch.log(-torch.log(u[:, :l].clamp_min(torch.finfo(torch.float64).tiny)))

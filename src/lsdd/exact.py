@@ -146,10 +146,10 @@ def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length
     return laws
 
 
-def counted_set_probs(move: Tensor) -> Tensor:
+def counted_set_probs(move: Tensor, expected: Tensor | None = None) -> Tensor:
     """Exact law of the set of tokens a ``CountedLaw`` moves: (B, L) move probabilities -> (B, 2^L) float64,
-    column m = the set {i : bit i of m is set}. K = floor(E) or ceil(E) (stochastic rounding of E = sum of the
-    positive move_i, capped at their number), then a Plackett-Luce draw of K of them with weights move_i:
+    column m = the set {i : bit i of m is set}. K = floor(E) or ceil(E) (stochastic rounding of E = ``expected``
+    (B,), or the sum of the positive move_i, capped at their number), then a Plackett-Luce draw of K of them with weights move_i:
     P(S) = P(K = |S|) sum over orderings of S of prod_j w_j / (W - weights drawn before j). Differentiable in
     ``move``; the orderings are enumerated, so L must be small (tests and toy benchmarks)."""
     b, length = move.shape
@@ -159,7 +159,7 @@ def counted_set_probs(move: Tensor) -> Tensor:
     w = torch.where(cand, move, torch.zeros_like(move)).to(torch.float64)
     total = w.sum(-1)
     n = cand.sum(-1)
-    expected = torch.minimum(total, n.to(total.dtype))
+    expected = torch.minimum(total if expected is None else expected.to(torch.float64), n.to(total.dtype))
     lo = expected.detach().floor()
     frac = expected - lo
     out = torch.zeros(b, 2**length, dtype=torch.float64)
@@ -191,7 +191,7 @@ def counted_transition(law: CountedLaw, states: Tensor) -> Tensor:
     times the movers' value probabilities."""
     values = StepLaw(law.x, torch.ones_like(law.move), law.weights, law.fallback).dense()  # (B, L, S): a mover's value law
     length = law.x.shape[1]
-    sets = counted_set_probs(law.move)  # (B, 2^L)
+    sets = counted_set_probs(law.move, law.expected)  # (B, 2^L)
     changed = law.x[:, None, :] != states[None, :, :]  # (B, K, L)
     bits = (changed.long() * (2 ** torch.arange(length))).sum(-1)  # (B, K): the set of changed tokens
     val = values[:, torch.arange(length)[None, :], states]  # (B, K, L): P(value z_i) for a mover
