@@ -255,7 +255,7 @@ def _jys_sampler(search, nfe: int, base: str, model, info: dict) -> LearnedSampl
 
 
 def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], progress: bool) -> list[BenchRow]:
-    """For each learned row on the Euler base (LSD, LSD-C, samplers learned earlier; not LSD+, not JYS grids): Euler
+    """For each learned row on the Euler base (LSD, LSD-C, samplers made earlier; not LSD+, not JYS grids): Euler
     on the uniform grid at the same NFE with a plain temperature (``samplers.tempered_score``) tuned by bisection
     on log T so that its diversity metric (the headline's partner) matches that row's. The control that tells a
     learned sampler from mere sharpening; ``BenchRow.matches`` names the row it matches."""
@@ -264,7 +264,7 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
     div = task.pairs[0][1]
     fast = getattr(task, "fast_metrics", {}).get(div, lambda x: task.compute(x)[div])
     out = []
-    for ref in [r for r in rows if r.base == "euler" and r.sampler is not None and r.method in ("lsd", "lsd-c")]:
+    for ref in [r for r in rows if r.base == "euler" and r.sampler is not None and r.method not in ("lsd+", "jys")]:
         target = ref.metrics[div]
         lo, hi, best = math.log(0.25), math.log(2.0), None
         euler = next((r for r in rows if r.method == "uniform" and r.base == "euler" and r.nfe == ref.nfe), None)
