@@ -170,3 +170,35 @@ def test_counted_count_comes_from_the_schedule_and_the_slope_only_orders():
         assert torch.allclose(law.expected_count(), base.move.sum(-1))  # how many: phi_k only
         if slope:
             assert law.move[0, 0] > law.move[0, 2] > law.move[0, 1]  # which: the most confident weighs most
+
+
+def test_cli_sample_counted(tmp_path, capsys):
+    """`lsdd sample --counted`: the same samples as the counted rule through the API (same seed), different from
+    plain Euler's; refused with one line for a uniform-graph model, a two-call sampler or --learned."""
+    import numpy as np
+
+    from lsdd.cli import main
+    from lsdd.models import load_model
+    from lsdd.samplers import sample_batched
+    from test_conditioned import _tiny_model
+
+    model_dir = _tiny_model(tmp_path / "m", "absorbing")
+    out = tmp_path / "c.npy"
+    assert main(["sample", "--model", model_dir, "--steps", "4", "--counted", "--num", "16", "--seed", "3",
+                 "--out", str(out)]) == 0
+    assert "counted movers" in capsys.readouterr().out
+    model = load_model(model_dir)
+    want = sample_batched(model.score_fn, model.graph, model.noise, uniform_times(4), 16, model.config.length,
+                          batch_size=64, seed=3, method=ConditionedRule(),
+                          coeffs=ConditionedParams(4, counted=True).requires_grad_(False).coeff_fn(model.graph)).x
+    assert np.array_equal(np.load(out), want.numpy())
+    assert main(["sample", "--model", model_dir, "--steps", "4", "--num", "16", "--seed", "3",
+                 "--out", str(tmp_path / "e.npy")]) == 0
+    assert not np.array_equal(np.load(tmp_path / "e.npy"), np.load(out))
+    uni = _tiny_model(tmp_path / "u", "uniform")
+    for argv, msg in ((["--model", uni, "--counted"], "absorbing-graph"),
+                      (["--model", model_dir, "--counted", "--sampler", "theta-rk2"], "one-call samplers"),
+                      (["--model", model_dir, "--counted", "--learned", "x.json"], "drop --steps")):
+        assert main(["sample", *argv, "--out", str(tmp_path / "bad.npy")]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "bad.npy").exists()
