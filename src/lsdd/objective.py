@@ -63,8 +63,9 @@ def distance(name: str, a: Tensor, b: Tensor, num_states: int) -> float:
     raise ValueError(f"unknown distribution objective {name!r}; expected hellinger or mmd")
 
 
-def unigram_entropy(x: Tensor, num_states: int) -> Tensor:
-    """Per-sample unigram entropy in nats, (n, L) -> (n,) float64."""
+def unigram_entropy(x: Tensor, num_states: int | None = None) -> Tensor:
+    """Per-sample unigram entropy in nats, (n, L) -> (n,) float64 (num_states: default max id + 1)."""
+    num_states = int(x.max()) + 1 if num_states is None else num_states
     counts = torch.zeros(x.shape[0], num_states, dtype=torch.float64, device=x.device)
     counts.scatter_add_(1, x, torch.ones_like(x, dtype=torch.float64))
     p = counts / counts.sum(-1, keepdim=True)

@@ -69,12 +69,9 @@ def mmd2(a: Tensor, b: Tensor, num_states: int) -> float:
 
 def unigram_entropy(x: Tensor) -> float:
     """Mean over samples of the entropy (nats) of each sample's own token histogram."""
-    total = 0.0
-    for row in x:
-        p = torch.unique(row, return_counts=True)[1].double()
-        p = p / p.sum()
-        total += float(-(p * p.log()).sum())
-    return total / x.shape[0]
+    from .objective import unigram_entropy as per_sample
+
+    return float(per_sample(x.long()).mean())
 
 
 def model_nll(score_fn, graph, noise, x: Tensor, *, num_times: int = 8, seed: int = 0, batch_size: int = 64,
