@@ -20,6 +20,7 @@ import time
 import torch
 
 from lsdd import atomic
+from lsdd.artifact import movers_sampler
 from lsdd.distill import DistillConfig, distill, make_teacher
 from lsdd.metrics import get_task
 from lsdd.models import load_model
@@ -44,6 +45,8 @@ VARIANTS = {  # key: (row name, DistillConfig changes)
     "counted-mmd": ("lsd-c counted (mmd, CMA)", {"method": "lsd-c", "counted": True, "objective": "mmd"}),
     "counted-features": ("lsd-c counted (features, CMA)", {"method": "lsd-c", "counted": True,
                                                            "objective": "features"}),
+    "spread": ("lsd-c spread (hellinger, CMA)", {"method": "lsd-c", "spread": True}),
+    "spread-features": ("lsd-c spread (features, CMA)", {"method": "lsd-c", "spread": True, "objective": "features"}),
 }
 DEFAULT_VARIANTS = ["lsd", "lsd+", "lsd+init", "lsd+select", "coupled", "lsd-cma", "lsd-c"]
 
@@ -64,7 +67,8 @@ def main() -> None:
     ap.add_argument("--coupled", action=argparse.BooleanOptionalAction, default=True,
                     help="add LSD with coupled teacher/student trajectories (a second, coupled teacher run)")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS,
-                    help="distilled rows beside Euler (counted: --counted movers)")
+                    help="distilled rows beside Euler and Euler with counted / spread movers "
+                         "(counted: --counted movers; spread: --spread)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -95,6 +99,9 @@ def main() -> None:
         times = uniform_times(nfe)
         euler = evaluate(times, {"method": "euler"})
         rows.append(("Euler", nfe, euler, "", 0.0))
+        for count, label in (("rounded", "Euler, counted movers"), ("spread", "Euler, spread movers")):
+            smp = movers_sampler(times, "euler", model.graph, model.noise, count)
+            rows.append((label, nfe, evaluate(times, smp.sampler_kwargs(model.graph)), "nothing learned", 0.0))
         variants = [(VARIANTS[k][0], VARIANTS[k][1]) for k in args.variants
                     if not (k == "coupled" and not args.coupled)
                     and not (k == "lsd-cma" and nfe not in args.lsd_objective_nfe)]

@@ -31,7 +31,9 @@ FORMAT = "lsdd-learned-sampler"
 FORMAT_VERSION = 2  # written
 READABLE_VERSIONS = (1, 2)
 FEATURES = ("confidence",)
-COUNTS = ("independent", "rounded")  # lsd-c movers: each token on its own, or a rounded number per sequence (draws.CountedLaw)
+# lsd-c movers: each token on its own; a rounded number per sequence chosen by weight; or that number chosen spread
+# along the sequence (draws.CountedLaw, choice "weight" / "spread")
+COUNTS = ("independent", "rounded", "spread")
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,10 @@ class LearnedSampler:
             return {"method": self.base, "coeffs": self.coeffs_tensor(), "phi_mode": self.phi_mode}
         from .conditioned import ConditionedParams, ConditionedRule
 
-        params = ConditionedParams(self.nfe, self.coeffs_tensor().log(),
-                                   torch.tensor(self.conditioning["slope"], dtype=torch.float64),
-                                   torch.tensor(self.conditioning["beta"], dtype=torch.float64).log(),
-                                   counted=self.conditioning.get("count", "independent") == "rounded")
+        params = ConditionedParams.from_count(self.nfe, self.conditioning.get("count", "independent"),
+                                              self.coeffs_tensor().log(),
+                                              torch.tensor(self.conditioning["slope"], dtype=torch.float64),
+                                              torch.tensor(self.conditioning["beta"], dtype=torch.float64).log())
         params.requires_grad_(False)
         return {"method": ConditionedRule(self.base), "coeffs": params.coeff_fn(graph), "phi_mode": self.phi_mode}
 
@@ -194,3 +196,22 @@ def _validate_conditioning(d: dict[str, Any], cond: Any) -> None:
         raise UserError(f"conditioning 'count' must be one of {list(COUNTS)}, got {cond.get('count')!r}")
     if min(cond["beta"]) <= 0 or min(d["coeffs"]) <= 0:
         raise UserError("a conditioned sampler needs coeffs > 0 and beta > 0")
+
+
+def movers_sampler(times, base: str, graph, noise, count: str, provenance: dict[str, Any] | None = None,
+                   beta: float = 1.0) -> LearnedSampler:
+    """The base sampler on ``times`` (M + 1,) with counted movers (``count`` "rounded": chosen by weight; "spread":
+    spread along the sequence) and nothing learned (Phi = 1, slope 0; ``beta`` a value inverse temperature at
+    every step, 1 = none): how ``lsdd bench --methods counted spread`` and ``lsdd sample --counted/--spread``
+    name these rules as files. Absorbing graph only."""
+    if count not in COUNTS[1:]:
+        raise ValueError(f"counted movers are {list(COUNTS[1:])}, not {count!r}")
+    m = len(times) - 1
+    return LearnedSampler(base=base, graph=graph.name, num_tokens=graph.num_tokens, noise=noise.to_dict(),
+                          times=tuple(float(v) for v in times), coeffs=(1.0,) * m, phi_mode="linear",
+                          provenance={"method": {"rounded": "counted", "spread": "spread"}[count],
+                                      "note": "nothing learned: the base sampler with counted movers",
+                                      **(provenance or {})},
+                          conditioning={"feature": "confidence", "slope": [0.0] * m, "beta": [float(beta)] * m,
+                                        "count": count})
+

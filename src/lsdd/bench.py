@@ -2,8 +2,9 @@
 
 Rows: the teacher (reference), and at every NFE the uniform-grid Euler and Tweedie baselines, the learned
 samplers (LSD, LSD+ on each base), and on request the other baselines users compare against: JYS grids (a
-KLUB search on the teacher's outputs, ``lsdd.jys``) and the two-call theta-RK-2 / theta-trapezoidal solvers
-(``lsdd.theta``; NFE/2 steps), and samplers learned earlier (``BenchConfig.learned``, e.g. ``lsdd distill``
+KLUB search on the teacher's outputs, ``lsdd.jys``), the two-call theta-RK-2 / theta-trapezoidal solvers
+(``lsdd.theta``; NFE/2 steps), the base rules with counted movers (``counted``, ``spread``: absorbing graph,
+nothing learned), and samplers learned earlier (``BenchConfig.learned``, e.g. ``lsdd distill``
 files), scored with the same seeds. Each row is scored by the task's quality metrics beside their diversity
 partners, with its network calls per sample as counted (and steps x calls per step), wall time per sample
 and the fraction of the Euler-to-teacher gap closed.
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .artifact import LearnedSampler
+from .artifact import LearnedSampler, movers_sampler
 from .distill import DistillConfig, distill, to_artifact
 from .draws import make_generator
 from .metrics import Task
@@ -31,7 +32,8 @@ from .steps import THETA_RULES, get_rule
 from .teacher import choose_store, run_teacher
 
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
-METHODS = (*DISTILLED, "jys", *THETA_RULES)  # everything --methods takes
+MOVERS = {"counted": "rounded", "spread": "spread"}  # the base rule with counted movers (absorbing; nothing learned)
+METHODS = (*DISTILLED, "jys", *MOVERS, *THETA_RULES)  # everything --methods takes
 
 
 @dataclass
@@ -144,6 +146,10 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown bench methods {bad}; expected some of {list(METHODS)}")
+    movers = [m for m in cfg.methods if m in MOVERS]
+    if movers and not model.graph.absorbing:
+        raise ValueError(f"{movers[0]} movers are defined on the absorbing graph; {model.source} has a "
+                         f"{model.graph.name} graph")
     thetas = [m for m in cfg.methods if m in THETA_RULES]
     odd = [n for n in cfg.nfes if n % 2]
     if thetas and odd:
@@ -205,9 +211,12 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
             search = search or _jys_search(model, cfg, caches[ref_base].x_0, dcfg_base.eps)
             learned = _jys_sampler(search, nfe, base, model, {**model_info, "teacher_nfe": cfg.teacher_nfe})
             dist_s = time.perf_counter() - t0
+        elif method in MOVERS:
+            learned = movers_sampler(uniform_times(nfe), base, model.graph, model.noise, MOVERS[method], model_info)
         elif method != "uniform":
             dcfg = DistillConfig(**{**asdict(dcfg_base), "base": base, "nfe": nfe, "method": method,
-                                    "counted": dcfg_base.counted and method == "lsd-c"})
+                                    "counted": dcfg_base.counted and method == "lsd-c",
+                                    "spread": dcfg_base.spread and method == "lsd-c"})
             t0 = time.perf_counter()
             result = distill(model.score_fn, model.graph, model.noise, length, dcfg, device=model.device,
                              progress=False, cache=caches[base].subsample(nfe))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .draws import CountedLaw, StepLaw
+from .draws import CHOICES, CountedLaw, StepLaw
 from .graphs import Graph
 from .noise import Noise
 from .steps import ONE_CALL, get_rule
@@ -44,6 +44,7 @@ class ConditionedCoeff:
     beta: Tensor
     counted: bool = False
     phi_step: Tensor | None = None  # 0-d phi_k (counted: it alone sets the expected number of movers)
+    choice: str = "weight"  # counted: which tokens move, by weight or spread along the sequence (draws.CHOICES)
 
 
 def confidence(graph: Graph, score: Tensor) -> Tensor:
@@ -59,9 +60,14 @@ class ConditionedParams(nn.Module):
     """log_phi (M,), slope a (M,), log_beta (M,), float64; all zero = the base sampler (Phi = 1)."""
 
     def __init__(self, nfe: int, log_phi: Tensor | None = None, slope: Tensor | None = None,
-                 log_beta: Tensor | None = None, counted: bool = False):
+                 log_beta: Tensor | None = None, counted: bool = False, choice: str = "weight"):
         super().__init__()
+        if choice not in CHOICES:
+            raise ValueError(f"counted movers are chosen by one of {list(CHOICES)}, not {choice!r}")
+        if choice != "weight" and not counted:
+            raise ValueError(f"choice {choice!r} needs counted movers")
         self.counted = bool(counted)
+        self.choice = choice
         z = torch.zeros(nfe, dtype=torch.float64)
         self.log_phi = nn.Parameter(z.clone() if log_phi is None else log_phi.detach().to(torch.float64).clone())
         self.slope = nn.Parameter(z.clone() if slope is None else slope.detach().to(torch.float64).clone())
@@ -79,9 +85,16 @@ class ConditionedParams(nn.Module):
         return torch.cat([self.log_phi, self.slope, self.log_beta]).detach().clone()
 
     @classmethod
-    def from_flat(cls, v, nfe: int, counted: bool = False) -> "ConditionedParams":
+    def from_flat(cls, v, nfe: int, counted: bool = False, choice: str = "weight") -> "ConditionedParams":
         v = torch.as_tensor(v, dtype=torch.float64)
-        return cls(nfe, v[:nfe], v[nfe : 2 * nfe], v[2 * nfe :], counted=counted)
+        return cls(nfe, v[:nfe], v[nfe : 2 * nfe], v[2 * nfe :], counted=counted, choice=choice)
+
+    @classmethod
+    def from_count(cls, nfe: int, count: str, log_phi: Tensor | None = None, slope: Tensor | None = None,
+                   log_beta: Tensor | None = None) -> "ConditionedParams":
+        """From an artifact's ``count`` ("independent" | "rounded" | "spread"; ``lsdd.artifact.COUNTS``)."""
+        return cls(nfe, log_phi, slope, log_beta, counted=count != "independent",
+                   choice="spread" if count == "spread" else "weight")
 
     def coeff_fn(self, graph: Graph):
         """The loop's coefficient function (k, x, score) -> ConditionedCoeff (differentiable in the parameters)."""
@@ -90,7 +103,8 @@ class ConditionedParams(nn.Module):
             conf = confidence(graph, score.detach()).to(torch.float64)
             log_c = torch.log(torch.where(conf > 0, conf, torch.ones_like(conf)))  # 0 at full confidence
             phi = torch.exp(self.log_phi[k] + self.slope[k] * log_c)
-            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted, torch.exp(self.log_phi[k]))
+            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted, torch.exp(self.log_phi[k]),
+                                    self.choice)
 
         return fn
 
@@ -136,7 +150,8 @@ class ConditionedRule:
             step = coeff.phi_step if coeff.phi_step is not None else coeff.phi
             how_many = rule(graph, noise, x, score, t, s, step, mode, last, call).move  # the count at a_k = 0
             expected = torch.where(law.move > 0, how_many, torch.zeros_like(how_many)).sum(-1)
-            return CountedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid, expected)
+            return CountedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid, expected,
+                              coeff.choice)
         return law
 
 

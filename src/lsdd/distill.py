@@ -75,6 +75,11 @@ class DistillConfig:
     init_lsd: bool = False  # LSD+: first fit LSD (Phi on the fixed grid), start LSD+ from its Phi
     select: bool = False  # LSD+: keep LSD instead when its held-out n-gram distance to the teacher is lower
     counted: bool = False  # lsd-c: each sequence moves a rounded number of tokens, chosen by weight (draws.CountedLaw)
+    spread: bool = False  # lsd-c: counted movers chosen spread along the sequence (systematic; implies counted)
+
+    def count(self) -> str:
+        """lsd-c's movers as the artifact names them (lsdd.artifact.COUNTS)."""
+        return "spread" if self.spread else "rounded" if self.counted else "independent"
 
     def coupling_seed(self) -> int | None:
         return derive_seed(self.seed, 12) if self.coupled else None
@@ -120,7 +125,7 @@ class DistillConfig:
             (self.resolved_objective() == "trajectory" or self.method != "lsd+",
              "a distribution objective fits lsd or lsd-c on a fixed grid, not lsd+"),
             (not (self.init_lsd or self.select) or self.method == "lsd+", "--init-lsd and --select apply to lsd+"),
-            (not self.counted or self.method == "lsd-c", "--counted applies to --method lsd-c"),
+            (not (self.counted or self.spread) or self.method == "lsd-c", "--counted and --spread apply to --method lsd-c"),
             (not self.select or self.validation, "--select compares on held-out teacher outputs: drop --no-validate"),
             (self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2
              and self.cma_sigma > 0, f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
@@ -213,10 +218,10 @@ class DistillResult:
             return {"method": base, "coeffs": self.coeffs, "phi_mode": phi_mode}
         from .conditioned import ConditionedParams, ConditionedRule
 
-        params = ConditionedParams(self.coeffs.numel(), self.coeffs.log(),
-                                   torch.tensor(self.conditioning["slope"], dtype=torch.float64),
-                                   torch.tensor(self.conditioning["beta"], dtype=torch.float64).log(),
-                                   counted=self.conditioning.get("count") == "rounded")
+        params = ConditionedParams.from_count(self.coeffs.numel(), self.conditioning.get("count", "independent"),
+                                              self.coeffs.log(),
+                                              torch.tensor(self.conditioning["slope"], dtype=torch.float64),
+                                              torch.tensor(self.conditioning["beta"], dtype=torch.float64).log())
         params.requires_grad_(False)
         return {"method": ConditionedRule(base), "coeffs": params.coeff_fn(graph), "phi_mode": "linear"}
 
@@ -443,7 +448,7 @@ def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | Non
     cond = None
     if cfg.method == "lsd-c":
         cond = {"feature": "confidence", "slope": [float(a) for a in slope],
-                "beta": [float(b) for b in log_beta.exp()], "count": "rounded" if cfg.counted else "independent"}
+                "beta": [float(b) for b in log_beta.exp()], "count": cfg.count()}
     return log_phi.exp(), cond
 
 

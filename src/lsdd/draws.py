@@ -226,6 +226,7 @@ class CountedLaw(StepLaw):
     """
 
     expected: Tensor | None = None
+    choice: str = "weight"  # "weight": Plackett-Luce by move_i; "spread": systematic, in position order
 
     def expected_count(self) -> Tensor:
         """(B,) float64: the expected number of movers, capped at the number of movable tokens."""
@@ -248,8 +249,45 @@ class CountedLaw(StepLaw):
         gumbel = -torch.log(-torch.log(u[:, :l].clamp_min(torch.finfo(torch.float64).tiny)))
         keys = torch.where(cand, self.move.clamp_min(torch.finfo(torch.float64).tiny).log() + gumbel,
                            torch.full_like(gumbel, float("-inf")))
+        if self.choice == "spread":
+            return spread_choice(inclusion(self.move, k), u[:, 0]) & cand
+        if self.choice != "weight":
+            raise ValueError(f"a counted step chooses its movers by {CHOICES}, not {self.choice!r}")
         rank = keys.argsort(-1, descending=True).argsort(-1)  # 0 = largest key
         return (rank < k[:, None]) & cand
+
+
+CHOICES = ("weight", "spread")
+
+
+def inclusion(move: Tensor, k: Tensor) -> Tensor:
+    """Inclusion probabilities (B, L) float64 for choosing k (B,) of the tokens with move_i > 0: proportional to
+    move_i and at most 1 (a token whose share would pass 1 is taken for sure and the rest re-shared), summing to
+    min(k, number of candidates). Differentiable in ``move``."""
+    w = torch.where(move > 0, move, torch.zeros_like(move)).to(torch.float64)
+    k = torch.minimum(k.to(torch.float64), (w > 0).sum(-1).to(torch.float64))
+    sure = torch.zeros_like(w, dtype=torch.bool)
+    for _ in range(w.shape[-1]):
+        rest = torch.where(sure, torch.zeros_like(w), w)
+        left = (k - sure.sum(-1)).clamp_min(0)
+        pi = torch.where(sure, torch.ones_like(w), rest * (left / rest.sum(-1).clamp_min(1e-300))[:, None])
+        over = (pi > 1) & ~sure
+        if not bool(over.any()):
+            return pi
+        sure = sure | over
+    return pi.clamp_max(1.0)
+
+
+def spread_choice(pi: Tensor, u: Tensor) -> Tensor:
+    """Systematic sampling: token i is chosen when one of the points u + j (j = 0, 1, ...) falls in its interval
+    of the running sum of ``pi`` (B, L), taken in position order; u (B,) uniform in [0, 1). Each token is chosen
+    with probability exactly pi_i (pi_i <= 1), exactly round(sum pi) tokens are chosen, and they are spread
+    along the sequence (between two chosen tokens lie about 1 / pi tokens), so tokens drawn together in one
+    step are rarely neighbours. (B, L) bool."""
+    c = pi.cumsum(-1)
+    before = torch.cat([torch.zeros_like(c[:, :1]), c[:, :-1]], -1)
+    hits = torch.floor(c - u[:, None] + 1e-9) - torch.floor(before - u[:, None] + 1e-9)
+    return (hits > 0) & (pi > 0)
 
 
 @dataclass
@@ -289,4 +327,4 @@ class TwoStageLaw:
 
 
 __all__ = ["BLOCK", "derive_seed", "make_generator", "check_generator", "RowStreams", "Generators", "uniforms",
-           "inverse_cdf", "sample_categorical", "StepLaw", "CountedLaw", "TwoStageLaw"]
+           "inverse_cdf", "sample_categorical", "StepLaw", "CountedLaw", "TwoStageLaw", "CHOICES", "inclusion", "spread_choice"]

@@ -12,7 +12,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from .draws import CountedLaw, StepLaw, TwoStageLaw
+from .draws import CHOICES, CountedLaw, StepLaw, TwoStageLaw, inclusion, spread_choice
 from .graphs import Graph
 from .noise import Noise
 from .loop import Coeffs, StepInfo, reverse_loop
@@ -146,12 +146,48 @@ def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length
     return laws
 
 
-def counted_set_probs(move: Tensor, expected: Tensor | None = None) -> Tensor:
+def spread_set_probs(move: Tensor, expected: Tensor | None = None) -> Tensor:
+    """Exact law of the set of tokens a ``CountedLaw`` with ``choice="spread"`` moves: (B, L) -> (B, 2^L)
+    float64, column m = the set {i : bit i of m is set}. K is drawn as for ``counted_set_probs``; given K the set
+    is a step function of the systematic offset u ~ U[0, 1), which changes only where u crosses the fractional
+    part of a running sum of the inclusion probabilities, so the law is a sum over those L + 1 intervals of
+    u. Differentiable in ``move`` (through the interval lengths)."""
+    b, length = move.shape
+    if length > 16:
+        raise ValueError(f"spread_set_probs returns 2^L columns; length {length} is too long (at most 16)")
+    cand = move > 0
+    w = torch.where(cand, move, torch.zeros_like(move)).to(torch.float64)
+    n = cand.sum(-1).to(torch.float64)
+    expected = torch.minimum(w.sum(-1) if expected is None else expected.to(torch.float64), n)
+    lo = expected.detach().floor()
+    frac = expected - lo
+    bits = 2 ** torch.arange(length)
+    out = torch.zeros(b, 2**length, dtype=torch.float64)
+    for k, p_k in ((lo, 1.0 - frac), (torch.minimum(lo + 1, n), frac)):
+        pi = inclusion(w, k)
+        c = pi.cumsum(-1)
+        edges = torch.cat([torch.zeros(b, 1, dtype=torch.float64), c - c.detach().floor(),
+                           torch.ones(b, 1, dtype=torch.float64)], -1).sort(-1).values
+        lengths = edges[:, 1:] - edges[:, :-1]  # (B, L + 1)
+        mids = (edges[:, 1:] + edges[:, :-1]).detach() / 2
+        for j in range(length + 1):
+            chosen = spread_choice(pi.detach(), mids[:, j]) & cand
+            code = (chosen.long() * bits).sum(-1)
+            out = out.scatter_add(1, code[:, None], (p_k * lengths[:, j])[:, None])
+    return out
+
+
+def counted_set_probs(move: Tensor, expected: Tensor | None = None, choice: str = "weight") -> Tensor:
     """Exact law of the set of tokens a ``CountedLaw`` moves: (B, L) move probabilities -> (B, 2^L) float64,
     column m = the set {i : bit i of m is set}. K = floor(E) or ceil(E) (stochastic rounding of E = ``expected``
-    (B,), or the sum of the positive move_i, capped at their number), then a Plackett-Luce draw of K of them with weights move_i:
-    P(S) = P(K = |S|) sum over orderings of S of prod_j w_j / (W - weights drawn before j). Differentiable in
-    ``move``; the orderings are enumerated, so L must be small (tests and toy benchmarks)."""
+    (B,), or the sum of the positive move_i, capped at their number), then (``choice="weight"``) a Plackett-Luce
+    draw of K of them with weights move_i: P(S) = P(K = |S|) sum over orderings of S of prod_j w_j / (W - weights drawn before j). Differentiable in
+    ``move``; the orderings are enumerated, so L must be small (tests and toy benchmarks). ``choice="spread"``:
+    ``spread_set_probs``."""
+    if choice == "spread":
+        return spread_set_probs(move, expected)
+    if choice != "weight":
+        raise ValueError(f"a counted step chooses its movers by {CHOICES}, not {choice!r}")
     b, length = move.shape
     if length > 8:
         raise ValueError(f"counted_set_probs enumerates orderings; length {length} is too long (at most 8)")
@@ -191,7 +227,7 @@ def counted_transition(law: CountedLaw, states: Tensor) -> Tensor:
     times the movers' value probabilities."""
     values = StepLaw(law.x, torch.ones_like(law.move), law.weights, law.fallback).dense()  # (B, L, S): a mover's value law
     length = law.x.shape[1]
-    sets = counted_set_probs(law.move, law.expected)  # (B, 2^L)
+    sets = counted_set_probs(law.move, law.expected, law.choice)  # (B, 2^L)
     changed = law.x[:, None, :] != states[None, :, :]  # (B, K, L)
     bits = (changed.long() * (2 ** torch.arange(length))).sum(-1)  # (B, K): the set of changed tokens
     val = values[:, torch.arange(length)[None, :], states]  # (B, K, L): P(value z_i) for a mover

@@ -15,7 +15,9 @@ Euler and Tweedie baselines and the samplers that LSD and LSD+ learn on each bas
 one shared teacher run per base), plus the --teacher-nfe teacher itself as the reference row. --methods
 also takes the baselines a learned sampler is compared against: jys (a Jump-Your-Steps time grid, searched
 here by KLUB on the teacher's outputs, on each base) and theta-rk2 / theta-trapezoidal (second-order solvers
-with two network calls per step: NFE 8 is 4 steps; even NFEs only).
+with two network calls per step: NFE 8 is 4 steps; even NFEs only). On an absorbing-graph model, counted
+and spread are the base rules with counted movers (nothing learned; see lsdd sample --help): each sequence
+unmasks the expected number of tokens, chosen by weight (counted) or spread along the sequence (spread).
 
 Each row reports the task's quality metrics beside their diversity partners (a sampler can look better
 by collapsing diversity; read both), the network calls per sample as counted, wall time per sample, the
@@ -47,7 +49,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--nfe", type=positive_int, nargs="+", default=[8, 16, 32, 64], help="student NFEs")
     p.add_argument("--teacher-nfe", type=positive_int, default=1024, help="teacher steps (a multiple of every NFE)")
     p.add_argument("--bases", nargs="+", choices=["euler", "tweedie"], default=["euler", "tweedie"])
-    p.add_argument("--methods", nargs="*", choices=["lsd", "lsd+", "lsd-c", "jys", "theta-rk2", "theta-trapezoidal"],
+    p.add_argument("--methods", nargs="*", choices=["lsd", "lsd+", "lsd-c", "jys", "counted", "spread", "theta-rk2",
+                                                    "theta-trapezoidal"],
                    default=["lsd", "lsd+"], help="samplers beside the uniform-grid bases (none: those only)")
     p.add_argument("--learn-bases", nargs="+", choices=["euler", "tweedie"],
                    help="bases of the learned samplers (default: --bases); each needs its own teacher run")
@@ -69,6 +72,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--cma-popsize", type=positive_int, default=d.cma_popsize,
                    help="distribution objective: candidates per generation")
     p.add_argument("--counted", action="store_true", help="lsd-c rows: counted movers (see lsdd distill --help)")
+    p.add_argument("--spread", action="store_true", help="lsd-c rows: counted movers spread along the sequence")
     p.add_argument("--theta", type=float, help="theta of the theta-* samplers (default 0.5)")
     p.add_argument("--jys-max-iter", type=positive_int, default=16, help="golden-section evaluations per JYS point")
     p.add_argument("--timing-repeats", type=int, default=3, help="interleaved runs for the overhead ratio")
@@ -109,7 +113,7 @@ def run(args) -> int:
                       distill={"phi_mode": args.phi_mode, "loss": args.loss, "zeta": args.zeta,
                                "epochs": args.epochs, "objective": args.objective, "obj_samples": args.obj_samples,
                                "cma_iters": args.cma_iters, "cma_popsize": args.cma_popsize,
-                               "counted": args.counted},
+                               "counted": args.counted, "spread": args.spread},
                       theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned)
     try:
         result = run_bench(model, task, cfg)

@@ -80,6 +80,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--counted", action="store_true",
                    help="lsd-c: each sequence unmasks a number of tokens set by rounding the expected number (its sum "
                         "of move probabilities), chosen without replacement by weight, instead of each token on its own")
+    p.add_argument("--spread", action="store_true",
+                   help="lsd-c: counted movers (implies --counted) chosen spread along the sequence (systematic sampling "
+                        "in position order, each token with a share proportional to its weight) instead of by weight alone")
     p.add_argument("--coupled", action="store_true",
                    help="teacher and student share per-position unmasking clocks and value uniforms (absorbing graph; "
                         "each path keeps its exact law)")

@@ -23,6 +23,7 @@ examples:
   lsdd sample --model countdown --learned sampler.json --num 256 --seed 0 --out samples.npy
   lsdd sample --model countdown --sampler theta-rk2 --steps 4 --num 256 --out samples.npy   # 8 NFE
   lsdd sample --model text-absorb --sampler euler --steps 8 --counted --num 256 --out samples.npy  # counted movers
+  lsdd sample --model text-absorb --sampler euler --steps 8 --spread --num 256 --out samples.npy   # ... spread out
   lsdd eval --task countdown samples.npy
 """
 
@@ -46,6 +47,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="euler / tweedie on an absorbing-graph model: each sequence unmasks a rounded number of tokens "
                         "(the expected number), chosen without replacement by weight, instead of each token on its own "
                         "coin (lsdd.draws.CountedLaw; no learned parameters, same network calls)")
+    p.add_argument("--spread", action="store_true",
+                   help="counted movers (implies --counted) chosen spread along the sequence instead of by weight: "
+                        "systematic sampling in position order, so the tokens unmasked together in one step are about "
+                        "L / K apart and rarely neighbours; each token keeps its Euler unmasking probability")
     p.add_argument("--learned", metavar="SAMPLER.json", help="use a learned sampler (it brings its own sampler and grid)")
     p.add_argument("--force", action="store_true", help="use a learned sampler distilled for another model")
     p.add_argument("--num", "--num-samples", dest="num", type=positive_int, default=64, help="number of sequences (under torchrun write --num-samples: torchrun reads --num itself)")
@@ -79,14 +84,16 @@ def run(args) -> int:
     else:
         method, times, coeffs, mode = rule, uniform_times(steps, args.eps), None, "linear"
         desc = f"{args.sampler} on the uniform grid ({steps} steps x {rule.calls} network call{'s' * (rule.calls > 1)})"
-        if args.counted:
+        if args.counted or args.spread:
             from ..conditioned import ConditionedParams, ConditionedRule
 
             if not model.graph.absorbing:
-                raise UserError(f"--counted needs an absorbing-graph model; {model.source} has a {model.graph.name} graph")
+                flag = "--spread" if args.spread else "--counted"
+                raise UserError(f"{flag} needs an absorbing-graph model; {model.source} has a {model.graph.name} graph")
             method = ConditionedRule(args.sampler)
-            coeffs = ConditionedParams(steps, counted=True).requires_grad_(False).coeff_fn(model.graph)
-            desc += ", counted movers"
+            params = ConditionedParams(steps, counted=True, choice="spread" if args.spread else "weight")
+            coeffs = params.requires_grad_(False).coeff_fn(model.graph)
+            desc += ", counted movers spread along the sequence" if args.spread else ", counted movers"
     from .. import dist
 
     t0 = time.perf_counter()
@@ -111,10 +118,13 @@ def _base_sampler(args):
     they disagree)."""
     from ..steps import get_rule
 
-    if args.learned and (args.theta is not None or args.nfe is not None or args.steps is not None or args.counted):
-        raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta and --counted")
-    if args.counted and args.sampler not in ("euler", "tweedie"):
-        raise UserError(f"--counted applies to the one-call samplers euler and tweedie, not {args.sampler}")
+    if args.learned and (args.theta is not None or args.nfe is not None or args.steps is not None or args.counted
+                         or args.spread):
+        raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta, --counted and "
+                        "--spread")
+    if (args.counted or args.spread) and args.sampler not in ("euler", "tweedie"):
+        flag = "--spread" if args.spread else "--counted"
+        raise UserError(f"{flag} applies to the one-call samplers euler and tweedie, not {args.sampler}")
     try:
         rule = get_rule(args.sampler, args.theta)
     except ValueError as e:
