@@ -221,6 +221,13 @@ class CountedLaw(StepLaw):
     number of movable tokens): then ``move`` only weighs *which* tokens move (``lsdd.conditioned``: the count
     comes from the step's schedule, the choice from the tokens' confidences).
 
+    ``choice="spread"`` chooses the K movers by systematic sampling along the sequence instead (``spread_choice``):
+    inclusion probabilities proportional to move_i (capped at 1, ``inclusion``), one uniform offset per row, so
+    the movers of one step lie about L / K positions apart and are rarely neighbours, and each token still moves
+    with probability move_i whenever no share is capped (E[K] pi_i = move_i). Tokens drawn in the same step are
+    drawn independently from their own conditionals, so moving far-apart tokens together is what lowers the
+    joint error of a few-step sampler on data with local dependence (text).
+
     Per-token move probabilities are therefore not the marginals of this law (``dense`` refuses);
     ``lsdd.exact.counted_transition`` gives its exact transition matrix on small problems.
     """

@@ -57,6 +57,13 @@ class ExactScore:
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         self.calls += 1
+        if x.shape[0] > 1 and (sigma.numel() == 1 or bool((sigma == sigma.reshape(-1)[0]).all())):
+            rows, inverse = x.unique(dim=0, return_inverse=True)  # many samples, few states: score each state once
+            if rows.shape[0] < x.shape[0]:
+                return self._score(rows, sigma.reshape(-1)[:1].expand(rows.shape[0]))[inverse]
+        return self._score(x, sigma)
+
+    def _score(self, x: Tensor, sigma: Tensor) -> Tensor:
         batch, length = x.shape
         n_states = self.graph.num_states
         # all single-token substitutions: (B, L, S, L)

@@ -1,0 +1,175 @@
+"""Spread movers (``CountedLaw(choice="spread")``, ``lsdd sample --spread``, ``lsdd bench --methods spread``): the
+exact law of the mover set against the draw's frequencies, the properties that make it useful (each token keeps
+its move probability, tokens drawn together are not neighbours), the whole sampler's exact output law against its
+samples, and the artifact and command-line paths."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import countdown_law
+from lsdd.artifact import LearnedSampler, movers_sampler
+from lsdd.conditioned import ConditionedParams, ConditionedRule
+from lsdd.draws import CountedLaw, inclusion, make_generator
+from lsdd.errors import UserError
+from lsdd.exact import ExactScore, counted_set_probs, exact_sampler_law, seq_index
+from lsdd.graphs import Absorbing
+from lsdd.loop import reverse_loop
+from lsdd.noise import LogLinear
+from lsdd.schedules import uniform_times
+
+MOVE = torch.tensor([[0.3, 0.0, 0.7, 0.2, 0.4], [1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.5, 0.05, 0.9, 0.3],
+                     [0.0, 0.0, 0.0, 0.0, 0.0], [0.4, 0.4, 0.4, 0.4, 0.4], [0.9, 0.9, 0.1, 0.1, 0.1]],
+                    dtype=torch.float64)
+
+
+def _draw(move, n, seed=0):
+    b, length = move.shape
+    x = torch.full((b * n, length), 3)
+    law = CountedLaw(x, move.repeat(n, 1), torch.ones(b * n, length, 4), torch.tensor([True, True, True, False]),
+                     choice="spread")
+    return law.movers(make_generator(seed)).view(n, b, length)
+
+
+def test_spread_set_law_matches_the_draw():
+    """P(movers = S) by enumeration over the systematic offset against 40,000 draws (chi-square, row by row); a
+    token with move 0 never moves; the count is the floor or ceil of the expected count; and each token moves with
+    exactly its inclusion probability (its move probability itself when no share passes 1)."""
+    probs = counted_set_probs(MOVE, choice="spread")
+    assert torch.allclose(probs.sum(-1), torch.ones(len(MOVE), dtype=torch.float64), atol=1e-12)
+    n = 40000
+    moving = _draw(MOVE, n)
+    bits = (moving.long() * 2 ** torch.arange(5)).sum(-1)
+    for b in range(len(MOVE)):
+        emp = torch.bincount(bits[:, b], minlength=32).double() / n
+        live = probs[b] > 0
+        assert float(emp[~live].sum()) == 0.0, b
+        chi2 = float((((emp - probs[b]) ** 2 / probs[b].clamp_min(1e-300))[live]).sum() * n)
+        assert chi2 < 45.0, (b, chi2, int(live.sum()))  # <= 12 live cells; P(chi2 > 45) < 1e-5 under the null
+    assert not moving[:, 0, 1].any() and not moving[:, 3].any() and moving[:, 1].all()
+    count = moving[:, 4].sum(-1)  # E = 2.0 exactly: always 2
+    assert set(count.tolist()) == {2}
+    # marginals: the exact law's, and move itself where no token's share passes 1 (rows 2, 4)
+    marg = torch.stack([(probs[:, None, :] * ((torch.arange(32)[:, None] >> i) & 1).double().T[None]).sum(-1)[:, 0]
+                        for i in range(5)], -1)
+    assert torch.allclose(moving.double().mean(0), marg, atol=0.012)
+    assert torch.allclose(marg[[2, 4]], MOVE[[2, 4]], atol=1e-12)
+    # row 5 (E = 2.1): shares pass 1, so the two likely tokens are taken for sure when K = 3
+    assert torch.allclose(inclusion(MOVE[5:], torch.tensor([3]))[0], torch.tensor([1.0, 1.0, 1 / 3, 1 / 3, 1 / 3],
+                                                                             dtype=torch.float64))
+
+
+def test_spread_never_moves_neighbours_together_when_there_is_room():
+    """Sixteen masked tokens, four movers per step: spread movers are exactly four apart (systematic), while
+    movers chosen by weight are neighbours in most draws; both move each token with probability 1/4."""
+    move = torch.full((1, 16), 0.25, dtype=torch.float64)
+    spread = _draw(move, 4000)[:, 0]
+    gaps = torch.diff(spread.nonzero()[:, 1].view(-1, 4), dim=-1)
+    assert (gaps == 4).all()
+    law = CountedLaw(torch.full((4000, 16), 3), move.repeat(4000, 1), torch.ones(4000, 16, 4),
+                     torch.tensor([True, True, True, False]))
+    weight = law.movers(make_generator(0))
+    assert float((weight[:, 1:] & weight[:, :-1]).any(-1).double().mean()) > 0.5
+    for m in (spread, weight):
+        assert torch.allclose(m.double().mean(0), torch.full((16,), 0.25, dtype=torch.float64), atol=0.035)
+
+
+V, L, M = 2, 3, 4
+GRAPH, NOISE = Absorbing(V), LogLinear(1e-3)
+
+
+@pytest.fixture(scope="module")
+def exact():
+    return ExactScore(countdown_law(V, L), GRAPH, L)
+
+
+def test_spread_sampler_samples_follow_its_exact_law():
+    """The whole spread lsd-c sampler (random per-step parameters; countdown on 3 values, L = 4): lsdd.exact's
+    output law against the frequencies of 20,000 samples; it differs from the same sampler with movers chosen by
+    weight (by 0.006 in L1 here: few sets are possible at L = 4)."""
+    graph, length = Absorbing(3), 4
+    exact = ExactScore(countdown_law(3, length), graph, length)
+    g = torch.Generator().manual_seed(3)
+    p = ConditionedParams(2, 0.6 * torch.randn(2, generator=g, dtype=torch.float64),
+                          torch.randn(2, generator=g, dtype=torch.float64),
+                          0.3 * torch.randn(2, generator=g, dtype=torch.float64), counted=True,
+                          choice="spread").requires_grad_(False)
+    times = uniform_times(2)
+    kw = dict(method=ConditionedRule(), coeffs=p.coeff_fn(graph))
+    ref = exact_sampler_law(exact, graph, NOISE, times, length, **kw)
+    assert abs(float(ref.sum()) - 1.0) < 1e-12
+    n = 20000
+    out = reverse_loop(exact, graph, NOISE, times, graph.sample_limit(n, length), rule=kw["method"], coeffs=kw["coeffs"],
+                       generator=make_generator(1)).x
+    emp = torch.bincount(seq_index(out, graph.num_states), minlength=ref.numel()).double() / n
+    live = ref > 1e-9
+    assert float(emp[~live].sum()) == 0.0
+    chi2 = float((((emp - ref) ** 2 / ref.clamp_min(1e-300))[live]).sum() * n)
+    cells = int(live.sum())
+    assert chi2 < cells + 6 * (2 * cells) ** 0.5, (chi2, cells)  # P(exceed) < 1e-5 under the null
+    p.choice = "weight"
+    weight = exact_sampler_law(exact, graph, NOISE, times, length, method=ConditionedRule(), coeffs=p.coeff_fn(graph))
+    assert float((weight - ref).abs().sum()) > 0.003
+
+
+def test_spread_euler_is_exact_when_there_are_no_more_tokens_than_steps(exact):
+    """As counted movers: with L <= M and the true score one token moves per step, so the output law is the data
+    law (TV < 1e-3) where Euler's is not."""
+    data = countdown_law(V, L)
+    real = (torch.arange(GRAPH.num_states ** L)[:, None] // GRAPH.num_states ** torch.arange(L - 1, -1, -1) %
+            GRAPH.num_states < V).all(-1)
+    smp = movers_sampler(uniform_times(M), "euler", GRAPH, NOISE, "spread")
+    law = exact_sampler_law(exact, GRAPH, NOISE, smp.times_tensor(), L, **smp.sampler_kwargs(GRAPH))
+    assert 0.5 * float((law.detach()[real] - data).abs().sum()) < 1e-3
+
+
+def test_spread_artifact_round_trip_and_bad_values(tmp_path):
+    smp = movers_sampler(uniform_times(M), "euler", GRAPH, NOISE, "spread", {"note2": "x"})
+    smp.save(tmp_path / "s.json")
+    back = LearnedSampler.load(tmp_path / "s.json")
+    assert back.conditioning["count"] == "spread" and back.provenance["method"] == "spread"
+    coeff = back.sampler_kwargs(GRAPH)["coeffs"](0, torch.full((1, L), GRAPH.mask_id), torch.ones(1, L, 3))
+    assert coeff.counted and coeff.choice == "spread"
+    with pytest.raises(ValueError, match="counted movers are"):
+        movers_sampler(uniform_times(M), "euler", GRAPH, NOISE, "independent")
+    with pytest.raises(ValueError, match="needs counted movers"):
+        ConditionedParams(M, choice="spread")
+    with pytest.raises(ValueError, match="chooses its movers by"):
+        CountedLaw(torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.float64), torch.ones(1, 2, 3),
+                   torch.ones(3, dtype=torch.bool), choice="nearest").movers()
+
+
+def test_cli_sample_spread_and_bench_rows(tmp_path, capsys):
+    """`lsdd sample --spread` gives the API's samples (same seed); `lsdd bench --methods counted spread` scores both
+    rules at the NFE it is asked for; on a uniform-graph model both are one-line errors, nothing written."""
+    import json
+
+    from lsdd.cli import main
+    from lsdd.models import load_model
+    from lsdd.samplers import sample_batched
+    from test_conditioned import _tiny_model
+
+    model_dir = _tiny_model(tmp_path / "m", "absorbing")
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--model", model_dir, "--steps", "4", "--spread", "--num", "16", "--seed", "3",
+                 "--out", str(out)]) == 0
+    assert "spread along the sequence" in capsys.readouterr().out
+    model = load_model(model_dir)
+    want = sample_batched(model.score_fn, model.graph, model.noise, uniform_times(4), 16, model.config.length,
+                          batch_size=64, seed=3, method=ConditionedRule(),
+                          coeffs=ConditionedParams(4, counted=True, choice="spread").requires_grad_(False)
+                          .coeff_fn(model.graph)).x
+    assert np.array_equal(np.load(out), want.numpy())
+    bench = tmp_path / "b.json"
+    assert main(["bench", "--model", model_dir, "--task", "tokens", "--nfe", "4", "--teacher-nfe", "8",
+                 "--num-samples", "16", "--bases", "euler", "--methods", "counted", "spread", "--timing-repeats", "0",
+                 "--json", str(bench)]) == 0
+    labels = [r["label"] for r in json.loads(bench.read_text())["rows"]]
+    assert "COUNTED-euler" in labels and "SPREAD-euler" in labels
+    uni = _tiny_model(tmp_path / "u", "uniform")
+    assert main(["sample", "--model", uni, "--spread", "--out", str(tmp_path / "bad.npy")]) == 2
+    assert "--spread needs an absorbing-graph model" in capsys.readouterr().err
+    assert main(["bench", "--model", uni, "--task", "tokens", "--nfe", "4", "--teacher-nfe", "8", "--num-samples", "8",
+                 "--methods", "spread", "--json", str(tmp_path / "bad.json")]) == 2
+    assert "absorbing graph" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npy").exists() and not (tmp_path / "bad.json").exists()
