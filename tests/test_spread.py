@@ -11,7 +11,6 @@ from conftest import countdown_law
 from lsdd.artifact import LearnedSampler, movers_sampler
 from lsdd.conditioned import ConditionedParams, ConditionedRule
 from lsdd.draws import CountedLaw, inclusion, make_generator
-from lsdd.errors import UserError
 from lsdd.exact import ExactScore, counted_set_probs, exact_sampler_law, seq_index
 from lsdd.graphs import Absorbing
 from lsdd.loop import reverse_loop
