@@ -122,7 +122,7 @@ def test_counted_artifact_round_trip_and_bad_values(exact, tmp_path):
     assert float((law - indep).abs().sum()) > 0.02  # the field is read, not ignored (0.045 here)
     with pytest.raises(UserError, match="'count' must be one of"):
         LearnedSampler.from_dict({**d, "conditioning": {**d["conditioning"], "count": "fixed"}})
-    with pytest.raises(ValueError, match="--counted and --spread apply to --method lsd-c"):
+    with pytest.raises(ValueError, match="--counted applies to --method lsd-c"):
         DistillConfig(counted=True).validate()
 
 

@@ -172,3 +172,36 @@ def test_cli_sample_spread_and_bench_rows(tmp_path, capsys):
                  "--methods", "spread", "--json", str(tmp_path / "bad.json")]) == 2
     assert "absorbing graph" in capsys.readouterr().err
     assert not (tmp_path / "bad.npy").exists() and not (tmp_path / "bad.json").exists()
+
+
+def test_distill_spread_writes_spread_movers(tmp_path, capsys):
+    """`lsdd distill --spread` (lsd, and lsd+ with --select): the student is rolled out with spread movers and the
+    file says so whether validation keeps the learned sampler or writes the base (which then has spread movers
+    too); the file samples through `lsdd sample --learned`; a uniform-graph model is a one-line error."""
+    import json
+
+    from lsdd.cli import main
+    from lsdd.distill import DistillConfig, distill
+    from lsdd.models import load_model
+    from test_conditioned import _tiny_model
+
+    model_dir = _tiny_model(tmp_path / "m", "absorbing")
+    common = ["--model", model_dir, "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32", "--epochs", "2",
+              "--val-samples", "16", "--spread"]
+    for extra in ([], ["--method", "lsd+", "--select"], ["--force"]):
+        out = tmp_path / f"s{len(extra)}.json"
+        assert main(["distill", *common, *extra, "--out", str(out)]) == 0
+        art = json.loads(out.read_text())
+        assert art["conditioning"]["count"] == "spread" and art["conditioning"]["slope"] == [0.0] * 4
+        assert "spread" in capsys.readouterr().out
+        assert main(["sample", "--model", model_dir, "--learned", str(out), "--num", "8", "--out",
+                     str(tmp_path / "x.npy")]) == 0
+    # the rollout really uses spread movers: a different Phi than with independent movers (same seeds)
+    model = load_model(model_dir)
+    cfg = dict(nfe=4, teacher_nfe=8, num_traj=32, epochs=2, validation=False)
+    spread = distill(model.score_fn, model.graph, model.noise, 8, DistillConfig(**cfg, spread=True), progress=False)
+    indep = distill(model.score_fn, model.graph, model.noise, 8, DistillConfig(**cfg), progress=False)
+    assert not torch.allclose(spread.coeffs, indep.coeffs) and indep.conditioning is None
+    uni = _tiny_model(tmp_path / "u", "uniform")
+    assert main(["distill", *common[2:], "--model", uni, "--out", str(tmp_path / "bad.json")]) == 2
+    assert "absorbing-graph model" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()

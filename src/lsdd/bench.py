@@ -216,7 +216,7 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         elif method != "uniform":
             dcfg = DistillConfig(**{**asdict(dcfg_base), "base": base, "nfe": nfe, "method": method,
                                     "counted": dcfg_base.counted and method == "lsd-c",
-                                    "spread": dcfg_base.spread and method == "lsd-c"})
+                                    "spread": dcfg_base.spread})
             t0 = time.perf_counter()
             result = distill(model.score_fn, model.graph, model.noise, length, dcfg, device=model.device,
                              progress=False, cache=caches[base].subsample(nfe))

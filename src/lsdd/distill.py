@@ -75,7 +75,9 @@ class DistillConfig:
     init_lsd: bool = False  # LSD+: first fit LSD (Phi on the fixed grid), start LSD+ from its Phi
     select: bool = False  # LSD+: keep LSD instead when its held-out n-gram distance to the teacher is lower
     counted: bool = False  # lsd-c: each sequence moves a rounded number of tokens, chosen by weight (draws.CountedLaw)
-    spread: bool = False  # lsd-c: counted movers chosen spread along the sequence (systematic; implies counted)
+    # counted movers chosen spread along the sequence (systematic; absorbing graph): lsd/lsd+ roll the student out
+    # with them and write them into the artifact; for lsd-c it implies --counted. Validation's base has them too.
+    spread: bool = False
 
     def count(self) -> str:
         """lsd-c's movers as the artifact names them (lsdd.artifact.COUNTS)."""
@@ -125,7 +127,9 @@ class DistillConfig:
             (self.resolved_objective() == "trajectory" or self.method != "lsd+",
              "a distribution objective fits lsd or lsd-c on a fixed grid, not lsd+"),
             (not (self.init_lsd or self.select) or self.method == "lsd+", "--init-lsd and --select apply to lsd+"),
-            (not (self.counted or self.spread) or self.method == "lsd-c", "--counted and --spread apply to --method lsd-c"),
+            (not self.counted or self.method == "lsd-c", "--counted applies to --method lsd-c"),
+            (not self.spread or (self.phi_mode == "linear" and not self.coupled),
+             "--spread uses linear Phi and independent teacher/student paths (drop --phi-mode log / --coupled)"),
             (not self.select or self.validation, "--select compares on held-out teacher outputs: drop --no-validate"),
             (self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2
              and self.cma_sigma > 0, f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
@@ -312,9 +316,16 @@ def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, c
                 from .coupling import ClockAdvance, clock_noise
 
                 advance = ClockAdvance(*clock_noise(cfg.coupling_seed(), batch.idx, batch.x.shape[1]))
-            reverse_loop(call, graph, noise, learner.tau.detach(), batch.x, rule=cfg.base, phi_mode=cfg.phi_mode,
-                         coeffs=lambda k, x, score: params.coeffs()[k].detach(), generator=batch.streams,
-                         on_score=learner.on_score, advance=advance)
+            rule, coeff = cfg.base, lambda k, x, score: params.coeffs()[k].detach()
+            if cfg.spread:  # the student moves as the written sampler will: spread movers, Phi_k sets how many
+                from .conditioned import ConditionedCoeff, ConditionedRule
+
+                one = torch.ones((), dtype=torch.float64)
+                rule = ConditionedRule(cfg.base)
+                coeff = lambda k, x, score: ConditionedCoeff(params.coeffs()[k].detach(), one, True,  # noqa: E731
+                                                             params.coeffs()[k].detach(), "spread")
+            reverse_loop(call, graph, noise, learner.tau.detach(), batch.x, rule=rule, phi_mode=cfg.phi_mode,
+                         coeffs=coeff, generator=batch.streams, on_score=learner.on_score, advance=advance)
         if opt is not None:
             dist.sum_grads([p for p in params.parameters() if p.requires_grad])
             opt.step()
@@ -340,8 +351,9 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     """Distill a learned M-step sampler. ``cache`` reuses teacher trajectories; ``state`` resumes from a
     checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
     cfg.validate()
-    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not graph.absorbing:
-        raise ValueError("lsd-c, coupled trajectories and matched times are defined for the absorbing graph only")
+    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times or cfg.spread) and not graph.absorbing:
+        raise ValueError("lsd-c, spread movers, coupled trajectories and matched times are defined for the absorbing "
+                         "graph only")
     if cache is None:
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:
@@ -396,13 +408,33 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     with torch.no_grad():
         times, coeffs = params.times().detach().clone(), params.coeffs().detach().clone()
     result = DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),
-                           cache.nfe, student_calls)
+                           cache.nfe, student_calls, conditioning=movers_conditioning(cfg))
     if cfg.select:
         result = _select(score_fn, graph, noise, cache.x_0[n_train:], cfg, result, lsd_result, device)
         times, coeffs = result.times, result.coeffs
     if cfg.validation:
-        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, times, coeffs, device)
+        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, times, coeffs, device,
+                                             learned_kwargs=result.sampler_kwargs(graph, cfg.base, cfg.phi_mode))
     return result
+
+
+def movers_conditioning(cfg: DistillConfig) -> dict | None:
+    """The artifact's ``conditioning`` for a trajectory-fitted sampler with spread movers (slope 0, beta 1: only the
+    movers differ from the base rule); None with independent movers."""
+    if not cfg.spread:
+        return None
+    return {"feature": "confidence", "slope": [0.0] * cfg.nfe, "beta": [1.0] * cfg.nfe, "count": "spread"}
+
+
+def base_kwargs(cfg: DistillConfig, graph: Graph) -> dict:
+    """``sample_batched`` keyword arguments of the base sampler a learned one is validated against (and written
+    instead of it when it is no better): the base rule with Phi = 1, and spread movers under ``cfg.spread``."""
+    if not cfg.spread:
+        return {"method": cfg.base}
+    from .conditioned import ConditionedParams, ConditionedRule
+
+    params = ConditionedParams(cfg.nfe, counted=True, choice="spread").requires_grad_(False)
+    return {"method": ConditionedRule(cfg.base), "coeffs": params.coeff_fn(graph)}
 
 
 def _distill_lsd_for_plus(score_fn, graph, noise, length, lsd_cfg: DistillConfig, cache, device) -> DistillResult:
@@ -420,15 +452,16 @@ def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus:
     """Keep LSD+ or LSD, whichever has the lower n-gram Hellinger distance to the held-out teacher outputs
     (``cfg.val_samples`` samples each, the same random streams)."""
     length = reference.shape[1]
-    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 13), device=device, method=cfg.base,
-                  phi_mode=cfg.phi_mode)
+    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 13), device=device)
     dists = {}
     for name, res in (("lsd+", plus), ("lsd", lsd)):
-        x = sample_batched(score_fn, graph, noise, res.times, cfg.val_samples, length, coeffs=res.coeffs, **common).x
+        x = sample_batched(score_fn, graph, noise, res.times, cfg.val_samples, length,
+                           **common, **res.sampler_kwargs(graph, cfg.base, cfg.phi_mode)).x
         dists[name] = distance("hellinger", x, reference, graph.num_states)
     keep = "lsd+" if dists["lsd+"] <= dists["lsd"] else "lsd"
     out = plus if keep == "lsd+" else DistillResult(lsd.times, lsd.coeffs, plus.history, plus.teacher_seconds,
-                                                     plus.student_seconds, plus.teacher_calls, plus.student_calls)
+                                                     plus.student_seconds, plus.teacher_calls, plus.student_calls,
+                                                     conditioning=lsd.conditioning)
     out.selection = {"hellinger_lsd+": dists["lsd+"], "hellinger_lsd": dists["lsd"], "kept": keep}
     return out
 
@@ -517,8 +550,9 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
     ``cfg.init_times`` -, Phi = 1) at the same NFE on held-out teacher outputs ``reference`` (m, L); both draw
     ``cfg.val_samples`` samples from the same streams."""
     length = reference.shape[1]
-    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device, method=cfg.base)
-    base = sample_batched(score_fn, graph, noise, cfg.student_times(), cfg.val_samples, length, **common)
+    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device)
+    base = sample_batched(score_fn, graph, noise, cfg.student_times(), cfg.val_samples, length,
+                          **{**common, **base_kwargs(cfg, graph)})
     kw = learned_kwargs or {"method": cfg.base, "coeffs": coeffs, "phi_mode": cfg.phi_mode}
     learned = sample_batched(score_fn, graph, noise, times, cfg.val_samples, length,
                              **{**common, **kw})
@@ -552,10 +586,11 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
     if result.selection is not None:
         provenance["selection"] = result.selection
     if use_base:
-        conditioning = None
-        if result.conditioning is not None:
+        conditioning = movers_conditioning(cfg)  # the base: Phi = 1, with the same movers (spread or not)
+        if result.conditioning is not None and result.conditioning != conditioning:
             provenance["rejected_conditioning"] = result.conditioning
-        provenance["written"] = "base sampler: validation found the learned one no better"
+        provenance["written"] = ("base sampler" + (" with spread movers" if cfg.spread else "") +
+                                 ": validation found the learned one no better")
         provenance["rejected_learned"] = {"times": times, "coeffs": coeffs}
         times = tuple(float(v) for v in cfg.student_times())
         coeffs = (1.0,) * cfg.nfe

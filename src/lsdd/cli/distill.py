@@ -81,8 +81,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="lsd-c: each sequence unmasks a number of tokens set by rounding the expected number (its sum "
                         "of move probabilities), chosen without replacement by weight, instead of each token on its own")
     p.add_argument("--spread", action="store_true",
-                   help="lsd-c: counted movers (implies --counted) chosen spread along the sequence (systematic sampling "
-                        "in position order, each token with a share proportional to its weight) instead of by weight alone")
+                   help="absorbing graph: the student unmasks the expected number of tokens per sequence, spread along "
+                        "the sequence (systematic sampling in position order), so tokens unmasked in one step are rarely "
+                        "neighbours; lsd/lsd+ fit Phi with these movers, lsd-c as with --counted; validation compares "
+                        "with the base rule with the same movers (lsdd sample --spread)")
     p.add_argument("--coupled", action="store_true",
                    help="teacher and student share per-position unmasking clocks and value uniforms (absorbing graph; "
                         "each path keeps its exact law)")
@@ -155,9 +157,9 @@ def run(args) -> int:
     out = check_output(args.out, ".json")
     cfg = config_from_args(args)
     model = load_args(args)
-    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not model.graph.absorbing:
-        raise UserError(f"--method lsd-c, --coupled and --match-times need an absorbing-graph model; {model.source} has a "
-                        f"{model.graph.name} graph")
+    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times or cfg.spread) and not model.graph.absorbing:
+        raise UserError(f"--method lsd-c, --spread, --coupled and --match-times need an absorbing-graph model; "
+                        f"{model.source} has a {model.graph.name} graph")
     info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
     if args.init_grid:
         from ..artifact import LearnedSampler
@@ -209,7 +211,8 @@ def run(args) -> int:
     if val is not None:
         print(val.summary())
     if use_base:
-        print(f"lsdd distill: the learned sampler is not better than plain {cfg.base} at {cfg.nfe} NFE on held-out "
+        base = f"{cfg.base} with spread movers" if cfg.spread else f"plain {cfg.base}"
+        print(f"lsdd distill: the learned sampler is not better than {base} at {cfg.nfe} NFE on held-out "
               f"teacher outputs, so {out} holds the base sampler ({'the --init-grid' if args.init_grid else 'uniform'} "
               "grid, Phi = 1); the learned numbers are in its provenance. Pass --force to write the learned sampler "
               "anyway.")
@@ -220,7 +223,9 @@ def run(args) -> int:
     print(f"{cfg.method} {cfg.base} sampler with {cfg.nfe} NFE -> {out}")
     print(f"  coefficients: {', '.join(f'{c:.3f}' for c in sampler.coeffs)}")
     print(f"  time grid:    {', '.join(f'{t:.4f}' for t in sampler.times)}")
-    if sampler.conditioning is not None:
+    if sampler.conditioning is not None and sampler.conditioning.get("count") == "spread":
+        print("  movers:       counted, spread along the sequence (--spread)")
+    if sampler.conditioning is not None and cfg.method == "lsd-c":
         print(f"  confidence slope: {', '.join(f'{a:.3f}' for a in sampler.conditioning['slope'])}")
         print(f"  value beta:       {', '.join(f'{b:.3f}' for b in sampler.conditioning['beta'])}")
     print(f"  final loss: phi {last.get('loss_phi', float('nan')):.4g}, time {last.get('loss_time', 0.0):.4g}; "
