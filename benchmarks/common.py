@@ -25,10 +25,13 @@ def cached_teacher(model, cfg: DistillConfig, cache_dir: str | None, tag: str) -
     return cache
 
 
-def evaluate(model, task, times, coeffs, mode: str, num: int, seed: int, base: str = "euler") -> dict[str, float]:
-    """Task metrics of ``num`` samples from ``model`` with the given grid, coefficients and base sampler."""
+def evaluate(model, task, times, coeffs, mode: str, num: int, seed: int, base: str = "euler",
+             kwargs: dict | None = None) -> dict[str, float]:
+    """Task metrics of ``num`` samples from ``model`` with the given grid, coefficients and base sampler (or the
+    ``sample_batched`` keyword arguments ``kwargs``: method, coeffs, phi_mode, e.g. a learned sampler's)."""
     from lsdd.samplers import sample_batched
 
-    out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.config.length, method=base,
-                         coeffs=coeffs, phi_mode=mode, seed=seed, device=model.device)
+    kw = kwargs or {"method": base, "coeffs": coeffs, "phi_mode": mode}
+    out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.config.length, seed=seed,
+                         device=model.device, **kw)
     return task.compute(out.x)

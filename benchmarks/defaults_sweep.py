@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from common import cached_teacher, evaluate
-from lsdd.distill import DistillConfig, distill
+from lsdd.distill import DistillConfig, base_kwargs, distill
 from lsdd.metrics import get_task
 from lsdd.models import load_model
 from lsdd.schedules import uniform_times
@@ -30,6 +30,8 @@ RECIPES = {  # name -> DistillConfig overrides
     "LSD log/l2": dict(method="lsd", phi_mode="log", loss="l2"),
     "LSD+ linear/l2": dict(method="lsd+", phi_mode="linear", loss="l2"),
     "LSD+ linear/kl": dict(method="lsd+", phi_mode="linear", loss="kl"),
+    "LSD linear/l2, spread": dict(method="lsd", phi_mode="linear", loss="l2", spread=True),
+    "LSD+ linear/l2, spread": dict(method="lsd+", phi_mode="linear", loss="l2", spread=True),
 }
 
 
@@ -65,7 +67,12 @@ def main() -> None:
                              seed=args.seed)
         cache = cached_teacher(model, cfg0, args.cache_dir, tag)
         eval_seed = args.seed + 100
-        base = evaluate(model, task, uniform_times(args.nfe, cfg0.eps), None, "linear", args.eval_samples, eval_seed)
+        times0 = uniform_times(args.nfe, cfg0.eps)
+        base = evaluate(model, task, times0, None, "linear", args.eval_samples, eval_seed)
+        spread_base = None
+        if model.graph.absorbing and any(RECIPES[r].get("spread") for r in args.recipes):
+            spread_base = evaluate(model, task, times0, None, "linear", args.eval_samples, eval_seed,
+                                   kwargs=base_kwargs(replace(cfg0, spread=True), model.graph))
         ref = task.compute(cache.x_0)
         lines += [f"## {tag} ({model.source}, {model.fingerprint})", "",
                   f"| sampler | {' | '.join(cols)} | val NLL base -> learned | val MMD^2 base -> learned "
@@ -75,14 +82,18 @@ def main() -> None:
         lines.append(f"| teacher ({args.teacher_nfe} steps, {cache.num} samples) | {fmt(ref)} | | | | | | |")
         lines.append(f"| Euler, {args.nfe} NFE | {fmt(base)} | | | | | | |")
         print(lines[-2], lines[-1], sep="\n", flush=True)
+        if spread_base is not None:
+            lines.append(f"| Euler with spread movers, {args.nfe} NFE (nothing learned) | {fmt(spread_base)} | | | | | | |")
+            print(lines[-1], flush=True)
         for name in args.recipes:
             cfg = replace(cfg0, **RECIPES[name])
             t0 = time.perf_counter()
             res = distill(model.score_fn, model.graph, model.noise, model.config.length, cfg, cache=cache,
                           progress=False)
             val = res.validation
-            learned = evaluate(model, task, res.times, res.coeffs, cfg.phi_mode, args.eval_samples, eval_seed)
-            written = learned if val.learned_better else base
+            learned = evaluate(model, task, res.times, res.coeffs, cfg.phi_mode, args.eval_samples, eval_seed,
+                               kwargs=res.sampler_kwargs(model.graph, cfg.base, cfg.phi_mode))
+            written = learned if val.learned_better else spread_base if cfg.spread else base
             coeffs = ", ".join(f"{c:.2f}" for c in res.coeffs)
             lines.append(f"| {name} | {fmt(learned)} | {val.nll_base:.3f} -> {val.nll_learned:.3f} | "
                          f"{1e3 * val.mmd2_base:.3f} -> {1e3 * val.mmd2_learned:.3f} | "

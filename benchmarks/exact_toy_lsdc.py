@@ -7,8 +7,9 @@ Families (all one network call per step, all exactly Euler at zero parameters):
   - ``phi+beta``: plus a per-step value temperature (2M), state-independent;
   - ``lsd-c``: plus a per-step confidence slope, Phi_i = phi_k c_i^a_k (3M; ``lsdd.conditioned``);
   - ``lsd-c-counted``: the same 3M numbers with counted movers (``--counted``, ``draws.CountedLaw``): each
-    sequence unmasks a stochastically rounded number of tokens, chosen without replacement by weight.
-A "counted Euler" row (counted movers, no parameters) is always shown. With L <= M the counted rule never
+    sequence unmasks a stochastically rounded number of tokens, chosen without replacement by weight;
+  - ``lsd-c-spread``: the same with the tokens chosen spread along the sequence (``--spread``).
+A "counted Euler" and a "spread Euler" row (counted movers, no parameters) is always shown. With L <= M the counted rule never
 unmasks two tokens in one step (the expected number n/k stays <= 1), which makes it exact given the true
 score: run L > M (e.g. ``--length 5 --nfe 3``) to see what it does when tokens must be unmasked together.
 Each is fitted by Adam on the exact TV to the data law (deterministic; ``--iters`` steps), then scored exactly.
@@ -57,10 +58,12 @@ class Toy:
 
 
 def fit_exact(toy: Toy, nfe: int, family: str, iters: int, lr: float) -> tuple[ConditionedParams, list]:
-    params = ConditionedParams(nfe, counted=family == "lsd-c-counted")
+    params = ConditionedParams(nfe, counted=family in ("lsd-c-counted", "lsd-c-spread"),
+                               choice="spread" if family == "lsd-c-spread" else "weight")
     train = {"phi": [params.log_phi], "phi+beta": [params.log_phi, params.log_beta],
              "lsd-c": [params.log_phi, params.slope, params.log_beta],
-             "lsd-c-counted": [params.log_phi, params.slope, params.log_beta]}[family]
+             "lsd-c-counted": [params.log_phi, params.slope, params.log_beta],
+             "lsd-c-spread": [params.log_phi, params.slope, params.log_beta]}[family]
     opt = torch.optim.Adam(train, lr=lr)
     best, best_state, trace = float("inf"), None, []
     for it in range(iters):
@@ -134,7 +137,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--obj-samples", type=int, default=512)
     ap.add_argument("--families", nargs="*", default=["phi", "phi+beta", "lsd-c"],
-                    choices=["phi", "phi+beta", "lsd-c", "lsd-c-counted"], help="families fitted on the exact TV")
+                    choices=["phi", "phi+beta", "lsd-c", "lsd-c-counted", "lsd-c-spread"],
+                    help="families fitted on the exact TV")
     ap.add_argument("--only", nargs="*", help="distilled rows whose name contains one of these words (e.g. counted)")
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -147,6 +151,8 @@ def main() -> None:
     for n in (m, 2 * m, 64):
         rows.append((f"Euler, {n} steps", toy.metrics(toy.law(n).detach()), ""))
     rows.append((f"counted Euler, {m} steps", toy.metrics(toy.law(m, ConditionedParams(m, counted=True)).detach()), ""))
+    rows.append((f"spread Euler, {m} steps",
+                 toy.metrics(toy.law(m, ConditionedParams(m, counted=True, choice="spread")).detach()), ""))
     for family in args.families:
         t0 = time.perf_counter()
         params, trace = fit_exact(toy, m, family, args.iters, args.lr)

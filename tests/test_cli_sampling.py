@@ -42,9 +42,10 @@ def other(tmp_path_factory):
 @pytest.fixture(scope="module")
 def learned(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("learned") / "s.json"
-    # --no-validate: these tests are about the artifact (tests/test_validate.py covers validation)
+    # --no-validate: these tests are about the artifact (tests/test_validate.py covers validation); --no-spread: a
+    # plain LSD file (spread files: tests/test_spread.py)
     rc = main(["distill", "--model", tiny, "--nfe", "4", "--teacher-nfe", "16", "--epochs", "2", "--num-traj", "32",
-               "--batch-size", "16", "--no-validate", "--out", str(out)])
+               "--batch-size", "16", "--no-validate", "--no-spread", "--out", str(out)])
     assert rc == 0
     return out
 

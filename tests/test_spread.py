@@ -200,7 +200,7 @@ def test_distill_spread_writes_spread_movers(tmp_path, capsys):
     model = load_model(model_dir)
     cfg = dict(nfe=4, teacher_nfe=8, num_traj=32, epochs=2, validation=False)
     spread = distill(model.score_fn, model.graph, model.noise, 8, DistillConfig(**cfg, spread=True), progress=False)
-    indep = distill(model.score_fn, model.graph, model.noise, 8, DistillConfig(**cfg), progress=False)
+    indep = distill(model.score_fn, model.graph, model.noise, 8, DistillConfig(**cfg, spread=False), progress=False)
     assert not torch.allclose(spread.coeffs, indep.coeffs) and indep.conditioning is None
     uni = _tiny_model(tmp_path / "u", "uniform")
     assert main(["distill", *common[2:], "--model", uni, "--out", str(tmp_path / "bad.json")]) == 2

@@ -11,7 +11,7 @@ so the learned sampler does not depend on the number of processes."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -77,11 +77,20 @@ class DistillConfig:
     counted: bool = False  # lsd-c: each sequence moves a rounded number of tokens, chosen by weight (draws.CountedLaw)
     # counted movers chosen spread along the sequence (systematic; absorbing graph): lsd/lsd+ roll the student out
     # with them and write them into the artifact; for lsd-c it implies --counted. Validation's base has them too.
-    spread: bool = False
+    # None (auto): on for absorbing-graph models with linear Phi, independent paths and no --counted
+    # (benchmarks/defaults_sweep.md: countdown, markov; benchmarks/bench_spread_text_absorb.md: text).
+    spread: bool | None = None
 
     def count(self) -> str:
         """lsd-c's movers as the artifact names them (lsdd.artifact.COUNTS)."""
         return "spread" if self.spread else "rounded" if self.counted else "independent"
+
+    def resolve(self, graph: Graph) -> "DistillConfig":
+        """This config with ``spread`` decided (None -> on for the absorbing graph when nothing rules it out)."""
+        if self.spread is not None:
+            return self
+        auto = graph.absorbing and self.phi_mode == "linear" and not self.coupled and not self.counted
+        return replace(self, spread=auto)
 
     def coupling_seed(self) -> int | None:
         return derive_seed(self.seed, 12) if self.coupled else None
@@ -351,6 +360,7 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     """Distill a learned M-step sampler. ``cache`` reuses teacher trajectories; ``state`` resumes from a
     checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
     cfg.validate()
+    cfg = cfg.resolve(graph)
     if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times or cfg.spread) and not graph.absorbing:
         raise ValueError("lsd-c, spread movers, coupled trajectories and matched times are defined for the absorbing "
                          "graph only")
@@ -429,7 +439,7 @@ def movers_conditioning(cfg: DistillConfig) -> dict | None:
 def base_kwargs(cfg: DistillConfig, graph: Graph) -> dict:
     """``sample_batched`` keyword arguments of the base sampler a learned one is validated against (and written
     instead of it when it is no better): the base rule with Phi = 1, and spread movers under ``cfg.spread``."""
-    if not cfg.spread:
+    if not cfg.resolve(graph).spread:
         return {"method": cfg.base}
     from .conditioned import ConditionedParams, ConditionedRule
 
@@ -571,6 +581,7 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
     the provenance."""
     from . import __version__
 
+    cfg = cfg.resolve(graph)
     provenance = {
         **(model_info or {}),
         "method": cfg.method, "teacher_nfe": cfg.teacher_nfe, "zeta": cfg.zeta, "loss": cfg.loss,

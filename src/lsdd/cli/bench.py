@@ -72,8 +72,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--cma-popsize", type=positive_int, default=d.cma_popsize,
                    help="distribution objective: candidates per generation")
     p.add_argument("--counted", action="store_true", help="lsd-c rows: counted movers (see lsdd distill --help)")
-    p.add_argument("--spread", action="store_true",
-                   help="lsd / lsd+ / lsd-c rows: spread movers (absorbing graph; see lsdd distill --help)")
+    p.add_argument("--spread", action=argparse.BooleanOptionalAction, default=None,
+                   help="lsd / lsd+ / lsd-c rows: spread movers (default as in lsdd distill: on for absorbing-graph "
+                        "models; see lsdd distill --help)")
     p.add_argument("--theta", type=float, help="theta of the theta-* samplers (default 0.5)")
     p.add_argument("--jys-max-iter", type=positive_int, default=16, help="golden-section evaluations per JYS point")
     p.add_argument("--timing-repeats", type=int, default=3, help="interleaved runs for the overhead ratio")

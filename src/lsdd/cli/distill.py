@@ -80,11 +80,12 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--counted", action="store_true",
                    help="lsd-c: each sequence unmasks a number of tokens set by rounding the expected number (its sum "
                         "of move probabilities), chosen without replacement by weight, instead of each token on its own")
-    p.add_argument("--spread", action="store_true",
-                   help="absorbing graph: the student unmasks the expected number of tokens per sequence, spread along "
-                        "the sequence (systematic sampling in position order), so tokens unmasked in one step are rarely "
-                        "neighbours; lsd/lsd+ fit Phi with these movers, lsd-c as with --counted; validation compares "
-                        "with the base rule with the same movers (lsdd sample --spread)")
+    p.add_argument("--spread", action=argparse.BooleanOptionalAction, default=None,
+                   help="spread movers (default: on for absorbing-graph models, unless --counted, --coupled or --phi-mode "
+                        "log): each sequence unmasks the expected number of tokens, spread along the sequence (systematic "
+                        "sampling in position order), so tokens unmasked in one step are rarely neighbours; lsd/lsd+ fit "
+                        "Phi with these movers, lsd-c chooses its movers so; validation compares with the base rule with "
+                        "the same movers (lsdd sample --spread), which is written if the learned sampler is no better")
     p.add_argument("--coupled", action="store_true",
                    help="teacher and student share per-position unmasking clocks and value uniforms (absorbing graph; "
                         "each path keeps its exact law)")
@@ -157,8 +158,11 @@ def run(args) -> int:
     out = check_output(args.out, ".json")
     cfg = config_from_args(args)
     model = load_args(args)
-    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times or cfg.spread) and not model.graph.absorbing:
-        raise UserError(f"--method lsd-c, --spread, --coupled and --match-times need an absorbing-graph model; "
+    if cfg.spread and not model.graph.absorbing:
+        raise UserError(f"--spread needs an absorbing-graph model; {model.source} has a {model.graph.name} graph")
+    cfg = cfg.resolve(model.graph)
+    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not model.graph.absorbing:
+        raise UserError(f"--method lsd-c, --coupled and --match-times need an absorbing-graph model; "
                         f"{model.source} has a {model.graph.name} graph")
     info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
     if args.init_grid:
