@@ -369,8 +369,10 @@ def test_demo_text_prints_side_by_side_samples(tmp_path, capsys):
     assert main(["demo", "--task", "text", "--nfe", "4", "--teacher-nfe", "8", "--num-samples", "16", "--epochs", "1",
                  "--out-dir", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "Euler@4" in text and "LSD@4" in text and "teacher (8 steps)" in text and "euler-T" in text
+    assert "Euler@4" in text and "LSD@4" in text and "spread@4" in text and "teacher (8 steps)" in text
+    assert "euler-T" in text
     samples = json.loads((out / "samples.json").read_text())
-    assert set(samples) == {"Euler@4", "LSD@4", "teacher (8 steps)"} and all(len(v) == 3 for v in samples.values())
+    assert set(samples) == {"Euler@4", "spread@4", "LSD@4", "teacher (8 steps)"}
+    assert all(len(v) == 3 for v in samples.values())
     rows = json.loads((out / "bench.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["teacher", "uniform", "lsd", "temperature"]
+    assert [r["method"] for r in rows] == ["teacher", "uniform", "spread", "lsd", "temperature", "temperature"]

@@ -12,18 +12,19 @@ from .common import Formatter, load, positive_int
 
 DESCRIPTION = """\
 Distill LSD and LSD+ samplers at 8 and 16 network calls for the bundled countdown model (64 tokens,
-values 0..31) and print the bench table: the uniform-grid Euler and Tweedie samplers, the learned
-samplers, and the many-step teacher as reference, each with its violation rates and the diversity of
+values 0..31) and print the bench table: the uniform-grid Euler and Tweedie samplers, Euler with spread
+movers (nothing learned: each sequence unmasks the expected number of tokens, spread along it), the learned
+samplers (with spread movers, lsdd distill's default on masked models), and the many-step teacher as reference, each with its violation rates and the diversity of
 the generated run start values. Writes to --out-dir: bench.json, bench.png (quality and diversity
 against NFE), samplers.png (the learned coefficients and time grids against the uniform grid) and
 the learned samplers as lsd+_euler_nfe8.json etc., which `lsdd sample --learned` takes.
 Takes a few minutes on 2 CPU cores.
 
 --task text does the same for the bundled text diffusion model `text-absorb` (byte-level BPE, 128 tokens of
-Shakespeare): it distills LSD at 8 network calls, scores Euler@8, LSD@8, Euler@8 at the temperature that
-matches LSD's entropy, and the teacher with the bundled evaluator LM (generative perplexity beside entropy
-and MAUVE), and prints decoded samples of Euler@8, LSD@8 and the teacher side by side. About 5-10 minutes
-on 2 CPU cores.
+Shakespeare): it distills LSD at 8 network calls, scores Euler@8, Euler@8 with spread movers, LSD@8, Euler@8
+at the temperatures that match their entropies, and the teacher with the bundled evaluator LM (generative
+perplexity beside entropy and MAUVE), and prints decoded samples of Euler@8, spread@8, LSD@8 and the teacher
+side by side. About 10-15 minutes on 2 CPU cores.
 
 --task digits does it for the bundled image model `digits-uniform` (8x8 digits, 17 grey levels; or
 --model digits-ordinal): it distills LSD+ at 8 network calls, scores Euler@8, LSD+@8 and the teacher on the
@@ -79,18 +80,18 @@ def run(args) -> int:
         if model.tokenizer is None:
             raise UserError(f"--task text needs a text model (one with a tokenizer); {args.model} has none")
         task = make_task("text", model, None)
-        cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=("euler",), methods=("lsd",),
-                          learn_bases=("euler",), num_samples=args.num_samples, seed=args.seed,
+        cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=("euler",),
+                          methods=("spread", "lsd"), learn_bases=("euler",), num_samples=args.num_samples, seed=args.seed,
                           distill={"epochs": args.epochs}, keep_samples=True, temperature_control=True,
                           timing_repeats=0)
     else:
         task = get_task("countdown", num_values=model.config.num_tokens)
         cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=("euler", "tweedie"),
-                          methods=("lsd", "lsd+"), learn_bases=("euler",), num_samples=args.num_samples,
+                          methods=("spread", "lsd", "lsd+"), learn_bases=("euler",), num_samples=args.num_samples,
                           seed=args.seed, distill={"epochs": args.epochs})
     print(f"lsdd demo: model {model.source} ({model.config.graph}, {model.config.num_tokens} tokens, "
           f"length {model.config.length}); teacher {args.teacher_nfe} steps; "
-          f"{'LSD' if text else 'LSD and LSD+'} at NFE {args.nfe}")
+          f"{'LSD' if text else 'LSD and LSD+'} (spread movers) and Euler with spread movers at NFE {args.nfe}")
     t0 = time.perf_counter()
     result = _bench(model, task, cfg)
     learned = {f"{r.label} M={r.nfe}": r.sampler for r in result.rows if r.sampler is not None}
@@ -103,13 +104,14 @@ def run(args) -> int:
     if text:
         nfe = min(args.nfe)
         pick = {"Euler": next(r for r in result.rows if r.method == "uniform" and r.nfe == nfe),
+                "spread": next(r for r in result.rows if r.method == "spread" and r.nfe == nfe),
                 "LSD": next(r for r in result.rows if r.method == "lsd" and r.nfe == nfe),
                 "teacher": result.rows[0]}
         decoded = {k: model.tokenizer.decode_batch(r.samples[:3].numpy()) for k, r in pick.items()}
         heads = [f"{k}@{r.nfe}" if k != "teacher" else f"teacher ({r.nfe} steps)" for k, r in pick.items()]
         print()
         for i in range(3):
-            print(side_by_side([decoded[k][i] for k in pick], heads))
+            print(side_by_side([decoded[k][i] for k in pick], heads, width=30))
             print()
         atomic.write_json(out / "samples.json", {h: decoded[k] for h, k in zip(heads, pick)})
     print(f"\nwrote {out}/bench.json, bench.png, samplers.png and {len(learned)} learned samplers "
