@@ -100,11 +100,14 @@ class ConditionedParams(nn.Module):
         """The loop's coefficient function (k, x, score) -> ConditionedCoeff (differentiable in the parameters)."""
 
         def fn(k: int, x: Tensor, score: Tensor) -> ConditionedCoeff:
-            conf = confidence(graph, score.detach()).to(torch.float64)
-            log_c = torch.log(torch.where(conf > 0, conf, torch.ones_like(conf)))  # 0 at full confidence
-            phi = torch.exp(self.log_phi[k] + self.slope[k] * log_c)
-            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted, torch.exp(self.log_phi[k]),
-                                    self.choice)
+            step = torch.exp(self.log_phi[k])
+            if bool(self.slope[k] == 0) and not self.slope.requires_grad:
+                phi = step  # no confidence to read: skip the (B, L, S) pass over the score
+            else:
+                conf = confidence(graph, score.detach()).to(torch.float64)
+                log_c = torch.log(torch.where(conf > 0, conf, torch.ones_like(conf)))  # 0 at full confidence
+                phi = torch.exp(self.log_phi[k] + self.slope[k] * log_c)
+            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted, step, self.choice)
 
         return fn
 
@@ -145,10 +148,14 @@ class ConditionedRule:
         if not isinstance(coeff, ConditionedCoeff):
             return rule(graph, noise, x, score, t, s, coeff, mode, last, call)
         law = rule(graph, noise, x, score, t, s, coeff.phi, mode, last, call)
-        law.weights = _tempered(graph, score, coeff.beta)
+        if coeff.beta.requires_grad or float(coeff.beta) != 1.0:
+            # beta = 1 keeps the base rule's value weights: on the absorbing graph they are proportional to the
+            # scores over the real tokens too, and no float64 (B, L, S) copy is made (real vocabularies: 50k)
+            law.weights = _tempered(graph, score, coeff.beta)
         if coeff.counted:
             step = coeff.phi_step if coeff.phi_step is not None else coeff.phi
-            how_many = rule(graph, noise, x, score, t, s, step, mode, last, call).move  # the count at a_k = 0
+            how_many = law.move if step is coeff.phi else \
+                rule(graph, noise, x, score, t, s, step, mode, last, call).move  # the count at a_k = 0
             expected = torch.where(law.move > 0, how_many, torch.zeros_like(how_many)).sum(-1)
             return CountedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid, expected,
                               coeff.choice)
