@@ -32,7 +32,7 @@ from lsdd.samplers import euler_probs, sample_categorical
 from lsdd.steps import get_rule
 
 V, L = 50257, 1024
-VARIANTS = ["euler", "lsd-linear", "lsd-log", "tweedie", "dense-reference"]
+VARIANTS = ["euler", "lsd-linear", "lsd-log", "tweedie", "spread", "dense-reference"]
 
 
 def build(batch: int, device: torch.device = torch.device("cpu"), seed: int = 0):
@@ -62,6 +62,11 @@ def step_work(variant: str, graph, noise, x, score, gen):
     score.scatter_(-1, x[..., None], 1.0)  # the loop's contract enforcement
     if variant == "dense-reference":
         return sample_categorical(euler_probs(graph, noise, x, score, t, s), gen)
+    if variant == "spread":  # Euler with spread movers (lsdd distill's default on masked models)
+        from lsdd.conditioned import ConditionedParams, ConditionedRule
+
+        coeff = ConditionedParams(1, counted=True, choice="spread").requires_grad_(False).coeff_fn(graph)(0, x, score)
+        return ConditionedRule("euler")(graph, noise, x, score, t, s, coeff, "linear", False, None).draw(gen)
     method = "tweedie" if variant == "tweedie" else "euler"
     coeff, mode = {"lsd-linear": (0.8, "linear"), "lsd-log": (0.8, "log")}.get(variant, (1.0, "linear"))
     return get_rule(method)(graph, noise, x, score, t, s, coeff, mode, False, None).draw(gen)
