@@ -33,3 +33,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def sampler_law_vs_samples(exact, graph, noise, times, length: int, kw: dict, n: int = 20000, seed: int = 1):
+    """A sampler's exact output law (``lsdd.exact.exact_sampler_law``) and a chi-square of ``n`` of its samples
+    against it: returns (law, chi2, live cells). Asserts that the law sums to 1 and that no sample falls where the
+    law is zero."""
+    from lsdd.draws import make_generator
+    from lsdd.exact import exact_sampler_law, seq_index
+    from lsdd.loop import reverse_loop
+
+    ref = exact_sampler_law(exact, graph, noise, times, length, **kw)
+    assert abs(float(ref.sum()) - 1.0) < 1e-12
+    out = reverse_loop(exact, graph, noise, times, graph.sample_limit(n, length), rule=kw["method"],
+                       coeffs=kw["coeffs"], generator=make_generator(seed)).x
+    emp = torch.bincount(seq_index(out, graph.num_states), minlength=ref.numel()).double() / n
+    live = ref > 1e-9
+    assert float(emp[~live].sum()) == 0.0
+    chi2 = float((((emp - ref) ** 2 / ref.clamp_min(1e-300))[live]).sum() * n)
+    return ref, chi2, int(live.sum())
+

@@ -7,15 +7,14 @@ import math
 import pytest
 import torch
 
-from conftest import countdown_law
+from conftest import countdown_law, sampler_law_vs_samples
 from lsdd.artifact import LearnedSampler
 from lsdd.conditioned import ConditionedParams, ConditionedRule
 from lsdd.distill import DistillConfig
 from lsdd.draws import CountedLaw, make_generator
 from lsdd.errors import UserError
-from lsdd.exact import ExactScore, counted_set_probs, exact_sampler_law, seq_index
+from lsdd.exact import ExactScore, counted_set_probs, exact_sampler_law
 from lsdd.graphs import Absorbing
-from lsdd.loop import reverse_loop
 from lsdd.noise import LogLinear
 from lsdd.schedules import uniform_times
 
@@ -76,15 +75,7 @@ def test_counted_sampler_samples_follow_its_exact_law(exact):
                           0.3 * torch.randn(2, generator=g, dtype=torch.float64), counted=True).requires_grad_(False)
     times = uniform_times(2)
     kw = dict(method=ConditionedRule(), coeffs=p.coeff_fn(GRAPH))
-    ref = exact_sampler_law(exact, GRAPH, NOISE, times, L, **kw)
-    assert abs(float(ref.sum()) - 1.0) < 1e-12
-    n = 20000
-    out = reverse_loop(exact, GRAPH, NOISE, times, GRAPH.sample_limit(n, L), rule=kw["method"], coeffs=kw["coeffs"],
-                       generator=make_generator(1)).x
-    emp = torch.bincount(seq_index(out, GRAPH.num_states), minlength=ref.numel()).double() / n
-    live = ref > 1e-9
-    assert float(emp[~live].sum()) == 0.0
-    chi2 = float((((emp - ref) ** 2 / ref.clamp_min(1e-300))[live]).sum() * n)
+    ref, chi2, _ = sampler_law_vs_samples(exact, GRAPH, NOISE, times, L, kw)
     assert chi2 < 40.0, chi2
     p.counted = False
     indep = exact_sampler_law(exact, GRAPH, NOISE, times, L, method=ConditionedRule(), coeffs=p.coeff_fn(GRAPH))
@@ -172,9 +163,11 @@ def test_counted_count_comes_from_the_schedule_and_the_slope_only_orders():
             assert law.move[0, 0] > law.move[0, 2] > law.move[0, 1]  # which: the most confident weighs most
 
 
-def test_cli_sample_counted(tmp_path, capsys):
-    """`lsdd sample --counted`: the same samples as the counted rule through the API (same seed), different from
-    plain Euler's; refused with one line for a uniform-graph model, a two-call sampler or --learned."""
+@pytest.mark.parametrize("flag,choice,says", [("--counted", "weight", "counted movers"),
+                                              ("--spread", "spread", "spread along the sequence")])
+def test_cli_sample_counted(tmp_path, capsys, flag, choice, says):
+    """`lsdd sample --counted` / `--spread`: the same samples as the counted rule through the API (same seed),
+    different from plain Euler's; refused with one line for a uniform-graph model, a two-call sampler or --learned."""
     import numpy as np
 
     from lsdd.cli import main
@@ -184,21 +177,21 @@ def test_cli_sample_counted(tmp_path, capsys):
 
     model_dir = _tiny_model(tmp_path / "m", "absorbing")
     out = tmp_path / "c.npy"
-    assert main(["sample", "--model", model_dir, "--steps", "4", "--counted", "--num", "16", "--seed", "3",
+    assert main(["sample", "--model", model_dir, "--steps", "4", flag, "--num", "16", "--seed", "3",
                  "--out", str(out)]) == 0
-    assert "counted movers" in capsys.readouterr().out
+    assert says in capsys.readouterr().out
     model = load_model(model_dir)
+    rule = ConditionedParams(4, counted=True, choice=choice).requires_grad_(False)
     want = sample_batched(model.score_fn, model.graph, model.noise, uniform_times(4), 16, model.config.length,
-                          batch_size=64, seed=3, method=ConditionedRule(),
-                          coeffs=ConditionedParams(4, counted=True).requires_grad_(False).coeff_fn(model.graph)).x
+                          batch_size=64, seed=3, method=ConditionedRule(), coeffs=rule.coeff_fn(model.graph)).x
     assert np.array_equal(np.load(out), want.numpy())
     assert main(["sample", "--model", model_dir, "--steps", "4", "--num", "16", "--seed", "3",
                  "--out", str(tmp_path / "e.npy")]) == 0
     assert not np.array_equal(np.load(tmp_path / "e.npy"), np.load(out))
     uni = _tiny_model(tmp_path / "u", "uniform")
-    for argv, msg in ((["--model", uni, "--counted"], "absorbing-graph"),
-                      (["--model", model_dir, "--counted", "--sampler", "theta-rk2"], "one-call samplers"),
-                      (["--model", model_dir, "--counted", "--learned", "x.json"], "drop --steps")):
+    for argv, msg in ((["--model", uni, flag], f"{flag} needs an absorbing-graph model"),
+                      (["--model", model_dir, flag, "--sampler", "theta-rk2"], "one-call samplers"),
+                      (["--model", model_dir, flag, "--learned", "x.json"], "drop --steps")):
         assert main(["sample", *argv, "--out", str(tmp_path / "bad.npy")]) == 2
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "bad.npy").exists()

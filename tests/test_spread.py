@@ -3,17 +3,15 @@ exact law of the mover set against the draw's frequencies, the properties that m
 its move probability, tokens drawn together are not neighbours), the whole sampler's exact output law against its
 samples, and the artifact and command-line paths."""
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import countdown_law
+from conftest import countdown_law, sampler_law_vs_samples
 from lsdd.artifact import LearnedSampler, movers_sampler
 from lsdd.conditioned import ConditionedParams, ConditionedRule
 from lsdd.draws import CountedLaw, inclusion, make_generator
-from lsdd.exact import ExactScore, counted_set_probs, exact_sampler_law, seq_index
+from lsdd.exact import ExactScore, counted_set_probs, exact_sampler_law
 from lsdd.graphs import Absorbing
-from lsdd.loop import reverse_loop
 from lsdd.noise import LogLinear
 from lsdd.schedules import uniform_times
 
@@ -95,16 +93,7 @@ def test_spread_sampler_samples_follow_its_exact_law():
                           choice="spread").requires_grad_(False)
     times = uniform_times(2)
     kw = dict(method=ConditionedRule(), coeffs=p.coeff_fn(graph))
-    ref = exact_sampler_law(exact, graph, NOISE, times, length, **kw)
-    assert abs(float(ref.sum()) - 1.0) < 1e-12
-    n = 20000
-    out = reverse_loop(exact, graph, NOISE, times, graph.sample_limit(n, length), rule=kw["method"], coeffs=kw["coeffs"],
-                       generator=make_generator(1)).x
-    emp = torch.bincount(seq_index(out, graph.num_states), minlength=ref.numel()).double() / n
-    live = ref > 1e-9
-    assert float(emp[~live].sum()) == 0.0
-    chi2 = float((((emp - ref) ** 2 / ref.clamp_min(1e-300))[live]).sum() * n)
-    cells = int(live.sum())
+    ref, chi2, cells = sampler_law_vs_samples(exact, graph, NOISE, times, length, kw)
     assert chi2 < cells + 6 * (2 * cells) ** 0.5, (chi2, cells)  # P(exceed) < 1e-5 under the null
     p.choice = "weight"
     weight = exact_sampler_law(exact, graph, NOISE, times, length, method=ConditionedRule(), coeffs=p.coeff_fn(graph))
@@ -138,27 +127,15 @@ def test_spread_artifact_round_trip_and_bad_values(tmp_path):
                    torch.ones(3, dtype=torch.bool), choice="nearest").movers()
 
 
-def test_cli_sample_spread_and_bench_rows(tmp_path, capsys):
-    """`lsdd sample --spread` gives the API's samples (same seed); `lsdd bench --methods counted spread` scores both
-    rules at the NFE it is asked for; on a uniform-graph model both are one-line errors, nothing written."""
+def test_cli_bench_spread_rows(tmp_path, capsys):
+    """`lsdd bench --methods counted spread` scores both rules at the NFE it is asked for; on a uniform-graph model it
+    is a one-line error, nothing written."""
     import json
 
     from lsdd.cli import main
-    from lsdd.models import load_model
-    from lsdd.samplers import sample_batched
     from test_conditioned import _tiny_model
 
-    model_dir = _tiny_model(tmp_path / "m", "absorbing")
-    out = tmp_path / "s.npy"
-    assert main(["sample", "--model", model_dir, "--steps", "4", "--spread", "--num", "16", "--seed", "3",
-                 "--out", str(out)]) == 0
-    assert "spread along the sequence" in capsys.readouterr().out
-    model = load_model(model_dir)
-    want = sample_batched(model.score_fn, model.graph, model.noise, uniform_times(4), 16, model.config.length,
-                          batch_size=64, seed=3, method=ConditionedRule(),
-                          coeffs=ConditionedParams(4, counted=True, choice="spread").requires_grad_(False)
-                          .coeff_fn(model.graph)).x
-    assert np.array_equal(np.load(out), want.numpy())
+    model_dir = _tiny_model(tmp_path / "m", "absorbing")  # `lsdd sample --spread`: tests/test_counted.py
     bench = tmp_path / "b.json"
     assert main(["bench", "--model", model_dir, "--task", "tokens", "--nfe", "4", "--teacher-nfe", "8",
                  "--num-samples", "16", "--bases", "euler", "--methods", "counted", "spread", "--timing-repeats", "0",
@@ -166,12 +143,10 @@ def test_cli_sample_spread_and_bench_rows(tmp_path, capsys):
     labels = [r["label"] for r in json.loads(bench.read_text())["rows"]]
     assert "COUNTED-euler" in labels and "SPREAD-euler" in labels
     uni = _tiny_model(tmp_path / "u", "uniform")
-    assert main(["sample", "--model", uni, "--spread", "--out", str(tmp_path / "bad.npy")]) == 2
-    assert "--spread needs an absorbing-graph model" in capsys.readouterr().err
     assert main(["bench", "--model", uni, "--task", "tokens", "--nfe", "4", "--teacher-nfe", "8", "--num-samples", "8",
                  "--methods", "spread", "--json", str(tmp_path / "bad.json")]) == 2
     assert "absorbing graph" in capsys.readouterr().err
-    assert not (tmp_path / "bad.npy").exists() and not (tmp_path / "bad.json").exists()
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_distill_spread_writes_spread_movers(tmp_path, capsys):
