@@ -325,14 +325,7 @@ def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, c
                 from .coupling import ClockAdvance, clock_noise
 
                 advance = ClockAdvance(*clock_noise(cfg.coupling_seed(), batch.idx, batch.x.shape[1]))
-            rule, coeff = cfg.base, lambda k, x, score: params.coeffs()[k].detach()
-            if cfg.spread:  # the student moves as the written sampler will: spread movers, Phi_k sets how many
-                from .conditioned import ConditionedCoeff, ConditionedRule
-
-                one = torch.ones((), dtype=torch.float64)
-                rule = ConditionedRule(cfg.base)
-                coeff = lambda k, x, score: ConditionedCoeff(params.coeffs()[k].detach(), one, True,  # noqa: E731
-                                                             params.coeffs()[k].detach(), "spread")
+            rule, coeff = _student_step(cfg, params)
             reverse_loop(call, graph, noise, learner.tau.detach(), batch.x, rule=rule, phi_mode=cfg.phi_mode,
                          coeffs=coeff, generator=batch.streams, on_score=learner.on_score, advance=advance)
         if opt is not None:
@@ -342,6 +335,22 @@ def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, c
         n_batches += 1
     calls = int(dist.all_reduce_sum(torch.tensor([call.calls - calls0]))[0])
     return {"loss_phi": float(totals[0]) / n_batches, "loss_time": float(totals[1]) / n_batches, "calls": calls}
+
+
+def _student_step(cfg: DistillConfig, params: SamplerParams):
+    """The student's step rule and coefficient function in the rollouts: the base rule with Phi_k, or under
+    ``cfg.spread`` the same with spread movers (Phi_k sets how many), as the written sampler will move."""
+    if not cfg.spread:
+        return cfg.base, lambda k, x, score: params.coeffs()[k].detach()
+    from .conditioned import ConditionedCoeff, ConditionedRule
+
+    one = torch.ones((), dtype=torch.float64)
+
+    def coeff(k, x, score):  # the same tensor twice: the rule then builds the step law once
+        phi = params.coeffs()[k].detach()
+        return ConditionedCoeff(phi, one, True, phi, "spread")
+
+    return ConditionedRule(cfg.base), coeff
 
 
 def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
