@@ -313,9 +313,9 @@ def test_bench_temperature_control_matches_lsd_diversity(tiny, tmp_path):
     temp = float(ctrl.label[len("euler-T"):])
     assert 0.25 <= temp <= 2.0
     div = task.pairs[0][1]
-    # the bisection keeps the best of its probes (Euler, T = 1, among them)
+    # the search keeps the best of its probes (Euler, T = 1, among them)
     assert abs(ctrl.metrics[div] - lsd.metrics[div]) <= abs(euler.metrics[div] - lsd.metrics[div]) + 1e-12
-    # what the bisection relies on: diversity rises with the temperature, here from T = 0.25 to T = 2
+    # what the search relies on: diversity rises with the temperature, here from T = 0.25 to T = 2
     from lsdd.samplers import sample_batched, tempered_score
     from lsdd.schedules import uniform_times
 
@@ -323,6 +323,76 @@ def test_bench_temperature_control_matches_lsd_diversity(tiny, tmp_path):
                                        uniform_times(4), 32, model.config.length, seed=1).x)[div]
            for temp in (0.25, 2.0)]
     assert ent[0] < ent[1]
+
+
+def test_bench_teacher_cache_is_reused_only_for_the_same_run(tiny, tmp_path, capsys):
+    """--teacher-cache: the first bench saves its teacher run, a second identical one reads it back (no teacher
+    network calls) and gets the same rows; another seed makes and saves its own; a file is refused."""
+    from lsdd.bench import BenchConfig, run_bench
+
+    model = load_model(tiny)
+    task = get_task("tokens")
+    cache = tmp_path / "teachers"
+    cfg = BenchConfig(nfes=(2, 4), teacher_nfe=8, bases=("euler",), methods=("lsd",), num_samples=16, batch_size=8,
+                      timing_repeats=0, distill={"epochs": 1}, teacher_cache=str(cache))
+    logs, calls = [], {"n": 0}
+    hook = model.module.register_forward_hook(lambda mod, inp, out: calls.__setitem__("n", calls["n"] + inp[0].shape[0]))
+    try:
+        first = run_bench(model, task, cfg, progress=False, log=logs.append)
+        made, calls["n"] = calls["n"], 0
+        again = run_bench(model, task, cfg, progress=False, log=logs.append)
+    finally:
+        hook.remove()
+    files = sorted(cache.iterdir())
+    assert len(files) == 1 and model.fingerprint in files[0].name and "_s0_" in files[0].name
+    assert not any(f.name.startswith(".") for f in cache.iterdir())  # no temporary left behind
+    assert any("from " in line and files[0].name in line for line in logs)
+    # the second bench made every network call of the first except the teacher's: 8 steps x 16 trajectories
+    assert calls["n"] > 0 and made - calls["n"] == 8 * 16
+    assert [r.metrics for r in again.rows] == [r.metrics for r in first.rows]
+    run_bench(model, task, BenchConfig(**{**cfg.__dict__, "seed": 1}), progress=False, log=lambda *_: None)
+    assert len(list(cache.iterdir())) == 2
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert main(["bench", "--model", tiny, "--teacher-cache", str(target), "--nfe", "2"]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_match_temperature_reaches_the_target_in_few_runs():
+    """The control's search: secant steps on log T from T = 1 find a smooth rising diversity's target in 2-4
+    runs, stop at the range's bounds when the target is out of reach, never exceed their budget, and return the
+    best probe (T = 1 included) when sampling noise makes the curve non-monotone."""
+    import math
+
+    from lsdd.bench import match_temperature
+
+    calls = []
+
+    def curve(x):  # entropy-like: rising in log T, slightly curved
+        calls.append(x)
+        return 4.35 + 0.4 * x + 0.1 * x ** 3
+
+    for target in (4.30, 4.20, 4.34, 4.40, 4.50):
+        calls.clear()
+        temp, value, n = match_temperature(curve, target, 4, value_at_one=4.35, tol=1e-3 * target)
+        assert n == len(calls) <= 4 and abs(value - target) <= 1e-3 * target  # within the default budget
+        assert value == pytest.approx(curve(math.log(temp)))
+    # out of reach: the search ends at the bound, within its budget, with the closest value it saw
+    calls.clear()
+    temp, value, n = match_temperature(curve, 2.0, 5, value_at_one=4.35)
+    assert temp == pytest.approx(0.25) and n == len(calls) <= 5
+    assert value == pytest.approx(min(4.35 + 0.4 * x + 0.1 * x ** 3 for x in calls))
+    calls.clear()
+    temp, value, n = match_temperature(curve, 9.0, 3)  # T = 1 not known: the first run probes it
+    assert calls[0] == 0.0 and n == 3 == len(calls) and temp == pytest.approx(2.0)
+
+    def noisy(x):  # falls where it should rise: the best probe is returned all the same
+        seen.append((x, 1.0 - x))
+        return 1.0 - x
+
+    seen = [(0.0, 1.0)]
+    temp, value, n = match_temperature(noisy, 0.9, 4, value_at_one=1.0)
+    assert n <= 4 and abs(value - 0.9) == min(abs(v - 0.9) for _, v in seen)
 
 
 def test_bench_scores_learned_files_with_their_own_control(tiny, learned, tmp_path, capsys):

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from . import atomic, dist
 from .artifact import LearnedSampler, movers_sampler
 from .distill import DistillConfig, distill, to_artifact
 from .draws import make_generator
@@ -29,7 +30,7 @@ from .metrics import Task
 from .samplers import sample, sample_batched
 from .schedules import uniform_times
 from .steps import THETA_RULES, get_rule
-from .teacher import choose_store, run_teacher
+from .teacher import TeacherCache, choose_store, run_teacher
 
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
 MOVERS = {"counted": "rounded", "spread": "spread"}  # the base rule with counted movers (absorbing; nothing learned)
@@ -50,10 +51,12 @@ class BenchConfig:
     distill: dict[str, Any] = field(default_factory=dict)  # DistillConfig overrides (phi_mode, loss, ...)
     keep_samples: bool = False  # keep each row's samples on the row (BenchRow.samples; not serialised)
     temperature_control: bool = False  # add Euler at the temperature matching each learned Euler row's diversity
-    temperature_iters: int = 7  # bisection steps on log T in [0.25, 2]
+    temperature_iters: int = 4  # sampling runs of the search on log T in [0.25, 2] (``match_temperature``)
+    temperature_tol: float = 1e-3  # stop once the diversity is within this fraction of the target
     theta: float | None = None  # theta of the theta-* rows (None: their default)
     jys: dict[str, Any] = field(default_factory=dict)  # JYSConfig overrides (max_iter, ...)
     learned: tuple[tuple[str, Any], ...] = ()  # (name, LearnedSampler) made earlier: scored as rows at their NFE
+    teacher_cache: str | None = None  # folder: reuse the teacher runs saved there by an earlier bench, else save them
 
 
 @dataclass
@@ -175,13 +178,21 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     teacher_bases = tuple(learn_bases) if distilled and learn_bases else (cfg.bases[0],)
     caches, teacher_seconds, rows = {}, {}, []
     for base in teacher_bases:
-        log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories")
-        caches[base] = run_teacher(model.score_fn, model.graph, model.noise, uniform_times(finest, dcfg_base.eps),
-                                   cfg.teacher_nfe, dcfg_base.num_traj, length, method=base,
-                                   batch_size=cfg.batch_size, seed=cfg.seed,
-                                   device=model.device, progress=progress,
-                                   store=choose_store(dcfg_base.teacher_store, dcfg_base.num_traj, length,
-                                                      model.graph.num_tokens, finest))
+        store = choose_store(dcfg_base.teacher_store, dcfg_base.num_traj, length, model.graph.num_tokens, finest)
+        saved = _teacher_file(cfg, model, base, finest, store)
+        if saved is not None and saved.is_file():
+            log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories, from {saved}")
+            caches[base] = TeacherCache(**torch.load(saved, map_location=model.device, weights_only=True))
+        else:
+            log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories")
+            caches[base] = run_teacher(model.score_fn, model.graph, model.noise, uniform_times(finest, dcfg_base.eps),
+                                       cfg.teacher_nfe, dcfg_base.num_traj, length, method=base,
+                                       batch_size=cfg.batch_size, seed=cfg.seed,
+                                       device=model.device, progress=progress, store=store)
+            if saved is not None and dist.is_main():
+                with atomic.atomic_path(saved) as tmp:
+                    torch.save(caches[base].to_state(), tmp)
+                log(f"teacher run saved to {saved}")
         teacher_seconds[base] = caches[base].seconds
     ref_base = teacher_bases[0]
     teacher = BenchRow(f"teacher-{ref_base}", ref_base, "teacher", cfg.teacher_nfe,
@@ -193,8 +204,6 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     jobs += [(smp.nfe, smp.base, i) for i, (_, smp) in enumerate(cfg.learned)]  # int method: a file row
     jobs.sort(key=lambda j: j[0])
     search = None
-    from . import dist
-
     bar = tqdm(jobs, desc="bench", disable=not progress or not dist.is_main())
     for nfe, base, method in bar:
         bar.set_postfix_str(f"{method if isinstance(method, str) else 'file'}-{base} nfe={nfe}")
@@ -245,6 +254,19 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     return BenchResult(task.name, headline, rows, teacher_seconds, config)
 
 
+def _teacher_file(cfg: BenchConfig, model, base: str, finest: int, store: str):
+    """Where ``cfg.teacher_cache`` keeps one teacher run: named by everything that determines it (model
+    fingerprint, base, teacher steps, the student grid it is cached on, trajectories, seed, store), so that a
+    file is only ever reused by a bench that would have made the same one. None without a cache folder."""
+    if cfg.teacher_cache is None:
+        return None
+    from pathlib import Path
+
+    name = (f"teacher_{model.fingerprint}_{base}_{cfg.teacher_nfe}_m{finest}_n{cfg.num_samples}_b{cfg.batch_size}"
+            f"_s{cfg.seed}_{store}.pt")
+    return Path(cfg.teacher_cache) / name
+
+
 def _jys_search(model, cfg: BenchConfig, x0, eps: float):
     """One KLUB search on the teacher's outputs, shared by every NFE and base (``lsdd.jys``)."""
     from .jys import JYSConfig, JYSSearch, KLUBEstimator
@@ -263,10 +285,55 @@ def _jys_sampler(search, nfe: int, base: str, model, info: dict) -> LearnedSampl
     return schedule_artifact(times, model.graph, model.noise, base, prov)
 
 
+def match_temperature(value_at, target: float, evals: int, value_at_one: float | None = None, tol: float = 0.0,
+                      lo: float = math.log(0.25), hi: float = math.log(2.0)) -> tuple[float, float, int]:
+    """The temperature T in [e^lo, e^hi] whose diversity ``value_at(log T)`` is closest to ``target``, in at most
+    ``evals`` calls (each one a sampling run). Diversity rises with T, close to linearly in log T near T = 1, so
+    secant steps from T = 1 (``value_at_one``: its known value, else one more call) reach the target in 2-4
+    calls where bisection over [0.25, 2] needs 7 for 1% in T. Once probes lie on both sides of the target the
+    next one is the secant point of the closest pair, kept within the inner 80% of that bracket; a secant with a
+    slope of the wrong sign (sampling noise) goes halfway to the bound instead. Stops early within ``tol``.
+
+    Returns (T, its value, calls made); T is the best probe, T = 1 among them.
+    """
+    pts: list[tuple[float, float]] = []  # (log T, value - target)
+    calls = 0
+    if value_at_one is None:
+        pts.append((0.0, value_at(0.0) - target))
+        calls = 1
+    else:
+        pts.append((0.0, value_at_one - target))
+    while calls < evals and min(abs(f) for _, f in pts) > tol:
+        below = [p for p in pts if p[1] < 0]
+        above = [p for p in pts if p[1] > 0]
+        if below and above:
+            (xa, fa), (xb, fb) = max(below), min(above)  # the innermost bracket
+            x = xa - fa * (xb - xa) / (fb - fa)
+            w = xb - xa
+            x = min(max(x, min(xa, xb) + 0.1 * abs(w)), max(xa, xb) - 0.1 * abs(w))
+        else:
+            high = not below  # every probe is above the target: lower the temperature
+            (x1, f1), *rest = sorted(pts, key=lambda p: abs(p[1]))
+            bound = lo if high else hi
+            if not rest:
+                x = x1 + (-0.05 if high else 0.05)
+            else:
+                x2, f2 = rest[0]
+                slope = (f1 - f2) / (x1 - x2)
+                x = x1 - f1 / slope if slope > 0 else 0.5 * (x1 + bound)
+            x = min(max(x, lo), hi)
+        if any(abs(x - p[0]) < 1e-9 for p in pts):
+            break
+        pts.append((x, value_at(x) - target))
+        calls += 1
+    x, f = min(pts, key=lambda p: abs(p[1]))
+    return math.exp(x), f + target, calls
+
+
 def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], progress: bool) -> list[BenchRow]:
     """For each learned row on the Euler base (LSD, LSD-C, samplers made earlier; not LSD+, not JYS grids): Euler
-    on the uniform grid at the same NFE with a plain temperature (``samplers.tempered_score``) tuned by bisection
-    on log T so that its diversity metric (the headline's partner) matches that row's. The control that tells a
+    on the uniform grid at the same NFE with a plain temperature (``samplers.tempered_score``) tuned by secant steps
+    on log T (``match_temperature``) so that its diversity metric (the headline's partner) matches that row's. The control that tells a
     learned sampler from mere sharpening; ``BenchRow.matches`` names the row it matches."""
     from .samplers import tempered_score
 
@@ -275,7 +342,7 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
     out = []
     for ref in [r for r in rows if r.base == "euler" and r.sampler is not None and r.method not in ("lsd+", "jys")]:
         target = ref.metrics[div]
-        lo, hi, best = math.log(0.25), math.log(2.0), None
+        best = None
         euler = next((r for r in rows if r.method == "uniform" and r.base == "euler" and r.nfe == ref.nfe), None)
         if euler is not None:  # T = 1 is plain Euler, already scored
             best = (1.0, euler.metrics[div])
@@ -288,13 +355,8 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
             return res
 
         t0 = time.perf_counter()
-        for _ in range(cfg.temperature_iters):
-            mid = 0.5 * (lo + hi)
-            value = fast(run(math.exp(mid)).x)
-            if best is None or abs(value - target) < abs(best[1] - target):
-                best = (math.exp(mid), value)
-            lo, hi = (mid, hi) if value < target else (lo, mid)
-        temp = best[0]
+        temp, _, _ = match_temperature(lambda log_t: fast(run(math.exp(log_t)).x), target, cfg.temperature_iters,
+                                       None if best is None else best[1], tol=cfg.temperature_tol * abs(target))
         t1 = time.perf_counter()
         res = run(temp)
         secs = time.perf_counter() - t1

@@ -78,6 +78,14 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--theta", type=float, help="theta of the theta-* samplers (default 0.5)")
     p.add_argument("--jys-max-iter", type=positive_int, default=16, help="golden-section evaluations per JYS point")
     p.add_argument("--timing-repeats", type=int, default=3, help="interleaved runs for the overhead ratio")
+    p.add_argument("--teacher-store", choices=["auto", "scores", "states"], default="auto",
+                   help="what the teacher run keeps for the distillations: its score rows (memory: about "
+                        "samples x length x finest NFE / 2 x 4 x vocabulary bytes) or only its states (the scores "
+                        "are recomputed: one more network call per student call); auto = scores up to 2 GiB")
+    p.add_argument("--teacher-cache", metavar="DIR",
+                   help="keep each teacher run in DIR (a file named by model fingerprint, base, steps, grid, "
+                        "samples and seed) and reuse it when a later bench needs the same run: the teacher is most "
+                        "of a bench's network calls")
     p.add_argument("--temperature-control", action=argparse.BooleanOptionalAction, default=None,
                    help="add Euler with a plain temperature tuned to the diversity of each learned Euler-based row (LSD, "
                         "LSD-C, --learned), the control that tells learning from sharpening (default: on for the "
@@ -99,6 +107,8 @@ def run(args) -> int:
     from ..plots import plot_bench
 
     js, png = check_output(args.json, ".json"), check_output(args.plot, ".png")
+    if args.teacher_cache is not None and Path(args.teacher_cache).exists() and not Path(args.teacher_cache).is_dir():
+        raise UserError(f"--teacher-cache {args.teacher_cache} is a file; it takes a folder")
     model = load_args(args)
     from .common import make_task
 
@@ -115,8 +125,9 @@ def run(args) -> int:
                       distill={"phi_mode": args.phi_mode, "loss": args.loss, "zeta": args.zeta,
                                "epochs": args.epochs, "objective": args.objective, "obj_samples": args.obj_samples,
                                "cma_iters": args.cma_iters, "cma_popsize": args.cma_popsize,
-                               "counted": args.counted, "spread": args.spread},
-                      theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned)
+                               "counted": args.counted, "spread": args.spread, "teacher_store": args.teacher_store},
+                      theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned,
+                      teacher_cache=args.teacher_cache)
     try:
         result = run_bench(model, task, cfg)
     except ValueError as e:
