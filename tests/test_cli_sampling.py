@@ -350,6 +350,16 @@ def test_bench_teacher_cache_is_reused_only_for_the_same_run(tiny, tmp_path, cap
     # the second bench made every network call of the first except the teacher's: 8 steps x 16 trajectories
     assert calls["n"] > 0 and made - calls["n"] == 8 * 16
     assert [r.metrics for r in again.rows] == [r.metrics for r in first.rows]
+    # a bench on a coarser nested grid (NFE 2 divides the cached 4-step grid) reads the same run: no teacher calls
+    calls["n"] = 0
+    hook = model.module.register_forward_hook(lambda mod, inp, out: calls.__setitem__("n", calls["n"] + inp[0].shape[0]))
+    try:
+        coarse = run_bench(model, task, BenchConfig(**{**cfg.__dict__, "nfes": (2,)}), progress=False,
+                           log=logs.append)
+    finally:
+        hook.remove()
+    assert len(list(cache.iterdir())) == 1 and calls["n"] < 8 * 16
+    assert [r.metrics for r in coarse.rows if r.nfe in (2, 8)] == [r.metrics for r in first.rows if r.nfe in (2, 8)]
     run_bench(model, task, BenchConfig(**{**cfg.__dict__, "seed": 1}), progress=False, log=lambda *_: None)
     assert len(list(cache.iterdir())) == 2
     target = tmp_path / "file"

@@ -180,9 +180,11 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     for base in teacher_bases:
         store = choose_store(dcfg_base.teacher_store, dcfg_base.num_traj, length, model.graph.num_tokens, finest)
         saved = _teacher_file(cfg, model, base, finest, store)
-        if saved is not None and saved.is_file():
-            log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories, from {saved}")
-            caches[base] = TeacherCache(**torch.load(saved, map_location=model.device, weights_only=True))
+        found = _find_teacher(saved, finest)
+        if found is not None:
+            log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories, from {found}")
+            caches[base] = TeacherCache(**torch.load(found, map_location=model.device, weights_only=True))
+            caches[base] = caches[base].subsample(finest)  # a run cached on a finer nested grid serves this one
         else:
             log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories")
             caches[base] = run_teacher(model.score_fn, model.graph, model.noise, uniform_times(finest, dcfg_base.eps),
@@ -265,6 +267,21 @@ def _teacher_file(cfg: BenchConfig, model, base: str, finest: int, store: str):
     name = (f"teacher_{model.fingerprint}_{base}_{cfg.teacher_nfe}_m{finest}_n{cfg.num_samples}_b{cfg.batch_size}"
             f"_s{cfg.seed}_{store}.pt")
     return Path(cfg.teacher_cache) / name
+
+
+def _find_teacher(saved, finest: int):
+    """The saved teacher run that ``saved`` names, or one that differs only in being cached on a finer uniform grid
+    (m a multiple of ``finest``: its scores at this grid's times are a subset); None when there is none."""
+    if saved is None:
+        return None
+    if saved.is_file():
+        return saved
+    head, tail = saved.name.split(f"_m{finest}_", 1)
+    for other in sorted(saved.parent.glob(f"{head}_m*_{tail}")):
+        m = other.name[len(head) + 2 :].split("_", 1)[0]
+        if m.isdigit() and int(m) % finest == 0:
+            return other
+    return None
 
 
 def _jys_search(model, cfg: BenchConfig, x0, eps: float):

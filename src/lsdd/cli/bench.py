@@ -84,8 +84,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "are recomputed: one more network call per student call); auto = scores up to 2 GiB")
     p.add_argument("--teacher-cache", metavar="DIR",
                    help="keep each teacher run in DIR (a file named by model fingerprint, base, steps, grid, "
-                        "samples and seed) and reuse it when a later bench needs the same run: the teacher is most "
-                        "of a bench's network calls")
+                        "samples and seed) and reuse it when a later bench needs the same run, also on a coarser grid "
+                        "(e.g. --nfe 8 16 reads a run saved by --nfe 8 16 32 64): the teacher is most of a bench's "
+                        "network calls")
     p.add_argument("--temperature-control", action=argparse.BooleanOptionalAction, default=None,
                    help="add Euler with a plain temperature tuned to the diversity of each learned Euler-based row (LSD, "
                         "LSD-C, --learned), the control that tells learning from sharpening (default: on for the "
