@@ -368,6 +368,32 @@ def test_bench_teacher_cache_is_reused_only_for_the_same_run(tiny, tmp_path, cap
     assert "is a file" in capsys.readouterr().err
 
 
+def test_distill_reads_the_bench_teacher_cache(tiny, tmp_path, capsys):
+    """`lsdd distill --teacher-cache` reads the run a bench saved on a finer nested grid (no teacher calls), saves
+    its own when there is none, and refuses what the cache cannot hold."""
+    from lsdd.bench import BenchConfig, run_bench
+
+    model = load_model(tiny)
+    cache = tmp_path / "teachers"
+    run_bench(model, get_task("tokens"), BenchConfig(nfes=(2, 4), teacher_nfe=8, bases=("euler",), methods=(),
+                                                      num_samples=16, batch_size=8, timing_repeats=0,
+                                                      teacher_cache=str(cache)),
+              progress=False, log=lambda *_: None)
+    assert [f.name.split("_")[4] for f in cache.iterdir()] == ["m4"]
+    common = ["distill", "--model", tiny, "--teacher-nfe", "8", "--num-traj", "16", "--batch-size", "8",
+              "--epochs", "1", "--no-validate", "--teacher-cache", str(cache)]
+    assert main([*common, "--nfe", "2", "--out", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "from " in out and "_m4_" in out and (tmp_path / "a.json").is_file()
+    assert not (tmp_path / "a.json.ckpt").exists()
+    # no run on a grid that 8 steps nest in: this one runs the teacher and saves it
+    assert main([*common, "--nfe", "8", "--out", str(tmp_path / "b.json")]) == 0
+    assert "saved to" in capsys.readouterr().out
+    assert sorted(f.name.split("_")[4] for f in cache.iterdir()) == ["m4", "m8"]
+    assert main([*common, "--nfe", "2", "--coupled", "--out", str(tmp_path / "c.json")]) == 2
+    assert "does not apply with --coupled" in capsys.readouterr().err and not (tmp_path / "c.json").exists()
+
+
 def test_match_temperature_reaches_the_target_in_few_runs():
     """The control's search: secant steps on log T from T = 1 find a smooth rising diversity's target in 2-4
     runs, stop at the range's bounds when the target is out of reach, never exceed their budget, and return the

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import atomic, dist
+from . import dist
 from .artifact import LearnedSampler, movers_sampler
 from .distill import DistillConfig, distill, to_artifact
 from .draws import make_generator
@@ -30,7 +30,7 @@ from .metrics import Task
 from .samplers import sample, sample_batched
 from .schedules import uniform_times
 from .steps import THETA_RULES, get_rule
-from .teacher import TeacherCache, choose_store, run_teacher
+from .teacher import cache_file, choose_store, find_cached, load_cached, run_teacher, save_cached
 
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
 MOVERS = {"counted": "rounded", "spread": "spread"}  # the base rule with counted movers (absorbing; nothing learned)
@@ -179,12 +179,13 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     caches, teacher_seconds, rows = {}, {}, []
     for base in teacher_bases:
         store = choose_store(dcfg_base.teacher_store, dcfg_base.num_traj, length, model.graph.num_tokens, finest)
-        saved = _teacher_file(cfg, model, base, finest, store)
-        found = _find_teacher(saved, finest)
+        saved = None if cfg.teacher_cache is None else cache_file(
+            cfg.teacher_cache, model.fingerprint, base, cfg.teacher_nfe, finest, cfg.num_samples, cfg.batch_size,
+            cfg.seed, dcfg_base.eps, store)
+        found = None if saved is None else find_cached(saved, finest)
         if found is not None:
             log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories, from {found}")
-            caches[base] = TeacherCache(**torch.load(found, map_location=model.device, weights_only=True))
-            caches[base] = caches[base].subsample(finest)  # a run cached on a finer nested grid serves this one
+            caches[base] = load_cached(found, finest, model.device)
         else:
             log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories")
             caches[base] = run_teacher(model.score_fn, model.graph, model.noise, uniform_times(finest, dcfg_base.eps),
@@ -192,8 +193,7 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
                                        batch_size=cfg.batch_size, seed=cfg.seed,
                                        device=model.device, progress=progress, store=store)
             if saved is not None and dist.is_main():
-                with atomic.atomic_path(saved) as tmp:
-                    torch.save(caches[base].to_state(), tmp)
+                save_cached(caches[base], saved)
                 log(f"teacher run saved to {saved}")
         teacher_seconds[base] = caches[base].seconds
     ref_base = teacher_bases[0]
@@ -254,34 +254,6 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     config = {**asdict(replace(cfg, learned=())), "learned": [name for name, _ in cfg.learned],
               "distill": asdict(dcfg_base)}
     return BenchResult(task.name, headline, rows, teacher_seconds, config)
-
-
-def _teacher_file(cfg: BenchConfig, model, base: str, finest: int, store: str):
-    """Where ``cfg.teacher_cache`` keeps one teacher run: named by everything that determines it (model
-    fingerprint, base, teacher steps, the student grid it is cached on, trajectories, seed, store), so that a
-    file is only ever reused by a bench that would have made the same one. None without a cache folder."""
-    if cfg.teacher_cache is None:
-        return None
-    from pathlib import Path
-
-    name = (f"teacher_{model.fingerprint}_{base}_{cfg.teacher_nfe}_m{finest}_n{cfg.num_samples}_b{cfg.batch_size}"
-            f"_s{cfg.seed}_{store}.pt")
-    return Path(cfg.teacher_cache) / name
-
-
-def _find_teacher(saved, finest: int):
-    """The saved teacher run that ``saved`` names, or one that differs only in being cached on a finer uniform grid
-    (m a multiple of ``finest``: its scores at this grid's times are a subset); None when there is none."""
-    if saved is None:
-        return None
-    if saved.is_file():
-        return saved
-    head, tail = saved.name.split(f"_m{finest}_", 1)
-    for other in sorted(saved.parent.glob(f"{head}_m*_{tail}")):
-        m = other.name[len(head) + 2 :].split("_", 1)[0]
-        if m.isdigit() and int(m) % finest == 0:
-            return other
-    return None
 
 
 def _jys_search(model, cfg: BenchConfig, x0, eps: float):

@@ -133,6 +133,45 @@ def choose_store(store: str, num: int, length: int, num_tokens: int, nfe: int, l
     return "scores" if full_cache_bytes(num, length, num_tokens, nfe) <= limit else "states"
 
 
+def cache_file(folder, fingerprint: str, base: str, teacher_steps: int, nfe: int, num: int, batch_size: int,
+               seed: int, eps: float, store: str):
+    """Where a teacher run is kept in ``folder`` (``lsdd bench/distill --teacher-cache``): a name made of everything
+    that determines the run - model fingerprint, base, teacher steps, the student grid it is cached on (uniform,
+    ``nfe`` steps to ``eps``), trajectories, batch size (the random streams), seed and store - so that a file is
+    only ever read by a command that would have made the same run."""
+    from pathlib import Path
+
+    return Path(folder) / (f"teacher_{fingerprint}_{base}_{teacher_steps}_m{nfe}_n{num}_b{batch_size}_s{seed}"
+                           f"_e{eps:g}_{store}.pt")
+
+
+def find_cached(path, nfe: int):
+    """The run ``path`` (a ``cache_file``) names, or the same run cached on a finer uniform grid (m a multiple of
+    ``nfe``: uniform grids to the same end nest, so its states and scores at this grid's times are a subset);
+    None when neither is there."""
+    if path.is_file():
+        return path
+    head, tail = path.name.split(f"_m{nfe}_", 1)
+    for other in sorted(path.parent.glob(f"{head}_m*_{tail}")):
+        m = other.name[len(head) + 2 :].split("_", 1)[0]
+        if m.isdigit() and int(m) % nfe == 0:
+            return other
+    return None
+
+
+def load_cached(path, nfe: int, device: torch.device | str = "cpu") -> TeacherCache:
+    """Read a saved run and view it on the ``nfe``-step grid (``TeacherCache.subsample``)."""
+    return TeacherCache(**torch.load(path, map_location=device, weights_only=True)).subsample(nfe)
+
+
+def save_cached(cache: TeacherCache, path) -> None:
+    """Write a run atomically (a reader never sees half a file)."""
+    from . import atomic
+
+    with atomic.atomic_path(path) as tmp:
+        torch.save(cache.to_state(), tmp)
+
+
 def _sq_stats(graph: Graph, x: Tensor, score: Tensor) -> Tensor:
     """(2,) float64: sum over movable rows of |real-token score row|^2, and the number of such rows."""
     keep = graph.movable(x)

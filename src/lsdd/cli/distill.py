@@ -120,6 +120,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="teacher cache: 'scores' keeps the teacher's score rows (4 N bytes per masked row: ~823 MB "
                         "per trajectory at GPT-2 size), 'states' keeps only its states (64 KiB per trajectory) and "
                         "recomputes the scores (one extra network call per student call); auto: scores up to 2 GiB")
+    p.add_argument("--teacher-cache", metavar="DIR",
+                   help="read the teacher run from DIR when `lsdd bench/distill --teacher-cache DIR` saved the same "
+                        "one (same model, base, steps, trajectories, batch size, seed and store; also cached on a "
+                        "finer uniform grid, e.g. a bench's at NFE 64 for --nfe 8), else run it and save it there")
     add_device_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--out", required=True, help="output JSON file of the learned sampler")
@@ -156,6 +160,8 @@ def run(args) -> int:
     from ..teacher import TeacherCache
 
     out = check_output(args.out, ".json")
+    if args.teacher_cache is not None and Path(args.teacher_cache).exists() and not Path(args.teacher_cache).is_dir():
+        raise UserError(f"--teacher-cache {args.teacher_cache} is a file; it takes a folder")
     cfg = config_from_args(args)
     model = load_args(args)
     if cfg.spread and not model.graph.absorbing:
@@ -197,9 +203,29 @@ def run(args) -> int:
                         "cache": cache.to_state(), "state": state_now}, tmp)
 
     length = model.config.length
+    saved = found = None
+    if cache is None and args.teacher_cache is not None:
+        from ..teacher import cache_file, choose_store, find_cached, load_cached
+
+        if cfg.coupled or cfg.init_times is not None:
+            raise UserError("--teacher-cache keeps uncoupled teacher runs on uniform grids; it does not apply with "
+                            "--coupled or --init-grid")
+        store = choose_store(cfg.teacher_store, cfg.num_traj, length, model.graph.num_tokens, cfg.nfe)
+        saved = cache_file(args.teacher_cache, model.fingerprint, cfg.base, cfg.teacher_nfe, cfg.nfe, cfg.num_traj,
+                           cfg.batch_size, cfg.seed, cfg.eps, store)
+        found = find_cached(saved, cfg.nfe)
+        if found is not None:
+            print(f"teacher: {cfg.teacher_nfe} {cfg.base} steps x {cfg.num_traj} trajectories, from {found}")
+            cache = load_cached(found, cfg.nfe, model.device)
+            save_ckpt(None)
     if cache is None:
         print(f"teacher: {cfg.teacher_nfe} {cfg.base} steps x {cfg.num_traj} trajectories of length {length}")
         cache = make_teacher(model.score_fn, model.graph, model.noise, length, cfg, device=model.device)
+        if saved is not None and dist.is_main():
+            from ..teacher import save_cached
+
+            save_cached(cache, saved)
+            print(f"teacher run saved to {saved}")
         save_ckpt(None)
         print(f"teacher done in {cache.seconds:.1f} s; cache {cache.nbytes() / 2**20:.1f} MiB ({cache.store})")
     result = distill(model.score_fn, model.graph, model.noise, length, cfg, device=model.device, cache=cache,
