@@ -160,3 +160,78 @@ def test_lsd_plus_on_the_ordinal_graph(base):
         assert (out.times - uniform_times(2, cfg.eps)).abs().max() > 1e-3
     assert torch.equal(out.coeffs, again.coeffs) and torch.equal(out.times, again.times)
     assert all(h["loss_time"] > 0 for h in out.history)
+
+
+@pytest.mark.parametrize("graph", [Absorbing(5), Uniform(5)])
+def test_l2_linear_loss_matches_autograd_through_the_dense_loss(graph):
+    """The default l2 / linear-Phi step loss is computed on the compared rows with its gradient in closed form
+    (losses._l2_linear); it equals the dense reference - autograd through scale_score and _sq_sum on the full
+    (b, L, S) tensors - in value and in d/dPhi, on both graph kinds and with rows left out."""
+    from lsdd.losses import _compare_mask, _full_score, _l2_linear, _off_diag, _sq_sum
+    from lsdd.samplers import scale_score
+
+    gen = torch.Generator().manual_seed(3)
+    b, length = 4, 6
+    x = torch.randint(0, graph.num_states, (b, length), generator=gen)
+    x_star = torch.randint(0, graph.num_states, (b, length), generator=gen)
+    if not graph.absorbing:  # the uniform graph compares rows at the same current token
+        x_star[:, ::2] = x[:, ::2]
+    stored = torch.rand(b, length, generator=gen) < 0.8
+    score = torch.rand(b, length, graph.num_states, generator=gen, dtype=torch.float64) * 3
+    s_star = torch.rand(b, length, graph.num_tokens, generator=gen, dtype=torch.float64) * 3
+    rows = _compare_mask(graph, x, x_star, stored)
+    assert 0 < int(rows.sum()) < b * length
+    for value in (0.3, 1.0, 1.7):
+        phi_a = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        ref = _sq_sum(_off_diag(graph, x, scale_score(score, x, phi_a, "linear")),
+                      _off_diag(graph, x, _full_score(graph, x, s_star)), rows)
+        ref.backward()
+        phi_b = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        fast = _l2_linear(graph, x, score.float(), s_star.float(), rows, phi_b)
+        fast.backward()
+        torch.testing.assert_close(fast.detach(), ref.detach(), rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(phi_b.grad, phi_a.grad, rtol=1e-6, atol=1e-9)
+        assert abs(float(phi_a.grad)) > 1e-3  # a real gradient, not two zeros
+
+
+@pytest.mark.parametrize("base,loss", [("euler", "l2"), ("tweedie", "l2"), ("euler", "kl")])
+def test_lsd_plus_time_loss_on_compared_rows_equals_the_dense_loss(base, loss):
+    """LSD+'s time loss is computed on the compared rows only (step laws factorise over positions); its value and
+    its gradient in the grid equal the dense formula over all (b, L) rows with the mask, written out here."""
+    from lsdd.distill import DistillConfig
+    from lsdd.losses import _compare_mask, _full_score, _kl_sum, _off_diag, _sq_sum, step_losses, step_stats
+    from lsdd.samplers import step_law_dense
+
+    graph, noise = Absorbing(6), LogLinear()
+    cfg = DistillConfig(method="lsd+", base=base, loss=loss, nfe=4, teacher_nfe=8)
+    gen = torch.Generator().manual_seed(5)
+    b, length, k = 3, 7, 1
+    x = torch.where(torch.rand(b, length, generator=gen) < 0.6, 6, torch.randint(0, 6, (b, length), generator=gen))
+    x_star = torch.where(torch.rand(b, length, generator=gen) < 0.6, 6, x)
+    stored = graph.movable(x_star)
+    # scores small enough that no row's move probability is clipped at 1 (a clipped law has no grid gradient)
+    score = torch.rand(b, length, graph.num_states, generator=gen, dtype=torch.float64) * 0.1
+    s_star = torch.rand(b, length, graph.num_tokens, generator=gen, dtype=torch.float64) * 0.1
+    t_uni = uniform_times(4).to(torch.float64)
+    rows = _compare_mask(graph, x, x_star, stored)
+    assert 0 < int(rows.sum()) < b * length
+    stats = step_stats(cfg, graph, noise, x, score, x_star, stored, s_star, t_uni, k, False)
+    tau = t_uni.clone().requires_grad_(True)
+    phi = torch.tensor(0.8, dtype=torch.float64)
+    got = step_losses(cfg, graph, noise, x, score, x_star, stored, s_star, phi, tau, k, False, 1.0, stats.values,
+                      stats.teacher_law).time
+    got.backward()
+    # the dense reference over every row, masked
+    p_teacher = step_law_dense(base, graph, noise, x, _full_score(graph, x, s_star), t_uni[k], t_uni[k + 1])
+    tau_ref = t_uni.clone().requires_grad_(True)
+    p_student = step_law_dense(base, graph, noise, x, score, tau_ref[k], tau_ref[k + 1], phi, "linear")
+    n_rows = float(rows.sum())
+    if loss == "l2":
+        scale_t = float(((_off_diag(graph, x, p_teacher) ** 2).sum(-1) * rows).sum()) / n_rows
+        ref = _sq_sum(_off_diag(graph, x, p_student), _off_diag(graph, x, p_teacher), rows) / (n_rows * scale_t)
+    else:
+        ref = _kl_sum(p_teacher, p_student, rows) / n_rows
+    ref.backward()
+    torch.testing.assert_close(got.detach(), ref.detach(), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(tau.grad, tau_ref.grad, rtol=1e-9, atol=1e-12)
+    assert tau.grad[k:k + 2].abs().sum() > 0
