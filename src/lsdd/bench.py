@@ -321,9 +321,10 @@ def match_temperature(value_at, target: float, evals: int, value_at_one: float |
 
 def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], progress: bool) -> list[BenchRow]:
     """For each learned row on the Euler base (LSD, LSD-C, samplers made earlier; not LSD+, not JYS grids): Euler
-    on the uniform grid at the same NFE with a plain temperature (``samplers.tempered_score``) tuned by secant steps
-    on log T (``match_temperature``) so that its diversity metric (the headline's partner) matches that row's. The control that tells a
-    learned sampler from mere sharpening; ``BenchRow.matches`` names the row it matches."""
+    on the uniform grid at the same NFE with a plain temperature (``samplers.tempered_score``) tuned by secant
+    steps on log T (``match_temperature``) so that its diversity metric (the headline's partner) matches that
+    row's. The control that tells a learned sampler from mere sharpening; ``BenchRow.matches`` names the row it
+    matches."""
     from .samplers import tempered_score
 
     div = task.pairs[0][1]
@@ -331,24 +332,27 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
     out = []
     for ref in [r for r in rows if r.base == "euler" and r.sampler is not None and r.method not in ("lsd+", "jys")]:
         target = ref.metrics[div]
-        best = None
         euler = next((r for r in rows if r.method == "uniform" and r.base == "euler" and r.nfe == ref.nfe), None)
-        if euler is not None:  # T = 1 is plain Euler, already scored
-            best = (1.0, euler.metrics[div])
+        at_one = None if euler is None else euler.metrics[div]  # T = 1 is plain Euler, already scored
+
+        probes = {}  # T -> (samples, seconds): the chosen probe's samples are the row's, not drawn again
 
         def run(temp: float):
-            times = uniform_times(ref.nfe)
-            res = sample_batched(tempered_score(model.score_fn, temp), model.graph, model.noise, times,
-                                 cfg.num_samples, model.config.length, batch_size=cfg.batch_size, method="euler",
-                                 seed=cfg.seed + 1, device=model.device)
-            return res
+            if temp not in probes:
+                t = time.perf_counter()
+                res = sample_batched(tempered_score(model.score_fn, temp), model.graph, model.noise,
+                                     uniform_times(ref.nfe), cfg.num_samples, model.config.length,
+                                     batch_size=cfg.batch_size, method="euler", seed=cfg.seed + 1,
+                                     device=model.device)
+                probes[temp] = (res, time.perf_counter() - t)
+            return probes[temp][0]
 
         t0 = time.perf_counter()
         temp, _, _ = match_temperature(lambda log_t: fast(run(math.exp(log_t)).x), target, cfg.temperature_iters,
-                                       None if best is None else best[1], tol=cfg.temperature_tol * abs(target))
+                                       at_one, tol=cfg.temperature_tol * abs(target))
         t1 = time.perf_counter()
         res = run(temp)
-        secs = time.perf_counter() - t1
+        secs = probes[temp][1]
         row = BenchRow(f"euler-T{temp:.3f}", "euler", "temperature", res.nfe, task.compute(res.x),
                        secs / cfg.num_samples, distill_seconds=t1 - t0, steps=ref.nfe,
                        samples=res.x if cfg.keep_samples else None, matches=ref.label)
