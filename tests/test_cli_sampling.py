@@ -360,6 +360,11 @@ def test_bench_teacher_cache_is_reused_only_for_the_same_run(tiny, tmp_path, cap
         hook.remove()
     assert len(list(cache.iterdir())) == 1 and calls["n"] < 8 * 16
     assert [r.metrics for r in coarse.rows if r.nfe in (2, 8)] == [r.metrics for r in first.rows if r.nfe in (2, 8)]
+    # a reader that would keep only the states reads the "scores" run as is (it holds the states too)
+    states = run_bench(model, task, BenchConfig(**{**cfg.__dict__, "distill": {"epochs": 1, "teacher_store": "states"}}),
+                       progress=False, log=logs.append)
+    assert len(list(cache.iterdir())) == 1 and "from " in logs[-1]
+    assert [r.metrics for r in states.rows] == [r.metrics for r in first.rows]
     run_bench(model, task, BenchConfig(**{**cfg.__dict__, "seed": 1}), progress=False, log=lambda *_: None)
     assert len(list(cache.iterdir())) == 2
     target = tmp_path / "file"

@@ -147,15 +147,18 @@ def cache_file(folder, fingerprint: str, base: str, teacher_steps: int, nfe: int
 
 def find_cached(path, nfe: int):
     """The run ``path`` (a ``cache_file``) names, or the same run cached on a finer uniform grid (m a multiple of
-    ``nfe``: uniform grids to the same end nest, so its states and scores at this grid's times are a subset);
-    None when neither is there."""
+    ``nfe``: uniform grids to the same end nest, so its states and scores at this grid's times are a subset), or
+    either of these kept in the other store (a "scores" run serves a "states" reader as is; a "states" run serves a
+    "scores" reader by recomputing the scores, one network call per student call); None when there is none."""
     if path.is_file():
         return path
     head, tail = path.name.split(f"_m{nfe}_", 1)
-    for other in sorted(path.parent.glob(f"{head}_m*_{tail}")):
-        m = other.name[len(head) + 2 :].split("_", 1)[0]
-        if m.isdigit() and int(m) % nfe == 0:
-            return other
+    rest, own = tail.rsplit("_", 1)  # own: "<store>.pt"
+    for store in [own, *(f"{s}.pt" for s in STORES if f"{s}.pt" != own)]:
+        for other in sorted(path.parent.glob(f"{head}_m*_{rest}_{store}")):
+            m = other.name[len(head) + 2 :].split("_", 1)[0]
+            if m.isdigit() and int(m) % nfe == 0:
+                return other
     return None
 
 
