@@ -122,8 +122,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "recomputes the scores (one extra network call per student call); auto: scores up to 2 GiB")
     p.add_argument("--teacher-cache", metavar="DIR",
                    help="read the teacher run from DIR when `lsdd bench/distill --teacher-cache DIR` saved the same "
-                        "one (same model, base, steps, trajectories, batch size, seed and store; also cached on a "
-                        "finer uniform grid, e.g. a bench's at NFE 64 for --nfe 8), else run it and save it there")
+                        "one (same model, base, steps, trajectories, batch size, seed and eps; in either store; also "
+                        "cached on a finer uniform grid, e.g. a bench's at NFE 64 for --nfe 8), else run it and save "
+                        "it there")
     add_device_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--out", required=True, help="output JSON file of the learned sampler")
