@@ -42,7 +42,7 @@ def main() -> None:
     base_cfg = DistillConfig(nfe=args.nfe, teacher_nfe=args.teacher_nfes[0], num_traj=args.num_traj,
                              epochs=args.epochs, seed=args.seed, validation=False)  # train on every trajectory
     def teacher(cfg):
-        return cached_teacher(model, cfg, args.cache_dir, cfg.base)
+        return cached_teacher(model, cfg, args.cache_dir)
 
     caches = {n: teacher(replace(base_cfg, teacher_nfe=n)) for n in args.teacher_nfes}
     variants = [("default", {})]

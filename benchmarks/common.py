@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
 from lsdd.distill import DistillConfig, make_teacher
 from lsdd.teacher import TeacherCache
 
 
-def cached_teacher(model, cfg: DistillConfig, cache_dir: str | None, tag: str) -> TeacherCache:
-    """The teacher trajectories of ``cfg`` for ``model``, reused from ``cache_dir`` when present (torch files
-    named by tag, teacher steps, student steps, trajectories and seed), else run and saved there."""
-    name = f"teacher_{tag}_{cfg.teacher_nfe}_{cfg.nfe}_{cfg.num_traj}_{cfg.seed}.pt"
-    path = Path(cache_dir) / name if cache_dir else None
-    if path is not None and path.exists():
-        return TeacherCache(**torch.load(path, weights_only=False))
+def cached_teacher(model, cfg: DistillConfig, cache_dir: str | None) -> TeacherCache:
+    """The teacher trajectories of ``cfg`` for ``model``: read from ``cache_dir`` when a run with the same settings
+    is kept there (the library's teacher cache, the one `lsdd bench/distill --teacher-cache` use), else run and
+    saved there. Coupled runs and non-uniform grids are always run (the cache keeps neither)."""
+    from lsdd.teacher import cache_file, choose_store, find_cached, load_cached, save_cached
+
+    path = None
+    if cache_dir and not cfg.coupled and cfg.init_times is None:
+        length = model.config.length
+        store = choose_store(cfg.teacher_store, cfg.num_traj, length, model.graph.num_tokens, cfg.nfe)
+        path = cache_file(cache_dir, model.fingerprint, cfg.base, cfg.teacher_nfe, cfg.nfe, cfg.num_traj,
+                          cfg.batch_size, cfg.seed, cfg.eps, store)
+        found = find_cached(path, cfg.nfe)
+        if found is not None:
+            return load_cached(found, cfg.nfe, model.device)
     cache = make_teacher(model.score_fn, model.graph, model.noise, model.config.length, cfg, progress=False)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(cache.to_state(), path)
-    print(f"teacher {tag} N={cfg.teacher_nfe}: {cache.seconds:.1f} s", flush=True)
+        save_cached(cache, path)
+    print(f"teacher {model.source} N={cfg.teacher_nfe}: {cache.seconds:.1f} s", flush=True)
     return cache
 
 

@@ -65,7 +65,7 @@ def main() -> None:
         q = cols[0]
         cfg0 = DistillConfig(nfe=args.nfe, teacher_nfe=args.teacher_nfe, num_traj=args.num_traj, epochs=args.epochs,
                              seed=args.seed)
-        cache = cached_teacher(model, cfg0, args.cache_dir, tag)
+        cache = cached_teacher(model, cfg0, args.cache_dir)
         eval_seed = args.seed + 100
         times0 = uniform_times(args.nfe, cfg0.eps)
         base = evaluate(model, task, times0, None, "linear", args.eval_samples, eval_seed)
