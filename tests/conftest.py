@@ -45,7 +45,8 @@ def sampler_law_vs_samples(exact, graph, noise, times, length: int, kw: dict, n:
 
     ref = exact_sampler_law(exact, graph, noise, times, length, **kw)
     assert abs(float(ref.sum()) - 1.0) < 1e-12
-    out = reverse_loop(exact, graph, noise, times, graph.sample_limit(n, length), rule=kw["method"],
+    start = graph.sample_limit(n, length, generator=make_generator(seed, "cpu", 1))  # uniform graph: random
+    out = reverse_loop(exact, graph, noise, times, start, rule=kw["method"],
                        coeffs=kw["coeffs"], generator=make_generator(seed)).x
     emp = torch.bincount(seq_index(out, graph.num_states), minlength=ref.numel()).double() / n
     live = ref > 1e-9

@@ -167,7 +167,8 @@ def test_counted_count_comes_from_the_schedule_and_the_slope_only_orders():
                                               ("--spread", "spread", "spread along the sequence")])
 def test_cli_sample_counted(tmp_path, capsys, flag, choice, says):
     """`lsdd sample --counted` / `--spread`: the same samples as the counted rule through the API (same seed),
-    different from plain Euler's; refused with one line for a uniform-graph model, a two-call sampler or --learned."""
+    different from plain Euler's, also on a uniform-graph model; refused with one line for a two-call sampler or
+    --learned."""
     import numpy as np
 
     from lsdd.cli import main
@@ -188,9 +189,15 @@ def test_cli_sample_counted(tmp_path, capsys, flag, choice, says):
     assert main(["sample", "--model", model_dir, "--steps", "4", "--num", "16", "--seed", "3",
                  "--out", str(tmp_path / "e.npy")]) == 0
     assert not np.array_equal(np.load(tmp_path / "e.npy"), np.load(out))
-    uni = _tiny_model(tmp_path / "u", "uniform")
-    for argv, msg in ((["--model", uni, flag], f"{flag} needs an absorbing-graph model"),
-                      (["--model", model_dir, flag, "--sampler", "theta-rk2"], "one-call samplers"),
+    uni = _tiny_model(tmp_path / "u", "uniform")  # on the uniform graph the movers are the tokens that change
+    assert main(["sample", "--model", uni, "--steps", "4", flag, "--num", "16", "--seed", "3",
+                 "--out", str(tmp_path / "u.npy")]) == 0
+    umodel = load_model(uni)
+    want = sample_batched(umodel.score_fn, umodel.graph, umodel.noise, uniform_times(4), 16, umodel.config.length,
+                          batch_size=64, seed=3, method=ConditionedRule(), coeffs=rule.coeff_fn(umodel.graph)).x
+    assert np.array_equal(np.load(tmp_path / "u.npy"), want.numpy())
+    capsys.readouterr()
+    for argv, msg in ((["--model", model_dir, flag, "--sampler", "theta-rk2"], "one-call samplers"),
                       (["--model", model_dir, flag, "--learned", "x.json"], "drop --steps")):
         assert main(["sample", *argv, "--out", str(tmp_path / "bad.npy")]) == 2
         assert msg in capsys.readouterr().err

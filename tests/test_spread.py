@@ -128,8 +128,8 @@ def test_spread_artifact_round_trip_and_bad_values(tmp_path):
 
 
 def test_cli_bench_spread_rows(tmp_path, capsys):
-    """`lsdd bench --methods counted spread` scores both rules at the NFE it is asked for; on a uniform-graph model it
-    is a one-line error, nothing written."""
+    """`lsdd bench --methods counted spread` scores both rules at the NFE it is asked for, also on a uniform-graph
+    model (where the movers are the tokens that change)."""
     import json
 
     from lsdd.cli import main
@@ -144,15 +144,17 @@ def test_cli_bench_spread_rows(tmp_path, capsys):
     assert "COUNTED-euler" in labels and "SPREAD-euler" in labels
     uni = _tiny_model(tmp_path / "u", "uniform")
     assert main(["bench", "--model", uni, "--task", "tokens", "--nfe", "4", "--teacher-nfe", "8", "--num-samples", "8",
-                 "--methods", "spread", "--json", str(tmp_path / "bad.json")]) == 2
-    assert "absorbing graph" in capsys.readouterr().err
-    assert not (tmp_path / "bad.json").exists()
+                 "--bases", "euler", "--methods", "spread", "--timing-repeats", "0", "--json", str(bench)]) == 0
+    rows = json.loads(bench.read_text())["rows"]
+    assert [r["label"] for r in rows] == ["teacher-euler", "uniform-euler", "SPREAD-euler"]
+    assert rows[2]["sampler"]["graph"] == "uniform" and rows[2]["sampler"]["conditioning"]["count"] == "spread"
 
 
 def test_distill_spread_writes_spread_movers(tmp_path, capsys):
     """`lsdd distill --spread` (lsd, and lsd+ with --select): the student is rolled out with spread movers and the
     file says so whether validation keeps the learned sampler or writes the base (which then has spread movers
-    too); the file samples through `lsdd sample --learned`; a uniform-graph model is a one-line error."""
+    too); the file samples through `lsdd sample --learned`; on a uniform-graph model --spread is asked for (not the
+    default there) and works the same way."""
     import json
 
     from lsdd.cli import main
@@ -178,5 +180,58 @@ def test_distill_spread_writes_spread_movers(tmp_path, capsys):
     indep = distill(model.score_fn, model.graph, model.noise, 8, DistillConfig(**cfg, spread=False), progress=False)
     assert not torch.allclose(spread.coeffs, indep.coeffs) and indep.conditioning is None
     uni = _tiny_model(tmp_path / "u", "uniform")
-    assert main(["distill", *common[2:], "--model", uni, "--out", str(tmp_path / "bad.json")]) == 2
-    assert "absorbing-graph model" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
+    out = tmp_path / "u.json"
+    assert main(["distill", *common[2:], "--model", uni, "--out", str(out)]) == 0
+    art = json.loads(out.read_text())
+    assert art["graph"] == "uniform" and art["conditioning"]["count"] == "spread"
+    assert main(["sample", "--model", uni, "--learned", str(out), "--num", "8", "--out", str(tmp_path / "x.npy")]) == 0
+    umodel = load_model(uni)
+    assert DistillConfig(nfe=4).resolve(umodel.graph).spread is False  # the default stays off there
+
+
+def test_spread_on_the_uniform_graph_keeps_each_tokens_law_and_its_sampler_matches_its_exact_law():
+    """On the uniform graph the movers are the tokens that change. (1) One Euler step from every state of 3 values x
+    4 tokens: the exact per-token marginals of the spread law equal the independent law's wherever no token's share
+    is capped at 1 (the values are the same conditionals; only the joint of who changes differs). (2) The whole
+    two-step spread sampler's exact output law (lsdd.exact) against 20,000 samples, and it is not Euler's.
+    (3) Confidence slopes and value temperatures are refused off the absorbing graph."""
+    from lsdd.exact import all_sequences, counted_transition
+    from lsdd.graphs import Uniform
+    from lsdd.noise import Geometric
+    from lsdd.steps import get_rule
+
+    graph, noise, length = Uniform(3), Geometric(), 4
+    exact = ExactScore(countdown_law(3, length), graph, length)
+    states = all_sequences(3, length)
+    t, s = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.35, dtype=torch.float64)
+    law = get_rule("euler")(graph, noise, states, exact(states, noise.total(t).repeat(len(states))), t, s)
+    counted = CountedLaw(law.x, law.move, law.weights, law.fallback, choice="spread")
+    trans = counted_transition(counted, states)  # (81, 81)
+    assert torch.allclose(trans.sum(-1), torch.ones(len(states), dtype=torch.float64), atol=1e-12)
+    marg = torch.stack([torch.stack([(trans * (states[:, i] == v).double()[None]).sum(-1) for v in range(3)], -1)
+                        for i in range(length)], 1)  # (81, L, 3)
+    e = law.move.sum(-1)
+    uncapped = (inclusion(law.move, e.ceil()) < 1 - 1e-12).all(-1) | (e == e.floor())
+    assert int(uncapped.sum()) >= 10 and float(law.move.max()) > 0.2, (int(uncapped.sum()), float(law.move.max()))
+    assert torch.allclose(marg[uncapped], law.dense()[uncapped], atol=1e-12)
+    assert float((trans - law.dense()[:, torch.arange(length)[None, :], states].prod(-1)).abs().max()) > 0.01
+
+    p = ConditionedParams(2, counted=True, choice="spread").requires_grad_(False)
+    kw = dict(method=ConditionedRule(), coeffs=p.coeff_fn(graph))
+    times = uniform_times(2)
+    ref, chi2, cells = sampler_law_vs_samples(exact, graph, noise, times, length, kw)
+    assert chi2 < cells + 6 * (2 * cells) ** 0.5, (chi2, cells)
+    euler = exact_sampler_law(exact, graph, noise, times, length)
+    assert float((euler - ref).abs().sum()) > 0.003
+    bad = ConditionedParams(2, slope=torch.ones(2, dtype=torch.float64), counted=True,
+                            choice="spread").requires_grad_(False)
+    with pytest.raises(ValueError, match="absorbing graph only"):
+        exact_sampler_law(exact, graph, noise, times, length, method=ConditionedRule(), coeffs=bad.coeff_fn(graph))
+    d = movers_sampler(times, "euler", graph, noise, "spread").to_dict()
+    assert LearnedSampler.from_dict(d).conditioning["count"] == "spread"
+    from lsdd.errors import UserError
+
+    with pytest.raises(UserError, match="may only count its movers"):
+        LearnedSampler.from_dict({**d, "conditioning": {**d["conditioning"], "beta": [1.2, 1.0]}})
+    with pytest.raises(ValueError, match="needs the absorbing graph"):
+        movers_sampler(times, "euler", graph, noise, "spread", beta=1.2)

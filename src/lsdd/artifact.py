@@ -183,9 +183,8 @@ def _validate_conditioning(d: dict[str, Any], cond: Any) -> None:
         raise UserError(f"field 'conditioning' must be an object, got {cond!r}")
     if cond.get("feature") not in FEATURES:
         raise UserError(f"unknown conditioning feature {cond.get('feature')!r}; expected one of {list(FEATURES)}")
-    if d["graph"] != "absorbing" or d["phi_mode"] != "linear":
-        raise UserError(f"a conditioned sampler needs the absorbing graph and linear phi, got {d['graph']!r} / "
-                        f"{d['phi_mode']!r}")
+    if d["phi_mode"] != "linear":
+        raise UserError(f"a conditioned sampler needs linear phi, got {d['phi_mode']!r}")
     m = len(d["coeffs"])
     for key in ("slope", "beta"):
         vals = cond.get(key)
@@ -196,16 +195,24 @@ def _validate_conditioning(d: dict[str, Any], cond: Any) -> None:
         raise UserError(f"conditioning 'count' must be one of {list(COUNTS)}, got {cond.get('count')!r}")
     if min(cond["beta"]) <= 0 or min(d["coeffs"]) <= 0:
         raise UserError("a conditioned sampler needs coeffs > 0 and beta > 0")
+    if d["graph"] != "absorbing" and (any(cond["slope"]) or any(b != 1 for b in cond["beta"])
+                                      or cond.get("count", "independent") == "independent"):
+        raise UserError(f"on the {d['graph']!r} graph a conditioned sampler may only count its movers (count "
+                        f"'rounded' or 'spread', slope 0, beta 1); confidence slopes and value temperatures need "
+                        f"the absorbing graph")
 
 
 def movers_sampler(times, base: str, graph, noise, count: str, provenance: dict[str, Any] | None = None,
                    beta: float = 1.0) -> LearnedSampler:
     """The base sampler on ``times`` (M + 1,) with counted movers (``count`` "rounded": chosen by weight; "spread":
     spread along the sequence) and nothing learned (Phi = 1, slope 0; ``beta`` a value inverse temperature at
-    every step, 1 = none): how ``lsdd bench --methods counted spread`` and ``lsdd sample --counted/--spread``
-    name these rules as files. Absorbing graph only."""
+    every step, 1 = none; absorbing graph only): how ``lsdd bench --methods counted spread`` and ``lsdd sample
+    --counted/--spread`` name these rules as files. On the absorbing graph the movers are the tokens that unmask; on
+    the others, the tokens that change."""
     if count not in COUNTS[1:]:
         raise ValueError(f"counted movers are {list(COUNTS[1:])}, not {count!r}")
+    if beta != 1.0 and not graph.absorbing:
+        raise ValueError(f"a value temperature (beta {beta}) needs the absorbing graph, not {graph.name!r}")
     m = len(times) - 1
     return LearnedSampler(base=base, graph=graph.name, num_tokens=graph.num_tokens, noise=noise.to_dict(),
                           times=tuple(float(v) for v in times), coeffs=(1.0,) * m, phi_mode="linear",

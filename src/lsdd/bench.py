@@ -3,8 +3,8 @@
 Rows: the teacher (reference), and at every NFE the uniform-grid Euler and Tweedie baselines, the learned
 samplers (LSD, LSD+ on each base), and on request the other baselines users compare against: JYS grids (a
 KLUB search on the teacher's outputs, ``lsdd.jys``), the two-call theta-RK-2 / theta-trapezoidal solvers
-(``lsdd.theta``; NFE/2 steps), the base rules with counted movers (``counted``, ``spread``: absorbing graph,
-nothing learned), and samplers learned earlier (``BenchConfig.learned``, e.g. ``lsdd distill``
+(``lsdd.theta``; NFE/2 steps), the base rules with counted movers (``counted``, ``spread``: nothing
+learned), and samplers learned earlier (``BenchConfig.learned``, e.g. ``lsdd distill``
 files), scored with the same seeds. Each row is scored by the task's quality metrics beside their diversity
 partners, with its network calls per sample as counted (and steps x calls per step), wall time per sample
 and the fraction of the Euler-to-teacher gap closed.
@@ -33,7 +33,7 @@ from .steps import THETA_RULES, get_rule
 from .teacher import cache_file, choose_store, find_cached, load_cached, run_teacher, save_cached
 
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
-MOVERS = {"counted": "rounded", "spread": "spread"}  # the base rule with counted movers (absorbing; nothing learned)
+MOVERS = {"counted": "rounded", "spread": "spread"}  # the base rule with counted movers (nothing learned)
 METHODS = (*DISTILLED, "jys", *MOVERS, *THETA_RULES)  # everything --methods takes
 
 
@@ -149,10 +149,6 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown bench methods {bad}; expected some of {list(METHODS)}")
-    movers = [m for m in cfg.methods if m in MOVERS]
-    if movers and not model.graph.absorbing:
-        raise ValueError(f"{movers[0]} movers are defined on the absorbing graph; {model.source} has a "
-                         f"{model.graph.name} graph")
     thetas = [m for m in cfg.methods if m in THETA_RULES]
     odd = [n for n in cfg.nfes if n % 2]
     if thetas and odd:

@@ -1,5 +1,6 @@
 """State-conditioned steps (``--method lsd-c``): per step, a few parameters that let each masked token's unmask
-probability depend on its own confidence, and a per-step value temperature. Absorbing graph only.
+probability depend on its own confidence, and a per-step value temperature. Absorbing graph only, except the
+counted movers (``counted``, slope 0, beta 1), which apply to any graph's one-call step.
 
 At step k a masked token i with real-token scores s_i (its clean-token probabilities up to a common factor) has
 
@@ -128,7 +129,9 @@ def _tempered(graph: Graph, score: Tensor, beta: Tensor) -> Tensor:
 
 class ConditionedRule:
     """One-call step rule on the absorbing graph: the base rule's rate law with per-token Phi, then values drawn
-    from tempered scores. Accepts a ``ConditionedCoeff`` or a plain coefficient (then it is the base rule)."""
+    from tempered scores. Accepts a ``ConditionedCoeff`` or a plain coefficient (then it is the base rule).
+    On the other graphs only the counted movers apply (one Phi per step, beta = 1): the base rule's per-token law,
+    with the number of tokens that change and which ones decided jointly (``draws.CountedLaw``)."""
 
     calls = 1
 
@@ -140,8 +143,11 @@ class ConditionedRule:
 
     def __call__(self, graph: Graph, noise: Noise, x: Tensor, score: Tensor, t: Tensor, s: Tensor,
                  coeff=1.0, mode: str = "linear", last: bool = False, call=None) -> StepLaw:
-        if not graph.absorbing:
-            raise ValueError("state-conditioned steps (lsd-c) are defined for the absorbing graph only")
+        if not graph.absorbing and isinstance(coeff, ConditionedCoeff) and (
+                coeff.phi.dim() > 0 or coeff.beta.requires_grad or float(coeff.beta) != 1.0):
+            raise ValueError("confidence-conditioned Phi and value temperatures (lsd-c) are defined for the absorbing "
+                             f"graph only; on the {graph.name} graph a conditioned step may only count its movers "
+                             "(slope 0, beta 1)")
         if mode != "linear":
             raise ValueError(f"state-conditioned steps use linear Phi, got phi mode {mode!r}")
         rule = get_rule(self.base)

@@ -75,7 +75,7 @@ class DistillConfig:
     init_lsd: bool = False  # LSD+: first fit LSD (Phi on the fixed grid), start LSD+ from its Phi
     select: bool = False  # LSD+: keep LSD instead when its held-out n-gram distance to the teacher is lower
     counted: bool = False  # lsd-c: each sequence moves a rounded number of tokens, chosen by weight (draws.CountedLaw)
-    # counted movers chosen spread along the sequence (systematic; absorbing graph): lsd/lsd+ roll the student out
+    # counted movers chosen spread along the sequence (systematic; any graph): lsd/lsd+ roll the student out
     # with them and write them into the artifact; for lsd-c it implies --counted. Validation's base has them too.
     # None (auto): on for absorbing-graph models with linear Phi, independent paths and no --counted
     # (benchmarks/defaults_sweep.md: countdown, markov; benchmarks/bench_spread_text_absorb.md: text).
@@ -370,9 +370,8 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
     cfg.validate()
     cfg = cfg.resolve(graph)
-    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times or cfg.spread) and not graph.absorbing:
-        raise ValueError("lsd-c, spread movers, coupled trajectories and matched times are defined for the absorbing "
-                         "graph only")
+    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not graph.absorbing:
+        raise ValueError("lsd-c, coupled trajectories and matched times are defined for the absorbing graph only")
     if cache is None:
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:

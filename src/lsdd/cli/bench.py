@@ -15,9 +15,10 @@ Euler and Tweedie baselines and the samplers that LSD and LSD+ learn on each bas
 one shared teacher run per base), plus the --teacher-nfe teacher itself as the reference row. --methods
 also takes the baselines a learned sampler is compared against: jys (a Jump-Your-Steps time grid, searched
 here by KLUB on the teacher's outputs, on each base) and theta-rk2 / theta-trapezoidal (second-order solvers
-with two network calls per step: NFE 8 is 4 steps; even NFEs only). On an absorbing-graph model, counted
-and spread are the base rules with counted movers (nothing learned; see lsdd sample --help): each sequence
-unmasks the expected number of tokens, chosen by weight (counted) or spread along the sequence (spread).
+with two network calls per step: NFE 8 is 4 steps; even NFEs only). counted and spread are the base rules
+with counted movers (nothing learned; see lsdd sample --help): each sequence unmasks (absorbing graph) or
+changes (other graphs) the expected number of tokens, chosen by weight (counted) or spread along the sequence
+(spread).
 
 Each row reports the task's quality metrics beside their diversity partners (a sampler can look better
 by collapsing diversity; read both), the network calls per sample as counted, wall time per sample, the

@@ -82,7 +82,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "of move probabilities), chosen without replacement by weight, instead of each token on its own")
     p.add_argument("--spread", action=argparse.BooleanOptionalAction, default=None,
                    help="spread movers (default: on for absorbing-graph models, unless --counted, --coupled or --phi-mode "
-                        "log): each sequence unmasks the expected number of tokens, spread along the sequence (systematic "
+                        "log; off for the others, where --spread asks for them): each sequence unmasks (or, on the "
+                        "uniform graph, changes) the expected number of tokens, spread along the sequence (systematic "
                         "sampling in position order), so tokens unmasked in one step are rarely neighbours; lsd/lsd+ fit "
                         "Phi with these movers, lsd-c chooses its movers so; validation compares with the base rule with "
                         "the same movers (lsdd sample --spread), which is written if the learned sampler is no better")
@@ -165,8 +166,6 @@ def run(args) -> int:
         raise UserError(f"--teacher-cache {args.teacher_cache} is a file; it takes a folder")
     cfg = config_from_args(args)
     model = load_args(args)
-    if cfg.spread and not model.graph.absorbing:
-        raise UserError(f"--spread needs an absorbing-graph model; {model.source} has a {model.graph.name} graph")
     cfg = cfg.resolve(model.graph)
     if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not model.graph.absorbing:
         raise UserError(f"--method lsd-c, --coupled and --match-times need an absorbing-graph model; "

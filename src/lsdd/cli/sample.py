@@ -44,13 +44,13 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="sharpen (< 1) or flatten (> 1) the token each jump lands on, keeping the jump rates "
                         "(a control for learned samplers; works with --learned too)")
     p.add_argument("--counted", action="store_true",
-                   help="euler / tweedie on an absorbing-graph model: each sequence unmasks a rounded number of tokens "
-                        "(the expected number), chosen without replacement by weight, instead of each token on its own "
-                        "coin (lsdd.draws.CountedLaw; no learned parameters, same network calls)")
+                   help="euler / tweedie: each sequence unmasks (absorbing graph) or changes (other graphs) a rounded "
+                        "number of tokens (the expected number), chosen without replacement by weight, instead of each "
+                        "token on its own coin (lsdd.draws.CountedLaw; no learned parameters, same network calls)")
     p.add_argument("--spread", action="store_true",
                    help="counted movers (implies --counted) chosen spread along the sequence instead of by weight: "
-                        "systematic sampling in position order, so the tokens unmasked together in one step are about "
-                        "L / K apart and rarely neighbours; each token keeps its Euler unmasking probability")
+                        "systematic sampling in position order, so the tokens that move together in one step are about "
+                        "L / K apart and rarely neighbours; each token keeps its base-rule move probability")
     p.add_argument("--learned", metavar="SAMPLER.json", help="use a learned sampler (it brings its own sampler and grid)")
     p.add_argument("--force", action="store_true", help="use a learned sampler distilled for another model")
     p.add_argument("--num", "--num-samples", dest="num", type=positive_int, default=64, help="number of sequences (under torchrun write --num-samples: torchrun reads --num itself)")
@@ -87,9 +87,6 @@ def run(args) -> int:
         if args.counted or args.spread:
             from ..conditioned import ConditionedParams, ConditionedRule
 
-            if not model.graph.absorbing:
-                flag = "--spread" if args.spread else "--counted"
-                raise UserError(f"{flag} needs an absorbing-graph model; {model.source} has a {model.graph.name} graph")
             method = ConditionedRule(args.sampler)
             params = ConditionedParams(steps, counted=True, choice="spread" if args.spread else "weight")
             coeffs = params.requires_grad_(False).coeff_fn(model.graph)
