@@ -196,13 +196,15 @@ def test_distill_interrupted_then_resumed_matches_uninterrupted(tiny, tmp_path, 
     args = ["distill", "--model", tiny, *DISTILL_ARGS, "--method", "lsd+", "--out", str(out)]
     monkeypatch.setattr(lsdd.distill, "distill", stop_after_first_epoch)
     assert main(args) == 130  # interrupted after epoch 1: checkpoint kept, no output
-    assert ckpt.is_file() and not out.exists()
+    teacher = tmp_path / "s.json.ckpt.teacher"  # the teacher run, written once beside the per-epoch checkpoint
+    assert ckpt.is_file() and teacher.is_file() and not out.exists()
+    assert "teacher_ckpt" in torch.load(ckpt, weights_only=False) and "cache" not in torch.load(ckpt, weights_only=False)
     assert "interrupted" in capsys.readouterr().err
     monkeypatch.setattr(lsdd.distill, "distill", counting)
     assert main(args + ["--resume"]) == 0
     assert "(epoch 1 of 2)" in capsys.readouterr().out
     # only the remaining epoch ran, the checkpoint is gone, and the result is the uninterrupted one
-    assert epochs_run == [2] and not ckpt.exists()
+    assert epochs_run == [2] and not ckpt.exists() and not teacher.exists()
     a, b = LearnedSampler.load(whole), LearnedSampler.load(out)
     assert a.coeffs == b.coeffs and a.times == b.times
     # and it learned something, so a resume that restarted or skipped epochs would show
@@ -397,6 +399,45 @@ def test_distill_reads_the_bench_teacher_cache(tiny, tmp_path, capsys):
     assert sorted(f.name.split("_")[4] for f in cache.iterdir()) == ["m4", "m8"]
     assert main([*common, "--nfe", "2", "--coupled", "--out", str(tmp_path / "c.json")]) == 2
     assert "does not apply with --coupled" in capsys.readouterr().err and not (tmp_path / "c.json").exists()
+
+
+def test_distill_checkpoint_reads_the_teacher_cache_instead_of_copying_it(tiny, tmp_path, monkeypatch, capsys):
+    """With --teacher-cache the per-epoch checkpoint names the cache file (no copy of the teacher's scores, which
+    at V = 1,024 is a gigabyte per epoch); --resume reads it there and gives the uninterrupted result; a cache
+    file deleted in between is a one-line error."""
+    import lsdd.distill
+
+    common = ["distill", "--model", tiny, *DISTILL_ARGS, "--teacher-cache", str(tmp_path / "teachers")]
+    whole = tmp_path / "whole.json"
+    assert main([*common, "--out", str(whole)]) == 0  # runs the teacher and saves it in the cache
+    real = lsdd.distill.distill
+
+    def stop_after_first_epoch(*args, on_epoch, **kw):
+        def cb(rec, state):
+            on_epoch(rec, state)
+            raise KeyboardInterrupt
+        return real(*args, on_epoch=cb, **kw)
+
+    out, ckpt = tmp_path / "s.json", tmp_path / "s.json.ckpt"
+    monkeypatch.setattr(lsdd.distill, "distill", stop_after_first_epoch)
+    assert main([*common, "--out", str(out)]) == 130
+    saved = torch.load(ckpt, weights_only=False)
+    (cached,) = (tmp_path / "teachers").iterdir()
+    assert saved["teacher_file"] == str(cached.resolve()) and "cache" not in saved
+    assert not (tmp_path / "s.json.ckpt.teacher").exists() and ckpt.stat().st_size < 20_000
+    monkeypatch.setattr(lsdd.distill, "distill", real)
+    capsys.readouterr()
+    assert main([*common, "--out", str(out), "--resume"]) == 0 and not ckpt.exists()
+    assert LearnedSampler.load(out).coeffs == LearnedSampler.load(whole).coeffs
+    # the cache file removed while interrupted: a one-line error, the checkpoint kept for the user to delete
+    monkeypatch.setattr(lsdd.distill, "distill", stop_after_first_epoch)
+    out.unlink()
+    assert main([*common, "--out", str(out)]) == 130
+    cached.unlink()
+    monkeypatch.setattr(lsdd.distill, "distill", real)
+    capsys.readouterr()
+    assert main([*common, "--out", str(out), "--resume"]) == 2 and not out.exists()
+    assert "is gone; delete" in capsys.readouterr().err
 
 
 def test_match_temperature_reaches_the_target_in_few_runs():

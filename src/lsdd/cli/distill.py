@@ -40,7 +40,8 @@ lower, (2) their unigram+bigram MMD^2 to the held-out teacher outputs is lower, 
 not drop below min(base, teacher) by more than 1% (no sharpening). If it is not better, OUT holds the base sampler instead, with
 the learned numbers and every figure in its provenance; --force writes the learned one anyway.
 
-Progress is checkpointed to OUT.ckpt after the teacher and after every epoch; it is removed when done.
+Progress is checkpointed to OUT.ckpt after the teacher and after every epoch (the teacher run itself is
+written once, to OUT.ckpt.teacher, or not at all when --teacher-cache holds it); both are removed when done.
 """
 
 
@@ -159,7 +160,6 @@ def run(args) -> int:
 
     from .. import atomic, dist
     from ..distill import distill, make_teacher, to_artifact
-    from ..teacher import TeacherCache
 
     out = check_output(args.out, ".json")
     if args.teacher_cache is not None and Path(args.teacher_cache).exists() and not Path(args.teacher_cache).is_dir():
@@ -179,18 +179,21 @@ def run(args) -> int:
         grid.check_model(model.graph.name, model.graph.num_tokens, model.noise.to_dict(), model.fingerprint, force=True)
         info["init_grid"] = {"file": str(args.init_grid), "method": grid.provenance.get("method", "?")}
     ckpt = Path(str(out) + ".ckpt")
+    teacher_ckpt = Path(str(out) + ".ckpt.teacher")  # the teacher run, written once (not with every epoch)
     cache, state = None, None
+    teacher_ref = {}  # where a resume finds the teacher run: a --teacher-cache file, or OUT.ckpt.teacher
     if args.resume:
         if not ckpt.is_file():
             raise UserError(f"--resume: no checkpoint {ckpt} to resume from")
         try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+            resumed = torch.load(ckpt, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error
             raise UserError(f"--resume: cannot read {ckpt}: {e}") from None
-        if saved.get("config") != asdict(cfg) or saved.get("model_fingerprint") != model.fingerprint:
+        if resumed.get("config") != asdict(cfg) or resumed.get("model_fingerprint") != model.fingerprint:
             raise UserError(f"--resume: {ckpt} was written for other settings or another model; "
                             "rerun with the same flags, or delete it")
-        cache, state = TeacherCache(**saved["cache"]), saved["state"]
+        teacher_ref = {k: resumed[k] for k in ("teacher_file", "teacher_ckpt") if k in resumed}
+        cache, state = _resume_teacher(teacher_ref, ckpt, cfg.nfe, model.device), resumed["state"]
         print(f"resuming from {ckpt} (epoch {state['epoch'] if state else 0} of {cfg.epochs})")
     elif ckpt.exists():
         raise UserError(f"{ckpt} exists from an interrupted run: pass --resume, or delete it")
@@ -198,9 +201,13 @@ def run(args) -> int:
     def save_ckpt(state_now):
         if not dist.is_main():
             return
+        if not teacher_ref:
+            with atomic.atomic_path(teacher_ckpt) as tmp:
+                torch.save(cache.to_state(), tmp)
+            teacher_ref["teacher_ckpt"] = teacher_ckpt.name
         with atomic.atomic_path(ckpt) as tmp:
-            torch.save({"config": asdict(cfg), "model_fingerprint": model.fingerprint,
-                        "cache": cache.to_state(), "state": state_now}, tmp)
+            torch.save({"config": asdict(cfg), "model_fingerprint": model.fingerprint, **teacher_ref,
+                        "state": state_now}, tmp)
 
     length = model.config.length
     saved = found = None
@@ -217,6 +224,7 @@ def run(args) -> int:
         if found is not None:
             print(f"teacher: {cfg.teacher_nfe} {cfg.base} steps x {cfg.num_traj} trajectories, from {found}")
             cache = load_cached(found, cfg.nfe, model.device)
+            teacher_ref["teacher_file"] = str(Path(found).resolve())  # read there on --resume, not copied
             save_ckpt(None)
     if cache is None:
         print(f"teacher: {cfg.teacher_nfe} {cfg.base} steps x {cfg.num_traj} trajectories of length {length}")
@@ -226,6 +234,7 @@ def run(args) -> int:
 
             save_cached(cache, saved)
             print(f"teacher run saved to {saved}")
+            teacher_ref["teacher_file"] = str(Path(saved).resolve())
         save_ckpt(None)
         print(f"teacher done in {cache.seconds:.1f} s; cache {cache.nbytes() / 2**20:.1f} MiB ({cache.store})")
     result = distill(model.score_fn, model.graph, model.noise, length, cfg, device=model.device, cache=cache,
@@ -237,6 +246,7 @@ def run(args) -> int:
     if dist.is_main():
         sampler.save(out)
         ckpt.unlink(missing_ok=True)
+        teacher_ckpt.unlink(missing_ok=True)
     last = result.history[-1] if result.history else {}
     if val is not None:
         print(val.summary())
@@ -262,3 +272,25 @@ def run(args) -> int:
           f"teacher {result.teacher_seconds:.1f} s, student epochs {result.student_seconds:.1f} s "
           f"(ratio {result.student_seconds / max(result.teacher_seconds, 1e-9):.2f})")
     return 0
+
+
+def _resume_teacher(ref: dict, ckpt: Path, nfe: int, device):
+    """The teacher run of an interrupted distillation: the --teacher-cache file it read (or wrote), else the
+    OUT.ckpt.teacher file written beside the checkpoint once, after the teacher. A missing or unreadable file is
+    a one-line error."""
+    import torch
+
+    from ..teacher import TeacherCache, load_cached
+
+    if "teacher_file" in ref:
+        path = Path(ref["teacher_file"])
+        if not path.is_file():
+            raise UserError(f"--resume: the teacher run {path} that {ckpt} reads is gone; delete {ckpt} and rerun")
+        return load_cached(path, nfe, device)
+    if "teacher_ckpt" not in ref:
+        raise UserError(f"--resume: {ckpt} names no teacher run (written by an older lsdd?); delete it and rerun")
+    path = ckpt.parent / ref["teacher_ckpt"]
+    try:
+        return TeacherCache(**torch.load(path, map_location="cpu", weights_only=False))
+    except Exception as e:  # noqa: BLE001 - a missing or unreadable file is a user-facing error
+        raise UserError(f"--resume: cannot read the teacher run {path}: {e}; delete {ckpt} and rerun") from None
