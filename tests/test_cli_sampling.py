@@ -258,7 +258,7 @@ def test_bench_table_json_plot(tiny, tmp_path, capsys):
     for r in d["rows"][1:]:
         euler = next(e for e in d["rows"] if e["nfe"] == r["nfe"] and e["label"] == "uniform-euler")
         gap = euler["metrics"][head] - teacher
-        if abs(gap) > 1e-12:
+        if gap > 1e-12:  # lower is better: defined only where Euler is worse than the teacher
             assert r["gap_closed"] == pytest.approx((euler["metrics"][head] - r["metrics"][head]) / gap)
         else:
             assert r["gap_closed"] is None
@@ -515,3 +515,16 @@ def test_bench_gap_closed_in_log_scale():
             BenchRow("LSD-euler", "euler", "lsd", 8, {"gen_ppl": 100.0}, 0.0)]
     _fill_gap(rows, rows[0], "gen_ppl", higher_is_better=False, log_scale=True)
     assert rows[2].gap_closed == pytest.approx(0.5)  # log 1000 -> log 100 is half of log 1000 -> log 10
+    # Euler already below the teacher (as Euler@64 on text-uniform): no gap to close, left out for every row
+    rows[1].metrics["gen_ppl"] = 9.0
+    _fill_gap(rows, rows[0], "gen_ppl", higher_is_better=False, log_scale=True)
+    assert rows[2].gap_closed is None and rows[1].gap_closed is None
+    # higher is better: the sign flips with it
+    hi = [BenchRow("teacher", "euler", "teacher", 64, {"acc": 0.9}, 0.0),
+          BenchRow("uniform-euler", "euler", "uniform", 8, {"acc": 0.5}, 0.0),
+          BenchRow("LSD-euler", "euler", "lsd", 8, {"acc": 0.8}, 0.0)]
+    _fill_gap(hi, hi[0], "acc", higher_is_better=True)
+    assert hi[2].gap_closed == pytest.approx(0.75)
+    hi[1].metrics["acc"] = 0.95
+    _fill_gap(hi, hi[0], "acc", higher_is_better=True)
+    assert hi[2].gap_closed is None
