@@ -252,13 +252,20 @@ def test_unknown_name_lists_bundled_models(tmp_path):
         load_model(str(tmp_path / "nowhere"))
 
 
-def test_directory_wins_over_bundled_name(tmp_path, monkeypatch):
-    # a folder called like a bundled model, in the working directory, is loaded as that folder
+def test_directory_wins_over_bundled_name(tmp_path, monkeypatch, capsys):
+    # a folder called like a bundled model, in the working directory, is loaded as that folder, with a note that
+    # says so (it once loaded an old training run in place of the bundled text-uniform); bundled:NAME is always
+    # the bundled one
     cfg = tiny_config()
     save_model_dir(tmp_path / "countdown", randomised(cfg), cfg, {})
     monkeypatch.chdir(tmp_path)
     loaded = load_model("countdown")
     assert loaded.config == cfg and loaded.source != "bundled:countdown"
+    if "countdown" in bundled_models():
+        assert "bundled:countdown for the bundled one" in capsys.readouterr().err
+        assert load_model("bundled:countdown").source == "bundled:countdown"
+    with pytest.raises(UserError, match="no bundled model named 'nope'"):
+        load_model("bundled:nope")
 
 
 @pytest.mark.skipif("countdown" not in bundled_models(), reason="bundled countdown model not trained yet")

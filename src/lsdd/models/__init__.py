@@ -135,17 +135,27 @@ def bundled_models() -> list[str]:
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a bundled model by name, a model directory by path, or a Hugging Face hub id (``owner/name``,
-    downloaded with ``huggingface_hub``); an existing directory wins over a name, a name over a hub id.
+    downloaded with ``huggingface_hub``); an existing directory wins over a name (with a note on stderr when it
+    shadows a bundled name: ``bundled:NAME`` always means the bundled one), a name over a hub id.
 
     A directory may hold our own format or a SEDD, RADD or MDLM checkpoint exactly as its project publishes it
     (``lsdd.models.external.detect_format``). UserError (listing the bundled names) when it is none of these.
     """
     from .external import download, looks_like_hub_id
 
+    name = str(name_or_path)
+    if name.startswith("bundled:"):
+        if name[8:] not in bundled_models():
+            raise UserError(f"no bundled model named {name[8:]!r}; bundled models: {bundled_models() or 'none'}")
+        return load_model_path(BUNDLED_DIR / name[8:], device, source=name)
     path = Path(name_or_path)
     if path.is_dir():
+        if name in bundled_models():
+            import sys
+
+            print(f"lsdd: note: {name!r} is a directory here, so it is loaded instead of the bundled model of that "
+                  f"name (write bundled:{name} for the bundled one)", file=sys.stderr)
         return load_model_path(path, device)
-    name = str(name_or_path)
     if name in bundled_models():
         return load_model_path(BUNDLED_DIR / name, device, source=f"bundled:{name}")
     if looks_like_hub_id(name):
