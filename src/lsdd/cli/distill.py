@@ -202,8 +202,9 @@ def run(args) -> int:
         if not dist.is_main():
             return
         if not teacher_ref:
-            with atomic.atomic_path(teacher_ckpt) as tmp:
-                torch.save(cache.to_state(), tmp)
+            from ..teacher import save_cached
+
+            save_cached(cache, teacher_ckpt)
             teacher_ref["teacher_ckpt"] = teacher_ckpt.name
         with atomic.atomic_path(ckpt) as tmp:
             torch.save({"config": asdict(cfg), "model_fingerprint": model.fingerprint, **teacher_ref,
@@ -278,9 +279,7 @@ def _resume_teacher(ref: dict, ckpt: Path, nfe: int, device):
     """The teacher run of an interrupted distillation: the --teacher-cache file it read (or wrote), else the
     OUT.ckpt.teacher file written beside the checkpoint once, after the teacher. A missing or unreadable file is
     a one-line error."""
-    import torch
-
-    from ..teacher import TeacherCache, load_cached
+    from ..teacher import load_cached
 
     if "teacher_file" in ref:
         path = Path(ref["teacher_file"])
@@ -291,6 +290,6 @@ def _resume_teacher(ref: dict, ckpt: Path, nfe: int, device):
         raise UserError(f"--resume: {ckpt} names no teacher run (written by an older lsdd?); delete it and rerun")
     path = ckpt.parent / ref["teacher_ckpt"]
     try:
-        return TeacherCache(**torch.load(path, map_location="cpu", weights_only=False))
+        return load_cached(path, nfe, device)
     except Exception as e:  # noqa: BLE001 - a missing or unreadable file is a user-facing error
         raise UserError(f"--resume: cannot read the teacher run {path}: {e}; delete {ckpt} and rerun") from None
