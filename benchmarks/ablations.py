@@ -16,11 +16,11 @@ import torch
 
 from common import cached_teacher, evaluate
 from lsdd import atomic
-from lsdd.distill import DistillConfig, distill, to_artifact
+from lsdd.distillation.distill import DistillConfig, distill, to_artifact
 from lsdd.metrics import get_task
 from lsdd.models import load_model
-from lsdd.teacher import TeacherCache
-from lsdd.schedules import uniform_times
+from lsdd.distillation.teacher import TeacherCache
+from lsdd.sampling.schedules import uniform_times
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ import torch
 from lsdd import atomic
 from lsdd.metrics import get_task
 from lsdd.models import load_model
-from lsdd.samplers import sample
-from lsdd.schedules import uniform_times
+from lsdd.sampling.samplers import sample
+from lsdd.sampling.schedules import uniform_times
 
 
 def main() -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from lsdd.distill import DistillConfig, make_teacher
-from lsdd.teacher import TeacherCache
+from lsdd.distillation.distill import DistillConfig, make_teacher
+from lsdd.distillation.teacher import TeacherCache
 
 
 def cached_teacher(model, cfg: DistillConfig, cache_dir: str | None) -> TeacherCache:
     """The teacher trajectories of ``cfg`` for ``model``: read from ``cache_dir`` when a run with the same settings
     is kept there (the library's teacher cache, the one `lsdd bench/distill --teacher-cache` use), else run and
     saved there. Coupled runs and non-uniform grids are always run (the cache keeps neither)."""
-    from lsdd.teacher import cache_file, choose_store, find_cached, load_cached, save_cached
+    from lsdd.distillation.teacher import cache_file, choose_store, find_cached, load_cached, save_cached
 
     path = None
     if cache_dir and not cfg.coupled and cfg.init_times is None:
@@ -32,7 +32,7 @@ def evaluate(model, task, times, coeffs, mode: str, num: int, seed: int, base: s
              kwargs: dict | None = None) -> dict[str, float]:
     """Task metrics of ``num`` samples from ``model`` with the given grid, coefficients and base sampler (or the
     ``sample_batched`` keyword arguments ``kwargs``: method, coeffs, phi_mode, e.g. a learned sampler's)."""
-    from lsdd.samplers import sample_batched
+    from lsdd.sampling.samplers import sample_batched
 
     kw = kwargs or {"method": base, "coeffs": coeffs, "phi_mode": mode}
     out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.config.length, seed=seed,

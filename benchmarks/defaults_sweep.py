@@ -18,10 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from common import cached_teacher, evaluate
-from lsdd.distill import DistillConfig, base_kwargs, distill
+from lsdd.distillation.distill import DistillConfig, base_kwargs, distill
 from lsdd.metrics import get_task
 from lsdd.models import load_model
-from lsdd.schedules import uniform_times
+from lsdd.sampling.schedules import uniform_times
 
 RECIPES = {  # name -> DistillConfig overrides
     "LSD linear/l2": dict(method="lsd", phi_mode="linear", loss="l2"),

@@ -1,6 +1,6 @@
 """LSD/LSD+ on an exact toy: countdown over values 0..V-1, length L, with the true score.
 
-The output law of every sampler is computed exactly by enumeration (lsdd.exact), so the table shows the
+The output law of every sampler is computed exactly by enumeration (lsdd.sampling.exact), so the table shows the
 exact probability of a rule violation, the exact TV distance to the data law and the exact entropy of
 the output law (data entropy on the first row): no sampling noise in the evaluation.
 
@@ -18,11 +18,11 @@ import torch
 
 from lsdd import atomic
 from lsdd.data.countdown import countdown_log_prob
-from lsdd.distill import DistillConfig, distill, make_teacher
-from lsdd.exact import ExactScore, all_sequences, exact_sampler_law, seq_index
+from lsdd.distillation.distill import DistillConfig, distill, make_teacher
+from lsdd.sampling.exact import ExactScore, all_sequences, exact_sampler_law, seq_index
 from lsdd.graphs import Absorbing
 from lsdd.noise import LogLinear
-from lsdd.schedules import uniform_times
+from lsdd.sampling.schedules import uniform_times
 
 
 def law_metrics(law, graph, p0, length, values):

@@ -1,11 +1,11 @@
 """State-conditioned steps (lsd-c) on the exact toy: how far each sampler family can get when its parameters are
 fitted directly on the exact output law (the family's ceiling), by enumeration.
 
-Countdown rule over values 0..V-1, length L, true score (``lsdd.exact``), M student steps on the uniform grid.
+Countdown rule over values 0..V-1, length L, true score (``lsdd.sampling.exact``), M student steps on the uniform grid.
 Families (all one network call per step, all exactly Euler at zero parameters):
   - ``phi``: LSD's linear Phi per step (M numbers);
   - ``phi+beta``: plus a per-step value temperature (2M), state-independent;
-  - ``lsd-c``: plus a per-step confidence slope, Phi_i = phi_k c_i^a_k (3M; ``lsdd.conditioned``);
+  - ``lsd-c``: plus a per-step confidence slope, Phi_i = phi_k c_i^a_k (3M; ``lsdd.sampling.conditioned``);
   - ``lsd-c-counted``: the same 3M numbers with counted movers (``--counted``, ``draws.CountedLaw``): each
     sequence unmasks a stochastically rounded number of tokens, chosen without replacement by weight;
   - ``lsd-c-spread``: the same with the tokens chosen spread along the sequence (``--spread``).
@@ -26,12 +26,12 @@ import time
 import torch
 
 from lsdd import atomic
-from lsdd.conditioned import ConditionedParams, ConditionedRule
+from lsdd.sampling.conditioned import ConditionedParams, ConditionedRule
 from lsdd.data.countdown import countdown_log_prob
-from lsdd.exact import ExactScore, all_sequences, exact_sampler_law, seq_index
+from lsdd.sampling.exact import ExactScore, all_sequences, exact_sampler_law, seq_index
 from lsdd.graphs import Absorbing
 from lsdd.noise import LogLinear
-from lsdd.schedules import uniform_times
+from lsdd.sampling.schedules import uniform_times
 
 
 class Toy:
@@ -81,7 +81,7 @@ def fit_exact(toy: Toy, nfe: int, family: str, iters: int, lr: float) -> tuple[C
 def distill_rows(toy: Toy, m: int, args) -> list:
     """Distilled samplers (trajectory objective: LSD / LSD+, coupled or not, LSD+ with matched times; distribution
     objective: lsd-c and LSD by CMA on samples), each scored on its exact output law."""
-    from lsdd.distill import DistillConfig, distill, make_teacher
+    from lsdd.distillation.distill import DistillConfig, distill, make_teacher
 
     base = DistillConfig(nfe=m, teacher_nfe=args.teacher_nfe, num_traj=args.num_traj, batch_size=64,
                          epochs=args.epochs, seed=0, validation=False)

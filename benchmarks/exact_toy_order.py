@@ -1,6 +1,6 @@
 """Convergence order of Euler, Tweedie, theta-RK-2 and theta-trapezoidal on exact toys.
 
-True score of a known data law over N = 3 values and L = 2 tokens (``lsdd.exact``), output laws by enumeration
+True score of a known data law over N = 3 values and L = 2 tokens (``lsdd.sampling.exact``), output laws by enumeration
 (no sampling noise), error = TV to the law of the exact reverse process from the same start
 (``exact_reverse_law``). The slope is log2(error(M) / error(2M)): 1 for a first-order sampler, 2 for a
 second-order one. Two laws: a mild one (token dependence small enough that theta-trapezoidal's clipped
@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from lsdd.exact import ExactScore, exact_reverse_law, exact_sampler_law
+from lsdd.sampling.exact import ExactScore, exact_reverse_law, exact_sampler_law
 from lsdd.graphs import Absorbing, Uniform
 from lsdd.noise import Geometric, LogLinear
-from lsdd.schedules import uniform_times
+from lsdd.sampling.schedules import uniform_times
 
 METHODS = ("euler", "tweedie", "theta-rk2", "theta-trapezoidal")
 

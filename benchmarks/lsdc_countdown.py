@@ -20,12 +20,12 @@ import time
 import torch
 
 from lsdd import atomic
-from lsdd.artifact import movers_sampler
-from lsdd.distill import DistillConfig, distill, make_teacher
+from lsdd.sampling.artifact import movers_sampler
+from lsdd.distillation.distill import DistillConfig, distill, make_teacher
 from lsdd.metrics import get_task
 from lsdd.models import load_model
-from lsdd.samplers import sample_batched
-from lsdd.schedules import uniform_times
+from lsdd.sampling.samplers import sample_batched
+from lsdd.sampling.schedules import uniform_times
 
 TEACHER_1024 = 0.0029  # violation_rate of the 1024-step teacher, benchmarks/bench_baselines_countdown.md
 

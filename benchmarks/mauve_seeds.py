@@ -24,11 +24,11 @@ import time
 import numpy as np
 import torch
 
-from lsdd.artifact import movers_sampler
+from lsdd.sampling.artifact import movers_sampler
 from lsdd.cli.common import make_task
 from lsdd.models import load_model
-from lsdd.samplers import sample_batched
-from lsdd.schedules import uniform_times
+from lsdd.sampling.samplers import sample_batched
+from lsdd.sampling.schedules import uniform_times
 
 KEYS = ("gen_ppl", "entropy", "mauve", "distinct_2")
 

@@ -24,12 +24,12 @@ import time
 
 import torch
 
-from lsdd.draws import make_generator
+from lsdd.sampling.draws import make_generator
 from lsdd.graphs import Absorbing
 from lsdd.models.dit import DiTConfig, ScoreDiT
 from lsdd.noise import LogLinear
-from lsdd.samplers import euler_probs, sample_categorical
-from lsdd.steps import get_rule
+from lsdd.sampling.samplers import euler_probs, sample_categorical
+from lsdd.sampling.steps import get_rule
 
 V, L = 50257, 1024
 VARIANTS = ["euler", "lsd-linear", "lsd-log", "tweedie", "spread", "dense-reference"]
@@ -63,7 +63,7 @@ def step_work(variant: str, graph, noise, x, score, gen):
     if variant == "dense-reference":
         return sample_categorical(euler_probs(graph, noise, x, score, t, s), gen)
     if variant == "spread":  # Euler with spread movers (lsdd distill's default on masked models)
-        from lsdd.conditioned import ConditionedParams, ConditionedRule
+        from lsdd.sampling.conditioned import ConditionedParams, ConditionedRule
 
         coeff = ConditionedParams(1, counted=True, choice="spread").requires_grad_(False).coeff_fn(graph)(0, x, score)
         return ConditionedRule("euler")(graph, noise, x, score, t, s, coeff, "linear", False, None).draw(gen)

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from lsdd.distill import DistillConfig, distill, make_teacher
+from lsdd.distillation.distill import DistillConfig, distill, make_teacher
 from lsdd.models import load_model
-from lsdd.teacher import full_cache_bytes
+from lsdd.distillation.teacher import full_cache_bytes
 
 
 def paper_scale_rows() -> list[str]:

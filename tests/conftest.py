@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lsdd.data.countdown import countdown_log_prob
-from lsdd.exact import all_sequences
+from lsdd.sampling.exact import all_sequences
 
 
 @pytest.fixture(autouse=True)
@@ -36,12 +36,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 def sampler_law_vs_samples(exact, graph, noise, times, length: int, kw: dict, n: int = 20000, seed: int = 1):
-    """A sampler's exact output law (``lsdd.exact.exact_sampler_law``) and a chi-square of ``n`` of its samples
+    """A sampler's exact output law (``lsdd.sampling.exact.exact_sampler_law``) and a chi-square of ``n`` of its samples
     against it: returns (law, chi2, live cells). Asserts that the law sums to 1 and that no sample falls where the
     law is zero."""
-    from lsdd.draws import make_generator
-    from lsdd.exact import exact_sampler_law, seq_index
-    from lsdd.loop import reverse_loop
+    from lsdd.sampling.draws import make_generator
+    from lsdd.sampling.exact import exact_sampler_law, seq_index
+    from lsdd.sampling.loop import reverse_loop
 
     ref = exact_sampler_law(exact, graph, noise, times, length, **kw)
     assert abs(float(ref.sum()) - 1.0) < 1e-12

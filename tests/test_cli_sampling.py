@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsdd.artifact import LearnedSampler
+from lsdd.sampling.artifact import LearnedSampler
 from lsdd.cli import main
 from lsdd.metrics import get_task
 from lsdd.models import DiTConfig, ScoreDiT, load_model
@@ -173,11 +173,11 @@ def test_distill_refuses_stale_checkpoint(tiny, tmp_path, capsys):
 
 
 def test_distill_interrupted_then_resumed_matches_uninterrupted(tiny, tmp_path, monkeypatch, capsys):
-    import lsdd.distill
+    import lsdd.distillation.distill
 
     whole = tmp_path / "whole.json"
     assert main(["distill", "--model", tiny, *DISTILL_ARGS, "--method", "lsd+", "--out", str(whole)]) == 0
-    real = lsdd.distill.distill
+    real = lsdd.distillation.distill.distill
     epochs_run = []
 
     def stop_after_first_epoch(*args, on_epoch, **kw):
@@ -194,13 +194,13 @@ def test_distill_interrupted_then_resumed_matches_uninterrupted(tiny, tmp_path, 
 
     out, ckpt = tmp_path / "s.json", tmp_path / "s.json.ckpt"
     args = ["distill", "--model", tiny, *DISTILL_ARGS, "--method", "lsd+", "--out", str(out)]
-    monkeypatch.setattr(lsdd.distill, "distill", stop_after_first_epoch)
+    monkeypatch.setattr(lsdd.distillation.distill, "distill", stop_after_first_epoch)
     assert main(args) == 130  # interrupted after epoch 1: checkpoint kept, no output
     teacher = tmp_path / "s.json.ckpt.teacher"  # the teacher run, written once beside the per-epoch checkpoint
     assert ckpt.is_file() and teacher.is_file() and not out.exists()
     assert "teacher_ckpt" in torch.load(ckpt, weights_only=False) and "cache" not in torch.load(ckpt, weights_only=False)
     assert "interrupted" in capsys.readouterr().err
-    monkeypatch.setattr(lsdd.distill, "distill", counting)
+    monkeypatch.setattr(lsdd.distillation.distill, "distill", counting)
     assert main(args + ["--resume"]) == 0
     assert "(epoch 1 of 2)" in capsys.readouterr().out
     # only the remaining epoch ran, the checkpoint is gone, and the result is the uninterrupted one
@@ -318,8 +318,8 @@ def test_bench_temperature_control_matches_lsd_diversity(tiny, tmp_path):
     # the search keeps the best of its probes (Euler, T = 1, among them)
     assert abs(ctrl.metrics[div] - lsd.metrics[div]) <= abs(euler.metrics[div] - lsd.metrics[div]) + 1e-12
     # what the search relies on: diversity rises with the temperature, here from T = 0.25 to T = 2
-    from lsdd.samplers import sample_batched, tempered_score
-    from lsdd.schedules import uniform_times
+    from lsdd.sampling.samplers import sample_batched, tempered_score
+    from lsdd.sampling.schedules import uniform_times
 
     ent = [task.compute(sample_batched(tempered_score(model.score_fn, temp), model.graph, model.noise,
                                        uniform_times(4), 32, model.config.length, seed=1).x)[div]
@@ -405,12 +405,12 @@ def test_distill_checkpoint_reads_the_teacher_cache_instead_of_copying_it(tiny, 
     """With --teacher-cache the per-epoch checkpoint names the cache file (no copy of the teacher's scores, which
     at V = 1,024 is a gigabyte per epoch); --resume reads it there and gives the uninterrupted result; a cache
     file deleted in between is a one-line error."""
-    import lsdd.distill
+    import lsdd.distillation.distill
 
     common = ["distill", "--model", tiny, *DISTILL_ARGS, "--teacher-cache", str(tmp_path / "teachers")]
     whole = tmp_path / "whole.json"
     assert main([*common, "--out", str(whole)]) == 0  # runs the teacher and saves it in the cache
-    real = lsdd.distill.distill
+    real = lsdd.distillation.distill.distill
 
     def stop_after_first_epoch(*args, on_epoch, **kw):
         def cb(rec, state):
@@ -419,22 +419,22 @@ def test_distill_checkpoint_reads_the_teacher_cache_instead_of_copying_it(tiny, 
         return real(*args, on_epoch=cb, **kw)
 
     out, ckpt = tmp_path / "s.json", tmp_path / "s.json.ckpt"
-    monkeypatch.setattr(lsdd.distill, "distill", stop_after_first_epoch)
+    monkeypatch.setattr(lsdd.distillation.distill, "distill", stop_after_first_epoch)
     assert main([*common, "--out", str(out)]) == 130
     saved = torch.load(ckpt, weights_only=False)
     (cached,) = (tmp_path / "teachers").iterdir()
     assert saved["teacher_file"] == str(cached.resolve()) and "cache" not in saved
     assert not (tmp_path / "s.json.ckpt.teacher").exists() and ckpt.stat().st_size < 20_000
-    monkeypatch.setattr(lsdd.distill, "distill", real)
+    monkeypatch.setattr(lsdd.distillation.distill, "distill", real)
     capsys.readouterr()
     assert main([*common, "--out", str(out), "--resume"]) == 0 and not ckpt.exists()
     assert LearnedSampler.load(out).coeffs == LearnedSampler.load(whole).coeffs
     # the cache file removed while interrupted: a one-line error, the checkpoint kept for the user to delete
-    monkeypatch.setattr(lsdd.distill, "distill", stop_after_first_epoch)
+    monkeypatch.setattr(lsdd.distillation.distill, "distill", stop_after_first_epoch)
     out.unlink()
     assert main([*common, "--out", str(out)]) == 130
     cached.unlink()
-    monkeypatch.setattr(lsdd.distill, "distill", real)
+    monkeypatch.setattr(lsdd.distillation.distill, "distill", real)
     capsys.readouterr()
     assert main([*common, "--out", str(out), "--resume"]) == 2 and not out.exists()
     assert "is gone; delete" in capsys.readouterr().err
@@ -481,7 +481,7 @@ def test_bench_scores_learned_files_with_their_own_control(tiny, learned, tmp_pa
     """--learned: a sampler distilled earlier is scored at its NFE with the bench's seeds (the same samples as
     `lsdd sample --learned` at seed + 1), and gets its own entropy-matched temperature control."""
     from lsdd.bench import BenchConfig, run_bench
-    from lsdd.samplers import sample_batched
+    from lsdd.sampling.samplers import sample_batched
 
     model = load_model(tiny)
     smp = LearnedSampler.load(learned)

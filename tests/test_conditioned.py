@@ -9,20 +9,20 @@ import pytest
 import torch
 
 from conftest import countdown_law
-from lsdd.artifact import LearnedSampler
+from lsdd.sampling.artifact import LearnedSampler
 from lsdd.cli import main
-from lsdd.conditioned import ConditionedParams, ConditionedRule, confidence
-from lsdd.coupling import ClockAdvance, clock_noise
-from lsdd.distill import DistillConfig, distill, to_artifact
+from lsdd.sampling.conditioned import ConditionedParams, ConditionedRule, confidence
+from lsdd.sampling.coupling import ClockAdvance, clock_noise
+from lsdd.distillation.distill import DistillConfig, distill, to_artifact
 from lsdd.errors import UserError
-from lsdd.exact import ExactScore, exact_sampler_law, seq_index
+from lsdd.sampling.exact import ExactScore, exact_sampler_law, seq_index
 from lsdd.graphs import Absorbing
-from lsdd.loop import reverse_loop
+from lsdd.sampling.loop import reverse_loop
 from lsdd.models import DiTConfig, ScoreDiT
 from lsdd.models.checkpoint import save_model_dir
 from lsdd.noise import LogLinear
-from lsdd.objective import ngram_hellinger, minimise_cma
-from lsdd.schedules import uniform_times
+from lsdd.distillation.objective import ngram_hellinger, minimise_cma
+from lsdd.sampling.schedules import uniform_times
 
 V, L, M = 2, 3, 4
 GRAPH, NOISE = Absorbing(V), LogLinear(1e-3)
@@ -77,7 +77,7 @@ def test_step_law_formula():
 
 def test_coupled_paths_keep_the_exact_law(exact):
     """Clock-driven draws (shared per-position clocks and value uniforms) give the exact output law: a chi-square
-    test of 20,000 coupled samples against lsdd.exact, with a non-trivial lsd-c sampler."""
+    test of 20,000 coupled samples against lsdd.sampling.exact, with a non-trivial lsd-c sampler."""
     times, p = uniform_times(M), _params(1)
     kw = dict(rule=ConditionedRule(), coeffs=p.coeff_fn(GRAPH))
     ref = exact_sampler_law(exact, GRAPH, NOISE, times, L, method=kw["rule"], coeffs=kw["coeffs"])
@@ -197,7 +197,7 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
 
 
 def test_time_ratio_moves_the_absorbing_score_exactly(exact):
-    from lsdd.losses import time_ratio
+    from lsdd.distillation.losses import time_ratio
 
     x = torch.tensor([[GRAPH.mask_id, 1, GRAPH.mask_id], [0, GRAPH.mask_id, GRAPH.mask_id]])
     t, tau = torch.tensor(0.7, dtype=torch.float64), torch.tensor(0.45, dtype=torch.float64)

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from conftest import countdown_law, sampler_law_vs_samples
-from lsdd.artifact import LearnedSampler
-from lsdd.conditioned import ConditionedParams, ConditionedRule
-from lsdd.distill import DistillConfig
-from lsdd.draws import CountedLaw, make_generator
+from lsdd.sampling.artifact import LearnedSampler
+from lsdd.sampling.conditioned import ConditionedParams, ConditionedRule
+from lsdd.distillation.distill import DistillConfig
+from lsdd.sampling.draws import CountedLaw, make_generator
 from lsdd.errors import UserError
-from lsdd.exact import ExactScore, counted_set_probs, exact_sampler_law
+from lsdd.sampling.exact import ExactScore, counted_set_probs, exact_sampler_law
 from lsdd.graphs import Absorbing
 from lsdd.noise import LogLinear
-from lsdd.schedules import uniform_times
+from lsdd.sampling.schedules import uniform_times
 
 MOVE = torch.tensor([[0.3, 0.0, 0.7, 0.2], [1.0, 1.0, 1.0, 1.0], [0.1, 0.5, 0.05, 0.9], [0.0, 0.0, 0.0, 0.0]],
                     dtype=torch.float64)
@@ -67,7 +67,7 @@ def exact():
 
 
 def test_counted_sampler_samples_follow_its_exact_law(exact):
-    """The whole counted lsd-c sampler: lsdd.exact's output law (counted_transition at every step) against the
+    """The whole counted lsd-c sampler: lsdd.sampling.exact's output law (counted_transition at every step) against the
     frequencies of 20,000 samples of the same sampler; and it differs from the independent-movers law."""
     g = torch.Generator().manual_seed(3)
     p = ConditionedParams(2, 0.6 * torch.randn(2, generator=g, dtype=torch.float64),
@@ -118,7 +118,7 @@ def test_counted_artifact_round_trip_and_bad_values(exact, tmp_path):
 
 
 def test_feature_objective_pieces():
-    from lsdd.objective import energy_distance, unigram_entropy
+    from lsdd.distillation.objective import energy_distance, unigram_entropy
 
     x = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 2], [0, 1, 2, 3]])
     assert torch.allclose(unigram_entropy(x, 5), torch.tensor([math.log(2), 0.0, math.log(4)], dtype=torch.float64))
@@ -132,7 +132,7 @@ def test_feature_objective_pieces():
 def test_lsd_c_counted_fitted_on_features_end_to_end(exact, tmp_path):
     """--counted with --objective features: seeded, never worse than the base on its objective, and the artifact
     says its movers are counted."""
-    from lsdd.distill import distill, to_artifact
+    from lsdd.distillation.distill import distill, to_artifact
 
     cfg = DistillConfig(nfe=M, teacher_nfe=16, num_traj=64, method="lsd-c", counted=True, objective="features",
                         obj_samples=64, cma_iters=2, cma_popsize=4, validation=False)
@@ -147,7 +147,7 @@ def test_lsd_c_counted_fitted_on_features_end_to_end(exact, tmp_path):
 def test_counted_count_comes_from_the_schedule_and_the_slope_only_orders():
     """Counted movers: the expected number of movers is the a_k = 0 one (phi_k alone), whatever the slope; the slope
     reweighs which tokens move (confident ones first for a_k > 0)."""
-    from lsdd.steps import get_rule
+    from lsdd.sampling.steps import get_rule
 
     graph = Absorbing(3)
     x = torch.full((1, 3), graph.mask_id)
@@ -173,7 +173,7 @@ def test_cli_sample_counted(tmp_path, capsys, flag, choice, says):
 
     from lsdd.cli import main
     from lsdd.models import load_model
-    from lsdd.samplers import sample_batched
+    from lsdd.sampling.samplers import sample_batched
     from test_conditioned import _tiny_model
 
     model_dir = _tiny_model(tmp_path / "m", "absorbing")

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from lsdd.distill import DistillConfig, SamplerParams, distill, perturb_start
-from lsdd.exact import ExactScore, all_sequences, exact_state_laws
+from lsdd.distillation.distill import DistillConfig, SamplerParams, distill, perturb_start
+from lsdd.sampling.exact import ExactScore, all_sequences, exact_state_laws
 from lsdd.graphs import Absorbing, Ordinal, Uniform
 from lsdd.noise import Geometric, LogLinear
-from lsdd.schedules import refine_times, uniform_times
+from lsdd.sampling.schedules import refine_times, uniform_times
 
 from conftest import countdown_law, toy_law
 
@@ -131,7 +131,7 @@ def test_bad_config_rejected():
 
 def test_teacher_cache_with_no_movable_rows_at_a_step():
     # a student step at which no teacher trajectory has a mask left: nothing is stored, nothing compared
-    from lsdd.teacher import TeacherCache
+    from lsdd.distillation.teacher import TeacherCache
 
     states = [torch.full((2, 3), 3), torch.zeros(2, 3, dtype=torch.long)]
     rows = [torch.arange(6).view(2, 3), torch.full((2, 3), -1)]
@@ -167,8 +167,8 @@ def test_l2_linear_loss_matches_autograd_through_the_dense_loss(graph):
     """The default l2 / linear-Phi step loss is computed on the compared rows with its gradient in closed form
     (losses._l2_linear); it equals the dense reference - autograd through scale_score and _sq_sum on the full
     (b, L, S) tensors - in value and in d/dPhi, on both graph kinds and with rows left out."""
-    from lsdd.losses import _compare_mask, _full_score, _l2_linear, _off_diag, _sq_sum
-    from lsdd.samplers import scale_score
+    from lsdd.distillation.losses import _compare_mask, _full_score, _l2_linear, _off_diag, _sq_sum
+    from lsdd.sampling.samplers import scale_score
 
     gen = torch.Generator().manual_seed(3)
     b, length = 4, 6
@@ -198,9 +198,9 @@ def test_l2_linear_loss_matches_autograd_through_the_dense_loss(graph):
 def test_lsd_plus_time_loss_on_compared_rows_equals_the_dense_loss(base, loss):
     """LSD+'s time loss is computed on the compared rows only (step laws factorise over positions); its value and
     its gradient in the grid equal the dense formula over all (b, L) rows with the mask, written out here."""
-    from lsdd.distill import DistillConfig
-    from lsdd.losses import _compare_mask, _full_score, _kl_sum, _off_diag, _sq_sum, step_losses, step_stats
-    from lsdd.samplers import step_law_dense
+    from lsdd.distillation.distill import DistillConfig
+    from lsdd.distillation.losses import _compare_mask, _full_score, _kl_sum, _off_diag, _sq_sum, step_losses, step_stats
+    from lsdd.sampling.samplers import step_law_dense
 
     graph, noise = Absorbing(6), LogLinear()
     cfg = DistillConfig(method="lsd+", base=base, loss=loss, nfe=4, teacher_nfe=8)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lsdd.exact import ExactScore
+from lsdd.sampling.exact import ExactScore
 import math
 
 from lsdd.graphs import Absorbing, Ordinal, Uniform, make_graph

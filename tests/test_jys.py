@@ -1,4 +1,4 @@
-"""Jump Your Steps (lsdd.jys): the KLUB gain against its formula, golden-section search, the hierarchical grids,
+"""Jump Your Steps (lsdd.distillation.jys): the KLUB gain against its formula, golden-section search, the hierarchical grids,
 the import of JYS's schedule files, and the CLI paths (schedule, sample --learned, distill --init-grid, bench rows
 for every baseline with its counted calls)."""
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from lsdd.artifact import LearnedSampler
+from lsdd.sampling.artifact import LearnedSampler
 from lsdd.cli import main
-from lsdd.exact import ExactScore, all_sequences
+from lsdd.sampling.exact import ExactScore, all_sequences
 from lsdd.graphs import Absorbing
-from lsdd.jys import JYSConfig, JYSSearch, KLUBEstimator, golden_max, import_jys_grid, jys_fine_grid
+from lsdd.distillation.jys import JYSConfig, JYSSearch, KLUBEstimator, golden_max, import_jys_grid, jys_fine_grid
 from lsdd.noise import LogLinear
 
 from test_cli_sampling import _tiny
@@ -183,7 +183,7 @@ def test_bench_rows_for_every_baseline(tiny, tmp_path, capsys):
 
 
 def test_lsd_plus_starts_exactly_on_the_given_grid():
-    from lsdd.distill import SamplerParams
+    from lsdd.distillation.distill import SamplerParams
 
     grid = torch.tensor([1.0, 0.93, 0.61, 0.2, 1e-5], dtype=torch.float64)
     # theta = log of the grid's steps, so softmax(theta) (1 - eps) rebuilds the grid before any update

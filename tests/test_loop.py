@@ -4,14 +4,14 @@ steps, state-dependent coefficients, generator/device plumbing and per-chunk ran
 import pytest
 import torch
 
-from lsdd.draws import RowStreams, check_generator, derive_seed, make_generator
-from lsdd.exact import ExactScore, exact_sampler_law
+from lsdd.sampling.draws import RowStreams, check_generator, derive_seed, make_generator
+from lsdd.sampling.exact import ExactScore, exact_sampler_law
 from lsdd.graphs import Absorbing, Uniform
-from lsdd.loop import CountedScore, ScoreContractError, reverse_loop
+from lsdd.sampling.loop import CountedScore, ScoreContractError, reverse_loop
 from lsdd.noise import Geometric, LogLinear
-from lsdd.samplers import sample
-from lsdd.schedules import uniform_times
-from lsdd.steps import Euler
+from lsdd.sampling.samplers import sample
+from lsdd.sampling.schedules import uniform_times
+from lsdd.sampling.steps import Euler
 
 from conftest import countdown_law, toy_law
 

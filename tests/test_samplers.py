@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from lsdd.exact import ExactScore, all_sequences, exact_sampler_law, seq_index
+from lsdd.sampling.exact import ExactScore, all_sequences, exact_sampler_law, seq_index
 from lsdd.graphs import Absorbing, Ordinal, Uniform
 from lsdd.noise import Geometric, LogLinear
-from lsdd.samplers import euler_probs, sample, tweedie_probs
-from lsdd.schedules import uniform_times
+from lsdd.sampling.samplers import euler_probs, sample, tweedie_probs
+from lsdd.sampling.schedules import uniform_times
 
 from conftest import countdown_law, toy_law
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from conftest import countdown_law, sampler_law_vs_samples
-from lsdd.artifact import LearnedSampler, movers_sampler
-from lsdd.conditioned import ConditionedParams, ConditionedRule
-from lsdd.draws import CountedLaw, inclusion, make_generator
-from lsdd.exact import ExactScore, counted_set_probs, exact_sampler_law
+from lsdd.sampling.artifact import LearnedSampler, movers_sampler
+from lsdd.sampling.conditioned import ConditionedParams, ConditionedRule
+from lsdd.sampling.draws import CountedLaw, inclusion, make_generator
+from lsdd.sampling.exact import ExactScore, counted_set_probs, exact_sampler_law
 from lsdd.graphs import Absorbing
 from lsdd.noise import LogLinear
-from lsdd.schedules import uniform_times
+from lsdd.sampling.schedules import uniform_times
 
 MOVE = torch.tensor([[0.3, 0.0, 0.7, 0.2, 0.4], [1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.5, 0.05, 0.9, 0.3],
                      [0.0, 0.0, 0.0, 0.0, 0.0], [0.4, 0.4, 0.4, 0.4, 0.4], [0.9, 0.9, 0.1, 0.1, 0.1]],
@@ -81,7 +81,7 @@ def exact():
 
 
 def test_spread_sampler_samples_follow_its_exact_law():
-    """The whole spread lsd-c sampler (random per-step parameters; countdown on 3 values, L = 4): lsdd.exact's
+    """The whole spread lsd-c sampler (random per-step parameters; countdown on 3 values, L = 4): lsdd.sampling.exact's
     output law against the frequencies of 20,000 samples; it differs from the same sampler with movers chosen by
     weight (by 0.006 in L1 here: few sets are possible at L = 4)."""
     graph, length = Absorbing(3), 4
@@ -158,7 +158,7 @@ def test_distill_spread_writes_spread_movers(tmp_path, capsys):
     import json
 
     from lsdd.cli import main
-    from lsdd.distill import DistillConfig, distill
+    from lsdd.distillation.distill import DistillConfig, distill
     from lsdd.models import load_model
     from test_conditioned import _tiny_model
 
@@ -193,12 +193,12 @@ def test_spread_on_the_uniform_graph_keeps_each_tokens_law_and_its_sampler_match
     """On the uniform graph the movers are the tokens that change. (1) One Euler step from every state of 3 values x
     4 tokens: the exact per-token marginals of the spread law equal the independent law's wherever no token's share
     is capped at 1 (the values are the same conditionals; only the joint of who changes differs). (2) The whole
-    two-step spread sampler's exact output law (lsdd.exact) against 20,000 samples, and it is not Euler's.
+    two-step spread sampler's exact output law (lsdd.sampling.exact) against 20,000 samples, and it is not Euler's.
     (3) Confidence slopes and value temperatures are refused off the absorbing graph."""
-    from lsdd.exact import all_sequences, counted_transition
+    from lsdd.sampling.exact import all_sequences, counted_transition
     from lsdd.graphs import Uniform
     from lsdd.noise import Geometric
-    from lsdd.steps import get_rule
+    from lsdd.sampling.steps import get_rule
 
     graph, noise, length = Uniform(3), Geometric(), 4
     exact = ExactScore(countdown_law(3, length), graph, length)

@@ -1,14 +1,14 @@
-"""The factorised step laws (lsdd.steps) and the two-stage draw (lsdd.draws) against the dense reference
+"""The factorised step laws (lsdd.sampling.steps) and the two-stage draw (lsdd.sampling.draws) against the dense reference
 laws (samplers.euler_probs / tweedie_probs), in probabilities, on small random cases."""
 
 import pytest
 import torch
 
-from lsdd.draws import StepLaw, inverse_cdf, sample_categorical
+from lsdd.sampling.draws import StepLaw, inverse_cdf, sample_categorical
 from lsdd.graphs import Absorbing, Ordinal, Uniform
 from lsdd.noise import Geometric, LogLinear
-from lsdd.samplers import REFERENCE_PROBS
-from lsdd.steps import get_rule
+from lsdd.sampling.samplers import REFERENCE_PROBS
+from lsdd.sampling.steps import get_rule
 
 SETUPS = {
     "absorbing-loglinear": (Absorbing(4), LogLinear(1e-3)),

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lsdd.distill import DistillConfig, distill, make_teacher
+from lsdd.distillation.distill import DistillConfig, distill, make_teacher
 from lsdd.models.dit import DiTConfig, ScoreDiT
 from lsdd.graphs import make_graph
 from lsdd.noise import noise_from_dict
-from lsdd.schedules import uniform_times
-from lsdd.teacher import choose_store, full_cache_bytes, run_teacher
+from lsdd.sampling.schedules import uniform_times
+from lsdd.distillation.teacher import choose_store, full_cache_bytes, run_teacher
 
 
 def _model(graph="absorbing"):

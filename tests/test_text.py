@@ -169,7 +169,7 @@ def test_distinct_and_entropy_exact():
 
 
 def test_tempered_score_keeps_jump_rates_and_powers_the_targets():
-    from lsdd.samplers import tempered_score
+    from lsdd.sampling.samplers import tempered_score
 
     g = torch.Generator().manual_seed(0)
     base = torch.rand(2, 3, 6, generator=g, dtype=torch.float64) * 3
@@ -320,9 +320,9 @@ BUNDLED_TEXT = [m for m in ("text-absorb", "text-uniform")]
 @pytest.mark.parametrize("name", BUNDLED_TEXT)
 def test_bundled_text_models_load_sample_and_score(name, tmp_path):
     from lsdd.models import bundled_models, load_model
-    from lsdd.samplers import sample
-    from lsdd.schedules import uniform_times
-    from lsdd.draws import make_generator
+    from lsdd.sampling.samplers import sample
+    from lsdd.sampling.schedules import uniform_times
+    from lsdd.sampling.draws import make_generator
     from lsdd.text.evaluator import load_evaluator
 
     if name not in bundled_models():

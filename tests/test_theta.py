@@ -1,4 +1,4 @@
-"""theta-RK-2 and theta-trapezoidal (lsdd.theta): convergence order on exact toys (output laws by enumeration,
+"""theta-RK-2 and theta-trapezoidal (lsdd.sampling.theta): convergence order on exact toys (output laws by enumeration,
 not samples), one step against the formulas written out by hand, draws against the exact law, NFE counting,
 and errors."""
 
@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
-from lsdd.draws import RowStreams, TwoStageLaw, make_generator
+from lsdd.sampling.draws import RowStreams, TwoStageLaw, make_generator
 from lsdd.errors import ScoreContractError
-from lsdd.exact import ExactScore, exact_reverse_law, exact_sampler_law, seq_index
+from lsdd.sampling.exact import ExactScore, exact_reverse_law, exact_sampler_law, seq_index
 from lsdd.graphs import Absorbing, Ordinal, Uniform
-from lsdd.loop import CountedScore, reverse_loop
+from lsdd.sampling.loop import CountedScore, reverse_loop
 from lsdd.noise import Geometric, LogLinear
-from lsdd.samplers import sample
-from lsdd.schedules import uniform_times
-from lsdd.steps import get_rule
-from lsdd.theta import ThetaRK2, ThetaTrapezoidal
+from lsdd.sampling.samplers import sample
+from lsdd.sampling.schedules import uniform_times
+from lsdd.sampling.steps import get_rule
+from lsdd.sampling.theta import ThetaRK2, ThetaTrapezoidal
 
 ABS, LOGLIN = Absorbing(3), LogLinear(1e-3)
 UNI, GEO = Uniform(3), Geometric(1e-3, 8.0)
@@ -53,7 +53,7 @@ def test_trapezoidal_is_second_order_where_euler_is_first(graph, noise, eps, ste
     assert t_err[0] < e_err[1] / 3, (t_err, e_err)
     # theta-RK-2, transcribed per token, stays first order (measured slopes 1.00 / 1.04-1.32): its final jump is
     # drawn from x for all tokens at once, so two tokens moving in one step are drawn independently (an O(h^2)
-    # error per step in their joint law) - see the module docstring of lsdd.theta
+    # error per step in their joint law) - see the module docstring of lsdd.sampling.theta
     assert all(v < 1.5 for v in rk2), rk2
 
 

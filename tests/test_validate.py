@@ -1,4 +1,4 @@
-"""Validation of learned samplers against their base (lsdd.validate, DistillConfig.validation, lsdd distill)."""
+"""Validation of learned samplers against their base (lsdd.distillation.validate, DistillConfig.validation, lsdd distill)."""
 
 import json
 
@@ -7,9 +7,9 @@ import torch
 
 from lsdd.cli import main
 from lsdd.data.markov import generate_markov, markov_chain
-from lsdd.distill import DistillConfig, make_teacher, validate_learned
+from lsdd.distillation.distill import DistillConfig, make_teacher, validate_learned
 from lsdd.models import load_model
-from lsdd.validate import compare, mmd2, unigram_entropy
+from lsdd.distillation.validate import compare, mmd2, unigram_entropy
 
 
 def _phi(x, s):
@@ -95,7 +95,7 @@ def test_sharpened_sampler_is_rejected():
 
 def test_model_nll_separates_data_from_noise():
     from lsdd.data.countdown import generate_countdown
-    from lsdd.validate import model_nll
+    from lsdd.distillation.validate import model_nll
 
     model = load_model("countdown")
     g = torch.Generator().manual_seed(0)
@@ -137,7 +137,7 @@ def test_validation_config_errors():
 
 
 def test_nll_z_hand_computed():
-    from lsdd.validate import nll_z
+    from lsdd.distillation.validate import nll_z
 
     base = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
     learned = base - 1.0

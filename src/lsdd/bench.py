@@ -2,8 +2,8 @@
 
 Rows: the teacher (reference), and at every NFE the uniform-grid Euler and Tweedie baselines, the learned
 samplers (LSD, LSD+ on each base), and on request the other baselines users compare against: JYS grids (a
-KLUB search on the teacher's outputs, ``lsdd.jys``), the two-call theta-RK-2 / theta-trapezoidal solvers
-(``lsdd.theta``; NFE/2 steps), the base rules with counted movers (``counted``, ``spread``: nothing
+KLUB search on the teacher's outputs, ``lsdd.distillation.jys``), the two-call theta-RK-2 / theta-trapezoidal solvers
+(``lsdd.sampling.theta``; NFE/2 steps), the base rules with counted movers (``counted``, ``spread``: nothing
 learned), and samplers learned earlier (``BenchConfig.learned``, e.g. ``lsdd distill``
 files), scored with the same seeds. Each row is scored by the task's quality metrics beside their diversity
 partners, with its network calls per sample as counted (and steps x calls per step), wall time per sample
@@ -23,14 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import dist
-from .artifact import LearnedSampler, movers_sampler
-from .distill import DistillConfig, distill, to_artifact
-from .draws import make_generator
+from .sampling.artifact import LearnedSampler, movers_sampler
+from .distillation.distill import DistillConfig, distill, to_artifact
+from .sampling.draws import make_generator
 from .metrics import Task
-from .samplers import sample, sample_batched
-from .schedules import uniform_times
-from .steps import THETA_RULES, get_rule
-from .teacher import cache_file, choose_store, find_cached, load_cached, run_teacher, save_cached
+from .sampling.samplers import sample, sample_batched
+from .sampling.schedules import uniform_times
+from .sampling.steps import THETA_RULES, get_rule
+from .distillation.teacher import cache_file, choose_store, find_cached, load_cached, run_teacher, save_cached
 
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
 MOVERS = {"counted": "rounded", "spread": "spread"}  # the base rule with counted movers (nothing learned)
@@ -156,7 +156,7 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     for m in thetas:
         get_rule(m, cfg.theta)  # a bad theta fails before any work
     if "jys" in cfg.methods:
-        from .jys import JYSConfig
+        from .distillation.jys import JYSConfig
 
         JYSConfig(**cfg.jys).validate()
     for name, smp in cfg.learned:
@@ -253,15 +253,15 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
 
 
 def _jys_search(model, cfg: BenchConfig, x0, eps: float):
-    """One KLUB search on the teacher's outputs, shared by every NFE and base (``lsdd.jys``)."""
-    from .jys import JYSConfig, JYSSearch, KLUBEstimator
+    """One KLUB search on the teacher's outputs, shared by every NFE and base (``lsdd.distillation.jys``)."""
+    from .distillation.jys import JYSConfig, JYSSearch, KLUBEstimator
 
     jcfg = JYSConfig(**{"batch_size": cfg.batch_size, "seed": cfg.seed, **cfg.jys, "eps": eps})
     return JYSSearch(KLUBEstimator(model.score_fn, model.graph, model.noise, x0, jcfg, model.device))
 
 
 def _jys_sampler(search, nfe: int, base: str, model, info: dict) -> LearnedSampler:
-    from .jys import schedule_artifact
+    from .distillation.jys import schedule_artifact
 
     times = search.grid(nfe)
     est = search.est
@@ -321,7 +321,7 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
     steps on log T (``match_temperature``) so that its diversity metric (the headline's partner) matches that
     row's. The control that tells a learned sampler from mere sharpening; ``BenchRow.matches`` names the row it
     matches."""
-    from .samplers import tempered_score
+    from .sampling.samplers import tempered_score
 
     div = task.pairs[0][1]
     fast = getattr(task, "fast_metrics", {}).get(div, lambda x: task.compute(x)[div])

@@ -52,7 +52,7 @@ class _Base:
 
     def sample_transition(self, x0: Tensor, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Draw x_t ~ transition(x0, sigma): (B, L) int64."""
-        from .draws import sample_categorical
+        from .sampling.draws import sample_categorical
 
         return sample_categorical(self.transition(x0, sigma), generator)
 

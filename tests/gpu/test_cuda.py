@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from lsdd.cli import main
-from lsdd.draws import make_generator
+from lsdd.sampling.draws import make_generator
 from lsdd.graphs import Absorbing
 from lsdd.models import load_model
 from lsdd.noise import LogLinear
-from lsdd.samplers import sample
-from lsdd.schedules import uniform_times
-from lsdd.steps import get_rule
+from lsdd.sampling.samplers import sample
+from lsdd.sampling.schedules import uniform_times
+from lsdd.sampling.steps import get_rule
 
 pytestmark = pytest.mark.gpu
 

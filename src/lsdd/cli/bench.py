@@ -37,8 +37,8 @@ examples:
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
-    from ..distill import DistillConfig
-    from ..objective import OBJECTIVES
+    from ..distillation.distill import DistillConfig
+    from ..distillation.objective import OBJECTIVES
 
     d = DistillConfig()
     p = subparsers.add_parser(name, help="compare base and learned samplers at equal NFE",
@@ -116,7 +116,7 @@ def run(args) -> int:
 
     task_name = args.task or default_task(model)
     task = make_task(task_name, model, args)
-    from ..artifact import LearnedSampler
+    from ..sampling.artifact import LearnedSampler
 
     learned = tuple((Path(f).name, LearnedSampler.load(f)) for f in args.learned)
     control = args.temperature_control if args.temperature_control is not None else task_name == "text"

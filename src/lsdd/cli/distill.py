@@ -46,8 +46,8 @@ written once, to OUT.ckpt.teacher, or not at all when --teacher-cache holds it);
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
-    from ..distill import DistillConfig
-    from ..objective import OBJECTIVES
+    from ..distillation.distill import DistillConfig
+    from ..distillation.objective import OBJECTIVES
 
     d = DistillConfig()
     p = subparsers.add_parser(name, help="distill a learned few-step sampler (LSD / LSD+ / LSD-C)",
@@ -135,12 +135,12 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def config_from_args(args):
-    from ..distill import DistillConfig
+    from ..distillation.distill import DistillConfig
 
     names = {f.name for f in fields(DistillConfig)}
     cfg = DistillConfig(**{k: v for k, v in vars(args).items() if k in names})
     if getattr(args, "init_grid", None):
-        from ..artifact import LearnedSampler
+        from ..sampling.artifact import LearnedSampler
 
         grid = LearnedSampler.load(args.init_grid)
         if grid.nfe != cfg.nfe:
@@ -159,7 +159,7 @@ def run(args) -> int:
     import torch
 
     from .. import atomic, dist
-    from ..distill import distill, make_teacher, to_artifact
+    from ..distillation.distill import distill, make_teacher, to_artifact
 
     out = check_output(args.out, ".json")
     if args.teacher_cache is not None and Path(args.teacher_cache).exists() and not Path(args.teacher_cache).is_dir():
@@ -172,7 +172,7 @@ def run(args) -> int:
                         f"{model.source} has a {model.graph.name} graph")
     info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
     if args.init_grid:
-        from ..artifact import LearnedSampler
+        from ..sampling.artifact import LearnedSampler
 
         grid = LearnedSampler.load(args.init_grid)
         # a grid is just times: it must fit the model's graph and noise, not its weights
@@ -202,7 +202,7 @@ def run(args) -> int:
         if not dist.is_main():
             return
         if not teacher_ref:
-            from ..teacher import save_cached
+            from ..distillation.teacher import save_cached
 
             save_cached(cache, teacher_ckpt)
             teacher_ref["teacher_ckpt"] = teacher_ckpt.name
@@ -213,7 +213,7 @@ def run(args) -> int:
     length = model.config.length
     saved = found = None
     if cache is None and args.teacher_cache is not None:
-        from ..teacher import cache_file, choose_store, find_cached, load_cached
+        from ..distillation.teacher import cache_file, choose_store, find_cached, load_cached
 
         if cfg.coupled or cfg.init_times is not None:
             raise UserError("--teacher-cache keeps uncoupled teacher runs on uniform grids; it does not apply with "
@@ -231,7 +231,7 @@ def run(args) -> int:
         print(f"teacher: {cfg.teacher_nfe} {cfg.base} steps x {cfg.num_traj} trajectories of length {length}")
         cache = make_teacher(model.score_fn, model.graph, model.noise, length, cfg, device=model.device)
         if saved is not None and dist.is_main():
-            from ..teacher import save_cached
+            from ..distillation.teacher import save_cached
 
             save_cached(cache, saved)
             print(f"teacher run saved to {saved}")
@@ -279,7 +279,7 @@ def _resume_teacher(ref: dict, ckpt: Path, nfe: int, device):
     """The teacher run of an interrupted distillation: the --teacher-cache file it read (or wrote), else the
     OUT.ckpt.teacher file written beside the checkpoint once, after the teacher. A missing or unreadable file is
     a one-line error."""
-    from ..teacher import load_cached
+    from ..distillation.teacher import load_cached
 
     if "teacher_file" in ref:
         path = Path(ref["teacher_file"])

@@ -46,7 +46,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--counted", action="store_true",
                    help="euler / tweedie: each sequence unmasks (absorbing graph) or changes (other graphs) a rounded "
                         "number of tokens (the expected number), chosen without replacement by weight, instead of each "
-                        "token on its own coin (lsdd.draws.CountedLaw; no learned parameters, same network calls)")
+                        "token on its own coin (lsdd.sampling.draws.CountedLaw; no learned parameters, same network calls)")
     p.add_argument("--spread", action="store_true",
                    help="counted movers (implies --counted) chosen spread along the sequence instead of by weight: "
                         "systematic sampling in position order, so the tokens that move together in one step are about "
@@ -65,9 +65,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from .. import atomic
-    from ..artifact import LearnedSampler
-    from ..samplers import sample_batched, tempered_score
-    from ..schedules import uniform_times
+    from ..sampling.artifact import LearnedSampler
+    from ..sampling.samplers import sample_batched, tempered_score
+    from ..sampling.schedules import uniform_times
 
     out = check_output(args.out, ".npy")
     if not 0.0 < args.eps < 1.0:
@@ -85,7 +85,7 @@ def run(args) -> int:
         method, times, coeffs, mode = rule, uniform_times(steps, args.eps), None, "linear"
         desc = f"{args.sampler} on the uniform grid ({steps} steps x {rule.calls} network call{'s' * (rule.calls > 1)})"
         if args.counted or args.spread:
-            from ..conditioned import ConditionedParams, ConditionedRule
+            from ..sampling.conditioned import ConditionedParams, ConditionedRule
 
             method = ConditionedRule(args.sampler)
             params = ConditionedParams(steps, counted=True, choice="spread" if args.spread else "weight")
@@ -113,7 +113,7 @@ def run(args) -> int:
 def _base_sampler(args):
     """The step rule and the number of steps that --sampler, --steps, --nfe and --theta ask for (UserError when
     they disagree)."""
-    from ..steps import get_rule
+    from ..sampling.steps import get_rule
 
     if args.learned and (args.theta is not None or args.nfe is not None or args.steps is not None or args.counted
                          or args.spread):

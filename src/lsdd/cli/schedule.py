@@ -33,7 +33,7 @@ examples:
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
-    from ..jys import JYSConfig
+    from ..distillation.jys import JYSConfig
 
     d = JYSConfig()
     p = subparsers.add_parser(name, help="choose a time grid with Jump Your Steps (KLUB search)",
@@ -59,7 +59,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from .. import __version__
-    from ..jys import import_jys_grid, schedule_artifact
+    from ..distillation.jys import import_jys_grid, schedule_artifact
 
     out = check_output(args.out, ".json")
     if not 0.0 < args.eps < 1.0:
@@ -86,10 +86,10 @@ def run(args) -> int:
 
 def _search(args, model):
     from ..data.tokens import load_token_file
-    from ..draws import derive_seed
-    from ..jys import JYSConfig, JYSSearch, KLUBEstimator
-    from ..samplers import sample_batched
-    from ..schedules import uniform_times
+    from ..sampling.draws import derive_seed
+    from ..distillation.jys import JYSConfig, JYSSearch, KLUBEstimator
+    from ..sampling.samplers import sample_batched
+    from ..sampling.schedules import uniform_times
 
     cfg = JYSConfig(max_iter=args.max_iter, batch_size=args.batch_size, seed=args.seed, eps=args.eps)
     length = model.config.length

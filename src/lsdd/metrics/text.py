@@ -35,7 +35,7 @@ def unigram_entropy(x: np.ndarray) -> float:
     """Mean over rows of the entropy (nats) of each row's token histogram. x: (n, L) ints."""
     import torch
 
-    from ..validate import unigram_entropy as per_sample_entropy
+    from ..distillation.validate import unigram_entropy as per_sample_entropy
 
     return per_sample_entropy(torch.as_tensor(np.asarray(x)))
 

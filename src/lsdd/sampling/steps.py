@@ -13,7 +13,7 @@ large scores or Phi never overflow and tiny ones never underflow to an all-zero 
 a 0-d tensor or a (B, L) tensor (state-dependent coefficients). The entry of the score at the current
 token must be 1 (``loop.CountedScore`` enforces it); the laws here read it on the uniform graph.
 
-The two-call, second-order theta-RK-2 and theta-trapezoidal rules live in ``lsdd.theta`` and are registered in
+The two-call, second-order theta-RK-2 and theta-trapezoidal rules live in ``lsdd.sampling.theta`` and are registered in
 ``RULES`` here; ``ONE_CALL`` names the rules a learned sampler can be built on.
 
 These laws equal the dense reference laws ``samplers.euler_probs`` / ``tweedie_probs`` (tests prove it on
@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from .draws import StepLaw
-from .graphs import Graph
-from .noise import Noise
+from ..graphs import Graph
+from ..noise import Noise
 from .theta import ThetaRK2, ThetaTrapezoidal
 
 PHI_MODES = ("linear", "log")

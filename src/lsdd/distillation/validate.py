@@ -82,7 +82,7 @@ def model_nll(score_fn, graph, noise, x: Tensor, *, num_times: int = 8, seed: in
     and x is noised with the graph's forward process; the bound is the mean over strata of
     (1 - t_min) sigma(t) sum_i DSE_i / L. The draws depend only on (seed, batch index, stratum), so sample sets
     of the same size see the same noise levels and masks (common random numbers)."""
-    from .draws import make_generator
+    from ..sampling.draws import make_generator
 
     out = []
     for b, b0 in enumerate(range(0, x.shape[0], batch_size)):

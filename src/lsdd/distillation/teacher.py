@@ -21,12 +21,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .graphs import Graph
-from .noise import Noise
-from . import dist
-from .draws import make_generator
-from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
-from .schedules import check_times, refine_times
+from ..graphs import Graph
+from ..noise import Noise
+from .. import dist
+from ..sampling.draws import make_generator
+from ..sampling.loop import CountedScore, ScoreFn, StepInfo, reverse_loop
+from ..sampling.schedules import check_times, refine_times
 
 
 @dataclass
@@ -169,7 +169,7 @@ def load_cached(path, nfe: int, device: torch.device | str = "cpu") -> TeacherCa
 
 def save_cached(cache: TeacherCache, path) -> None:
     """Write a run atomically (a reader never sees half a file)."""
-    from . import atomic
+    from .. import atomic
 
     with atomic.atomic_path(path) as tmp:
         torch.save(cache.to_state(), tmp)
@@ -201,7 +201,7 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
     (``store`` "scores") or only its states there ("states": the cache recomputes the scores, see the module).
 
     With ``coupled_seed`` the draws come from per-trajectory clocks and value uniforms instead
-    (``lsdd.coupling``; absorbing graph), which a coupled student shares.
+    (``lsdd.sampling.coupling``; absorbing graph), which a coupled student shares.
 
     Batch b of trajectories draws from ``make_generator(seed, device, b)``; under torch.distributed the
     batches are spread over the ranks and every rank gets the whole cache back (independent of the count).
@@ -235,7 +235,7 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
 
         advance = None
         if coupled_seed is not None:
-            from .coupling import ClockAdvance, clock_noise
+            from ..sampling.coupling import ClockAdvance, clock_noise
 
             advance = ClockAdvance(*clock_noise(coupled_seed, torch.arange(b * batch_size, b * batch_size + n), length))
         out = reverse_loop(score_fn, graph, noise, times, x_T, rule=method, on_score=keep,

@@ -1,8 +1,8 @@
 """LSD and LSD+ (method.md §3-5): learn one coefficient per step (and, for LSD+, the time grid) of an
 M-step student sampler by matching the score trajectory of an N-step teacher. The network stays frozen.
 
-The student runs the one reverse loop (``lsdd.loop``) from perturbed teacher starts; at every step a hook
-compares its score with the teacher's cached score (``lsdd.losses``) and backpropagates into Phi (and, for
+The student runs the one reverse loop (``lsdd.sampling.loop``) from perturbed teacher starts; at every step a hook
+compares its score with the teacher's cached score (``lsdd.distillation.losses``) and backpropagates into Phi (and, for
 LSD+, the grid logits theta), or refits Phi in closed form (linear + l2). States depend on earlier steps only
 through discrete draws, so nothing is backpropagated through the network. One optimiser step per batch of
 trajectories; each batch is cut into chunks with their own random streams, spread over torchrun processes,
@@ -18,21 +18,21 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import dist
-from .artifact import LearnedSampler
-from .draws import RowStreams, derive_seed, make_generator
-from .graphs import Graph
-from .loop import CountedScore, ScoreFn, StepInfo, reverse_loop
-from .noise import Noise
+from .. import dist
+from ..sampling.artifact import LearnedSampler
+from ..sampling.draws import RowStreams, derive_seed, make_generator
+from ..graphs import Graph
+from ..sampling.loop import CountedScore, ScoreFn, StepInfo, reverse_loop
+from ..noise import Noise
 from .losses import N_STATS, step_losses, step_stats
 from .objective import OBJECTIVES, FeatureObjective, distance, minimise_cma, step_basis
-from .samplers import PHI_MODES, sample_batched
-from .schedules import check_times, uniform_times
-from .steps import ONE_CALL
+from ..sampling.samplers import PHI_MODES, sample_batched
+from ..sampling.schedules import check_times, uniform_times
+from ..sampling.steps import ONE_CALL
 from .teacher import STORES, TeacherCache, choose_store, run_teacher
 from .validate import Validation, compare, model_nll, nll_z
 
-METHODS = ("lsd", "lsd+", "lsd-c")  # lsd-c: state-conditioned steps (lsdd.conditioned), absorbing graph
+METHODS = ("lsd", "lsd+", "lsd-c")  # lsd-c: state-conditioned steps (lsdd.sampling.conditioned), absorbing graph
 LOSSES = ("l2", "kl", "rkl")
 
 
@@ -61,16 +61,16 @@ class DistillConfig:
     val_samples: int = 512  # samples drawn from each of base and learned sampler for that
     init_times: tuple[float, ...] | None = None  # starting grid (e.g. JYS's), M + 1 times from 1 to eps; None: uniform
     # teacher cache: "scores" keeps the score rows, "states" only the states and recomputes the scores (one
-    # extra network call per student call; lsdd.teacher); "auto": scores while they fit in 2 GiB
+    # extra network call per student call; lsdd.distillation.teacher); "auto": scores while they fit in 2 GiB
     teacher_store: str = "auto"
-    # distribution-level objective (lsdd.objective): auto = trajectory for lsd/lsd+, hellinger for lsd-c
+    # distribution-level objective (lsdd.distillation.objective): auto = trajectory for lsd/lsd+, hellinger for lsd-c
     objective: str = "auto"  # auto | trajectory | hellinger | mmd
     basis: int = 2  # per-step parameters as a polynomial of this many terms in the step index
     obj_samples: int = 256  # samples per candidate (common random numbers)
     cma_iters: int = 12  # CMA-ES generations
     cma_popsize: int = 8
     cma_sigma: float = 0.5
-    coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.coupling)
+    coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.sampling.coupling)
     match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing
     init_lsd: bool = False  # LSD+: first fit LSD (Phi on the fixed grid), start LSD+ from its Phi
     select: bool = False  # LSD+: keep LSD instead when its held-out n-gram distance to the teacher is lower
@@ -82,7 +82,7 @@ class DistillConfig:
     spread: bool | None = None
 
     def count(self) -> str:
-        """lsd-c's movers as the artifact names them (lsdd.artifact.COUNTS)."""
+        """lsd-c's movers as the artifact names them (lsdd.sampling.artifact.COUNTS)."""
         return "spread" if self.spread else "rounded" if self.counted else "independent"
 
     def resolve(self, graph: Graph) -> "DistillConfig":
@@ -222,14 +222,14 @@ class DistillResult:
     teacher_calls: int = 0
     student_calls: int = 0
     validation: Validation | None = None  # learned vs base on held-out teacher outputs (cfg.validation)
-    conditioning: dict | None = None  # lsd-c: {"feature", "slope", "beta", "count"} (lsdd.artifact)
+    conditioning: dict | None = None  # lsd-c: {"feature", "slope", "beta", "count"} (lsdd.sampling.artifact)
     selection: dict | None = None  # LSD+ --select: held-out distances of LSD and LSD+, and which was kept
 
     def sampler_kwargs(self, graph: Graph, base: str, phi_mode: str) -> dict:
         """``sample_batched`` keyword arguments of the learned sampler (method, coeffs, phi_mode)."""
         if self.conditioning is None:
             return {"method": base, "coeffs": self.coeffs, "phi_mode": phi_mode}
-        from .conditioned import ConditionedParams, ConditionedRule
+        from ..sampling.conditioned import ConditionedParams, ConditionedRule
 
         params = ConditionedParams.from_count(self.coeffs.numel(), self.conditioning.get("count", "independent"),
                                               self.coeffs.log(),
@@ -322,7 +322,7 @@ def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, c
         else:
             advance = None
             if cfg.coupled:
-                from .coupling import ClockAdvance, clock_noise
+                from ..sampling.coupling import ClockAdvance, clock_noise
 
                 advance = ClockAdvance(*clock_noise(cfg.coupling_seed(), batch.idx, batch.x.shape[1]))
             rule, coeff = _student_step(cfg, params)
@@ -342,7 +342,7 @@ def _student_step(cfg: DistillConfig, params: SamplerParams):
     ``cfg.spread`` the same with spread movers (Phi_k sets how many), as the written sampler will move."""
     if not cfg.spread:
         return cfg.base, lambda k, x, score: params.coeffs()[k].detach()
-    from .conditioned import ConditionedCoeff, ConditionedRule
+    from ..sampling.conditioned import ConditionedCoeff, ConditionedRule
 
     one = torch.ones((), dtype=torch.float64)
 
@@ -449,7 +449,7 @@ def base_kwargs(cfg: DistillConfig, graph: Graph) -> dict:
     instead of it when it is no better): the base rule with Phi = 1, and spread movers under ``cfg.spread``."""
     if not cfg.resolve(graph).spread:
         return {"method": cfg.base}
-    from .conditioned import ConditionedParams, ConditionedRule
+    from ..sampling.conditioned import ConditionedParams, ConditionedRule
 
     params = ConditionedParams(cfg.nfe, counted=True, choice="spread").requires_grad_(False)
     return {"method": ConditionedRule(cfg.base), "coeffs": params.coeff_fn(graph)}
@@ -587,7 +587,7 @@ def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: 
     sampler (its starting grid, uniform unless ``cfg.init_times``, Phi = 1) instead - what ``lsdd distill`` does
     when validation finds the learned one no better - keeping the learned numbers and the validation figures in
     the provenance."""
-    from . import __version__
+    from .. import __version__
 
     cfg = cfg.resolve(graph)
     provenance = {

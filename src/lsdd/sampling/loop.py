@@ -24,9 +24,9 @@ import torch
 from torch import Tensor
 
 from .draws import Generators, RowStreams, StepLaw, check_generator
-from .errors import ScoreContractError
-from .graphs import Graph
-from .noise import Noise
+from ..errors import ScoreContractError
+from ..graphs import Graph
+from ..noise import Noise
 from .schedules import check_times
 from .steps import StepRule, get_rule
 

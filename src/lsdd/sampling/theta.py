@@ -42,9 +42,9 @@ import torch
 from torch import Tensor
 
 from .draws import StepLaw, TwoStageLaw
-from .errors import ScoreContractError
-from .graphs import Graph
-from .noise import Noise
+from ..errors import ScoreContractError
+from ..graphs import Graph
+from ..noise import Noise
 
 DEFAULT_THETA = 0.5
 

@@ -56,7 +56,7 @@ def check_generator(generator: torch.Generator | None, device: torch.device | st
     device = torch.device(device)
     if not _same_device(generator.device, device):
         raise ValueError(f"the random generator lives on {generator.device} but the draws happen on {device}; "
-                         f"create it with torch.Generator(device={str(device)!r}) (lsdd.draws.make_generator)")
+                         f"create it with torch.Generator(device={str(device)!r}) (lsdd.sampling.draws.make_generator)")
 
 
 @dataclass
@@ -218,7 +218,7 @@ class CountedLaw(StepLaw):
     token has move_i = 1 (the forced last step) moves them all, as the independent law does.
 
     ``expected`` (B,) float64, when given, replaces sum_i move_i as the expected number of movers (capped at the
-    number of movable tokens): then ``move`` only weighs *which* tokens move (``lsdd.conditioned``: the count
+    number of movable tokens): then ``move`` only weighs *which* tokens move (``lsdd.sampling.conditioned``: the count
     comes from the step's schedule, the choice from the tokens' confidences).
 
     ``choice="spread"`` chooses the K movers by systematic sampling along the sequence instead (``spread_choice``):
@@ -229,7 +229,7 @@ class CountedLaw(StepLaw):
     joint error of a few-step sampler on data with local dependence (text).
 
     Per-token move probabilities are therefore not the marginals of this law (``dense`` refuses);
-    ``lsdd.exact.counted_transition`` gives its exact transition matrix on small problems.
+    ``lsdd.sampling.exact.counted_transition`` gives its exact transition matrix on small problems.
     """
 
     expected: Tensor | None = None
@@ -244,7 +244,7 @@ class CountedLaw(StepLaw):
 
     def dense(self) -> Tensor:
         raise TypeError("a counted step moves a random number of tokens jointly, not each token on its own; "
-                        "its exact law comes from lsdd.exact (counted_transition)")
+                        "its exact law comes from lsdd.sampling.exact (counted_transition)")
 
     def movers(self, generator: Generators = None) -> Tensor:
         b, l = self.x.shape
@@ -305,7 +305,7 @@ class TwoStageLaw:
 
     ``rows`` (n,) int64 says which row of the step's state x each row of x_mid (n, L) belongs to; None means
     row b belongs to row b (sampling). Given x the final state is a mixture over x_mid, not a product over
-    tokens, so there is no ``dense``: ``lsdd.exact`` enumerates x_mid instead.
+    tokens, so there is no ``dense``: ``lsdd.sampling.exact`` enumerates x_mid instead.
     """
 
     first: StepLaw
@@ -325,7 +325,7 @@ class TwoStageLaw:
 
     def dense(self) -> Tensor:
         raise TypeError("a two-stage step's law is a mixture over its intermediate state, not a per-token law; "
-                        "propagate it with lsdd.exact (which enumerates the intermediate states)")
+                        "propagate it with lsdd.sampling.exact (which enumerates the intermediate states)")
 
     def draw(self, generator: Generators = None) -> Tensor:
         """Draw x_mid, make the second call there, then draw the final state (B, L) int64 from the same streams."""

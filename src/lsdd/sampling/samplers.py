@@ -1,11 +1,11 @@
 """Sampling with Euler and Tweedie tau-leaping (method.md §2), and the dense reference step laws.
 
-``sample`` runs M steps of the one reverse-time loop (``lsdd.loop``) on any strictly decreasing grid and
+``sample`` runs M steps of the one reverse-time loop (``lsdd.sampling.loop``) on any strictly decreasing grid and
 makes exactly M score calls (NFE = M, counted by the loop): the last step lands on the grid's end and, on the
-absorbing graph, forces every remaining mask to a real token. Draws are float64 and two-stage (``lsdd.draws``).
+absorbing graph, forces every remaining mask to a real token. Draws are float64 and two-stage (``lsdd.sampling.draws``).
 
 ``euler_probs`` / ``tweedie_probs`` are the step laws written out densely, formula by formula, in float64:
-the reference that the factorised laws of ``lsdd.steps`` are tested against on small cases. They build a
+the reference that the factorised laws of ``lsdd.sampling.steps`` are tested against on small cases. They build a
 float64 (B, L, S) tensor; use them only on small problems.
 
 Shapes: B batch, L length, S graph states. ``score_fn(x (B, L) int64, sigma_bar (B,)) -> score (B, L, S)``.
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .draws import Generators, RowStreams, check_generator, make_generator, sample_categorical
-from .errors import UserError
-from .graphs import Graph
+from ..errors import UserError
+from ..graphs import Graph
 from .loop import Coeffs, ScoreFn, StepInfo, reverse_loop
-from .noise import Noise
+from ..noise import Noise
 from .steps import PHI_MODES, RULES, get_rule
 
 SAMPLERS = RULES  # name -> step rule
@@ -175,7 +175,7 @@ def sample_batched(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor,
     ``make_generator(seed, device, b)``, so the output does not depend on how batches are spread over
     processes. Under torch.distributed each rank runs its share of the batches and every rank gets all
     ``num`` samples back. Returns x (num, L) on the CPU and the calls per sample."""
-    from . import dist
+    from .. import dist
     from tqdm.auto import tqdm
 
     n_batches = -(-num // batch_size)

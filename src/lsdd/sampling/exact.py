@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from .draws import CHOICES, CountedLaw, StepLaw, TwoStageLaw, inclusion, spread_choice
-from .graphs import Graph
-from .noise import Noise
+from ..graphs import Graph
+from ..noise import Noise
 from .loop import Coeffs, StepInfo, reverse_loop
 
 

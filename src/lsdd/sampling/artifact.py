@@ -5,7 +5,7 @@ points, strictly decreasing from 1), its M coefficients and how they enter (``li
 provenance (the model's fingerprint, the teacher, the distillation settings, the lsdd version).
 
 Format version 2 adds the optional ``conditioning`` of a state-conditioned sampler (``--method lsd-c``,
-``lsdd.conditioned``): ``{"feature": "confidence", "slope": [M], "beta": [M]}``, where ``coeffs`` holds its phi_k.
+``lsdd.sampling.conditioned``): ``{"feature": "confidence", "slope": [M], "beta": [M]}``, where ``coeffs`` holds its phi_k.
 Version 1 files (no such field) still load and mean what they meant.
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from . import atomic
-from .errors import UserError
-from .graphs import GRAPHS
-from .noise import noise_from_dict
+from .. import atomic
+from ..errors import UserError
+from ..graphs import GRAPHS
+from ..noise import noise_from_dict
 from .samplers import PHI_MODES
 from .steps import ONE_CALL
 from .schedules import check_times

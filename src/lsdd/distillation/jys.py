@@ -36,14 +36,14 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .artifact import LearnedSampler
-from .draws import make_generator
-from .errors import UserError
-from .graphs import Graph
-from .loop import CountedScore, ScoreFn
-from .noise import Noise
-from .schedules import DEFAULT_EPS, check_times
-from .theta import jump_rates
+from ..sampling.artifact import LearnedSampler
+from ..sampling.draws import make_generator
+from ..errors import UserError
+from ..graphs import Graph
+from ..sampling.loop import CountedScore, ScoreFn
+from ..noise import Noise
+from ..sampling.schedules import DEFAULT_EPS, check_times
+from ..sampling.theta import jump_rates
 
 JYS_STEPS = 1024  # JYS's fine grid: linspace(1, JYS_EPS, JYS_STEPS + 1)
 JYS_EPS = 1e-5

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .graphs import Graph
-from .noise import Noise
-from .samplers import scale_score, step_law_dense
+from ..graphs import Graph
+from ..noise import Noise
+from ..sampling.samplers import scale_score, step_law_dense
 
 if TYPE_CHECKING:
     from .distill import DistillConfig

@@ -10,7 +10,7 @@ Each path keeps its exact law: given everything drawn so far, a still-masked tok
 memorylessness of the exponential E_ij - H_ij is again Exp(1), independent of the other positions, and it
 unmasks with probability 1 - e^{-h} = p; U_ij is used once, at the token's only move, and is independent of the
 past. So the coupled sampler's output law is the uncoupled one (``tests/test_coupling.py`` checks it against
-the exact law of ``lsdd.exact``). When teacher and student share E and U, a token unmasks early in both
+the exact law of ``lsdd.sampling.exact``). When teacher and student share E and U, a token unmasks early in both
 paths or late in both, and takes the same value wherever their value laws agree: the student's rows are
 compared with the teacher's at nearly the same contexts.
 

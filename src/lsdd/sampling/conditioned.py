@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from .draws import CHOICES, CountedLaw, StepLaw
-from .graphs import Graph
-from .noise import Noise
+from ..graphs import Graph
+from ..noise import Noise
 from .steps import ONE_CALL, get_rule
 
 
@@ -93,7 +93,7 @@ class ConditionedParams(nn.Module):
     @classmethod
     def from_count(cls, nfe: int, count: str, log_phi: Tensor | None = None, slope: Tensor | None = None,
                    log_beta: Tensor | None = None) -> "ConditionedParams":
-        """From an artifact's ``count`` ("independent" | "rounded" | "spread"; ``lsdd.artifact.COUNTS``)."""
+        """From an artifact's ``count`` ("independent" | "rounded" | "spread"; ``lsdd.sampling.artifact.COUNTS``)."""
         return cls(nfe, log_phi, slope, log_beta, counted=count != "independent",
                    choice="spread" if count == "spread" else "weight")
 

@@ -9,7 +9,7 @@ Distances between sample sets a (n, L) and b (m, L):
 - ``hellinger``: squared Hellinger distance between the pooled unigram distributions plus that between the pooled
   bigram distributions, sum_c (sqrt p_c - sqrt q_c)^2 each. Unlike an L2 distance it grows linearly with mass put
   on cells the teacher never uses (a rule-breaking bigram scattered over many cells still counts in full).
-- ``mmd``: the unbiased unigram+bigram MMD^2 of ``lsdd.validate`` (an L2 distance of the same pooled histograms).
+- ``mmd``: the unbiased unigram+bigram MMD^2 of ``lsdd.distillation.validate`` (an L2 distance of the same pooled histograms).
   Unbiased: its expectation is the squared L2 distance of the two laws' n-gram frequencies, so unlike the plug-in
   Hellinger (whose sparse-cell noise shrinks when a sampler sharpens: on text it falls monotonically from T = 1.15
   to T = 0.7) it is not pulled towards sharper samplers.
