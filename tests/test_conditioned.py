@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import countdown_law
-from lsdd.sampling.artifact import LearnedSampler
+from lsdd.sampling.sampler import Sampler
 from lsdd.cli import main
 from lsdd.sampling.conditioned import ConditionedParams, ConditionedRule, confidence
 from lsdd.sampling.coupling import ClockAdvance, clock_noise
-from lsdd.distillation.distill import DistillConfig, distill, to_artifact
+from lsdd.distillation.distill import DistillConfig, distill, to_sampler
 from lsdd.errors import UserError
 from lsdd.sampling.exact import ExactScore, exact_sampler_law, seq_index
 from lsdd.graphs import Absorbing
@@ -124,13 +124,16 @@ def test_lsd_c_distill_artifact_round_trip(exact, tmp_path):
     assert torch.equal(res.coeffs, again.coeffs) and res.conditioning == again.conditioning  # seeded
     start, best = res.history[0]["loss_phi"], res.history[-1]["best_so_far"]
     assert best <= start and best == min(h["loss_phi"] for h in res.history)  # never worse than the base
-    art = to_artifact(res, cfg, GRAPH, NOISE, {}, use_base=False)
+    art = to_sampler(res, cfg, None, {}, use_base=False)
     art.save(tmp_path / "c.json")
-    back = LearnedSampler.load(tmp_path / "c.json")
-    assert back.format_version == 2 and back.conditioning == res.conditioning
-    kw = back.sampler_kwargs(GRAPH)
-    law_a = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L, **kw)
-    law_b = exact_sampler_law(exact, GRAPH, NOISE, res.times, L, **res.sampler_kwargs(GRAPH, "euler", "linear"))
+    back = Sampler.load(tmp_path / "c.json")
+    assert back == art and back.conditioning == res.conditioning and back.movers == res.movers == "spread"
+    law_a = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L, **back.loop_args(GRAPH))
+    # the reference: the conditioned rule built by hand from the fitted numbers, not through the Sampler
+    params = ConditionedParams.from_count(M, "spread", res.coeffs.log(), torch.tensor(res.conditioning["slope"], dtype=torch.float64),
+                                          torch.tensor(res.conditioning["beta"], dtype=torch.float64).log()).requires_grad_(False)
+    law_b = exact_sampler_law(exact, GRAPH, NOISE, res.times, L, method=ConditionedRule("euler"),
+                              coeffs=params.coeff_fn(GRAPH))
     assert torch.allclose(law_a, law_b, atol=1e-12)
 
 
@@ -143,9 +146,9 @@ def _v1_dict():
 def test_version_1_artifacts_still_load(exact, tmp_path):
     path = tmp_path / "v1.json"
     path.write_text(json.dumps(_v1_dict()))
-    s = LearnedSampler.load(path)
-    assert s.conditioning is None and s.coeffs == (0.5, 1.0)
-    law = exact_sampler_law(exact, GRAPH, NOISE, s.times_tensor(), L, **s.sampler_kwargs(GRAPH))
+    s = Sampler.load(path)
+    assert s.conditioning is None and s.coeffs == (0.5, 1.0) and s.movers == "independent" and s.rule == "euler"
+    law = exact_sampler_law(exact, GRAPH, NOISE, s.times_tensor(), L, **s.loop_args(GRAPH))
     ref = exact_sampler_law(exact, GRAPH, NOISE, s.times_tensor(), L, coeffs=s.coeffs_tensor())
     assert torch.equal(law, ref)
 
@@ -159,7 +162,7 @@ def test_version_1_artifacts_still_load(exact, tmp_path):
 ])
 def test_bad_conditioning_refused(change, msg):
     with pytest.raises(UserError, match=msg):
-        LearnedSampler.from_dict({**_v1_dict(), **change})
+        Sampler.from_dict({**_v1_dict(), **change})
 
 
 def _tiny_model(path, graph):
@@ -181,7 +184,7 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
                "lsd-c", "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate", "--out", str(out)])
     assert rc == 0 and "confidence slope" in capsys.readouterr().out
     art = json.loads(out.read_text())
-    assert art["format_version"] == 2 and art["conditioning"]["feature"] == "confidence"
+    assert art["format_version"] == 3 and art["conditioning"]["feature"] == "confidence"
     rc = main(["sample", "--model", model, "--learned", str(out), "--num", "8", "--seed", "1", "--out",
                str(tmp_path / "x.npy")])
     x = np.load(tmp_path / "x.npy")
@@ -216,10 +219,10 @@ def test_bench_runs_lsd_c_rows(tmp_path):
     model = load_model(_tiny_model(tmp_path / "m", "absorbing"))
     cfg = BenchConfig(nfes=(4,), teacher_nfe=8, bases=("euler",), methods=("lsd", "lsd-c"), num_samples=16,
                       batch_size=16, timing_repeats=0,
-                      distill={"epochs": 1, "cma_iters": 1, "cma_popsize": 2, "obj_samples": 16})
+                      distill={"epochs": 1, "cma_iters": 1, "cma_popsize": 2, "obj_samples": 16}, validate=False)
     res = run_bench(model, get_task("tokens"), cfg, progress=False, log=lambda *a: None)
     row = next(r for r in res.rows if r.method == "lsd-c")
-    assert row.nfe == 4 and row.sampler.conditioning is not None and row.sampler.format_version == 2
+    assert row.nfe == 4 and row.sampler.conditioning is not None and row.sampler.method == "lsd-c"
 
 
 def test_lsd_plus_select_keeps_the_closer_of_lsd_and_lsd_plus(exact):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import countdown_law, sampler_law_vs_samples
-from lsdd.sampling.artifact import LearnedSampler
+from lsdd.sampling.sampler import Sampler
 from lsdd.sampling.conditioned import ConditionedParams, ConditionedRule
 from lsdd.distillation.distill import DistillConfig
 from lsdd.sampling.draws import CountedLaw, make_generator
@@ -101,18 +101,24 @@ def test_counted_artifact_round_trip_and_bad_values(exact, tmp_path):
          "num_tokens": V, "noise": NOISE.to_dict(), "times": [1.0, 0.5, 1e-5], "coeffs": [0.5, 1.0],
          "phi_mode": "linear", "provenance": {},
          "conditioning": {"feature": "confidence", "slope": [1.0, 0.0], "beta": [1.0, 1.0], "count": "rounded"}}
-    s = LearnedSampler.from_dict(d)
+    s = Sampler.from_dict(d)  # a version-2 file: count "rounded" is counted movers, the slope is kept
     s.save(tmp_path / "c.json")
-    back = LearnedSampler.load(tmp_path / "c.json")
-    assert back.conditioning["count"] == "rounded"
-    law = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L, **back.sampler_kwargs(GRAPH))
+    back = Sampler.load(tmp_path / "c.json")
+    assert back == s and back.movers == "counted" and back.conditioning["slope"] == [1.0, 0.0]
+    law = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L, **back.loop_args(GRAPH))
+    # the same law as the conditioned rule built by hand from the file's numbers (what version 2 meant)
+    params = ConditionedParams.from_count(2, "rounded", torch.tensor([0.5, 1.0], dtype=torch.float64).log(),
+                                          torch.tensor([1.0, 0.0], dtype=torch.float64)).requires_grad_(False)
+    ref = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L, method=ConditionedRule("euler"),
+                            coeffs=params.coeff_fn(GRAPH))
+    assert torch.equal(law, ref)
     indep = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L,
-                              **LearnedSampler.from_dict({**d, "conditioning": {**d["conditioning"],
-                                                                                 "count": "independent"}}
-                                                         ).sampler_kwargs(GRAPH))
+                              **Sampler.from_dict({**d, "conditioning": {**d["conditioning"],
+                                                                         "count": "independent"}}
+                                                  ).loop_args(GRAPH))
     assert float((law - indep).abs().sum()) > 0.02  # the field is read, not ignored (0.045 here)
     with pytest.raises(UserError, match="'count' must be one of"):
-        LearnedSampler.from_dict({**d, "conditioning": {**d["conditioning"], "count": "fixed"}})
+        Sampler.from_dict({**d, "conditioning": {**d["conditioning"], "count": "fixed"}})
     with pytest.raises(ValueError, match="--counted applies to --method lsd-c"):
         DistillConfig(counted=True).validate()
 
@@ -132,7 +138,7 @@ def test_feature_objective_pieces():
 def test_lsd_c_counted_fitted_on_features_end_to_end(exact, tmp_path):
     """--counted with --objective features: seeded, never worse than the base on its objective, and the artifact
     says its movers are counted."""
-    from lsdd.distillation.distill import distill, to_artifact
+    from lsdd.distillation.distill import distill, to_sampler
 
     cfg = DistillConfig(nfe=M, teacher_nfe=16, num_traj=64, method="lsd-c", counted=True, objective="features",
                         obj_samples=64, cma_iters=2, cma_popsize=4, validation=False)
@@ -140,8 +146,8 @@ def test_lsd_c_counted_fitted_on_features_end_to_end(exact, tmp_path):
     again = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     assert torch.equal(res.coeffs, again.coeffs) and res.conditioning == again.conditioning
     assert res.history[-1]["best_so_far"] <= res.history[0]["loss_phi"]
-    art = to_artifact(res, cfg, GRAPH, NOISE, {}, use_base=False)
-    assert art.conditioning["count"] == "rounded" and art.provenance["objective"] == "features"
+    art = to_sampler(res, cfg, None, {}, use_base=False)
+    assert art.movers == "counted" and art.conditioning is not None and art.provenance["objective"] == "features"
 
 
 def test_counted_count_comes_from_the_schedule_and_the_slope_only_orders():

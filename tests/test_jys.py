@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsdd.sampling.artifact import LearnedSampler
+from lsdd.sampling.sampler import Sampler
 from lsdd.cli import main
 from lsdd.sampling.exact import ExactScore, all_sequences
 from lsdd.graphs import Absorbing
@@ -122,9 +122,9 @@ def test_cli_schedule_sample_distill_from_the_grid(tiny, tmp_path, capsys):
     s = tmp_path / "jys3.json"
     assert main(["schedule", "--method", "jys", "--model", tiny, "--nfe", "3", "--num-samples", "8",
                  "--data-steps", "4", "--max-iter", "3", "--out", str(s)]) == 0
-    art = LearnedSampler.load(s)
+    art = Sampler.load(s)
     # a learned-sampler file that is just a grid: one call per step, Phi = 1, made for this model
-    assert art.nfe == 3 and art.coeffs == (1.0,) * 3 and art.base == "euler" and art.provenance["method"] == "jys"
+    assert art.nfe == 3 and art.coeffs is None and art.rule == "euler" and art.provenance["method"] == "jys"
     assert art.times[0] == 1.0 and art.times[-1] == 1e-5
     assert main(["sample", "--model", tiny, "--learned", str(s), "--num", "4", "--out", str(tmp_path / "x.npy")]) == 0
     assert "3 network calls per sample" in capsys.readouterr().out
@@ -132,7 +132,7 @@ def test_cli_schedule_sample_distill_from_the_grid(tiny, tmp_path, capsys):
     out = tmp_path / "lsd.json"
     assert main(["distill", "--model", tiny, "--nfe", "3", "--teacher-nfe", "6", "--init-grid", str(s), "--epochs", "1",
                  "--num-traj", "16", "--batch-size", "16", "--no-validate", "--out", str(out)]) == 0
-    lsd = LearnedSampler.load(out)
+    lsd = Sampler.load(out)
     assert lsd.times == art.times and lsd.provenance["init_grid"]["method"] == "jys"
     assert main(["distill", "--model", tiny, "--nfe", "4", "--init-grid", str(s), "--out", str(out)]) == 2
     assert "has 3 steps but --nfe is 4" in capsys.readouterr().err
@@ -140,7 +140,7 @@ def test_cli_schedule_sample_distill_from_the_grid(tiny, tmp_path, capsys):
     torch.save([[0, 1024], [0, 512, 1024]], tmp_path / "jys.pt")
     assert main(["schedule", "--model", tiny, "--nfe", "2", "--import", str(tmp_path / "jys.pt"),
                  "--out", str(tmp_path / "imp.json")]) == 0
-    assert LearnedSampler.load(tmp_path / "imp.json").times == (1.0, float(jys_fine_grid()[512]), 1e-5)
+    assert Sampler.load(tmp_path / "imp.json").times == (1.0, float(jys_fine_grid()[512]), 1e-5)
     assert main(["schedule", "--model", tiny, "--nfe", "4", "--import", str(tmp_path / "jys.pt"),
                  "--out", str(tmp_path / "imp4.json")]) == 2
     assert "no 4-step schedule" in capsys.readouterr().err and not (tmp_path / "imp4.json").exists()
@@ -150,7 +150,7 @@ def test_cli_sample_theta_counts_two_calls_per_step(tiny, tmp_path, capsys):
     x = tmp_path / "x.npy"
     assert main(["sample", "--model", tiny, "--sampler", "theta-rk2", "--steps", "2", "--num", "3", "--out", str(x)]) == 0
     # --steps 2 of a two-call sampler: 4 network calls per sample, counted and printed as such
-    assert "(2 steps x 2 network calls): 4 network calls per sample" in capsys.readouterr().out
+    assert "theta-rk2, 2 steps x 2 network calls: 4 network calls per sample" in capsys.readouterr().out
     assert main(["sample", "--model", tiny, "--sampler", "theta-trapezoidal", "--nfe", "4", "--theta", "0.3",
                  "--num", "3", "--out", str(x)]) == 0
     assert "4 network calls per sample" in capsys.readouterr().out and np.load(x).shape == (3, 8)
@@ -176,7 +176,7 @@ def test_bench_rows_for_every_baseline(tiny, tmp_path, capsys):
                    ("theta-trapezoidal", 4, 2)}
     assert "steps x calls" in text and " 2x2 " in text
     jys = [r for r in rows if r["method"] == "jys"]
-    assert all(LearnedSampler.from_dict(r["sampler"]).coeffs == (1.0,) * r["nfe"] for r in jys)
+    assert all(Sampler.from_dict(r["sampler"]).coeffs_tensor().tolist() == [1.0] * r["nfe"] for r in jys)
     assert main(["bench", "--model", tiny, "--nfe", "3", "--teacher-nfe", "6", "--methods", "theta-rk2",
                  "--json", str(tmp_path / "c.json")]) == 2
     assert "runs at even NFE only" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import countdown_law, sampler_law_vs_samples
-from lsdd.sampling.artifact import LearnedSampler, movers_sampler
+from lsdd.sampling.sampler import Sampler
 from lsdd.sampling.conditioned import ConditionedParams, ConditionedRule
 from lsdd.sampling.draws import CountedLaw, inclusion, make_generator
 from lsdd.sampling.exact import ExactScore, counted_set_probs, exact_sampler_law
@@ -106,20 +106,24 @@ def test_spread_euler_is_exact_when_there_are_no_more_tokens_than_steps(exact):
     data = countdown_law(V, L)
     real = (torch.arange(GRAPH.num_states ** L)[:, None] // GRAPH.num_states ** torch.arange(L - 1, -1, -1) %
             GRAPH.num_states < V).all(-1)
-    smp = movers_sampler(uniform_times(M), "euler", GRAPH, NOISE, "spread")
-    law = exact_sampler_law(exact, GRAPH, NOISE, smp.times_tensor(), L, **smp.sampler_kwargs(GRAPH))
+    smp = Sampler.spread(M)
+    law = exact_sampler_law(exact, GRAPH, NOISE, smp.times_tensor(), L, **smp.loop_args(GRAPH))
     assert 0.5 * float((law.detach()[real] - data).abs().sum()) < 1e-3
 
 
 def test_spread_artifact_round_trip_and_bad_values(tmp_path):
-    smp = movers_sampler(uniform_times(M), "euler", GRAPH, NOISE, "spread", {"note2": "x"})
+    smp = Sampler.spread(M).replace(provenance={"method": "spread", "note2": "x"})
     smp.save(tmp_path / "s.json")
-    back = LearnedSampler.load(tmp_path / "s.json")
-    assert back.conditioning["count"] == "spread" and back.provenance["method"] == "spread"
-    coeff = back.sampler_kwargs(GRAPH)["coeffs"](0, torch.full((1, L), GRAPH.mask_id), torch.ones(1, L, 3))
+    back = Sampler.load(tmp_path / "s.json")
+    assert back == smp and back.movers == "spread" and back.provenance["method"] == "spread"
+    coeff = back.loop_args(GRAPH)["coeffs"](0, torch.full((1, L), GRAPH.mask_id), torch.ones(1, L, 3))
     assert coeff.counted and coeff.choice == "spread"
-    with pytest.raises(ValueError, match="counted movers are"):
-        movers_sampler(uniform_times(M), "euler", GRAPH, NOISE, "independent")
+    from lsdd.errors import UserError
+
+    with pytest.raises(UserError, match="unknown movers 'fixed'"):
+        Sampler.base("euler", M, movers="fixed")
+    with pytest.raises(UserError, match="need a one-call rule"):
+        Sampler.base("theta-rk2", 2 * M, movers="spread")
     with pytest.raises(ValueError, match="needs counted movers"):
         ConditionedParams(M, choice="spread")
     with pytest.raises(ValueError, match="chooses its movers by"):
@@ -147,7 +151,7 @@ def test_cli_bench_spread_rows(tmp_path, capsys):
                  "--bases", "euler", "--methods", "spread", "--timing-repeats", "0", "--json", str(bench)]) == 0
     rows = json.loads(bench.read_text())["rows"]
     assert [r["label"] for r in rows] == ["teacher-euler", "uniform-euler", "SPREAD-euler"]
-    assert rows[2]["sampler"]["graph"] == "uniform" and rows[2]["sampler"]["conditioning"]["count"] == "spread"
+    assert rows[2]["sampler"]["movers"] == "spread" and rows[2]["sampler"]["conditioning"] is None
 
 
 def test_distill_spread_writes_spread_movers(tmp_path, capsys):
@@ -169,7 +173,7 @@ def test_distill_spread_writes_spread_movers(tmp_path, capsys):
         out = tmp_path / f"s{len(extra)}.json"
         assert main(["distill", *common, *extra, "--out", str(out)]) == 0
         art = json.loads(out.read_text())
-        assert art["conditioning"]["count"] == "spread" and art["conditioning"]["slope"] == [0.0] * 4
+        assert art["movers"] == "spread" and art["conditioning"] is None
         assert "spread" in capsys.readouterr().out
         assert main(["sample", "--model", model_dir, "--learned", str(out), "--num", "8", "--out",
                      str(tmp_path / "x.npy")]) == 0
@@ -183,7 +187,7 @@ def test_distill_spread_writes_spread_movers(tmp_path, capsys):
     out = tmp_path / "u.json"
     assert main(["distill", *common[2:], "--model", uni, "--out", str(out)]) == 0
     art = json.loads(out.read_text())
-    assert art["graph"] == "uniform" and art["conditioning"]["count"] == "spread"
+    assert art["model"]["graph"] == "uniform" and art["movers"] == "spread"
     assert main(["sample", "--model", uni, "--learned", str(out), "--num", "8", "--out", str(tmp_path / "x.npy")]) == 0
     umodel = load_model(uni)
     assert DistillConfig(nfe=4).resolve(umodel.graph).spread is False  # the default stays off there
@@ -227,11 +231,10 @@ def test_spread_on_the_uniform_graph_keeps_each_tokens_law_and_its_sampler_match
                             choice="spread").requires_grad_(False)
     with pytest.raises(ValueError, match="absorbing graph only"):
         exact_sampler_law(exact, graph, noise, times, length, method=ConditionedRule(), coeffs=bad.coeff_fn(graph))
-    d = movers_sampler(times, "euler", graph, noise, "spread").to_dict()
-    assert LearnedSampler.from_dict(d).conditioning["count"] == "spread"
+    ref = {"graph": "uniform", "num_tokens": 3, "noise": noise.to_dict()}
+    d = Sampler.spread(2).replace(model=ref).to_dict()
+    assert Sampler.from_dict(d).movers == "spread"
     from lsdd.errors import UserError
 
     with pytest.raises(UserError, match="may only count its movers"):
-        LearnedSampler.from_dict({**d, "conditioning": {**d["conditioning"], "beta": [1.2, 1.0]}})
-    with pytest.raises(ValueError, match="needs the absorbing graph"):
-        movers_sampler(times, "euler", graph, noise, "spread", beta=1.2)
+        Sampler.from_dict({**d, "conditioning": {"feature": "confidence", "slope": [0.0, 0.0], "beta": [1.2, 1.0]}})

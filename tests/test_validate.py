@@ -8,6 +8,7 @@ import torch
 from lsdd.cli import main
 from lsdd.data.markov import generate_markov, markov_chain
 from lsdd.distillation.distill import DistillConfig, make_teacher, validate_learned
+from lsdd.sampling.sampler import Sampler
 from lsdd.models import load_model
 from lsdd.distillation.validate import compare, mmd2, unigram_entropy
 
@@ -57,8 +58,8 @@ def countdown_cache():
 def test_validation_catches_a_bad_sampler_and_passes_a_good_one(countdown_cache):
     model, cfg, cache = countdown_cache
     times = torch.linspace(1.0, cfg.eps, cfg.nfe + 1, dtype=torch.float64)
-    run = lambda phi: validate_learned(model.score_fn, model.graph, model.noise, cache.x_0, cfg, times,
-                                       torch.full((cfg.nfe,), phi, dtype=torch.float64))
+    run = lambda phi: validate_learned(model.score_fn, model.graph, model.noise, cache.x_0, cfg,
+                                       Sampler(times.tolist(), "euler", [phi] * cfg.nfe))
     bad = run(1e-3)  # almost nothing unmasks before the last step, which then fills every token independently
     assert not bad.learned_better and bad.mmd2_learned > 2 * bad.mmd2_base
     good = run(0.3)  # "unmask later": the schedule LSD learns on countdown (README), better than Euler there
@@ -119,7 +120,7 @@ def test_cli_writes_base_when_learned_is_no_better(tmp_path, capsys):
     assert "the learned sampler is NOT better (model NLL" in text
     assert "holds the base sampler" in text and "--force" in text
     art = json.loads(out.read_text())
-    assert art["coeffs"] == [1.0] * 4
+    assert art["coeffs"] is None and art["movers"] == "spread"  # the base: Phi = 1, with distill's default movers
     prov = art["provenance"]
     assert prov["written"].startswith("base sampler") and prov["validation"]["learned_better"] is False
     assert prov["validation"]["num_reference"] == 8 and prov["rejected_learned"]["coeffs"] == [1.0] * 4

@@ -23,17 +23,20 @@ import torch
 from tqdm.auto import tqdm
 
 from . import dist
-from .sampling.artifact import LearnedSampler, movers_sampler
-from .distillation.distill import DistillConfig, distill, to_artifact
+from .distillation.methods import METHODS as METHOD_CLASSES, get_method, method_options
+from .distillation.pipeline import Teacher, distill
+from .distillation.teacher import get_teacher
+from .errors import UserError
 from .sampling.draws import make_generator
 from .metrics import Task
+from .sampling.generate import sample as draw
+from .sampling.sampler import Sampler
 from .sampling.samplers import sample, sample_batched
 from .sampling.schedules import uniform_times
 from .sampling.steps import THETA_RULES, get_rule
-from .distillation.teacher import cache_file, choose_store, find_cached, load_cached, run_teacher, save_cached
 
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
-MOVERS = {"counted": "rounded", "spread": "spread"}  # the base rule with counted movers (nothing learned)
+MOVERS = ("counted", "spread")  # the base rule with counted movers (nothing learned)
 METHODS = (*DISTILLED, "jys", *MOVERS, *THETA_RULES)  # everything --methods takes
 
 
@@ -48,14 +51,16 @@ class BenchConfig:
     batch_size: int = 64
     seed: int = 0
     timing_repeats: int = 3  # interleaved repeats for the learned/base wall-time ratio
-    distill: dict[str, Any] = field(default_factory=dict)  # DistillConfig overrides (phi_mode, loss, ...)
+    distill: dict[str, Any] = field(default_factory=dict)  # method settings (phi_mode, loss, epochs, ...; each
+    # method takes the ones it has) and the teacher's "teacher_store"
+    validate: bool = True  # learned rows go through the pipeline's validation, as `lsdd distill` (False: raw fits)
     keep_samples: bool = False  # keep each row's samples on the row (BenchRow.samples; not serialised)
     temperature_control: bool = False  # add Euler at the temperature matching each learned Euler row's diversity
     temperature_iters: int = 4  # sampling runs of the search on log T in [0.25, 2] (``match_temperature``)
     temperature_tol: float = 1e-3  # stop once the diversity is within this fraction of the target
     theta: float | None = None  # theta of the theta-* rows (None: their default)
-    jys: dict[str, Any] = field(default_factory=dict)  # JYSConfig overrides (max_iter, ...)
-    learned: tuple[tuple[str, Any], ...] = ()  # (name, LearnedSampler) made earlier: scored as rows at their NFE
+    jys: dict[str, Any] = field(default_factory=dict)  # JYS settings (max_iter)
+    learned: tuple[tuple[str, Any], ...] = ()  # (name, Sampler) made earlier: scored as rows at their NFE
     teacher_cache: str | None = None  # folder: reuse the teacher runs saved there by an earlier bench, else save them
 
 
@@ -69,10 +74,11 @@ class BenchRow:
     sec_per_sample: float
     gap_closed: float | None = None  # of the headline quality metric, Euler -> teacher, at this NFE
     overhead: float | None = None  # wall time / the base sampler's at equal NFE (interleaved timing)
-    sampler: LearnedSampler | None = None
+    sampler: Sampler | None = None
     distill_seconds: float | None = None  # time to learn the row's sampler (distillation, or JYS's search)
     steps: int | None = None  # steps per sample; nfe / steps network calls per step
     matches: str | None = None  # temperature rows: the label of the row whose diversity they match
+    accepted: bool | None = None  # learned rows: validation accepted the learned sampler (False: the row is the base)
     samples: Any = field(default=None, repr=False)  # (n, L) int64 when BenchConfig.keep_samples
 
 
@@ -102,37 +108,36 @@ def _lcm(values) -> int:
     return out
 
 
-def _run_sampler(model, cfg: BenchConfig, nfe: int, base: str, learned: LearnedSampler | None, rule=None):
-    """Draw cfg.num_samples with fixed seeds; returns (samples (n, L), seconds, calls per sample). ``rule``: a
-    step rule object (theta-*) run on the uniform grid of nfe / rule.calls steps."""
-    steps = nfe // rule.calls if rule is not None else nfe
-    times = learned.times_tensor() if learned else uniform_times(steps)
-    kw = learned.sampler_kwargs(model.graph) if learned else {
-        "method": rule if rule is not None else base, "coeffs": None, "phi_mode": "linear"}
+def _run_sampler(model, cfg: BenchConfig, sampler: Sampler):
+    """Draw cfg.num_samples with fixed seeds; returns (samples (n, L), seconds, calls per sample)."""
     t0 = time.perf_counter()
-    out = sample_batched(model.score_fn, model.graph, model.noise, times, cfg.num_samples, model.config.length,
-                         batch_size=cfg.batch_size, seed=cfg.seed + 1, device=model.device, **kw)
+    out = draw(model, sampler, cfg.num_samples, seed=cfg.seed + 1, batch_size=cfg.batch_size)
     return out.x, time.perf_counter() - t0, out.nfe
 
 
-def timing_ratio(model, base: str, learned: LearnedSampler, batch: int, repeats: int) -> float:
-    """Median wall time of the learned sampler over the uniform-grid base at equal NFE, interleaved."""
+def timing_ratio(model, base: Sampler, learned: Sampler, batch: int, repeats: int) -> float:
+    """Median wall time of ``learned`` over ``base`` at equal NFE, interleaved."""
     ratios = []
     for r in range(repeats):
         spans = []
-        for sampler in (None, learned):
+        for sampler in (base, learned):
             gen = make_generator(r, model.device)
-            times = sampler.times_tensor() if sampler else uniform_times(learned.nfe)
             _sync(model)
             t0 = time.perf_counter()
-            kw = sampler.sampler_kwargs(model.graph) if sampler else {"method": base, "coeffs": None,
-                                                                       "phi_mode": "linear"}
-            sample(model.score_fn, model.graph, model.noise, times, (batch, model.config.length), generator=gen,
-                   device=model.device, **kw)
+            sample(model.score_fn, model.graph, model.noise, sampler.times_tensor(), (batch, model.length),
+                   generator=gen, device=model.device, **sampler.loop_args(model.graph))
             _sync(model)
             spans.append(time.perf_counter() - t0)
         ratios.append(spans[1] / spans[0])
     return float(sorted(ratios)[len(ratios) // 2])
+
+
+def _method(name: str, options: dict[str, Any]):
+    """The method object of a bench row, with the bench's method settings it has."""
+    opts = method_options(METHOD_CLASSES[name], options)
+    if opts.get("objective") == "auto":
+        opts["objective"] = "hellinger" if name == "lsd-c" else "trajectory"
+    return get_method(name, **opts)
 
 
 def _sync(model) -> None:
@@ -142,7 +147,6 @@ def _sync(model) -> None:
 
 def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=print) -> BenchResult:
     """Run the whole comparison; see the module docstring."""
-    length = model.config.length
     finest = _lcm(cfg.nfes)
     if cfg.teacher_nfe % finest:
         raise ValueError(f"teacher nfe {cfg.teacher_nfe} must be a multiple of every student nfe {list(cfg.nfes)}")
@@ -155,89 +159,68 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         raise ValueError(f"{thetas[0]} makes 2 network calls per step, so it runs at even NFE only; got NFE {odd}")
     for m in thetas:
         get_rule(m, cfg.theta)  # a bad theta fails before any work
-    if "jys" in cfg.methods:
-        from .distillation.jys import JYSConfig
-
-        JYSConfig(**cfg.jys).validate()
     for name, smp in cfg.learned:
         if smp.nfe not in cfg.nfes:
             raise ValueError(f"learned sampler {name} makes {smp.nfe} network calls per sample; add {smp.nfe} to "
                              f"the bench NFEs {list(cfg.nfes)} so that it has an Euler row to compare with")
-        smp.check_model(model.graph.name, model.graph.num_tokens, model.noise.to_dict(), model.fingerprint)
-    distilled = [m for m in cfg.methods if m in DISTILLED]
-    # the bench itself compares every learned sampler with its base, on all the teacher trajectories
-    dcfg_base = DistillConfig(**{"validation": False, **cfg.distill, "teacher_nfe": cfg.teacher_nfe, "seed": cfg.seed,
-                                 "num_traj": cfg.num_samples, "batch_size": cfg.batch_size})
+        smp.check_model(model)
+    learning = [m for m in cfg.methods if m in (*DISTILLED, "jys")]
+    methods = {m: _method(m, {**cfg.distill, **cfg.jys}) for m in learning}  # a bad setting fails before any work
+    for m in methods.values():
+        m.check()
+    eps = float(cfg.distill.get("eps", 1e-5))
+    teacher_spec = Teacher(nfe=cfg.teacher_nfe, num_traj=cfg.num_samples, batch_size=cfg.batch_size, seed=cfg.seed,
+                           eps=eps, store=cfg.distill.get("teacher_store", "auto"), cache_dir=cfg.teacher_cache)
     headline = task.pairs[0]
-    model_info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
     learn_bases = cfg.bases if cfg.learn_bases is None else cfg.learn_bases
-    teacher_bases = tuple(learn_bases) if distilled and learn_bases else (cfg.bases[0],)
+    teacher_bases = tuple(learn_bases) if learning and learn_bases else (cfg.bases[0],)
     caches, teacher_seconds, rows = {}, {}, []
-    for base in teacher_bases:
-        store = choose_store(dcfg_base.teacher_store, dcfg_base.num_traj, length, model.graph.num_tokens, finest)
-        saved = None if cfg.teacher_cache is None else cache_file(
-            cfg.teacher_cache, model.fingerprint, base, cfg.teacher_nfe, finest, cfg.num_samples, cfg.batch_size,
-            cfg.seed, dcfg_base.eps, store)
-        found = None if saved is None else find_cached(saved, finest)
-        if found is not None:
-            log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories, from {found}")
-            caches[base] = load_cached(found, finest, model.device)
-        else:
-            log(f"teacher: {cfg.teacher_nfe} {base} steps x {dcfg_base.num_traj} trajectories")
-            caches[base] = run_teacher(model.score_fn, model.graph, model.noise, uniform_times(finest, dcfg_base.eps),
-                                       cfg.teacher_nfe, dcfg_base.num_traj, length, method=base,
-                                       batch_size=cfg.batch_size, seed=cfg.seed,
-                                       device=model.device, progress=progress, store=store)
-            if saved is not None and dist.is_main():
-                save_cached(caches[base], saved)
-                log(f"teacher run saved to {saved}")
+    for base in teacher_bases:  # one teacher run per base, on the finest grid: every NFE's grid nests in it
+        caches[base], _ = get_teacher(model, uniform_times(finest, eps), cfg.teacher_nfe, cfg.num_samples,
+                                      method=base, batch_size=cfg.batch_size, seed=cfg.seed,
+                                      store=teacher_spec.store, folder=cfg.teacher_cache, progress=progress, log=log)
         teacher_seconds[base] = caches[base].seconds
     ref_base = teacher_bases[0]
     teacher = BenchRow(f"teacher-{ref_base}", ref_base, "teacher", cfg.teacher_nfe,
-                       task.compute(caches[ref_base].x_0), caches[ref_base].seconds / dcfg_base.num_traj)
+                       task.compute(caches[ref_base].x_0), caches[ref_base].seconds / cfg.num_samples)
     rows.append(teacher)
     jobs = [(m, b, "uniform") for m in cfg.nfes for b in cfg.bases]
     jobs += [(m, b, meth) for m in cfg.nfes for b in learn_bases for meth in cfg.methods if meth not in THETA_RULES]
     jobs += [(m, meth, meth) for m in cfg.nfes for meth in thetas]
-    jobs += [(smp.nfe, smp.base, i) for i, (_, smp) in enumerate(cfg.learned)]  # int method: a file row
+    jobs += [(smp.nfe, smp.rule, i) for i, (_, smp) in enumerate(cfg.learned)]  # int method: a file row
     jobs.sort(key=lambda j: j[0])
-    search = None
     bar = tqdm(jobs, desc="bench", disable=not progress or not dist.is_main())
     for nfe, base, method in bar:
         bar.set_postfix_str(f"{method if isinstance(method, str) else 'file'}-{base} nfe={nfe}")
-        learned, dist_s, rule = None, None, None
-        label = None
+        dist_s, label, steps, accepted = None, None, nfe, None
         if isinstance(method, int):  # a sampler learned earlier
-            name, learned = cfg.learned[method]
-            method = str(learned.provenance.get("method", "learned"))
+            name, smp = cfg.learned[method]
+            method = smp.method
             label = f"{method.upper()}-{base} [{name}]"
         elif method in THETA_RULES:
-            rule = get_rule(method, cfg.theta)
-        elif method == "jys":
-            t0 = time.perf_counter()
-            search = search or _jys_search(model, cfg, caches[ref_base].x_0, dcfg_base.eps)
-            learned = _jys_sampler(search, nfe, base, model, {**model_info, "teacher_nfe": cfg.teacher_nfe})
-            dist_s = time.perf_counter() - t0
+            smp = Sampler.base(method, nfe, theta=cfg.theta, eps=eps)
+            steps = smp.steps
         elif method in MOVERS:
-            learned = movers_sampler(uniform_times(nfe), base, model.graph, model.noise, MOVERS[method], model_info)
-        elif method != "uniform":
-            dcfg = DistillConfig(**{**asdict(dcfg_base), "base": base, "nfe": nfe, "method": method,
-                                    "counted": dcfg_base.counted and method == "lsd-c",
-                                    "spread": dcfg_base.spread})
+            smp = Sampler.base(base, nfe, movers=method, eps=eps)
+        elif method == "uniform":
+            smp = Sampler.base(base, nfe, eps=eps)
+        else:  # learned through the pipeline, exactly as `lsdd distill` would learn it from this teacher run
             t0 = time.perf_counter()
-            result = distill(model.score_fn, model.graph, model.noise, length, dcfg, device=model.device,
-                             progress=False, cache=caches[base].subsample(nfe))
+            smp, _ = distill(model, methods[method], nfe, base=base, teacher=teacher_spec, validate=cfg.validate,
+                             teacher_run=caches[base], progress=False, log=lambda *a: None)
             dist_s = time.perf_counter() - t0
-            learned = to_artifact(result, dcfg, model.graph, model.noise, model_info)
-        x, secs, calls = _run_sampler(model, cfg, nfe, base, learned, rule)
+            accepted = smp.learned
+        x, secs, calls = _run_sampler(model, cfg, smp)
         if calls != nfe:  # every row runs at the NFE it is listed under, counted by the loop
             raise RuntimeError(f"{method}-{base}: counted {calls} network calls per sample, expected {nfe}")
         if label is None:
-            label = method if rule is not None else f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
-        row = BenchRow(label, base, method, calls, task.compute(x), secs / cfg.num_samples, sampler=learned,
-                       distill_seconds=dist_s, steps=nfe // (rule.calls if rule is not None else 1))
-        if learned is not None and cfg.timing_repeats > 0:
-            row.overhead = timing_ratio(model, base, learned, cfg.batch_size, cfg.timing_repeats)
+            label = method if method in THETA_RULES else f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
+        keep = method not in ("uniform", *THETA_RULES)
+        row = BenchRow(label, base, method, calls, task.compute(x), secs / cfg.num_samples,
+                       sampler=smp if keep else None, distill_seconds=dist_s, steps=steps, accepted=accepted)
+        if keep and cfg.timing_repeats > 0:
+            row.overhead = timing_ratio(model, Sampler.base(base, nfe, eps=eps), smp, cfg.batch_size,
+                                        cfg.timing_repeats)
         row.samples = x if cfg.keep_samples else None
         rows.append(row)
     teacher.samples = caches[ref_base].x_0 if cfg.keep_samples else None
@@ -248,26 +231,8 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     _fill_gap(rows, teacher, headline[0], task.spec(headline[0]).higher_is_better,
               log_scale=getattr(task, "gap_in_log", False))
     config = {**asdict(replace(cfg, learned=())), "learned": [name for name, _ in cfg.learned],
-              "distill": asdict(dcfg_base)}
+              "methods_settings": {name: asdict(m) for name, m in methods.items()}, "teacher": asdict(teacher_spec)}
     return BenchResult(task.name, headline, rows, teacher_seconds, config)
-
-
-def _jys_search(model, cfg: BenchConfig, x0, eps: float):
-    """One KLUB search on the teacher's outputs, shared by every NFE and base (``lsdd.distillation.jys``)."""
-    from .distillation.jys import JYSConfig, JYSSearch, KLUBEstimator
-
-    jcfg = JYSConfig(**{"batch_size": cfg.batch_size, "seed": cfg.seed, **cfg.jys, "eps": eps})
-    return JYSSearch(KLUBEstimator(model.score_fn, model.graph, model.noise, x0, jcfg, model.device))
-
-
-def _jys_sampler(search, nfe: int, base: str, model, info: dict) -> LearnedSampler:
-    from .distillation.jys import schedule_artifact
-
-    times = search.grid(nfe)
-    est = search.est
-    prov = {**info, "method": "jys", "source": "KLUB search", "data": f"{est.x0.shape[0]} teacher outputs",
-            "max_iter": est.cfg.max_iter, "seed": est.cfg.seed, "klub_evaluations": est.evaluations}
-    return schedule_artifact(times, model.graph, model.noise, base, prov)
 
 
 def match_temperature(value_at, target: float, evals: int, value_at_one: float | None = None, tol: float = 0.0,
@@ -337,7 +302,7 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
             if temp not in probes:
                 t = time.perf_counter()
                 res = sample_batched(tempered_score(model.score_fn, temp), model.graph, model.noise,
-                                     uniform_times(ref.nfe), cfg.num_samples, model.config.length,
+                                     uniform_times(ref.nfe), cfg.num_samples, model.length,
                                      batch_size=cfg.batch_size, method="euler", seed=cfg.seed + 1,
                                      device=model.device)
                 probes[temp] = (res, time.perf_counter() - t)
@@ -385,7 +350,7 @@ def format_table(result: BenchResult, task: Task) -> str:
     lines = []
     for r in result.rows:
         calls = "" if not r.steps else f"{r.steps}x{r.nfe // r.steps}"
-        cells = [r.label + (f" (~{r.matches})" if r.matches else ""), str(r.nfe), calls] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
+        cells = [r.label + (f" (~{r.matches})" if r.matches else "") + (" (rejected: base)" if r.accepted is False else ""), str(r.nfe), calls] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
         cells.append("" if r.gap_closed is None else f"{r.gap_closed:+.2f}")
         cells.append(f"{r.sec_per_sample * 1e3:.1f}ms")
         cells.append("" if r.overhead is None else f"{r.overhead:.3f}x")

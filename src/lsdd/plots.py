@@ -28,13 +28,13 @@ def _save(fig, path: str | Path) -> None:
 def plot_samplers(samplers: dict, path: str | Path) -> None:
     """Left: coefficient Phi_k at each step time; right: learned grid t_k against the uniform grid.
 
-    samplers: label -> LearnedSampler.
+    samplers: label -> lsdd.Sampler.
     """
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for label, s in samplers.items():
         t = s.times[:-1]
-        ax1.plot(t, s.coeffs, "o-", label=f"{label} ({s.phi_mode})")
+        ax1.plot(t, s.coeffs_tensor().tolist(), "o-", label=f"{label} ({s.phi_mode})")
         m = s.nfe
         ax2.plot(range(m + 1), s.times, "o-", label=label)
     ms = sorted({s.nfe for s in samplers.values()})

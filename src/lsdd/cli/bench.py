@@ -77,6 +77,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="lsd / lsd+ / lsd-c rows: spread movers (default as in lsdd distill: on for absorbing-graph "
                         "models; see lsdd distill --help)")
     p.add_argument("--theta", type=float, help="theta of the theta-* samplers (default 0.5)")
+    p.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
+                   help="learned rows go through lsdd distill's validation on held-out teacher outputs and show the "
+                        "sampler it accepts (the base when the learned one is no better), exactly what lsdd distill "
+                        "writes; --no-validate shows the raw fits")
     p.add_argument("--jys-max-iter", type=positive_int, default=16, help="golden-section evaluations per JYS point")
     p.add_argument("--timing-repeats", type=int, default=3, help="interleaved runs for the overhead ratio")
     p.add_argument("--teacher-store", choices=["auto", "scores", "states"], default="auto",
@@ -116,9 +120,9 @@ def run(args) -> int:
 
     task_name = args.task or default_task(model)
     task = make_task(task_name, model, args)
-    from ..sampling.artifact import LearnedSampler
+    from ..sampling.sampler import Sampler
 
-    learned = tuple((Path(f).name, LearnedSampler.load(f)) for f in args.learned)
+    learned = tuple((Path(f).name, Sampler.load(f)) for f in args.learned)
     control = args.temperature_control if args.temperature_control is not None else task_name == "text"
     cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=tuple(args.bases),
                       methods=tuple(args.methods),
@@ -128,7 +132,7 @@ def run(args) -> int:
                                "epochs": args.epochs, "objective": args.objective, "obj_samples": args.obj_samples,
                                "cma_iters": args.cma_iters, "cma_popsize": args.cma_popsize,
                                "counted": args.counted, "spread": args.spread, "teacher_store": args.teacher_store},
-                      theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned,
+                      theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned, validate=args.validate,
                       teacher_cache=args.teacher_cache)
     try:
         result = run_bench(model, task, cfg)

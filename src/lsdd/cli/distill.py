@@ -57,9 +57,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--base", choices=["euler", "tweedie"], default=d.base, help="base sampler of student and teacher")
     p.add_argument("--nfe", type=positive_int, default=d.nfe, help="student steps M (network calls per sample)")
     p.add_argument("--teacher-nfe", type=positive_int, default=d.teacher_nfe, help="teacher steps N, a multiple of M")
-    p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c"], default=d.method,
+    p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c", "jys"], default=d.method,
                    help="lsd+: also learn the time grid; lsd-c: per-step confidence slope and value temperature "
-                        "(absorbing graph, fitted on the output distribution)")
+                        "(absorbing graph, fitted on the output distribution); jys: a Jump-Your-Steps time grid "
+                        "searched on the teacher's outputs (Phi = 1)")
+    p.add_argument("--max-iter", type=positive_int, default=16, help="jys: golden-section evaluations per grid point")
     p.add_argument("--objective", choices=["auto", *OBJECTIVES], default=d.objective,
                    help="trajectory: match the teacher's scores step by step (lsd, lsd+); the others match the "
                         "teacher's outputs (CMA-ES, common random numbers): hellinger / mmd on pooled n-grams (mmd is "
@@ -134,162 +136,89 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args):
-    from ..distillation.distill import DistillConfig
+def method_from_args(args):
+    """The method object (LSD, LSDPlus, LSDC, JYS) with the settings the flags give."""
+    from ..distillation.methods import METHODS, method_options
 
-    names = {f.name for f in fields(DistillConfig)}
-    cfg = DistillConfig(**{k: v for k, v in vars(args).items() if k in names})
-    if getattr(args, "init_grid", None):
-        from ..sampling.artifact import LearnedSampler
+    cls = METHODS[args.method]
+    opts = method_options(cls, vars(args))
+    if args.method in ("lsd", "lsd+") and opts.get("objective") == "auto":
+        opts["objective"] = "trajectory"
+    if args.method == "lsd-c" and opts.get("objective") == "auto":
+        opts["objective"] = "hellinger"
+    _refuse_foreign_flags(args, cls)
+    return cls(**opts)
 
-        grid = LearnedSampler.load(args.init_grid)
-        if grid.nfe != cfg.nfe:
-            raise UserError(f"--init-grid {args.init_grid} has {grid.nfe} steps but --nfe is {cfg.nfe}")
-        if abs(grid.times[-1] - cfg.eps) > 1e-12:
-            raise UserError(f"--init-grid {args.init_grid} ends at {grid.times[-1]!r}; pass --eps {grid.times[-1]!r}")
-        cfg.init_times = grid.times
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    return cfg
+
+# flags that belong to some methods only: given to another method, they are an error rather than ignored
+_METHOD_FLAGS = {"match_times": "--match-times", "init_lsd": "--init-lsd", "select": "--select", "counted": "--counted",
+                 "alternate": "--alternate", "closed_form": "--closed-form", "coupled": "--coupled"}
+
+
+def _refuse_foreign_flags(args, cls) -> None:
+    from dataclasses import fields
+
+    own = {f.name for f in fields(cls)}
+    for name, flag in _METHOD_FLAGS.items():
+        if getattr(args, name, False) and name not in own:
+            raise UserError(f"{flag} does not apply to --method {args.method}")
+
+
+def teacher_from_args(args):
+    from ..distillation.pipeline import Teacher
+
+    return Teacher(nfe=args.teacher_nfe, num_traj=args.num_traj, batch_size=args.batch_size, chunk=args.chunk,
+                   seed=args.seed, eps=args.eps, store=args.teacher_store, cache_dir=args.teacher_cache)
 
 
 def run(args) -> int:
-    import torch
-
-    from .. import atomic, dist
-    from ..distillation.distill import distill, make_teacher, to_artifact
+    from ..distillation.pipeline import distill, prepare
+    from ..sampling.sampler import Sampler
 
     out = check_output(args.out, ".json")
-    if args.teacher_cache is not None and Path(args.teacher_cache).exists() and not Path(args.teacher_cache).is_dir():
-        raise UserError(f"--teacher-cache {args.teacher_cache} is a file; it takes a folder")
-    cfg = config_from_args(args)
+    method, teacher = method_from_args(args), teacher_from_args(args)
+    init_grid = Sampler.load(args.init_grid) if args.init_grid else None
+    if init_grid is not None and init_grid.steps != args.nfe:
+        raise UserError(f"--init-grid {args.init_grid} has {init_grid.steps} steps but --nfe is {args.nfe}")
+    if init_grid is not None and abs(init_grid.times[-1] - args.eps) > 1e-12:
+        raise UserError(f"--init-grid {args.init_grid} ends at {init_grid.times[-1]!r}; pass --eps {init_grid.times[-1]!r}")
     model = load_args(args)
-    cfg = cfg.resolve(model.graph)
-    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not model.graph.absorbing:
-        raise UserError(f"--method lsd-c, --coupled and --match-times need an absorbing-graph model; "
-                        f"{model.source} has a {model.graph.name} graph")
-    info = {"model_fingerprint": model.fingerprint, "model_source": model.source}
+    common = dict(base=args.base, teacher=teacher, validate=args.validation, val_frac=args.val_frac,
+                  val_samples=args.val_samples, init_grid=init_grid)
+    _, cfg = prepare(model, method, args.nfe, **common)  # every setting checked before the teacher runs
+    from .. import dist
+
+    sampler, val = distill(model, method, args.nfe, **common, force=args.force, checkpoint=str(out) + ".ckpt",
+                           resume=args.resume)
     if args.init_grid:
-        from ..sampling.artifact import LearnedSampler
-
-        grid = LearnedSampler.load(args.init_grid)
-        # a grid is just times: it must fit the model's graph and noise, not its weights
-        grid.check_model(model.graph.name, model.graph.num_tokens, model.noise.to_dict(), model.fingerprint, force=True)
-        info["init_grid"] = {"file": str(args.init_grid), "method": grid.provenance.get("method", "?")}
-    ckpt = Path(str(out) + ".ckpt")
-    teacher_ckpt = Path(str(out) + ".ckpt.teacher")  # the teacher run, written once (not with every epoch)
-    cache, state = None, None
-    teacher_ref = {}  # where a resume finds the teacher run: a --teacher-cache file, or OUT.ckpt.teacher
-    if args.resume:
-        if not ckpt.is_file():
-            raise UserError(f"--resume: no checkpoint {ckpt} to resume from")
-        try:
-            resumed = torch.load(ckpt, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error
-            raise UserError(f"--resume: cannot read {ckpt}: {e}") from None
-        if resumed.get("config") != asdict(cfg) or resumed.get("model_fingerprint") != model.fingerprint:
-            raise UserError(f"--resume: {ckpt} was written for other settings or another model; "
-                            "rerun with the same flags, or delete it")
-        teacher_ref = {k: resumed[k] for k in ("teacher_file", "teacher_ckpt") if k in resumed}
-        cache, state = _resume_teacher(teacher_ref, ckpt, cfg.nfe, model.device), resumed["state"]
-        print(f"resuming from {ckpt} (epoch {state['epoch'] if state else 0} of {cfg.epochs})")
-    elif ckpt.exists():
-        raise UserError(f"{ckpt} exists from an interrupted run: pass --resume, or delete it")
-
-    def save_ckpt(state_now):
-        if not dist.is_main():
-            return
-        if not teacher_ref:
-            from ..distillation.teacher import save_cached
-
-            save_cached(cache, teacher_ckpt)
-            teacher_ref["teacher_ckpt"] = teacher_ckpt.name
-        with atomic.atomic_path(ckpt) as tmp:
-            torch.save({"config": asdict(cfg), "model_fingerprint": model.fingerprint, **teacher_ref,
-                        "state": state_now}, tmp)
-
-    length = model.config.length
-    saved = found = None
-    if cache is None and args.teacher_cache is not None:
-        from ..distillation.teacher import cache_file, choose_store, find_cached, load_cached
-
-        if cfg.coupled or cfg.init_times is not None:
-            raise UserError("--teacher-cache keeps uncoupled teacher runs on uniform grids; it does not apply with "
-                            "--coupled or --init-grid")
-        store = choose_store(cfg.teacher_store, cfg.num_traj, length, model.graph.num_tokens, cfg.nfe)
-        saved = cache_file(args.teacher_cache, model.fingerprint, cfg.base, cfg.teacher_nfe, cfg.nfe, cfg.num_traj,
-                           cfg.batch_size, cfg.seed, cfg.eps, store)
-        found = find_cached(saved, cfg.nfe)
-        if found is not None:
-            print(f"teacher: {cfg.teacher_nfe} {cfg.base} steps x {cfg.num_traj} trajectories, from {found}")
-            cache = load_cached(found, cfg.nfe, model.device)
-            teacher_ref["teacher_file"] = str(Path(found).resolve())  # read there on --resume, not copied
-            save_ckpt(None)
-    if cache is None:
-        print(f"teacher: {cfg.teacher_nfe} {cfg.base} steps x {cfg.num_traj} trajectories of length {length}")
-        cache = make_teacher(model.score_fn, model.graph, model.noise, length, cfg, device=model.device)
-        if saved is not None and dist.is_main():
-            from ..distillation.teacher import save_cached
-
-            save_cached(cache, saved)
-            print(f"teacher run saved to {saved}")
-            teacher_ref["teacher_file"] = str(Path(saved).resolve())
-        save_ckpt(None)
-        print(f"teacher done in {cache.seconds:.1f} s; cache {cache.nbytes() / 2**20:.1f} MiB ({cache.store})")
-    result = distill(model.score_fn, model.graph, model.noise, length, cfg, device=model.device, cache=cache,
-                     state=state, on_epoch=lambda rec, st: save_ckpt(st))
-    val = result.validation
-    use_base = val is not None and not val.learned_better and not args.force
-    sampler = to_artifact(result, cfg, model.graph, model.noise,
-                          info, use_base=use_base)
+        sampler = sampler.replace(provenance={**sampler.provenance,
+                                              "init_grid": {"file": str(args.init_grid), "method": init_grid.method}})
     if dist.is_main():
         sampler.save(out)
-        ckpt.unlink(missing_ok=True)
-        teacher_ckpt.unlink(missing_ok=True)
-    last = result.history[-1] if result.history else {}
+    prov = sampler.provenance
     if val is not None:
         print(val.summary())
-    if use_base:
+    if val is not None and not sampler.learned and not args.force:
         base = f"{cfg.base} with spread movers" if cfg.spread else f"plain {cfg.base}"
         print(f"lsdd distill: the learned sampler is not better than {base} at {cfg.nfe} NFE on held-out "
               f"teacher outputs, so {out} holds the base sampler ({'the --init-grid' if args.init_grid else 'uniform'} "
               "grid, Phi = 1); the learned numbers are in its provenance. Pass --force to write the learned sampler "
               "anyway.")
-        print(f"  rejected coefficients: {', '.join(f'{c:.3f}' for c in result.coeffs)}")
+        print(f"  rejected coefficients: {', '.join(f'{c:.3f}' for c in prov['rejected_learned']['coeffs'])}")
         return 0
     if val is not None and not val.learned_better:
         print("warning: validation found the learned sampler no better than its base; written anyway (--force)")
-    print(f"{cfg.method} {cfg.base} sampler with {cfg.nfe} NFE -> {out}")
-    print(f"  coefficients: {', '.join(f'{c:.3f}' for c in sampler.coeffs)}")
+    history = prov.get("history") or [{}]
+    last = history[-1]
+    print(f"{sampler.method} {sampler.rule} sampler with {sampler.nfe} NFE -> {out}")
+    print(f"  coefficients: {', '.join(f'{c:.3f}' for c in sampler.coeffs_tensor().tolist())}")
     print(f"  time grid:    {', '.join(f'{t:.4f}' for t in sampler.times)}")
-    if sampler.conditioning is not None and sampler.conditioning.get("count") == "spread":
+    if sampler.movers == "spread":
         print("  movers:       counted, spread along the sequence (--spread)")
-    if sampler.conditioning is not None and cfg.method == "lsd-c":
+    if sampler.conditioning is not None:
         print(f"  confidence slope: {', '.join(f'{a:.3f}' for a in sampler.conditioning['slope'])}")
         print(f"  value beta:       {', '.join(f'{b:.3f}' for b in sampler.conditioning['beta'])}")
+    t_s, s_s = prov.get("teacher_seconds", 0.0), prov.get("student_seconds", 0.0)
     print(f"  final loss: phi {last.get('loss_phi', float('nan')):.4g}, time {last.get('loss_time', 0.0):.4g}; "
-          f"teacher {result.teacher_seconds:.1f} s, student epochs {result.student_seconds:.1f} s "
-          f"(ratio {result.student_seconds / max(result.teacher_seconds, 1e-9):.2f})")
+          f"teacher {t_s:.1f} s, student {s_s:.1f} s (ratio {s_s / max(t_s, 1e-9):.2f})")
     return 0
-
-
-def _resume_teacher(ref: dict, ckpt: Path, nfe: int, device):
-    """The teacher run of an interrupted distillation: the --teacher-cache file it read (or wrote), else the
-    OUT.ckpt.teacher file written beside the checkpoint once, after the teacher. A missing or unreadable file is
-    a one-line error."""
-    from ..distillation.teacher import load_cached
-
-    if "teacher_file" in ref:
-        path = Path(ref["teacher_file"])
-        if not path.is_file():
-            raise UserError(f"--resume: the teacher run {path} that {ckpt} reads is gone; delete {ckpt} and rerun")
-        return load_cached(path, nfe, device)
-    if "teacher_ckpt" not in ref:
-        raise UserError(f"--resume: {ckpt} names no teacher run (written by an older lsdd?); delete it and rerun")
-    path = ckpt.parent / ref["teacher_ckpt"]
-    try:
-        return load_cached(path, nfe, device)
-    except Exception as e:  # noqa: BLE001 - a missing or unreadable file is a user-facing error
-        raise UserError(f"--resume: cannot read the teacher run {path}: {e}; delete {ckpt} and rerun") from None

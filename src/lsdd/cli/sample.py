@@ -64,61 +64,50 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from .. import atomic
-    from ..sampling.artifact import LearnedSampler
-    from ..sampling.samplers import sample_batched, tempered_score
-    from ..sampling.schedules import uniform_times
+    from .. import dist
+    from ..sampling.generate import sample
+    from ..sampling.sampler import Sampler
 
     out = check_output(args.out, ".npy")
     if not 0.0 < args.eps < 1.0:
         raise UserError(f"--eps must lie in (0, 1), got {args.eps}")
-    rule, steps = _base_sampler(args)
-    model = load_args(args)
     if args.learned:
-        learned = LearnedSampler.load(args.learned)
-        learned.check_model(model.graph.name, model.graph.num_tokens, model.noise.to_dict(), model.fingerprint,
-                            force=args.force)
-        kw = learned.sampler_kwargs(model.graph)
-        method, times, coeffs, mode = kw["method"], learned.times_tensor(), kw["coeffs"], kw["phi_mode"]
-        desc = f"learned {learned.provenance.get('method', '?')}-{learned.base} ({learned.nfe} steps, phi {mode})"
+        _no_base_flags(args)
+        sampler = Sampler.load(args.learned)
     else:
-        method, times, coeffs, mode = rule, uniform_times(steps, args.eps), None, "linear"
-        desc = f"{args.sampler} on the uniform grid ({steps} steps x {rule.calls} network call{'s' * (rule.calls > 1)})"
-        if args.counted or args.spread:
-            from ..sampling.conditioned import ConditionedParams, ConditionedRule
-
-            method = ConditionedRule(args.sampler)
-            params = ConditionedParams(steps, counted=True, choice="spread" if args.spread else "weight")
-            coeffs = params.requires_grad_(False).coeff_fn(model.graph)
-            desc += ", counted movers spread along the sequence" if args.spread else ", counted movers"
-    from .. import dist
-
-    t0 = time.perf_counter()
-    score_fn = tempered_score(model.score_fn, args.temperature)
+        sampler = _base_sampler(args)
     if args.temperature != 1.0:
-        desc += f", temperature {args.temperature:g}"
-    res = sample_batched(score_fn, model.graph, model.noise, times, args.num, model.config.length,
-                         batch_size=args.batch_size, method=method, coeffs=coeffs, phi_mode=mode, seed=args.seed,
-                         device=model.device, progress=True)
-    secs, nfe = time.perf_counter() - t0, res.nfe
-    x = res.x.numpy()
+        if not args.temperature > 0:
+            raise UserError(f"--temperature must be > 0, got {args.temperature!r}")
+        sampler = sampler.with_temperature(args.temperature * sampler.temperature)
+    model = load_args(args)
+    t0 = time.perf_counter()
+    res = sample(model, sampler, args.num, seed=args.seed, batch_size=args.batch_size, force=args.force,
+                 progress=True)
+    secs = time.perf_counter() - t0
+    if args.learned:
+        res.info["sampler_file"] = str(args.learned)
     if dist.is_main():
-        atomic.save_npy(out, x)
+        res.save(out)
     procs = f" on {dist.world()} processes" if dist.world() > 1 else ""
-    print(f"{args.num} samples of length {x.shape[1]} from {model.source} with {desc}: "
-          f"{nfe} network calls per sample, {secs:.2f} s{procs} ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
+    what = f"learned sampler {args.learned} ({sampler.describe()})" if args.learned else sampler.describe()
+    print(f"{args.num} samples of length {res.x.shape[1]} from {model.source} with {what}: "
+          f"{res.nfe} network calls per sample, {secs:.2f} s{procs} ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
     return 0
 
 
-def _base_sampler(args):
-    """The step rule and the number of steps that --sampler, --steps, --nfe and --theta ask for (UserError when
-    they disagree)."""
-    from ..sampling.steps import get_rule
-
-    if args.learned and (args.theta is not None or args.nfe is not None or args.steps is not None or args.counted
-                         or args.spread):
+def _no_base_flags(args) -> None:
+    if args.theta is not None or args.nfe is not None or args.steps is not None or args.counted or args.spread:
         raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta, --counted and "
                         "--spread")
+
+
+def _base_sampler(args):
+    """The ``Sampler`` that --sampler, --steps, --nfe, --theta, --counted and --spread ask for (UserError when they
+    disagree)."""
+    from ..sampling.sampler import Sampler
+    from ..sampling.steps import get_rule
+
     if (args.counted or args.spread) and args.sampler not in ("euler", "tweedie"):
         flag = "--spread" if args.spread else "--counted"
         raise UserError(f"{flag} applies to the one-call samplers euler and tweedie, not {args.sampler}")
@@ -135,4 +124,6 @@ def _base_sampler(args):
             raise UserError(f"--steps {steps} with {args.sampler} is {steps * rule.calls} network calls per sample, "
                             f"not --nfe {args.nfe}")
         steps = args.nfe // rule.calls
-    return rule, 64 if steps is None else steps
+    steps = 64 if steps is None else steps
+    movers = "spread" if args.spread else "counted" if args.counted else "independent"
+    return Sampler.base(args.sampler, steps * rule.calls, movers=movers, eps=args.eps, theta=args.theta)

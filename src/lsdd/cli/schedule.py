@@ -77,7 +77,7 @@ def run(args) -> int:
     else:
         times, prov = _search(args, model)
         prov = {**info, **prov}
-    sampler = schedule_artifact(times, model.graph, model.noise, args.base, prov)
+    sampler = schedule_artifact(times, model, args.base, prov)
     sampler.save(out)
     print(f"JYS {args.base} sampler with {args.nfe} NFE -> {out}")
     print(f"  time grid: {', '.join(f'{t:.4f}' for t in sampler.times)}")

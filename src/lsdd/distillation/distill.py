@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import dist
-from ..sampling.artifact import LearnedSampler
+from ..sampling.sampler import Sampler
 from ..sampling.draws import RowStreams, derive_seed, make_generator
 from ..graphs import Graph
 from ..sampling.loop import CountedScore, ScoreFn, StepInfo, reverse_loop
@@ -82,7 +82,7 @@ class DistillConfig:
     spread: bool | None = None
 
     def count(self) -> str:
-        """lsd-c's movers as the artifact names them (lsdd.sampling.artifact.COUNTS)."""
+        """lsd-c's movers as the draws name them (conditioned.ConditionedParams.from_count)."""
         return "spread" if self.spread else "rounded" if self.counted else "independent"
 
     def resolve(self, graph: Graph) -> "DistillConfig":
@@ -222,21 +222,27 @@ class DistillResult:
     teacher_calls: int = 0
     student_calls: int = 0
     validation: Validation | None = None  # learned vs base on held-out teacher outputs (cfg.validation)
-    conditioning: dict | None = None  # lsd-c: {"feature", "slope", "beta", "count"} (lsdd.sampling.artifact)
+    conditioning: dict | None = None  # lsd-c: {"feature", "slope" (M,), "beta" (M,)} (lsdd.sampling.sampler)
     selection: dict | None = None  # LSD+ --select: held-out distances of LSD and LSD+, and which was kept
+    movers: str = "independent"  # independent | counted | spread (Sampler.movers)
 
-    def sampler_kwargs(self, graph: Graph, base: str, phi_mode: str) -> dict:
-        """``sample_batched`` keyword arguments of the learned sampler (method, coeffs, phi_mode)."""
-        if self.conditioning is None:
-            return {"method": base, "coeffs": self.coeffs, "phi_mode": phi_mode}
-        from ..sampling.conditioned import ConditionedParams, ConditionedRule
+    def sampler(self, cfg: DistillConfig) -> Sampler:
+        """The learned sampler as a ``Sampler`` value (not yet bound to a model; no provenance)."""
+        return Sampler(self.times.tolist(), cfg.base, self.coeffs.tolist(), movers=self.movers,
+                       phi_mode=cfg.phi_mode, conditioning=self.conditioning,
+                       provenance={"method": cfg.method})
 
-        params = ConditionedParams.from_count(self.coeffs.numel(), self.conditioning.get("count", "independent"),
-                                              self.coeffs.log(),
-                                              torch.tensor(self.conditioning["slope"], dtype=torch.float64),
-                                              torch.tensor(self.conditioning["beta"], dtype=torch.float64).log())
-        params.requires_grad_(False)
-        return {"method": ConditionedRule(base), "coeffs": params.coeff_fn(graph), "phi_mode": "linear"}
+
+def movers_of(cfg: DistillConfig) -> str:
+    """The movers a config's samplers use: spread, counted (lsd-c --counted) or independent."""
+    return {"spread": "spread", "rounded": "counted", "independent": "independent"}[cfg.count()]
+
+
+def base_sampler(cfg: DistillConfig) -> Sampler:
+    """The base sampler a learned one is validated against (and written instead of it when it is no better): the
+    base rule on the starting grid with Phi = 1, with spread movers under ``cfg.spread``."""
+    return Sampler(cfg.student_times().tolist(), cfg.base, movers="spread" if cfg.spread else "independent",
+                   provenance={"method": "spread" if cfg.spread else cfg.base, "note": "nothing learned"})
 
 
 class _Batch:
@@ -426,33 +432,14 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     with torch.no_grad():
         times, coeffs = params.times().detach().clone(), params.coeffs().detach().clone()
     result = DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),
-                           cache.nfe, student_calls, conditioning=movers_conditioning(cfg))
+                           cache.nfe, student_calls, movers="spread" if cfg.spread else "independent")
     if cfg.select:
         result = _select(score_fn, graph, noise, cache.x_0[n_train:], cfg, result, lsd_result, device)
         times, coeffs = result.times, result.coeffs
     if cfg.validation:
-        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, times, coeffs, device,
-                                             learned_kwargs=result.sampler_kwargs(graph, cfg.base, cfg.phi_mode))
+        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, result.sampler(cfg),
+                                             device)
     return result
-
-
-def movers_conditioning(cfg: DistillConfig) -> dict | None:
-    """The artifact's ``conditioning`` for a trajectory-fitted sampler with spread movers (slope 0, beta 1: only the
-    movers differ from the base rule); None with independent movers."""
-    if not cfg.spread:
-        return None
-    return {"feature": "confidence", "slope": [0.0] * cfg.nfe, "beta": [1.0] * cfg.nfe, "count": "spread"}
-
-
-def base_kwargs(cfg: DistillConfig, graph: Graph) -> dict:
-    """``sample_batched`` keyword arguments of the base sampler a learned one is validated against (and written
-    instead of it when it is no better): the base rule with Phi = 1, and spread movers under ``cfg.spread``."""
-    if not cfg.resolve(graph).spread:
-        return {"method": cfg.base}
-    from ..sampling.conditioned import ConditionedParams, ConditionedRule
-
-    params = ConditionedParams(cfg.nfe, counted=True, choice="spread").requires_grad_(False)
-    return {"method": ConditionedRule(cfg.base), "coeffs": params.coeff_fn(graph)}
 
 
 def _distill_lsd_for_plus(score_fn, graph, noise, length, lsd_cfg: DistillConfig, cache, device) -> DistillResult:
@@ -474,12 +461,12 @@ def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus:
     dists = {}
     for name, res in (("lsd+", plus), ("lsd", lsd)):
         x = sample_batched(score_fn, graph, noise, res.times, cfg.val_samples, length,
-                           **common, **res.sampler_kwargs(graph, cfg.base, cfg.phi_mode)).x
+                           **common, **res.sampler(cfg).loop_args(graph)).x
         dists[name] = distance("hellinger", x, reference, graph.num_states)
     keep = "lsd+" if dists["lsd+"] <= dists["lsd"] else "lsd"
     out = plus if keep == "lsd+" else DistillResult(lsd.times, lsd.coeffs, plus.history, plus.teacher_seconds,
                                                      plus.student_seconds, plus.teacher_calls, plus.student_calls,
-                                                     conditioning=lsd.conditioning)
+                                                     conditioning=lsd.conditioning, movers=lsd.movers)
     out.selection = {"hellinger_lsd+": dists["lsd+"], "hellinger_lsd": dists["lsd"], "kept": keep}
     return out
 
@@ -499,7 +486,7 @@ def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | Non
     cond = None
     if cfg.method == "lsd-c":
         cond = {"feature": "confidence", "slope": [float(a) for a in slope],
-                "beta": [float(b) for b in log_beta.exp()], "count": cfg.count()}
+                "beta": [float(b) for b in log_beta.exp()]}
     return log_phi.exp(), cond
 
 
@@ -516,6 +503,7 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     times = cfg.student_times()
     families = 3 if cfg.method == "lsd-c" else 1
     seed = derive_seed(cfg.seed, 11)
+    movers = movers_of(cfg)
     call = CountedScore(score_fn, graph, noise)
     t0 = time.perf_counter()
 
@@ -527,9 +515,9 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
 
     def objective(v: Tensor) -> float:
         coeffs, cond = _result_from_flat(v, cfg)
-        res = DistillResult(times, coeffs, conditioning=cond)
+        res = DistillResult(times, coeffs, conditioning=cond, movers=movers)
         out = sample_batched(call, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
-                             seed=seed, device=device, **res.sampler_kwargs(graph, cfg.base, cfg.phi_mode))
+                             seed=seed, device=device, **res.sampler(cfg).loop_args(graph))
         return score(out.x)
 
     bar = tqdm(total=cfg.cma_iters, desc=f"{cfg.method} M={cfg.nfe} ({cfg.resolved_objective()}, CMA-ES)",
@@ -551,70 +539,61 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     if history:
         history[-1]["seconds"] = seconds
     result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
-                           conditioning=cond)
+                           conditioning=cond, movers=movers)
     if progress and dist.is_main():
         print(f"{cfg.resolved_objective()} objective: base {fit.start_value:.5f} -> learned {fit.value:.5f} "
               f"({fit.evaluations} candidates, {seconds:.0f} s)")
     if cfg.validation:
-        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, times, coeffs, device,
-                                             learned_kwargs=result.sampler_kwargs(graph, cfg.base, cfg.phi_mode))
+        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, result.sampler(cfg),
+                                             device)
     return result
 
 
 def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: Tensor, cfg: DistillConfig,
-                     times: Tensor, coeffs: Tensor, device: torch.device | str = "cpu",
-                     learned_kwargs: dict | None = None) -> Validation:
-    """Compare the learned sampler (``times``, ``coeffs``) with its base (the starting grid - uniform unless
-    ``cfg.init_times`` -, Phi = 1) at the same NFE on held-out teacher outputs ``reference`` (m, L); both draw
-    ``cfg.val_samples`` samples from the same streams."""
+                     learned: Sampler, device: torch.device | str = "cpu") -> Validation:
+    """Compare the ``learned`` sampler with its base (``base_sampler(cfg)``: the starting grid - uniform unless
+    ``cfg.init_times`` -, Phi = 1, the same movers) at the same NFE on held-out teacher outputs ``reference``
+    (m, L); both draw ``cfg.val_samples`` samples from the same streams."""
+    cfg = cfg.resolve(graph)
     length = reference.shape[1]
     common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device)
-    base = sample_batched(score_fn, graph, noise, cfg.student_times(), cfg.val_samples, length,
-                          **{**common, **base_kwargs(cfg, graph)})
-    kw = learned_kwargs or {"method": cfg.base, "coeffs": coeffs, "phi_mode": cfg.phi_mode}
-    learned = sample_batched(score_fn, graph, noise, times, cfg.val_samples, length,
-                             **{**common, **kw})
+    outs = [sample_batched(score_fn, graph, noise, smp.times_tensor(), cfg.val_samples, length,
+                           **common, **smp.loop_args(graph)).x for smp in (base_sampler(cfg), learned)]
     nll_seed = derive_seed(cfg.seed, 10)
     nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device)
-           for x in (base.x, learned.x, reference)]
-    return compare(base.x, learned.x, reference, graph.num_states, cfg.nfe, tuple(float(v.mean()) for v in nll),
+           for x in (*outs, reference)]
+    return compare(outs[0], outs[1], reference, graph.num_states, cfg.nfe, tuple(float(v.mean()) for v in nll),
                    nll_z=nll_z(nll[0], nll[1]))
 
 
-def to_artifact(result: DistillResult, cfg: DistillConfig, graph: Graph, noise: Noise,
-                model_info: dict[str, Any] | None = None, use_base: bool = False) -> LearnedSampler:
-    """Package a distillation result as a self-describing ``LearnedSampler``. ``use_base``: write the base
-    sampler (its starting grid, uniform unless ``cfg.init_times``, Phi = 1) instead - what ``lsdd distill`` does
-    when validation finds the learned one no better - keeping the learned numbers and the validation figures in
-    the provenance."""
+def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info: dict[str, Any] | None = None,
+               use_base: bool = False) -> Sampler:
+    """Package a distillation result as a ``Sampler`` bound to ``model`` (its graph, noise and fingerprint), with
+    the settings, the history and the validation figures in its provenance. ``use_base``: the base sampler
+    (``base_sampler(cfg)``) instead - what the pipeline writes when validation finds the learned one no better -,
+    keeping the learned numbers in the provenance."""
     from .. import __version__
+    from ..sampling.sampler import model_ref
 
-    cfg = cfg.resolve(graph)
     provenance = {
         **(model_info or {}),
-        "method": cfg.method, "teacher_nfe": cfg.teacher_nfe, "zeta": cfg.zeta, "loss": cfg.loss,
+        "method": cfg.method, "base": cfg.base, "teacher_nfe": cfg.teacher_nfe, "zeta": cfg.zeta, "loss": cfg.loss,
         "epochs": cfg.epochs, "seed": cfg.seed, "lsdd_version": __version__, "distill_config": asdict(cfg),
         "teacher_seconds": round(result.teacher_seconds, 3), "student_seconds": round(result.student_seconds, 3),
         "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history],
         "validation": result.validation.to_dict() if result.validation is not None else None,
+        "objective": cfg.resolved_objective(),
     }
-    times = tuple(float(v) for v in result.times)
-    coeffs = tuple(float(v) for v in result.coeffs)
-    conditioning = result.conditioning
-    provenance["objective"] = cfg.resolved_objective()
     if result.selection is not None:
         provenance["selection"] = result.selection
+    learned = result.sampler(cfg)
     if use_base:
-        conditioning = movers_conditioning(cfg)  # the base: Phi = 1, with the same movers (spread or not)
-        if result.conditioning is not None and result.conditioning != conditioning:
-            provenance["rejected_conditioning"] = result.conditioning
+        out = base_sampler(cfg)
         provenance["written"] = ("base sampler" + (" with spread movers" if cfg.spread else "") +
                                  ": validation found the learned one no better")
-        provenance["rejected_learned"] = {"times": times, "coeffs": coeffs}
-        times = tuple(float(v) for v in cfg.student_times())
-        coeffs = (1.0,) * cfg.nfe
+        provenance["rejected_learned"] = {"times": list(learned.times), "coeffs": list(learned.coeffs),
+                                          "movers": learned.movers, "conditioning": learned.conditioning}
     else:
+        out = learned
         provenance["written"] = "learned sampler"
-    return LearnedSampler(base=cfg.base, graph=graph.name, num_tokens=graph.num_tokens, noise=noise.to_dict(),
-                          times=times, coeffs=coeffs, phi_mode=cfg.phi_mode, provenance=provenance,
-                          conditioning=conditioning)
+    return out.replace(model=None if model is None else model_ref(model), provenance=provenance)

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..sampling.artifact import LearnedSampler
+from ..sampling.sampler import Sampler
 from ..sampling.draws import make_generator
 from ..errors import UserError
 from ..graphs import Graph
@@ -203,13 +203,13 @@ def _insert(grid: list[float], points: list[float | None]) -> list[float]:
     return out + [grid[-1]]
 
 
-def schedule_artifact(times: Tensor, graph: Graph, noise: Noise, base: str,
-                      provenance: dict[str, Any]) -> LearnedSampler:
-    """A learned-sampler artifact that is just a time grid: base sampler ``base``, Phi = 1 at every step."""
-    m = times.numel() - 1
-    return LearnedSampler(base=base, graph=graph.name, num_tokens=graph.num_tokens, noise=noise.to_dict(),
-                          times=tuple(float(v) for v in times), coeffs=(1.0,) * m, phi_mode="linear",
-                          provenance=provenance)
+def schedule_artifact(times: Tensor, model, base: str, provenance: dict[str, Any]) -> Sampler:
+    """A sampler that is just a time grid: rule ``base``, Phi = 1 at every step, bound to ``model``'s graph and
+    noise (not to its weights: a grid fits any model of that graph and noise)."""
+    from ..sampling.sampler import model_ref
+
+    ref = {**model_ref(model), "fingerprint": None}
+    return Sampler(tuple(float(v) for v in times), base, model=ref, provenance=provenance)
 
 
 def _bad(path: Path, why: str) -> UserError:

@@ -262,3 +262,49 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
     sq = torch.stack([sum(c[k][3] for _, _, c in ordered) for k in range(m)])  # (M, 2)
     return TeacherCache(x_T, states, rows, scores, x_0, student_times.cpu().to(torch.float64), teacher_steps, nfe,
                         time.perf_counter() - start, store, sq)
+
+
+def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, method: str = "euler",
+                batch_size: int = 64, seed: int = 0, store: str = "auto", folder=None,
+                coupled_seed: int | None = None, progress: bool = True, log=print):
+    """The teacher run for these settings: read from ``folder`` when an earlier run saved the same one there (on
+    this grid or a finer uniform one, in either store; ``find_cached``), else run it (``run_teacher``) and, with a
+    ``folder``, save it there. The one place where a teacher run is looked up, run and kept.
+
+    ``model``: a model value (score_fn, graph, noise, length, device, fingerprint). ``student_times`` (M + 1,):
+    a uniform grid when ``folder`` is given (cached runs are named by M and eps). Returns (cache, the file it is
+    kept in or None).
+    """
+    from pathlib import Path
+
+    m = student_times.numel() - 1
+    store = choose_store(store, num, model.length, model.graph.num_tokens, m)
+    saved = None
+    if folder is not None:
+        if coupled_seed is not None:
+            raise ValueError("a teacher-cache folder keeps uncoupled teacher runs; it does not apply to coupled ones")
+        from .. import errors
+        from ..sampling.schedules import uniform_times
+
+        eps = float(student_times[-1])
+        if not torch.allclose(student_times.to(torch.float64), uniform_times(m, eps)):
+            raise errors.UserError("a teacher-cache folder keeps runs on uniform grids; it does not apply to a "
+                                   "non-uniform starting grid (--init-grid)")
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise errors.UserError(f"teacher cache {folder} is a file; it takes a folder")
+        saved = cache_file(folder, model.fingerprint, method, teacher_steps, m, num, batch_size, seed, eps, store)
+        found = find_cached(saved, m)
+        if found is not None:
+            log(f"teacher: {teacher_steps} {method} steps x {num} trajectories, from {found}")
+            return load_cached(found, m, model.device), Path(found).resolve()
+    log(f"teacher: {teacher_steps} {method} steps x {num} trajectories of length {model.length}")
+    cache = run_teacher(model.score_fn, model.graph, model.noise, student_times, teacher_steps, num, model.length,
+                        method=method, batch_size=batch_size, seed=seed, device=model.device, progress=progress,
+                        store=store, coupled_seed=coupled_seed)
+    log(f"teacher done in {cache.seconds:.1f} s; cache {cache.nbytes() / 2**20:.1f} MiB ({cache.store})")
+    if saved is not None:
+        if dist.is_main():
+            save_cached(cache, saved)
+            log(f"teacher run saved to {saved}")
+        return cache, Path(saved).resolve()
+    return cache, None

@@ -101,6 +101,11 @@ class LoadedModel:
         return next(self.module.parameters()).device
 
     @property
+    def length(self) -> int:
+        """Tokens per sequence."""
+        return self.config.length
+
+    @property
     def log_score_fn(self) -> ScoreFn:
         """Callable (x (B, L) int64, sigma (B,)) -> log-score (B, L, S) float32; eval mode, no grad, autocast
         to bf16 inside the call when ``precision`` is "bf16"."""
@@ -124,6 +129,25 @@ class LoadedModel:
             return log_score(x, sigma).exp_()
 
         return score
+
+
+@dataclass
+class ScoreModel:
+    """Any score function as a model value: what ``lsdd.sample`` and ``lsdd.distill`` take, like a loaded model.
+
+    score_fn: (x (B, L) int64, sigma_bar (B,)) -> (B, L, S) concrete-score ratios >= 0 (the entry at the current
+    token is set to 1 by the loop). fingerprint: any string that identifies the function (samplers record it).
+    """
+
+    score_fn: ScoreFn
+    graph: Graph
+    noise: Noise
+    length: int
+    fingerprint: str = ""
+    source: str = "score function"
+    tokenizer: Any = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def bundled_models() -> list[str]:
@@ -176,4 +200,4 @@ def load_model_path(path: Path, device: str | torch.device = "cpu", source: str 
     return load_external(path, fmt, device, source=source)
 
 
-__all__ = ["DiTConfig", "ScoreDiT", "LoadedModel", "load_model", "load_model_path", "bundled_models", "ScoreFn"]
+__all__ = ["DiTConfig", "ScoreDiT", "LoadedModel", "ScoreModel", "load_model", "load_model_path", "bundled_models", "ScoreFn"]

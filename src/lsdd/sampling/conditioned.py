@@ -93,7 +93,7 @@ class ConditionedParams(nn.Module):
     @classmethod
     def from_count(cls, nfe: int, count: str, log_phi: Tensor | None = None, slope: Tensor | None = None,
                    log_beta: Tensor | None = None) -> "ConditionedParams":
-        """From an artifact's ``count`` ("independent" | "rounded" | "spread"; ``lsdd.sampling.artifact.COUNTS``)."""
+        """From an artifact's ``count`` ("independent" | "rounded" | "spread"; ``lsdd.sampling.sampler``: movers "independent" | "counted" | "spread")."""
         return cls(nfe, log_phi, slope, log_beta, counted=count != "independent",
                    choice="spread" if count == "spread" else "weight")
 

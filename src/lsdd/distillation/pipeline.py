@@ -1,0 +1,277 @@
+"""``distill(model, method, nfe)``: teacher -> fit -> validate -> accept, in one place.
+
+The command line (``lsdd distill``), the bench (``lsdd bench``) and Python (``lsdd.distill``) all call this
+function, so the same inputs give the same sampler whatever the entry point:
+
+1. **teacher**: ``Teacher.num_traj`` trajectories of ``Teacher.nfe`` base-rule steps, read from
+   ``Teacher.cache_dir`` when an earlier run saved the same one there, else run (and saved there);
+2. **fit**: the method (``LSD``, ``LSDPlus``, ``LSDC``, ``JYS``; ``lsdd.distillation.methods``) learns its numbers
+   on the first ``1 - val_frac`` of the trajectories;
+3. **validate**: the learned sampler and its base (Phi = 1 on the starting grid, the same movers) each draw
+   ``val_samples`` samples from the same streams, compared on the held-out teacher outputs
+   (``lsdd.distillation.validate``);
+4. **accept**: the learned sampler if validation finds it better, else the base (the learned numbers and every
+   figure stay in its provenance), unless ``force``.
+
+Learnable Sampler Distillation: Fu, Guo, Liu, NeurIPS 2025, arXiv 2509.19962.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import torch
+
+from .. import atomic, dist
+from ..errors import UserError
+from ..sampling.sampler import Sampler
+from ..sampling.steps import ONE_CALL
+from . import distill as engine  # the fitting engine (looked up at call time: tests wrap it)
+from .distill import DistillConfig, DistillResult, to_sampler, validate_learned
+from .methods import JYS, get_method
+from .teacher import STORES, TeacherCache, get_teacher, load_cached, save_cached
+from .validate import Validation
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The many-step teacher a sampler is distilled from.
+
+    nfe: teacher steps N (a multiple of the student's). num_traj: trajectories (``val_frac`` of them are held
+    out for validation). batch_size: trajectories per network call (and per random stream). chunk: trajectories
+    per student random stream (the unit spread over torchrun processes). store: "scores" keeps the teacher's score
+    rows, "states" only its states (scores recomputed: one more call per student call), "auto" scores up to 2 GiB.
+    cache_dir: keep the run in this folder and reuse it when a later command needs the same one.
+    """
+
+    nfe: int = 1024
+    num_traj: int = 256
+    batch_size: int = 64
+    chunk: int = 16
+    seed: int = 0
+    eps: float = 1e-5
+    store: str = "auto"
+    cache_dir: str | None = None
+
+    def check(self) -> None:
+        if self.nfe < 1 or self.num_traj < 1 or self.batch_size < 1 or self.chunk < 1:
+            raise UserError(f"teacher nfe, num_traj, batch_size and chunk must be >= 1, got {self.nfe}, "
+                            f"{self.num_traj}, {self.batch_size}, {self.chunk}")
+        if not 0.0 < self.eps < 1.0:
+            raise UserError(f"eps must lie in (0, 1), got {self.eps}")
+        if self.store not in ("auto", *STORES):
+            raise UserError(f"teacher store must be auto or one of {list(STORES)}, got {self.store!r}")
+        if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
+            raise UserError(f"teacher cache {self.cache_dir} is a file; it takes a folder")
+
+
+class Distilled(NamedTuple):
+    """What ``distill`` returns: the accepted sampler (bound to the model) and the validation verdict (None
+    with ``validate=False``)."""
+
+    sampler: Sampler
+    validation: Validation | None
+
+
+def engine_config(method, nfe: int, base: str, teacher: Teacher, validate: bool, val_frac: float,
+                  val_samples: int, init_times: tuple[float, ...] | None) -> DistillConfig:
+    """The fitting engine's config for these settings (internal to the pipeline)."""
+    fields = {} if isinstance(method, JYS) else method.engine_fields()
+    if isinstance(method, JYS):
+        fields = {"method": "lsd", "spread": False, "epochs": 0}
+    cfg = DistillConfig(**fields, base=base, nfe=nfe, teacher_nfe=teacher.nfe, num_traj=teacher.num_traj,
+                        batch_size=teacher.batch_size, chunk=teacher.chunk, seed=teacher.seed, eps=teacher.eps,
+                        teacher_store=teacher.store, validation=validate, val_frac=val_frac,
+                        val_samples=val_samples, init_times=init_times)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return cfg
+
+
+def prepare(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
+            validate: bool = True, val_frac: float = 0.25, val_samples: int = 512,
+            init_grid: Sampler | None = None) -> tuple[Any, DistillConfig]:
+    """Check every setting against the model before any work; returns (method object, engine config)."""
+    method = get_method(method)
+    method.check()
+    teacher = teacher or Teacher()
+    teacher.check()
+    if base not in ONE_CALL:
+        raise UserError(f"base must be one of {list(ONE_CALL)}, got {base!r}")
+    if not isinstance(nfe, int) or nfe < 1:
+        raise UserError(f"nfe must be a positive integer, got {nfe!r}")
+    absorbing_only = method.needs_absorbing()
+    if absorbing_only and not model.graph.absorbing:
+        raise UserError(f"{', '.join(absorbing_only)} need an absorbing-graph model; {getattr(model, 'source', 'the model')} "
+                        f"has a {model.graph.name} graph")
+    init_times = None
+    if init_grid is not None:
+        if init_grid.model is not None:
+            init_grid.check_model(model, force=True)  # a grid is just times: graph and noise must fit, not weights
+        if init_grid.steps != nfe:
+            raise UserError(f"the starting grid has {init_grid.steps} steps but nfe is {nfe}")
+        if abs(init_grid.times[-1] - teacher.eps) > 1e-12:
+            raise UserError(f"the starting grid ends at {init_grid.times[-1]!r}; set the teacher's eps to it")
+        init_times = init_grid.times
+    cfg = engine_config(method, nfe, base, teacher, validate, val_frac, val_samples, init_times).resolve(model.graph)
+    if teacher.cache_dir is not None and (cfg.coupled or init_times is not None):
+        what = "--coupled (coupled paths)" if cfg.coupled else "--init-grid (a starting grid)"
+        raise UserError(f"a teacher cache keeps uncoupled teacher runs on uniform grids; it does not apply with {what}")
+    return method, cfg
+
+
+def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
+            validate: bool = True, val_frac: float = 0.25, val_samples: int = 512, force: bool = False,
+            init_grid: Sampler | None = None, teacher_run: TeacherCache | None = None,
+            checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True,
+            log: Callable[[str], None] = print) -> Distilled:
+    """Distill an ``nfe``-call sampler for ``model`` (frozen): teacher -> fit -> validate -> accept.
+
+    Args:
+        model: a model value (``lsdd.load_model(...)`` or ``lsdd.models.ScoreModel``).
+        method: "lsd", "lsd+", "lsd-c", "jys", or a method object (``LSD(epochs=5)``, ...).
+        nfe: the student's network calls per sample (= steps: every learned rule makes one call per step).
+        base: the one-call step rule of teacher and student ("euler" or "tweedie").
+        teacher: the teacher's settings (``Teacher()``: 1024 steps, 256 trajectories).
+        validate: compare the learned sampler with its base on held-out teacher outputs, and return the base
+            when the learned one is no better (unless ``force``).
+        init_grid: start from this sampler's time grid (e.g. a JYS grid) instead of the uniform one.
+        teacher_run: a teacher run made earlier for these settings (its grid a refinement-compatible uniform
+            one: ``TeacherCache.subsample``), used instead of running or reading one.
+        checkpoint: a file to checkpoint to after the teacher and every epoch (``resume``: continue from it);
+            removed when done.
+
+    Returns:
+        ``Distilled(sampler, validation)``.
+    """
+    method, cfg = prepare(model, method, nfe, base=base, teacher=teacher, validate=validate, val_frac=val_frac,
+                          val_samples=val_samples, init_grid=init_grid)
+    teacher = teacher or Teacher()
+    info = {"model_fingerprint": getattr(model, "fingerprint", None), "model_source": getattr(model, "source", None)}
+    if init_grid is not None:
+        info["init_grid"] = {"method": init_grid.method}
+    ckpt = _Checkpoint(checkpoint, cfg, model) if checkpoint is not None else None
+    cache, state = None, None
+    if ckpt is not None:
+        cache, state = ckpt.open(resume, model.device, log)
+    if cache is None and teacher_run is not None:
+        cache = teacher_run.subsample(cfg.nfe) if len(teacher_run.states) != cfg.nfe else teacher_run
+    if cache is None:
+        cache, kept = get_teacher(model, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj, method=cfg.base,
+                                  batch_size=cfg.batch_size, seed=cfg.seed, store=cfg.teacher_store,
+                                  folder=teacher.cache_dir, coupled_seed=cfg.coupling_seed(), progress=progress,
+                                  log=log)
+        if ckpt is not None:
+            ckpt.teacher_done(cache, kept)
+    if isinstance(method, JYS):
+        result = _fit_jys(model, method, cfg, cache, progress, log)
+    else:
+        result = engine.distill(model.score_fn, model.graph, model.noise, model.length, cfg, device=model.device,
+                     progress=progress, cache=cache, state=state,
+                     on_epoch=None if ckpt is None else (lambda rec, st: ckpt.save(st)))
+    val = result.validation
+    use_base = val is not None and not val.learned_better and not force
+    sampler = to_sampler(result, cfg, model, info, use_base=use_base)
+    if isinstance(method, JYS):
+        sampler = sampler.replace(provenance={**sampler.provenance, "method": "jys", "jys": asdict(method)})
+    if ckpt is not None:
+        ckpt.remove()
+    return Distilled(sampler, val)
+
+
+def _fit_jys(model, method: JYS, cfg: DistillConfig, cache: TeacherCache, progress: bool, log) -> DistillResult:
+    """JYS's KLUB search on the training share of the teacher's outputs; validated like any learned grid."""
+    import time
+
+    from .jys import JYSConfig, JYSSearch, KLUBEstimator
+
+    n_train = cache.num - cfg.num_val()
+    t0 = time.perf_counter()
+    jcfg = JYSConfig(max_iter=method.max_iter, batch_size=cfg.batch_size, seed=cfg.seed, eps=cfg.eps)
+    est = KLUBEstimator(model.score_fn, model.graph, model.noise, cache.x_0[:n_train], jcfg, model.device)
+    times = JYSSearch(est, log=log if progress else (lambda *a: None)).grid(cfg.nfe)
+    seconds = time.perf_counter() - t0
+    result = DistillResult(times, torch.ones(cfg.nfe, dtype=torch.float64),
+                           [{"epoch": 0, "klub_evaluations": est.evaluations, "seconds": seconds}],
+                           cache.seconds, seconds, cache.nfe, est.call.calls)
+    if cfg.validation:
+        result.validation = validate_learned(model.score_fn, model.graph, model.noise, cache.x_0[n_train:], cfg,
+                                             result.sampler(cfg), model.device)
+    return result
+
+
+class _Checkpoint:
+    """The pipeline's checkpoint: ``path`` holds the settings, the model fingerprint, where the teacher run is
+    (a teacher-cache file, or ``path.teacher`` written once beside it) and the fit's state after each epoch."""
+
+    def __init__(self, path, cfg: DistillConfig, model):
+        self.path = Path(path)
+        self.teacher_path = Path(str(self.path) + ".teacher")
+        self.cfg, self.fingerprint = asdict(cfg), getattr(model, "fingerprint", None)
+        self.ref: dict[str, str] = {}
+        self.cache: TeacherCache | None = None
+
+    def open(self, resume: bool, device, log):
+        if not resume:
+            if self.path.exists():
+                raise UserError(f"{self.path} exists from an interrupted run: pass --resume, or delete it")
+            return None, None
+        if not self.path.is_file():
+            raise UserError(f"--resume: no checkpoint {self.path} to resume from")
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error
+            raise UserError(f"--resume: cannot read {self.path}: {e}") from None
+        if saved.get("config") != self.cfg or saved.get("model_fingerprint") != self.fingerprint:
+            raise UserError(f"--resume: {self.path} was written for other settings or another model; rerun with the "
+                            "same flags, or delete it")
+        self.ref = {k: saved[k] for k in ("teacher_file", "teacher_ckpt") if k in saved}
+        state = saved["state"]
+        log(f"resuming from {self.path} (epoch {state['epoch'] if state else 0} of {self.cfg['epochs']})")
+        return self._teacher(device), state
+
+    def _teacher(self, device) -> TeacherCache:
+        nfe = self.cfg["nfe"]
+        if "teacher_file" in self.ref:
+            path = Path(self.ref["teacher_file"])
+            if not path.is_file():
+                raise UserError(f"--resume: the teacher run {path} that {self.path} reads is gone; delete {self.path} "
+                                "and rerun")
+            return load_cached(path, nfe, device)
+        if "teacher_ckpt" not in self.ref:
+            raise UserError(f"--resume: {self.path} names no teacher run (written by an older lsdd?); delete it and "
+                            "rerun")
+        path = self.path.parent / self.ref["teacher_ckpt"]
+        try:
+            return load_cached(path, nfe, device)
+        except Exception as e:  # noqa: BLE001 - a missing or unreadable file is a user-facing error
+            raise UserError(f"--resume: cannot read the teacher run {path}: {e}; delete {self.path} and rerun") from None
+
+    def teacher_done(self, cache: TeacherCache, kept: Path | None) -> None:
+        """After the teacher: name the cache file that keeps it, or write it once beside the checkpoint."""
+        if kept is not None:
+            self.ref["teacher_file"] = str(kept)
+        else:
+            self.cache = cache
+        self.save(None)
+
+    def save(self, state) -> None:
+        if not dist.is_main():
+            return
+        if not self.ref:
+            save_cached(self.cache, self.teacher_path)
+            self.ref["teacher_ckpt"] = self.teacher_path.name
+        with atomic.atomic_path(self.path) as tmp:
+            torch.save({"config": self.cfg, "model_fingerprint": self.fingerprint, **self.ref, "state": state}, tmp)
+
+    def remove(self) -> None:
+        if dist.is_main():
+            self.path.unlink(missing_ok=True)
+            self.teacher_path.unlink(missing_ok=True)
+
+
+__all__ = ["Teacher", "Distilled", "distill", "prepare", "engine_config"]

@@ -1,0 +1,74 @@
+"""``sample(model, sampler, num, seed)``: draw samples with a ``Sampler`` value, whole.
+
+This is what ``lsdd sample`` runs and what ``lsdd.sample`` is: batch b of ``batch_size`` sequences draws from
+its own generator ``make_generator(seed, device, b)``, so the same seed gives the same samples on any number
+of torchrun processes, from Python or from the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .sampler import Sampler
+from .samplers import sample_batched, tempered_score
+
+
+@dataclass
+class Samples:
+    """x: (num, L) int64 on the CPU; nfe: network calls per sample, counted by the loop; info: provenance
+    (the model, the sampler, the seed), written beside the array by ``save``."""
+
+    x: Tensor
+    nfe: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def numpy(self):
+        return self.x.numpy()
+
+    def save(self, path: str | Path) -> None:
+        """Write ``path`` (.npy, a plain int64 array) and its provenance sidecar ``path.json``."""
+        from .record import write_samples
+
+        write_samples(path, self.x.numpy(), self.info)
+
+
+def sample(model, sampler: Sampler, num: int = 64, *, seed: int = 0, batch_size: int = 64, force: bool = False,
+           progress: bool = False) -> Samples:
+    """Draw ``num`` sequences from ``model`` (a ``lsdd.load_model`` value, or any object with score_fn, graph,
+    noise, length and device) with ``sampler``.
+
+    ``force`` uses a sampler made for another model of the same graph, size and noise. The network calls are
+    counted by the loop and returned as ``Samples.nfe``; they equal ``sampler.nfe``.
+    """
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"sampler must be an lsdd.Sampler (e.g. Sampler.euler(8) or Sampler.load(path)), got "
+                        f"{type(sampler).__name__}")
+    if not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be a positive integer, got {num!r}")
+    sampler.check_model(model, force=force)
+    score_fn = tempered_score(model.score_fn, sampler.temperature)
+    out = sample_batched(score_fn, model.graph, model.noise, sampler.times_tensor(), num, model.length,
+                         seed=seed, batch_size=batch_size, device=model.device, progress=progress,
+                         **sampler.loop_args(model.graph))
+    if out.nfe != sampler.nfe:
+        raise RuntimeError(f"the loop counted {out.nfe} network calls per sample, the sampler promises {sampler.nfe}")
+    from .. import __version__
+
+    info = {**_model_info(model), "sampler": sampler.to_dict(), "nfe": out.nfe, "num_samples": num, "seed": seed,
+            "batch_size": batch_size, "lsdd_version": __version__}
+    return Samples(out.x, out.nfe, info)
+
+
+def _model_info(model) -> dict[str, Any]:
+    tok = getattr(model, "tokenizer", None)
+    return {"model_fingerprint": getattr(model, "fingerprint", None), "model_source": getattr(model, "source", None),
+            "graph": model.graph.name, "num_tokens": model.graph.num_tokens, "length": model.length,
+            "tokenizer_sha256": tok.sha256() if tok is not None and hasattr(tok, "sha256") else None}
+
+
+__all__ = ["Samples", "sample"]
