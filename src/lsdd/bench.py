@@ -26,7 +26,7 @@ from . import dist
 from .sampling.artifact import LearnedSampler, movers_sampler
 from .distillation.distill import DistillConfig, distill, to_artifact
 from .sampling.draws import make_generator
-from .metrics import Task
+from .tasks import Task
 from .sampling.samplers import sample, sample_batched
 from .sampling.schedules import uniform_times
 from .sampling.steps import THETA_RULES, get_rule

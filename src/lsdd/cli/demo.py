@@ -60,7 +60,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args) -> int:
     from .. import atomic
     from ..bench import BenchConfig
-    from ..metrics import get_task
+    from ..tasks import get_task
     from ..plots import plot_bench, plot_samplers
 
     out = Path(args.out_dir)
@@ -137,7 +137,7 @@ def run_digits(args, model, out: Path) -> int:
     64 samples of Euler, LSD+ and the teacher side by side (digits.png)."""
     from .. import atomic
     from ..bench import BenchConfig
-    from ..metrics import get_task
+    from ..tasks import get_task
     from ..plots import plot_digit_panels, plot_samplers
 
     if (model.config.num_tokens, model.config.length) != (17, 64):

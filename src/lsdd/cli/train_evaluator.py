@@ -50,7 +50,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run_digits(args, out: Path) -> int:
     import sys
 
-    from ..metrics.digit_classifier import ClassifierConfig, train_digit_classifier
+    from ..tasks.digit_classifier import ClassifierConfig, train_digit_classifier
 
     if args.corpus or args.tokenizer_from:
         raise UserError("--corpus and --tokenizer-from apply to --task text")

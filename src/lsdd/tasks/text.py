@@ -16,19 +16,21 @@ Reference (real held-out text, windows of the same length, scored exactly like t
 - ``ref_gen_ppl``, ``ref_entropy``: what ideal samples would score. Perplexity can be lowered by sharpening
   alone (low temperature); read ``gen_ppl`` with ``entropy``, and both against these references.
 
-The task keeps a few decoded samples (``examples``) for display.
+The task keeps a few decoded samples (``examples``) for display. Its data are a corpus prepared by ``lsdd data``,
+encoded with the model's tokenizer; its samples decode with that tokenizer.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import Tensor
 
 from ..errors import UserError
-from . import MetricSpec, Task, check_samples
+from .base import Demo, MetricSpec, Task, check_samples
 
 
 def unigram_entropy(x: np.ndarray) -> float:
@@ -69,6 +71,33 @@ def reference_windows(tokens: np.ndarray, n: int, length: int) -> np.ndarray:
     return tokens[starts[:, None] + np.arange(length)]
 
 
+def decode_tokens(tokenizer, x: np.ndarray) -> list[str]:
+    """``tokenizer.decode_batch(x)`` for (n, L) ids; ``UserError`` for an id outside its vocabulary."""
+    vocab = tokenizer.vocab_size
+    if int(x.max()) >= vocab or int(x.min()) < 0:
+        bad = int(x.max()) if int(x.max()) >= vocab else int(x.min())
+        raise UserError(f"token id {bad} is outside the tokenizer's vocabulary of {vocab} "
+                        "(a leftover mask token, or samples of another model?)")
+    return tokenizer.decode_batch(x)
+
+
+def default_evaluator(model) -> str | None:
+    """The evaluator a model's text is scored with when none is named: GPT-2 large for checkpoints with GPT-2's
+    vocabulary (SEDD, RADD, MDLM on OpenWebText: the papers' gen-PPL evaluator), else None (the bundled one)."""
+    from ..models.tokens import GPT2_VOCAB
+
+    if model is not None and model.meta.get("checkpoint_format") and model.config.num_tokens == GPT2_VOCAB:
+        return "gpt2-large"
+    return None
+
+
+def read_reference(path: str) -> str:
+    """Held-out text from a text file or from the test split of a corpus prepared by ``lsdd data``."""
+    from ..text.corpus import SPLIT_FILE, read_split, read_text_file
+
+    return read_split(path, "test") if (Path(path) / SPLIT_FILE).is_file() else read_text_file(path)
+
+
 def mauve_score(p: np.ndarray, q: np.ndarray, seed: int = 25) -> float:
     """MAUVE between feature sets p (samples) and q (reference), both (n, d); NaN without ``mauve-text``."""
     try:
@@ -94,19 +123,23 @@ class TextTask(Task):
         MetricSpec("ref_entropy", "entropy of the same real windows", True, "reference"),
     ]
     pairs: ClassVar[list[tuple[str, str]]] = [("gen_ppl", "entropy"), ("mauve", "distinct_2")]
-    gap_in_log = True  # the bench's "gap closed" compares log perplexities
+    gap_in_log: ClassVar[bool] = True  # the bench's "gap closed" compares log perplexities
     fast_metrics = {"entropy": lambda x: unigram_entropy(check_samples(x).cpu().numpy())}  # no evaluator call
+    default_model: ClassVar[str] = "text-absorb"
+    demo: ClassVar[Demo] = Demo(nfe=(8,), teacher_nfe=256, num_samples=128, methods=("spread", "lsd"), shows="text")
+    temperature_control: ClassVar[bool] = True  # perplexity falls with sharpening alone
+    build_options: ClassVar[tuple[str, ...]] = ("evaluator", "reference")
+    data_options: ClassVar[tuple[str, ...]] = ("corpus", "length", "tokenizer", "vocab_size")
 
     def __init__(self, tokenizer=None, evaluator=None, reference: str | None = None, num_examples: int = 4,
-                 mauve: bool = True, **_: object):
+                 mauve: bool = True, device="cpu", **_: object):
         """``tokenizer``: the diffusion model's TextTokenizer (None: ids are the evaluator's own);
-        ``evaluator``: a ``lsdd.text.evaluator.Evaluator`` (None: the bundled one); ``reference``: held-out
-        text (None: the bundled Shakespeare test slice)."""
+        ``evaluator``: a ``lsdd.text.evaluator.Evaluator`` (None: the bundled one, loaded on ``device`` when
+        first needed); ``reference``: held-out text (None: the bundled Shakespeare test slice)."""
         from ..text.corpus import reference_text
-        from ..text.evaluator import load_evaluator
 
         self.tokenizer = tokenizer
-        self.evaluator = evaluator if evaluator is not None else load_evaluator()
+        self._evaluator, self.device = evaluator, device
         self.reference = reference if reference is not None else reference_text()
         self.num_examples, self.use_mauve = num_examples, mauve
         self.examples: list[str] = []
@@ -114,6 +147,83 @@ class TextTask(Task):
         self._ref_cache: dict[tuple[int, int], tuple[dict, np.ndarray]] = {}
         if tokenizer is not None:
             tokenizer.check_text(self.reference, "the held-out reference text")
+
+    @property
+    def evaluator(self):
+        """The evaluator LM (``lsdd.text.evaluator.Evaluator``)."""
+        if self._evaluator is None:
+            from ..text.evaluator import load_evaluator
+
+            self._evaluator = load_evaluator(None, self.device)
+        return self._evaluator
+
+    @classmethod
+    def matches(cls, model) -> bool:
+        """Models with a tokenizer of their own, or GPT-2's vocabulary (SEDD, RADD, MDLM checkpoints)."""
+        return bool(model.meta.get("tokenizer")) or default_evaluator(model) is not None
+
+    @classmethod
+    def from_model(cls, model, **options: Any) -> "TextTask":
+        """The task with the model's tokenizer; the bundled evaluator is loaded (on the model's device) when
+        first needed."""
+        return cls(**{"tokenizer": model.tokenizer, "device": model.device, **options})
+
+    @classmethod
+    def build(cls, model=None, evaluator: str | None = None, reference: str | None = None,
+              **options: Any) -> "TextTask":
+        """The task with the model's tokenizer (if a model is given), the evaluator named ``evaluator`` (a
+        bundled name, directory or hub id; default ``default_evaluator(model)``, else the bundled one), loaded
+        now on the model's device, and the held-out text of ``reference`` (a text file or a corpus folder)."""
+        from ..text.evaluator import load_evaluator
+
+        tokenizer = model.tokenizer if model is not None else None
+        ref = read_reference(reference) if reference is not None else None
+        device = model.device if model is not None else "cpu"
+        ev = load_evaluator(evaluator or default_evaluator(model), device)
+        if tokenizer is None and ev.hf_tokenizer is None:
+            raise UserError("--task text needs the diffusion model's tokenizer (pass --model) or an evaluator with one")
+        return cls(tokenizer=tokenizer, evaluator=ev, reference=ref, device=device, **options)
+
+    @classmethod
+    def data(cls, corpus: str | None = None, length: int = 128, tokenizer: str = "char",
+             vocab_size: int | None = None):
+        """Windows of ``length`` tokens of ``corpus``'s training split, with a new tokenizer of kind
+        ``tokenizer`` (char, or byte-level BPE of ``vocab_size`` entries)."""
+        from ..text.source import text_source
+        from ..text.tokenizer import KINDS
+
+        if corpus is None:
+            raise UserError("--data text needs --corpus DIR (prepare one with `lsdd data shakespeare --out DIR`)")
+        if tokenizer not in KINDS:
+            raise UserError(f"unknown tokenizer {tokenizer!r}; expected one of {list(KINDS)}")
+        return text_source(corpus, length, tokenizer, vocab_size)
+
+    @classmethod
+    def data_from_record(cls, record: dict[str, Any], directory: Path):
+        """The run's corpus with the run's own tokenizer (``directory``'s tokenizer.json)."""
+        from ..text.source import text_source
+        from ..text.tokenizer import TextTokenizer
+
+        return text_source(record["corpus"], record["length"], TextTokenizer.load(directory))
+
+    def decode(self, samples: Tensor) -> list[str]:
+        """The texts of samples: decoded with the model's tokenizer, or with the evaluator's when the ids are
+        its own (no model tokenizer); ``UserError`` for an id outside the vocabulary.
+
+        Args:
+            samples: (n, L) integer token ids.
+        """
+        x = check_samples(samples).cpu().numpy()
+        if self.tokenizer is None:
+            hf = self._evaluator.hf_tokenizer if self._evaluator is not None else None
+            if hf is None:
+                raise UserError("no tokenizer to decode the samples with: the model has none (it is not a text "
+                                "model?) and no evaluator with one was given")
+            return [hf.decode(row.tolist()) for row in x]
+        return decode_tokens(self.tokenizer, x)
+
+    def record(self) -> dict[str, Any]:
+        return {"evaluator": self.evaluator.name, "retokenised": self.retokenised, "examples": list(self.examples)}
 
     def _reference(self, n: int, length: int) -> tuple[dict, np.ndarray]:
         key = (n, length)
@@ -150,4 +260,4 @@ class TextTask(Task):
         return {m.name: out[m.name] for m in self.metrics}
 
 
-__all__ = ["TextTask", "unigram_entropy", "distinct_n", "perplexities", "reference_windows", "mauve_score"]
+__all__ = ["TextTask", "default_evaluator", "read_reference", "decode_tokens", "unigram_entropy", "distinct_n", "perplexities", "reference_windows", "mauve_score"]
