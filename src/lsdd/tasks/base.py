@@ -94,6 +94,7 @@ class Task(ABC):
     draws_images: ClassVar[bool] = False  # ``plot_grid`` draws the samples
     data_options: ClassVar[tuple[str, ...]] = ()  # keyword options of ``data``
     generates_data: ClassVar[bool] = False  # ``data`` draws fresh sequences (lsdd train --task NAME)
+    resume_from_record: ClassVar[bool] = False  # lsdd train --resume rebuilds the run's data even if flags name some
     examples: Sequence[str] = ()  # a few decoded samples of the last ``compute``, for display
 
     @abstractmethod
@@ -148,6 +149,10 @@ class Task(ABC):
 
     def plot_grid(self, samples: Tensor, path: str | Path, title: str | None = None) -> None:
         """Draw samples as a PNG grid (tasks with ``draws_images``)."""
+        raise UserError(f"the {self.name} task draws no images")
+
+    def plot_panels(self, panels: dict[str, Tensor], path: str | Path) -> None:
+        """Draw several sets of samples side by side, one panel per heading, as a PNG (``draws_images``)."""
         raise UserError(f"the {self.name} task draws no images")
 
     # -- data ---------------------------------------------------------------------------------------------

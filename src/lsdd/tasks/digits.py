@@ -149,6 +149,12 @@ class DigitsTask(Task):
 
         plot_digit_grid(check_samples(samples)[:256].cpu().numpy(), path, title=title)
 
+    def plot_panels(self, panels: dict[str, Tensor], path: str | Path) -> None:
+        """Draw each heading's samples as a panel of 8x8 images, side by side."""
+        from ..plots import plot_digit_panels
+
+        plot_digit_panels({head: check_samples(x).cpu().numpy() for head, x in panels.items()}, path)
+
     @torch.no_grad()
     def _features(self, x: Tensor) -> Tensor:
         return self.model.features(tokens_to_images(x)).double()

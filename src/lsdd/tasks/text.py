@@ -130,6 +130,7 @@ class TextTask(Task):
     temperature_control: ClassVar[bool] = True  # perplexity falls with sharpening alone
     build_options: ClassVar[tuple[str, ...]] = ("evaluator", "reference")
     data_options: ClassVar[tuple[str, ...]] = ("corpus", "length", "tokenizer", "vocab_size")
+    resume_from_record: ClassVar[bool] = True  # a resumed run keeps its tokenizer: the model's vocabulary
 
     def __init__(self, tokenizer=None, evaluator=None, reference: str | None = None, num_examples: int = 4,
                  mauve: bool = True, device="cpu", **_: object):
@@ -145,8 +146,11 @@ class TextTask(Task):
         self.examples: list[str] = []
         self.retokenised = False
         self._ref_cache: dict[tuple[int, int], tuple[dict, np.ndarray]] = {}
-        if tokenizer is not None:
-            tokenizer.check_text(self.reference, "the held-out reference text")
+
+    def check_reference(self) -> None:
+        """``UserError`` unless the model's tokenizer can encode the held-out reference text."""
+        if self.tokenizer is not None:
+            self.tokenizer.check_text(self.reference, "the held-out reference text")
 
     @property
     def evaluator(self):
@@ -182,7 +186,14 @@ class TextTask(Task):
         ev = load_evaluator(evaluator or default_evaluator(model), device)
         if tokenizer is None and ev.hf_tokenizer is None:
             raise UserError("--task text needs the diffusion model's tokenizer (pass --model) or an evaluator with one")
-        return cls(tokenizer=tokenizer, evaluator=ev, reference=ref, device=device, **options)
+        if tokenizer is None and model is not None and ev.hf_tokenizer is not None \
+                and model.config.num_tokens != len(ev.hf_tokenizer):
+            # without a tokenizer the ids are read as the evaluator's own, which they cannot be here
+            raise UserError(f"--task text needs a text model (one with a tokenizer); {model.source} has none, and its "
+                            f"{model.config.num_tokens} tokens are not the {len(ev.hf_tokenizer)} of evaluator {ev.name}")
+        task = cls(tokenizer=tokenizer, evaluator=ev, reference=ref, device=device, **options)
+        task.check_reference()  # now, not after a long sampling run
+        return task
 
     @classmethod
     def data(cls, corpus: str | None = None, length: int = 128, tokenizer: str = "char",
@@ -229,6 +240,7 @@ class TextTask(Task):
         key = (n, length)
         if key not in self._ref_cache:
             if self.tokenizer is not None:
+                self.check_reference()
                 stream = self.tokenizer.encode(self.reference, "the held-out reference text")
             else:
                 stream = np.concatenate(self.evaluator.encode([self.reference]))
