@@ -185,12 +185,14 @@ class TextTask(Task):
         device = model.device if model is not None else "cpu"
         ev = load_evaluator(evaluator or default_evaluator(model), device)
         if tokenizer is None and ev.hf_tokenizer is None:
-            raise UserError("--task text needs the diffusion model's tokenizer (pass --model) or an evaluator with one")
+            raise UserError("--task text needs the diffusion model's tokenizer (pass --model) or an evaluator "
+                            "with one")
         if tokenizer is None and model is not None and ev.hf_tokenizer is not None \
                 and model.config.num_tokens != len(ev.hf_tokenizer):
             # without a tokenizer the ids are read as the evaluator's own, which they cannot be here
-            raise UserError(f"--task text needs a text model (one with a tokenizer); {model.source} has none, and its "
-                            f"{model.config.num_tokens} tokens are not the {len(ev.hf_tokenizer)} of evaluator {ev.name}")
+            raise UserError(f"--task text needs a text model (one with a tokenizer); {model.source} has none, and "
+                            f"its {model.config.num_tokens} tokens are not the {len(ev.hf_tokenizer)} of evaluator "
+                            f"{ev.name}")
         task = cls(tokenizer=tokenizer, evaluator=ev, reference=ref, device=device, **options)
         task.check_reference()  # now, not after a long sampling run
         return task
@@ -272,4 +274,5 @@ class TextTask(Task):
         return {m.name: out[m.name] for m in self.metrics}
 
 
-__all__ = ["TextTask", "default_evaluator", "read_reference", "decode_tokens", "unigram_entropy", "distinct_n", "perplexities", "reference_windows", "mauve_score"]
+__all__ = ["TextTask", "default_evaluator", "read_reference", "decode_tokens", "unigram_entropy", "distinct_n",
+           "perplexities", "reference_windows", "mauve_score"]
