@@ -17,7 +17,7 @@ import torch
 from common import cached_teacher, evaluate
 from lsdd import atomic
 from lsdd.distillation.distill import DistillConfig, distill, to_artifact
-from lsdd.metrics import get_task
+from lsdd.tasks import get_task
 from lsdd.models import load_model
 from lsdd.distillation.teacher import TeacherCache
 from lsdd.sampling.schedules import uniform_times

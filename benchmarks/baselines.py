@@ -13,7 +13,7 @@ import time
 import torch
 
 from lsdd import atomic
-from lsdd.metrics import get_task
+from lsdd.tasks import get_task
 from lsdd.models import load_model
 from lsdd.sampling.samplers import sample
 from lsdd.sampling.schedules import uniform_times

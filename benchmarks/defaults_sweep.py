@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common import cached_teacher, evaluate
 from lsdd.distillation.distill import DistillConfig, base_kwargs, distill
-from lsdd.metrics import get_task
+from lsdd.tasks import get_task
 from lsdd.models import load_model
 from lsdd.sampling.schedules import uniform_times
 

@@ -22,7 +22,7 @@ import torch
 from lsdd import atomic
 from lsdd.sampling.artifact import movers_sampler
 from lsdd.distillation.distill import DistillConfig, distill, make_teacher
-from lsdd.metrics import get_task
+from lsdd.tasks import get_task
 from lsdd.models import load_model
 from lsdd.sampling.samplers import sample_batched
 from lsdd.sampling.schedules import uniform_times

@@ -7,7 +7,7 @@ import torch
 
 from lsdd.cli import main
 from lsdd.data.countdown import generate_countdown
-from lsdd.metrics import get_task
+from lsdd.tasks import get_task
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 
 from lsdd.sampling.sampler import Sampler
 from lsdd.cli import main
-from lsdd.metrics import get_task
+from lsdd.tasks import get_task
 from lsdd.models import DiTConfig, ScoreDiT, load_model
 from lsdd.models.checkpoint import save_model_dir
 

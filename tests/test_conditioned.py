@@ -213,7 +213,7 @@ def test_time_ratio_moves_the_absorbing_score_exactly(exact):
 
 def test_bench_runs_lsd_c_rows(tmp_path):
     from lsdd.bench import BenchConfig, run_bench
-    from lsdd.metrics import get_task
+    from lsdd.tasks import get_task
     from lsdd.models import load_model
 
     model = load_model(_tiny_model(tmp_path / "m", "absorbing"))

@@ -1,4 +1,4 @@
-"""The digits task (lsdd.metrics.digits): Fréchet distance, k-NN precision/recall and class balance in the bundled
+"""The digits task (lsdd.tasks.digits): Fréchet distance, k-NN precision/recall and class balance in the bundled
 classifier's features; `lsdd eval --task digits`, and `lsdd demo --task digits` on a tiny model."""
 
 import json
@@ -11,8 +11,8 @@ import torch
 from lsdd.cli import main
 from lsdd.data.digits import load_digits_tokens
 from lsdd.errors import UserError
-from lsdd.metrics import get_task
-from lsdd.metrics.digits import knn_coverage, knn_radii
+from lsdd.tasks import get_task
+from lsdd.tasks.digits import knn_coverage, knn_radii
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def task():
 
 def test_bundled_classifier_is_accurate_on_held_out_digits(task):
     x, y = load_digits_tokens("test")
-    from lsdd.metrics.digit_classifier import accuracy
+    from lsdd.tasks.digit_classifier import accuracy
 
     acc = accuracy(task.model, x, y)
     # the recorded test accuracy is the one it has

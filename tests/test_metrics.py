@@ -6,8 +6,8 @@ import torch
 
 from lsdd.data.countdown import generate_countdown
 from lsdd.errors import UserError
-from lsdd.metrics import TASKS, MetricSpec, expected_tv_to_uniform, get_task, tv_to_uniform
-from lsdd.metrics.countdown import CountdownTask, jys_error, start_counts, strict_violations
+from lsdd.tasks import TASKS, MetricSpec, expected_tv_to_uniform, get_task, tv_to_uniform
+from lsdd.tasks.countdown import CountdownTask, jys_error, start_counts, strict_violations
 
 V = 32
 
@@ -148,7 +148,7 @@ def test_num_values_option():
 
 
 def test_tokens_task_hand_computed():
-    from lsdd.metrics import get_task
+    from lsdd.tasks import get_task
 
     task = get_task("tokens")
     x = torch.tensor([[1, 1, 2, 3], [5, 5, 5, 5]])

@@ -13,7 +13,7 @@ import torch
 
 from lsdd.cli import main
 from lsdd.errors import UserError
-from lsdd.metrics.text import distinct_n, perplexities, reference_windows, unigram_entropy
+from lsdd.tasks.text import distinct_n, perplexities, reference_windows, unigram_entropy
 from lsdd.text.corpus import (Document, prepare_text_files, read_split, shakespeare_documents, split_documents,
                               write_corpus)
 from lsdd.text.tokenizer import TextTokenizer

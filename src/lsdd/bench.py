@@ -28,7 +28,7 @@ from .distillation.pipeline import Teacher, distill
 from .distillation.teacher import get_teacher
 from .errors import UserError
 from .sampling.draws import make_generator
-from .metrics import Task
+from .tasks import Task
 from .sampling.generate import sample as draw
 from .sampling.sampler import Sampler
 from .sampling.samplers import sample, sample_batched

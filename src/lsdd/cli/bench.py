@@ -118,12 +118,11 @@ def run(args) -> int:
     model = load_args(args)
     from .common import make_task
 
-    task_name = args.task or default_task(model)
-    task = make_task(task_name, model, args)
+    task = make_task(args.task or default_task(model), model, args)
     from ..sampling.sampler import Sampler
 
     learned = tuple((Path(f).name, Sampler.load(f)) for f in args.learned)
-    control = args.temperature_control if args.temperature_control is not None else task_name == "text"
+    control = args.temperature_control if args.temperature_control is not None else task.temperature_control
     cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=tuple(args.bases),
                       methods=tuple(args.methods),
                       learn_bases=tuple(args.learn_bases) if args.learn_bases else None, num_samples=args.num_samples, batch_size=args.batch_size,

@@ -75,27 +75,18 @@ def load_args(args):
 
 
 def default_task(model) -> str:
-    """The task that scores a model's samples when --task is not given: a bundled model's own (countdown,
-    markov), digits for a model trained on the digits, else the task-free ``tokens`` metrics."""
-    from ..metrics import TASKS
+    """The task that scores a model's samples when --task is not given (``lsdd.tasks.default_task``)."""
+    from ..tasks import default_task as task_of
 
-    if model.meta.get("tokenizer") or default_evaluator(model):
-        return "text"
-    if (model.meta.get("training") or {}).get("data", {}).get("type") == "digits":
-        return "digits"
-    name = model.source.split(":", 1)[1] if model.source.startswith("bundled:") else ""
-    return name if name in TASKS else "tokens"
+    return task_of(model)
 
 
 def default_evaluator(model) -> str | None:
-    """The evaluator a model's text is scored with when --evaluator is not given: GPT-2 large for checkpoints
-    with GPT-2's vocabulary (SEDD, RADD, MDLM on OpenWebText: the papers' gen-PPL evaluator), else None (the
-    bundled one)."""
-    from ..models.tokens import GPT2_VOCAB
+    """The evaluator a model's text is scored with when --evaluator is not given
+    (``lsdd.tasks.text.default_evaluator``)."""
+    from ..tasks.text import default_evaluator as evaluator_of
 
-    if model is not None and model.meta.get("checkpoint_format") and model.config.num_tokens == GPT2_VOCAB:
-        return "gpt2-large"
-    return None
+    return evaluator_of(model)
 
 
 def add_text_args(p) -> None:
@@ -111,23 +102,13 @@ def add_text_args(p) -> None:
 
 
 def make_task(name: str, model=None, args=None, **options):
-    """Build task ``name``; the text task gets the model's tokenizer, --evaluator and --reference."""
-    from ..metrics import get_task
+    """Build task ``name`` for ``model`` with ``options`` and the flags of ``args`` that the task reads
+    (``Task.build_options``, e.g. the text task's --evaluator and --reference)."""
+    from ..tasks import task_class
 
-    if name != "text":
-        return get_task(name, **options)
-    from ..text.corpus import SPLIT_FILE, read_split, read_text_file
-    from ..text.evaluator import load_evaluator
-
-    tokenizer = model.tokenizer if model is not None else None
-    ref = getattr(args, "reference", None)
-    if ref is not None:
-        ref = read_split(ref, "test") if (Path(ref) / SPLIT_FILE).is_file() else read_text_file(ref)
-    device = model.device if model is not None else "cpu"
-    evaluator = load_evaluator(getattr(args, "evaluator", None) or default_evaluator(model), device)
-    if tokenizer is None and evaluator.hf_tokenizer is None:
-        raise UserError("--task text needs the diffusion model's tokenizer (pass --model) or an evaluator with one")
-    return get_task("text", tokenizer=tokenizer, evaluator=evaluator, reference=ref, **options)
+    cls = task_class(name)
+    given = {k: getattr(args, k) for k in cls.build_options if getattr(args, k, None) is not None}
+    return cls.build(model, **given, **options)
 
 
 def check_output(path: str | None, suffix: str | None = None) -> Path | None:

@@ -1,4 +1,4 @@
-"""``lsdd decode``: print the text of token samples, one sample per paragraph."""
+"""``lsdd decode``: print token samples as their task reads them (text, digit art, ids), one per paragraph."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import argparse
 from ..errors import UserError
 
 DESCRIPTION = """\
-Decode a .npy array of token samples (num_samples, length) with a text model's tokenizer and print the
-texts, one sample per paragraph (separated by a blank line and a '=== sample i ===' header unless
+Decode a .npy array of token samples (num_samples, length) as the model's task reads them -- text models
+with their tokenizer, digit models as ASCII art, others as their token ids -- and print them, one sample
+per paragraph (separated by a blank line and a '=== sample i ===' header unless
 --plain), so that any other tool can read or score them.
 """
 
@@ -36,23 +37,19 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args) -> int:
     from .. import atomic
     from ..models import load_model
+    from ..tasks import default_task, task_class
     from .evaluate import load_samples
 
     samples = load_samples(args.samples)
     model = load_model(args.model)
-    tok = model.tokenizer
-    if tok is None:
-        raise UserError(f"model {args.model} has no tokenizer (it is not a text model); nothing to decode with")
     if args.num is not None:
         if args.num < 1:
             raise UserError(f"--num must be >= 1, got {args.num}")
         samples = samples[: args.num]
-    top = int(samples.max())
-    if top >= tok.vocab_size or int(samples.min()) < 0:
-        bad = top if top >= tok.vocab_size else int(samples.min())
-        raise UserError(f"{args.samples}: token id {bad} is outside the tokenizer's vocabulary of {tok.vocab_size} "
-                        "(a leftover mask token, or samples of another model?)")
-    texts = tok.decode_batch(samples.numpy())
+    try:
+        texts = task_class(default_task(model)).from_model(model).decode(samples)
+    except UserError as e:
+        raise UserError(f"{args.samples}: {e}") from None
     if args.plain:
         doc = "\n\n".join(t.strip("\n") for t in texts) + "\n"
     else:

@@ -32,16 +32,22 @@ digits metrics (Fréchet distance in the bundled classifier's features, precisio
 writes digits.png: samples of Euler@8, LSD+@8 and the teacher side by side. A few minutes on 2 CPU cores.
 """
 
-DIGITS_DEFAULTS = {"model": "digits-uniform", "nfe": [8], "teacher_nfe": 512, "num_samples": 256}
-TEXT_DEFAULTS = {"model": "text-absorb", "nfe": [8], "teacher_nfe": 256, "num_samples": 128}
-COUNTDOWN_DEFAULTS = {"model": "countdown", "nfe": [8, 16], "teacher_nfe": 512, "num_samples": 256}
+# how the demo names its samplers in the header and above the samples it shows
+LABELS = {"uniform": "Euler", "spread": "spread", "counted": "counted", "lsd": "LSD", "lsd+": "LSD+", "lsd-c": "LSD-C"}
+HEADER = {"spread": "Euler with spread movers", "counted": "Euler with counted movers"}
+
+
+def _demo_tasks() -> list[str]:
+    from ..tasks import TASKS
+
+    return [name for name, cls in TASKS.items() if cls.demo is not None]
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="distill LSD/LSD+ on a bundled model (countdown, text, digits) and show "
                                          "the bench",
                               description=DESCRIPTION, formatter_class=Formatter)
-    p.add_argument("--task", choices=["countdown", "text", "digits"], default="countdown",
+    p.add_argument("--task", choices=_demo_tasks(), default="countdown",
                    help="countdown (the default job), text (the bundled text-absorb model) or digits "
                         "(the bundled digits-uniform model)")
     p.add_argument("--model", help="bundled model name or model directory (default: countdown / text-absorb / "
@@ -60,38 +66,29 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args) -> int:
     from .. import atomic
     from ..bench import BenchConfig
-    from ..metrics import get_task
     from ..plots import plot_bench, plot_samplers
+    from ..tasks import task_class
 
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out-dir {out} exists and is not a folder")
-    text = args.task == "text"
-    defaults = {"text": TEXT_DEFAULTS, "digits": DIGITS_DEFAULTS}.get(args.task, COUNTDOWN_DEFAULTS)
+    cls = task_class(args.task)
+    demo = cls.demo
+    defaults = {"model": cls.default_model, "nfe": list(demo.nfe), "teacher_nfe": demo.teacher_nfe,
+                "num_samples": demo.num_samples}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     model = load(args.model)
-    if args.task == "digits":
-        return run_digits(args, model, out)
-    if text:
-        from .common import make_task
-
-        if model.tokenizer is None:
-            raise UserError(f"--task text needs a text model (one with a tokenizer); {args.model} has none")
-        task = make_task("text", model, None)
-        cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=("euler",),
-                          methods=("spread", "lsd"), learn_bases=("euler",), num_samples=args.num_samples, seed=args.seed,
-                          distill={"epochs": args.epochs}, keep_samples=True, temperature_control=True,
-                          timing_repeats=0)
-    else:
-        task = get_task("countdown", num_values=model.config.num_tokens)
-        cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=("euler", "tweedie"),
-                          methods=("spread", "lsd", "lsd+"), learn_bases=("euler",), num_samples=args.num_samples,
-                          seed=args.seed, distill={"epochs": args.epochs})
+    task = cls.build(model)
+    shows = demo.shows != "table"  # keep the samples to show them; skip the timing runs (slow models)
+    cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=demo.bases, methods=demo.methods,
+                      learn_bases=("euler",), num_samples=args.num_samples, seed=args.seed,
+                      distill={"epochs": args.epochs}, temperature_control=task.temperature_control,
+                      **({"keep_samples": True, "timing_repeats": 0} if shows else {}))
+    samplers = ", ".join(HEADER.get(m, LABELS.get(m, m)) for m in demo.methods)
     print(f"lsdd demo: model {model.source} ({model.config.graph}, {model.config.num_tokens} tokens, "
-          f"length {model.config.length}); teacher {args.teacher_nfe} steps; "
-          f"{'LSD' if text else 'LSD and LSD+'} (spread movers) and Euler with spread movers at NFE {args.nfe}")
+          f"length {model.config.length}); teacher {args.teacher_nfe} steps; {samplers} at NFE {args.nfe}")
     t0 = time.perf_counter()
     result = _bench(model, task, cfg)
     learned = {f"{r.label} M={r.nfe}": r.sampler for r in result.rows if r.sampler is not None}
@@ -101,21 +98,9 @@ def run(args) -> int:
             r.sampler.save(out / f"{r.method}_{r.base}_nfe{r.nfe}.json")
     plot_bench(result, task, out / "bench.png")
     plot_samplers(learned, out / "samplers.png")
-    if text:
-        nfe = min(args.nfe)
-        pick = {"Euler": next(r for r in result.rows if r.method == "uniform" and r.nfe == nfe),
-                "spread": next(r for r in result.rows if r.method == "spread" and r.nfe == nfe),
-                "LSD": next(r for r in result.rows if r.method == "lsd" and r.nfe == nfe),
-                "teacher": result.rows[0]}
-        decoded = {k: model.tokenizer.decode_batch(r.samples[:3].numpy()) for k, r in pick.items()}
-        heads = [f"{k}@{r.nfe}" if k != "teacher" else f"teacher ({r.nfe} steps)" for k, r in pick.items()]
-        print()
-        for i in range(3):
-            print(side_by_side([decoded[k][i] for k in pick], heads, width=30))
-            print()
-        atomic.write_json(out / "samples.json", {h: decoded[k] for h, k in zip(heads, pick)})
-    print(f"\nwrote {out}/bench.json, bench.png, samplers.png and {len(learned)} learned samplers "
-          f"in {time.perf_counter() - t0:.0f} s")
+    shown = SHOW[demo.shows](task, _picks(result, demo.methods, min(args.nfe)), out)
+    print(f"\nwrote {out}/bench.json, bench.png, samplers.png{''.join(', ' + f for f in shown)} and {len(learned)} "
+          f"learned samplers in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
@@ -132,42 +117,45 @@ def _bench(model, task, cfg):
     return result
 
 
-def run_digits(args, model, out: Path) -> int:
-    """Distill LSD+ for a digits model at the smallest --nfe, bench it against Euler and the teacher, and draw
-    64 samples of Euler, LSD+ and the teacher side by side (digits.png)."""
-    from .. import atomic
-    from ..bench import BenchConfig
-    from ..metrics import get_task
-    from ..plots import plot_digit_panels, plot_samplers
-
-    if (model.config.num_tokens, model.config.length) != (17, 64):
-        raise UserError(f"--task digits needs a model of 64 tokens with 17 grey levels; {args.model} has "
-                        f"{model.config.length} tokens and {model.config.num_tokens} levels")
-    task = get_task("digits")
-    nfe = min(args.nfe)
-    cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=("euler",), methods=("lsd+",),
-                      learn_bases=("euler",), num_samples=args.num_samples, seed=args.seed,
-                      distill={"epochs": args.epochs}, keep_samples=True, timing_repeats=0)
-    print(f"lsdd demo: model {model.source} ({model.config.graph} graph, 17 grey levels, 8x8); teacher "
-          f"{args.teacher_nfe} Euler steps; LSD+ at NFE {args.nfe}")
-    t0 = time.perf_counter()
-    result = _bench(model, task, cfg)
-    euler = next(r for r in result.rows if r.method == "uniform" and r.nfe == nfe)
-    lsd = next(r for r in result.rows if r.method == "lsd+" and r.nfe == nfe)
+def _picks(result, methods: tuple[str, ...], nfe: int) -> dict[str, object]:
+    """The rows to show, by heading: Euler and each demo sampler at ``nfe``, then the teacher."""
+    rows = {}
+    for method in ("uniform", *methods):
+        row = next((r for r in result.rows if r.method == method and r.base == "euler" and r.nfe == nfe), None)
+        if row is not None:
+            rows[f"{LABELS.get(method, method)}@{nfe}"] = row
     teacher = result.rows[0]
-    panels = {f"Euler@{nfe}  fid {euler.metrics['fid']:.1f}": euler.samples[:64].numpy(),
-              f"LSD+@{nfe}  fid {lsd.metrics['fid']:.1f}": lsd.samples[:64].numpy(),
-              f"teacher ({teacher.nfe} steps)  fid {teacher.metrics['fid']:.1f}": teacher.samples[:64].numpy()}
-    plot_digit_panels(panels, out / "digits.png")
-    atomic.write_json(out / "bench.json", result.to_dict())
-    learned = {f"{r.label} M={r.nfe}": r.sampler for r in result.rows if r.sampler is not None}
-    for r in result.rows:
-        if r.sampler is not None:
-            r.sampler.save(out / f"{r.method}_{r.base}_nfe{r.nfe}.json")
-    plot_samplers(learned, out / "samplers.png")
-    print(f"\nwrote {out}/digits.png (Euler@{nfe}, LSD+@{nfe}, teacher), bench.json, samplers.png and "
-          f"{len(learned)} learned samplers in {time.perf_counter() - t0:.0f} s")
-    return 0
+    rows[f"teacher ({teacher.nfe} steps)"] = teacher
+    return rows
+
+
+def _show_nothing(task, picks: dict, out: Path) -> list[str]:
+    return []
+
+
+def _show_text(task, picks: dict, out: Path) -> list[str]:
+    """Print three decoded samples of each picked row side by side; write them to samples.json."""
+    from .. import atomic
+
+    decoded = {head: task.decode(r.samples[:3]) for head, r in picks.items()}
+    print()
+    for i in range(3):
+        print(side_by_side([texts[i] for texts in decoded.values()], list(decoded), width=30))
+        print()
+    atomic.write_json(out / "samples.json", decoded)
+    return ["samples.json"]
+
+
+def _show_images(task, picks: dict, out: Path) -> list[str]:
+    """Draw 64 samples of each picked row side by side, headed by the task's headline metric (TASK.png)."""
+    q = task.pairs[0][0]
+    task.plot_panels({f"{head}  {q} {r.metrics[q]:.1f}": r.samples[:64] for head, r in picks.items()},
+                     out / f"{task.name}.png")
+    return [f"{task.name}.png"]
+
+
+# Demo.shows -> how the demo shows the samples beside the table
+SHOW = {"table": _show_nothing, "text": _show_text, "images": _show_images}
 
 
 def side_by_side(texts: list[str], heads: list[str], width: int = 38) -> str:

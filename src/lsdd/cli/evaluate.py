@@ -119,10 +119,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json is not None and Path(args.json).is_dir():
         raise UserError(f"--json must be a file path, got the directory {args.json!r}")
-    if args.task != "text" and (args.model or args.evaluator or args.reference):
-        raise UserError("--model, --evaluator and --reference apply to --task text")
-    if args.grid is not None and args.task != "digits":
-        raise UserError("--grid applies to --task digits")
+    from ..tasks import TASKS, task_class
+
+    cls = task_class(args.task)
+    if not cls.build_options and (args.model or args.evaluator or args.reference):
+        readers = " / ".join(n for n, c in TASKS.items() if c.build_options)
+        raise UserError(f"--model, --evaluator and --reference apply to --task {readers}")
+    if args.grid is not None and not cls.draws_images:
+        raise UserError(f"--grid applies to --task {' / '.join(n for n, c in TASKS.items() if c.draws_images)}")
     if args.grid is not None and Path(args.grid).suffix.lower() != ".png":
         raise UserError(f"--grid must name a .png file, got {args.grid!r}")
     samples = load_samples(args.samples)
@@ -139,13 +143,11 @@ def run(args: argparse.Namespace) -> int:
     n, length = samples.shape
     print(f"task {task.name}: {n} samples of length {length} from {args.samples}")
     print(format_table(task, values))
-    examples = list(getattr(task, "examples", []))
+    examples = list(task.examples)
     for i, text in enumerate(examples):
         print(f"\n--- sample {i} ---\n{text}")
     if args.grid is not None:
-        from ..plots import plot_digit_grid
-
-        plot_digit_grid(samples[:256].numpy(), args.grid, title=f"{Path(args.samples).name}: {min(n, 256)} of {n}")
+        task.plot_grid(samples, args.grid, title=f"{Path(args.samples).name}: {min(n, 256)} of {n}")
         print(f"wrote {args.grid}")
     if args.json is not None:
         record = {
@@ -157,10 +159,7 @@ def run(args: argparse.Namespace) -> int:
             "metrics": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
             "source": str(args.samples),
         }
-        if args.task == "text":
-            record["evaluator"] = task.evaluator.name
-            record["retokenised"] = task.retokenised
-            record["examples"] = examples
+        record.update(task.record())
         write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0

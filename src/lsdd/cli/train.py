@@ -42,7 +42,9 @@ it is 5-10x slower than float32, on CPUs with it about 1.3x faster -- try --bf16
 """
 
 DATA_DEFAULTS = {"length": None, "num_values": 32}
-LENGTH_DEFAULTS = {"countdown": 64, "text": 128}
+# data flags -> how the command line spells them (each task's ``data_options`` says which it takes)
+DATA_FLAGS = {"length": "--length", "num_values": "--num-values", "vocab": "--vocab", "corpus": "--corpus",
+              "tokenizer": "--tokenizer", "vocab_size": "--vocab-size"}
 MODEL_FLAGS = ("hidden_size", "cond_dim", "n_blocks", "n_heads", "dropout")
 KNOWN_FILES = ("config.json", "model.safetensors", "train_log.jsonl", "checkpoint.pt", "tokenizer.json")
 
@@ -56,12 +58,18 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+def _generated_tasks() -> list[str]:
+    from ..tasks import TASKS
+
+    return [name for name, cls in TASKS.items() if cls.generates_data]
+
+
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="train a score network (countdown task, a .npy token file or a text corpus)",
                               description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
     data = p.add_argument_group("data (one of --task or --data; with --resume both may be left out)")
     src = data.add_mutually_exclusive_group()
-    src.add_argument("--task", choices=["countdown"], help="generate fresh training sequences every step")
+    src.add_argument("--task", choices=_generated_tasks(), help="generate fresh training sequences every step")
     src.add_argument("--data", metavar="FILE.npy|text|digits",
                      help="integer array (sequences, length) of token ids, 'text' to train on --corpus, or "
                           "'digits' (scikit-learn's 8x8 digits, train split: 64 tokens, 17 grey levels)")
@@ -127,65 +135,41 @@ def _explicit(args, parser, name: str) -> bool:
     return getattr(args, name) != parser.get_default(name)
 
 
-def _text_source(args):
-    from ..text.source import text_source
-    from ..text.tokenizer import KINDS
+def _data_task(args) -> tuple[str, str]:
+    """The task whose data the flags name, and how they named it: --task NAME (data drawn fresh every step),
+    --data NAME (a task's fixed data: text, digits) or --data FILE.npy (the task-free tokens)."""
+    from ..tasks import TASKS
 
-    if args.vocab is not None or args.num_values != DATA_DEFAULTS["num_values"]:
-        raise UserError("--vocab and --num-values do not apply to --data text (the tokenizer sets the vocabulary)")
-    if args.corpus is None:
-        raise UserError("--data text needs --corpus DIR (prepare one with `lsdd data shakespeare --out DIR`)")
-    if args.tokenizer not in KINDS:
-        raise UserError(f"unknown tokenizer {args.tokenizer!r}; expected one of {list(KINDS)}")
-    length = LENGTH_DEFAULTS["text"] if args.length is None else args.length
-    return text_source(args.corpus, length, args.tokenizer, args.vocab_size)
+    if args.task:
+        return args.task, f"--task {args.task}"
+    cls = TASKS.get(args.data)
+    if cls is not None and not cls.generates_data and "path" not in cls.data_options:
+        return args.data, f"--data {args.data}"
+    return "tokens", "--data FILE.npy"
 
 
-def _source_from_args(args):
-    from ..data.tokens import load_token_file
-    from ..train import CountdownSource, TokenSource
+def _source_from_args(args, parser):
+    """The training data the flags ask for; ``UserError`` for a data flag the task does not take."""
+    from ..tasks import task_class
 
-    if args.data == "text":
-        return _text_source(args)
-    if args.data == "digits":
-        from ..data.digits import DigitsSource
-
-        if (args.vocab is not None or args.length != DATA_DEFAULTS["length"]
-                or args.num_values != DATA_DEFAULTS["num_values"] or args.corpus is not None):
-            raise UserError("--vocab, --length, --num-values and --corpus do not apply to --data digits (64 tokens, "
-                            "17 levels)")
-        return DigitsSource()
-    if args.corpus is not None or args.vocab_size is not None or args.tokenizer != "char":
-        raise UserError("--corpus, --tokenizer and --vocab-size apply to --data text")
-    if args.data is not None:
-        if args.length != DATA_DEFAULTS["length"] or args.num_values != DATA_DEFAULTS["num_values"]:
-            raise UserError("--length and --num-values apply to --task countdown; a --data file sets its own shape")
-        tokens, vocab = load_token_file(args.data, args.vocab)
-        return TokenSource(tokens, vocab, path=str(Path(args.data).resolve()))
-    if args.vocab is not None:
-        raise UserError("--vocab applies to --data files; countdown's vocabulary is --num-values")
-    length = LENGTH_DEFAULTS["countdown"] if args.length is None else args.length
-    if length < 1 or args.num_values < 1:
-        raise UserError(f"--length and --num-values must be >= 1, got {length} and {args.num_values}")
-    return CountdownSource(length, args.num_values)
+    name, how = _data_task(args)
+    cls = task_class(name)
+    given = {k: getattr(args, k) for k in DATA_FLAGS if _explicit(args, parser, k)}
+    extra = [DATA_FLAGS[k] for k in given if k not in cls.data_options]
+    if extra:
+        takes = [DATA_FLAGS[k] for k in cls.data_options if k in DATA_FLAGS]
+        raise UserError(f"data options {', '.join(extra)} do not apply to {how} "
+                        f"(it takes {', '.join(takes) if takes else 'none of them'})")
+    if "path" in cls.data_options:
+        given["path"] = args.data
+    return cls.data(**given)
 
 
 def _source_from_record(record: dict, out: Path):
-    from ..data.tokens import load_token_file
-    from ..text.source import text_source
-    from ..text.tokenizer import TextTokenizer
-    from ..train import CountdownSource, TokenSource
+    """The training data a run recorded (``DataSource.describe()``; its type names the task)."""
+    from ..tasks import task_class
 
-    if record["type"] == "text":
-        return text_source(record["corpus"], record["length"], TextTokenizer.load(out))
-    if record["type"] == "countdown":
-        return CountdownSource(record["length"], record["num_values"])
-    if record["type"] == "digits":
-        from ..data.digits import DigitsSource
-
-        return DigitsSource(record["split"], record["seed"], record["test_fraction"])
-    tokens, vocab = load_token_file(record["path"], record["num_tokens"])
-    return TokenSource(tokens, vocab, path=record["path"])
+    return task_class(record["type"]).data_from_record(record, out)
 
 
 def _configs_for_resume(args, parser, out: Path):
@@ -204,8 +188,11 @@ def _configs_for_resume(args, parser, out: Path):
         flag = flag_of.get(f.name, f.name)
         if hasattr(args, flag) and _explicit(args, parser, flag):
             saved[f.name] = getattr(args, flag)
-    from_record = ckpt["data"]["type"] == "text" or not (args.task or args.data)  # text: keep the run's tokenizer
-    source = _source_from_record(ckpt["data"], out) if from_record else _source_from_args(args)
+    from ..tasks import task_class
+
+    # the data of the run, unless the flags name others (text keeps the run's: its tokenizer is the model's)
+    from_record = task_class(ckpt["data"]["type"]).resume_from_record or not (args.task or args.data)
+    source = _source_from_record(ckpt["data"], out) if from_record else _source_from_args(args, parser)
     return model_cfg, TrainConfig(**saved), source
 
 
@@ -233,7 +220,7 @@ def run_train(args) -> int:
     else:
         if not (args.task or args.data):
             raise UserError("say what to train on: --task countdown, --data FILE.npy or --data text --corpus DIR")
-        source = _source_from_args(args)  # validate the data before touching --out
+        source = _source_from_args(args, parser)  # validate the data before touching --out
         model_cfg = DiTConfig(num_tokens=source.num_tokens, graph=args.graph, noise=_noise_spec(args),
                               length=source.length, hidden_size=args.hidden_size, cond_dim=args.cond_dim,
                               n_blocks=args.n_blocks, n_heads=args.n_heads, dropout=args.dropout)

@@ -33,7 +33,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="train the evaluator of --task text (an LM) or --task digits (a classifier)",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=["text", "digits"], default="text",
+    p.add_argument("--task", choices=list(TRAINERS), default="text",
                    help="text: a GPT-2 LM for --task text; digits: the digit classifier of --task digits")
     p.add_argument("--corpus", metavar="DIR", help="text: a corpus prepared by `lsdd data` (required)")
     p.add_argument("--tokenizer-from", metavar="MODEL",
@@ -50,7 +50,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run_digits(args, out: Path) -> int:
     import sys
 
-    from ..metrics.digit_classifier import ClassifierConfig, train_digit_classifier
+    from ..tasks.digit_classifier import ClassifierConfig, train_digit_classifier
 
     if args.corpus or args.tokenizer_from:
         raise UserError("--corpus and --tokenizer-from apply to --task text")
@@ -65,16 +65,18 @@ def run_digits(args, out: Path) -> int:
 
 
 def run(args) -> int:
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} exists and is not an empty directory")
+    return TRAINERS[args.task](args, out)
+
+
+def run_text(args, out: Path) -> int:
     import sys
 
     from ..models import load_model
     from ..text.evaluator import EvaluatorConfig, train_evaluator
 
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} exists and is not an empty directory")
-    if args.task == "digits":
-        return run_digits(args, out)
     if not args.corpus or not args.tokenizer_from:
         raise UserError("--task text needs --corpus DIR and --tokenizer-from MODEL")
     model = load_model(args.tokenizer_from)
@@ -89,3 +91,7 @@ def run(args) -> int:
     print(f"evaluator ({info['parameters']:,} parameters) written to {out}; validation perplexity "
           f"{info['valid_ppl']:.2f} per token")
     return 0
+
+
+# task -> how its evaluator is trained (the text task's LM, the digits task's classifier)
+TRAINERS = {"text": run_text, "digits": run_digits}

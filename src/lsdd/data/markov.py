@@ -8,6 +8,9 @@ those three numbers, so a task needs no file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -43,3 +46,28 @@ def markov_log_prob(x: Tensor, chain: Tensor) -> Tensor:
     xc = x.clamp(0, n_values - 1)
     lp = torch.log(chain[xc[:, :-1], xc[:, 1:]]).sum(-1) - torch.log(torch.tensor(float(n_values), dtype=torch.float64))
     return torch.where(ok, lp, torch.full_like(lp, float("-inf")))
+
+
+@dataclass(frozen=True)
+class MarkovSource:
+    """Fresh sequences of the chain (num_values, degree, seed) every training step (a ``train.DataSource``)."""
+
+    length: int
+    num_values: int = 24
+    degree: int = 3
+    seed: int = 0
+    chain: Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chain", markov_chain(self.num_values, self.degree, self.seed))
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_values
+
+    def batch(self, n: int, generator: torch.Generator) -> Tensor:
+        return generate_markov(n, self.length, self.chain, generator=generator)
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "markov", "length": self.length, "num_values": self.num_values, "degree": self.degree,
+                "seed": self.seed}

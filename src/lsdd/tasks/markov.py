@@ -8,19 +8,22 @@ distance between the generated successor distribution and the chain's row P[a], 
 transition of the valid transitions. Diversity: ``successor_entropy`` - the entropy of the generated
 successor distributions (same weighting), to read against ``chain_entropy``, the chain's own: a sharpened
 sampler falls below it, a noisy one rises above it.
+
+Data: fresh sequences of the chain every training step (``lsdd train --task markov``); samples decode to their
+token ids.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..data.markov import markov_chain
 from ..errors import UserError
-from . import MetricSpec, Task, check_samples
+from .base import MetricSpec, Task, bundled_name, check_samples
 
 
 @dataclass
@@ -42,12 +45,35 @@ class MarkovTask(Task):
     ]
     pairs: ClassVar[list[tuple[str, str]]] = [("invalid_rate", "successor_entropy"),
                                                ("successor_tv", "successor_entropy")]
+    default_model: ClassVar[str] = "markov"
+    data_options: ClassVar[tuple[str, ...]] = ("length", "num_values")  # degree and seed: the chain's defaults
+    generates_data: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         try:
             self.chain = markov_chain(self.num_values, self.degree, self.seed)
         except ValueError as e:
             raise UserError(str(e)) from None
+
+    @classmethod
+    def matches(cls, model) -> bool:
+        return bundled_name(model) == cls.default_model
+
+    @classmethod
+    def data(cls, length: int = 48, num_values: int = 24, degree: int = 3, seed: int = 0):
+        """Fresh sequences of ``length`` from the chain (num_values, degree, seed) every training step."""
+        from ..data.markov import MarkovSource
+
+        if length < 2:
+            raise UserError(f"--length must be >= 2 for the markov task, got {length}")
+        try:
+            return MarkovSource(length, num_values, degree, seed)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
+    @classmethod
+    def data_from_record(cls, record: dict[str, Any], directory):
+        return cls.data(record["length"], record["num_values"], record["degree"], record["seed"])
 
     def compute(self, samples: Tensor) -> dict[str, float]:
         x = check_samples(samples)

@@ -24,14 +24,14 @@ of truly uniform starts: read ``start_tv`` against it, not against 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..data.countdown import DEFAULT_VALUES, countdown_log_prob
 from ..errors import UserError
-from . import MetricSpec, Task, check_samples, entropy, expected_tv_to_uniform, tv_to_uniform
+from .base import Demo, MetricSpec, Task, bundled_name, check_samples, entropy, expected_tv_to_uniform, tv_to_uniform
 
 
 def out_of_range(x: Tensor, num_values: int = DEFAULT_VALUES) -> Tensor:
@@ -109,6 +109,9 @@ class CountdownTask(Task):
     - (jys_error, start_entropy): the published JYS/LSD metric, for comparison with their tables;
     - (nll_valid, start_entropy): how likely the valid samples are under the generator. A sampler that emits
       few, long runs gets a low NLL and a peaked start distribution, so this pair shows that trade directly.
+
+    Data: fresh sequences every training step (``lsdd.data.countdown``); a model's samples are scored with
+    its own vocabulary as ``num_values``. Samples decode to their token ids.
     """
 
     num_values: int = DEFAULT_VALUES
@@ -130,10 +133,33 @@ class CountdownTask(Task):
         ("jys_error", "start_entropy"),
         ("nll_valid", "start_entropy"),
     ]
+    default_model: ClassVar[str] = "countdown"
+    demo: ClassVar[Demo] = Demo(nfe=(8, 16), teacher_nfe=512, num_samples=256, bases=("euler", "tweedie"),
+                                methods=("spread", "lsd", "lsd+"))
+    data_options: ClassVar[tuple[str, ...]] = ("length", "num_values")
+    generates_data: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_values, int) or self.num_values < 1:
             raise UserError(f"num_values must be a positive integer, got {self.num_values!r}")
+
+    @classmethod
+    def matches(cls, model) -> bool:
+        return bundled_name(model) == cls.default_model
+
+    @classmethod
+    def from_model(cls, model, **options: Any) -> "CountdownTask":
+        """The task with the model's vocabulary as ``num_values`` unless ``options`` set it."""
+        return cls(**{"num_values": model.config.num_tokens, **options})
+
+    @classmethod
+    def data(cls, length: int = 64, num_values: int = DEFAULT_VALUES):
+        """Fresh countdown sequences of ``length`` with values 0..num_values-1 every training step."""
+        from ..train import CountdownSource
+
+        if length < 1 or num_values < 1:
+            raise UserError(f"--length and --num-values must be >= 1, got {length} and {num_values}")
+        return CountdownSource(length, num_values)
 
     def compute(self, samples: Tensor) -> dict[str, float]:
         """Evaluate countdown samples.

@@ -1,7 +1,7 @@
 """Metrics of the digits task: samples are (n, 64) grey levels 0..16 in raster order (``lsdd.data.digits``).
 
 All numbers live in the feature space of a small CNN trained on the digits' train split
-(``metrics.digit_classifier``, bundled as ``digits-cnn``), against the 359 held-out test digits:
+(``tasks.digit_classifier``, bundled as ``digits-cnn``), against the 359 held-out test digits:
 
 - ``fid``: Fréchet distance between Gaussians fitted to the features of the samples and of the test digits,
   computed by torchmetrics' ``FrechetInceptionDistance`` with the classifier as its custom feature extractor;
@@ -14,21 +14,26 @@ All numbers live in the feature space of a small CNN trained on the digits' trai
 - ``ref_*``: the same numbers for n real *training* digits (what a model that reproduces its training data
   exactly would score at the same sample size; every metric here depends on n). n is capped at the 1,438
   training digits for the reference.
+
+Data: the digits' train split (``lsdd train --data digits``). Samples decode to 8 lines of ASCII art each and
+draw as a PNG grid (``plot_grid``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..errors import UserError
-from . import MetricSpec, Task, check_samples
+from .base import Demo, MetricSpec, Task, check_samples
 from .digit_classifier import DigitClassifier, FeatureExtractor, load_digit_classifier, tokens_to_images
 
 K_NEIGHBOURS = 3
+ASCII_LEVELS = " .:-=+*#%@"  # grey level g (0..16) is drawn as ASCII_LEVELS[g * 10 // 17]
 CONFIDENT = 0.9
 REF_SEED = 0
 
@@ -75,12 +80,15 @@ class DigitsTask(Task):
         MetricSpec("ref_class_entropy", "class_entropy of n real training digits", False, "reference"),
     ]
     pairs: ClassVar[list[tuple[str, str]]] = [("fid", "class_entropy"), ("precision", "recall")]
+    default_model: ClassVar[str] = "digits-uniform"
+    demo: ClassVar[Demo] = Demo(nfe=(8,), teacher_nfe=512, num_samples=256, methods=("lsd+",), shows="images")
+    draws_images: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        from ..data.digits import load_digits_tokens
-
         if self.num_values != 17:
             raise UserError(f"the digits task has 17 grey levels, got --num-values {self.num_values}")
+        from ..data.digits import load_digits_tokens
+
         self.model, self.info = load_digit_classifier(self.classifier)
         self.real, real_labels = load_digits_tokens("test")
         self.train_digits, _ = load_digits_tokens("train")
@@ -88,6 +96,64 @@ class DigitsTask(Task):
         self.real_hist = class_histogram(real_labels)
         self._fid = None
         self._ref: dict[int, dict[str, float]] = {}
+
+    @classmethod
+    def matches(cls, model) -> bool:
+        """Models trained on the digits (their training record says so)."""
+        return (model.meta.get("training") or {}).get("data", {}).get("type") == cls.name
+
+    @classmethod
+    def from_model(cls, model, **options: Any) -> "DigitsTask":
+        """The task, after checking the model draws 8x8 images of 17 grey levels."""
+        from ..data.digits import DIGITS_LENGTH, DIGITS_LEVELS
+
+        if (model.config.num_tokens, model.config.length) != (DIGITS_LEVELS, DIGITS_LENGTH):
+            raise UserError(f"the digits task needs a model of {DIGITS_LENGTH} tokens with {DIGITS_LEVELS} grey "
+                            f"levels; {model.source} has {model.config.length} tokens and {model.config.num_tokens} "
+                            "levels")
+        return cls(**options)
+
+    @classmethod
+    def data(cls):
+        """The digits' train split, drawn with replacement."""
+        from ..data.digits import DigitsSource
+
+        return DigitsSource()
+
+    @classmethod
+    def data_from_record(cls, record: dict[str, Any], directory: Path):
+        from ..data.digits import DigitsSource
+
+        return DigitsSource(record["split"], record["seed"], record["test_fraction"])
+
+    def decode(self, samples: Tensor) -> list[str]:
+        """Each sample as 8 lines of 8 characters, darker characters for more ink; ``?`` for a token outside
+        0..16 (a leftover mask).
+
+        Args:
+            samples: (n, 64) integer grey levels in raster order.
+        """
+        x = check_samples(samples)
+        if x.shape[1] != 64:
+            raise UserError(f"digit samples must have 64 tokens (8x8 in raster order), got length {x.shape[1]}")
+        chars = [ASCII_LEVELS[g * len(ASCII_LEVELS) // 17] for g in range(17)]
+        art = []
+        for row in x.tolist():
+            pix = [chars[g] if 0 <= g <= 16 else "?" for g in row]
+            art.append("\n".join("".join(pix[i:i + 8]) for i in range(0, 64, 8)))
+        return art
+
+    def plot_grid(self, samples: Tensor, path: str | Path, title: str | None = None) -> None:
+        """Draw the first 256 samples as a PNG grid of 8x8 images."""
+        from ..plots import plot_digit_grid
+
+        plot_digit_grid(check_samples(samples)[:256].cpu().numpy(), path, title=title)
+
+    def plot_panels(self, panels: dict[str, Tensor], path: str | Path) -> None:
+        """Draw each heading's samples as a panel of 8x8 images, side by side."""
+        from ..plots import plot_digit_panels
+
+        plot_digit_panels({head: check_samples(x).cpu().numpy() for head, x in panels.items()}, path)
 
     @torch.no_grad()
     def _features(self, x: Tensor) -> Tensor:
