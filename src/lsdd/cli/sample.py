@@ -6,7 +6,7 @@ import argparse
 import time
 
 from ..errors import UserError
-from .common import Formatter, add_device_args, check_output, load_args, positive_int
+from .common import Formatter, add_device_args, add_quiet_arg, check_output, load_args, positive_int
 
 DESCRIPTION = """\
 Sample from a discrete diffusion model. Either a base sampler on the uniform time grid
@@ -53,23 +53,30 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "L / K apart and rarely neighbours; each token keeps its base-rule move probability")
     p.add_argument("--learned", metavar="SAMPLER.json", help="use a learned sampler (it brings its own sampler and grid)")
     p.add_argument("--force", action="store_true", help="use a learned sampler distilled for another model")
-    p.add_argument("--num", "--num-samples", dest="num", type=positive_int, default=64, help="number of sequences (under torchrun write --num-samples: torchrun reads --num itself)")
+    p.add_argument("--num-samples", "--num", dest="num", type=positive_int, default=64,
+                   help="number of sequences (--num is the same flag; under torchrun write --num-samples: torchrun "
+                        "reads --num itself)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per network call")
     p.add_argument("--seed", type=int, default=0,
                    help="seed; batch b draws from its own stream (seed, b), so torchrun gives the same samples")
     add_device_args(p)
-    p.add_argument("--out", required=True, help="output .npy file, int64 array (num, length)")
+    add_quiet_arg(p)
+    p.add_argument("--out", required=True,
+                   help="output .npy file, int64 array (num, length), with its provenance beside it in OUT.json "
+                        "(model, sampler, seed; `lsdd eval` and `lsdd decode` check it)")
     p.set_defaults(run=run)
     return p
 
 
 def run(args) -> int:
-    from .. import atomic
+    from .. import __version__
     from ..sampling.artifact import LearnedSampler
+    from ..sampling.record import model_info, write_samples
     from ..sampling.samplers import sample_batched, tempered_score
     from ..sampling.schedules import uniform_times
 
     out = check_output(args.out, ".npy")
+    check_output(str(out) + ".json", ".json")  # the provenance sidecar (never a folder in the way)
     if not 0.0 < args.eps < 1.0:
         raise UserError(f"--eps must lie in (0, 1), got {args.eps}")
     rule, steps = _base_sampler(args)
@@ -103,7 +110,8 @@ def run(args) -> int:
     secs, nfe = time.perf_counter() - t0, res.nfe
     x = res.x.numpy()
     if dist.is_main():
-        atomic.save_npy(out, x)
+        write_samples(out, x, {**model_info(model), "sampler": _describe(args, steps, nfe, args.learned and learned),
+                               "nfe": nfe, "num_samples": args.num, "seed": args.seed, "lsdd_version": __version__})
     procs = f" on {dist.world()} processes" if dist.world() > 1 else ""
     print(f"{args.num} samples of length {x.shape[1]} from {model.source} with {desc}: "
           f"{nfe} network calls per sample, {secs:.2f} s{procs} ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
@@ -136,3 +144,13 @@ def _base_sampler(args):
                             f"not --nfe {args.nfe}")
         steps = args.nfe // rule.calls
     return rule, 64 if steps is None else steps
+
+
+def _describe(args, steps: int, nfe: int, learned) -> dict:
+    """The sampler of ``lsdd sample`` as its flags say it, for the samples' provenance sidecar."""
+    if learned:
+        return {"name": "learned", "learned_file": str(args.learned), "method": learned.provenance.get("method"),
+                "base": learned.base, "steps": learned.nfe, "nfe": nfe, "temperature": args.temperature}
+    return {"name": args.sampler, "steps": steps, "nfe": nfe, "theta": args.theta, "eps": args.eps,
+            "counted": bool(args.counted or args.spread), "spread": bool(args.spread),
+            "temperature": args.temperature}

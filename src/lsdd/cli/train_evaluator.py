@@ -70,7 +70,9 @@ def run(args) -> int:
     from ..models import load_model
     from ..text.evaluator import EvaluatorConfig, train_evaluator
 
-    out = Path(args.out)
+    from .common import check_output
+
+    out = check_output(args.out, flag="--out", folder=True)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not an empty directory")
     if args.task == "digits":
