@@ -168,9 +168,10 @@ def test_unavailable_device_is_one_line(command, device, message, tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
-def test_auto_device_is_the_best_available():
+def test_auto_device_is_the_best_available(monkeypatch):
     from lsdd.cli.common import check_device
 
+    monkeypatch.undo()  # the real auto (conftest makes it cpu for the other tests)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     if expected == "cpu" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         expected = "mps"

@@ -49,6 +49,13 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
+def auto_device() -> str:
+    """What --device auto means here: cuda if available, else mps if available, else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+
+
 def check_device(name: str) -> str:
     """The device name ``name`` (a --device value) stands for on this machine: ``auto`` becomes cuda, mps or cpu
     (the first available); cpu, cuda, cuda:N and mps are returned when this machine has them. UserError (one line,
@@ -59,7 +66,7 @@ def check_device(name: str) -> str:
 
     name = str(name)
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+        return auto_device()
     m = re.fullmatch(r"cpu|mps|cuda(?::(\d+))?", name)
     if m is None:
         raise UserError(f"unknown --device {name!r}; expected {DEVICES}")
@@ -72,7 +79,7 @@ def check_device(name: str) -> str:
             raise UserError(f"--device {name}: this machine has {count} CUDA device{'s' * (count != 1)} "
                             f"(cuda:0 to cuda:{count - 1})")
     if name == "mps" and not _mps_available():
-        raise UserError(f"--device mps: Apple's MPS backend is not available on this machine; use --device cpu or auto")
+        raise UserError("--device mps: Apple's MPS backend is not available on this machine; use --device cpu or auto")
     return name
 
 
@@ -192,7 +199,8 @@ def check_output(path: str | None, suffix: str | None = None, *, flag: str = "--
         where = p
     else:
         if p.is_dir():
-            raise UserError(f"{flag} {p} is a folder; it takes a file name" + (f" ending in {suffix}" if suffix else ""))
+            ending = f" ending in {suffix}" if suffix else ""
+            raise UserError(f"{flag} {p} is a folder; it takes a file name{ending}")
         if suffix and p.suffix.lower() != suffix.lower():
             raise UserError(f"{flag} {p}: the output file must end in {suffix}")
         where = p.parent

@@ -112,7 +112,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="CPU threads for torch (default: all available cores)")
     run.add_argument("--log-every", type=int, default=50, help="steps per train_log.jsonl line")
     run.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .common import add_quiet_arg
+
+    add_quiet_arg(run)
     p.set_defaults(run=run_train, _parser=p)
     return p
 

@@ -42,7 +42,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     for f in fields(d):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                        help=f"(default {f.default})")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .common import add_quiet_arg
+
+    add_quiet_arg(p)
     p.set_defaults(run=run, _parser=p)
     return p
 
