@@ -10,6 +10,16 @@ def _threads():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _cpu_by_default(request, monkeypatch):
+    """--device auto means cpu in the tests (outside tests marked gpu), so that the CLI's results match the
+    library's CPU runs on a machine with a GPU too."""
+    if "gpu" not in request.keywords:
+        import lsdd.cli.common
+
+        monkeypatch.setattr(lsdd.cli.common, "auto_device", lambda: "cpu")
+
+
 def toy_law(num_values: int, length: int, seed: int = 0) -> torch.Tensor:
     """A random data law over all sequences with a few zeros, (V^L,) float64."""
     g = torch.Generator().manual_seed(seed)

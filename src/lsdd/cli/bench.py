@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import UserError
-from .common import Formatter, add_device_args, check_output, default_task, fraction, load_args, positive_int
+from .common import (Formatter, add_device_args, add_quiet_arg, check_output, default_task, fraction, load_args,
+                     positive_int)
 
 DESCRIPTION = """\
 Benchmark samplers for one model in one run with the same seeds: at every --nfe, the uniform-grid
@@ -98,6 +99,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "text task)")
     p.add_argument("--seed", type=int, default=0)
     add_device_args(p)
+    add_quiet_arg(p)
     from .common import add_text_args
 
     add_text_args(p)
@@ -112,9 +114,10 @@ def run(args) -> int:
     from ..bench import BenchConfig, format_table, run_bench
     from ..plots import plot_bench
 
-    js, png = check_output(args.json, ".json"), check_output(args.plot, ".png")
+    js, png = check_output(args.json, ".json", flag="--json"), check_output(args.plot, ".png", flag="--plot")
     if args.teacher_cache is not None and Path(args.teacher_cache).exists() and not Path(args.teacher_cache).is_dir():
         raise UserError(f"--teacher-cache {args.teacher_cache} is a file; it takes a folder")
+    check_output(args.teacher_cache, flag="--teacher-cache", folder=True)
     model = load_args(args)
     from .common import make_task
 

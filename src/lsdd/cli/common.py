@@ -37,29 +37,78 @@ def fraction(text: str) -> float:
     return value
 
 
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+DEVICE_HELP = ("auto = cuda if available, else mps if available, else cpu; or cpu, cuda, cuda:N, mps "
+               "(under torchrun, cuda is each rank's own GPU)")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def auto_device() -> str:
+    """What --device auto means here: cuda if available, else mps if available, else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+
+
+def check_device(name: str) -> str:
+    """The device name ``name`` (a --device value) stands for on this machine: ``auto`` becomes cuda, mps or cpu
+    (the first available); cpu, cuda, cuda:N and mps are returned when this machine has them. UserError (one line,
+    naming the value) for anything else or for a device that is not there. Starts nothing."""
+    import re
+
+    import torch
+
+    name = str(name)
+    if name == "auto":
+        return auto_device()
+    m = re.fullmatch(r"cpu|mps|cuda(?::(\d+))?", name)
+    if m is None:
+        raise UserError(f"unknown --device {name!r}; expected {DEVICES}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise UserError(f"--device {name}: CUDA is not available on this machine ({why}); use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if m.group(1) is not None and int(m.group(1)) >= count:
+            raise UserError(f"--device {name}: this machine has {count} CUDA device{'s' * (count != 1)} "
+                            f"(cuda:0 to cuda:{count - 1})")
+    if name == "mps" and not _mps_available():
+        raise UserError("--device mps: Apple's MPS backend is not available on this machine; use --device cpu or auto")
+    return name
+
+
 def resolve_device(name: str):
-    """torch.device for --device; under torchrun, cuda means this rank's GPU (cuda:LOCAL_RANK)."""
+    """torch.device for --device (``check_device``); under torchrun, cuda means this rank's GPU (cuda:LOCAL_RANK)."""
     import torch
 
     from .. import dist
 
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name} requested, but CUDA is not available on this machine")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"bad --device {name!r}: {e}") from None
+    name = check_device(name)
     ranked = dist.init_from_env(name)
-    return ranked if ranked is not None else device
+    return ranked if ranked is not None else torch.device(name)
 
 
-def add_device_args(p: argparse.ArgumentParser) -> None:
+def add_device_args(p: argparse.ArgumentParser, compile: bool = True) -> None:
     """--device, --precision and --compile, shared by the commands that run the network."""
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: each rank's own GPU)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="network arithmetic: bf16 autocast (scores stay float32); auto = bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network (pays off over hundreds of calls; first call compiles)")
+                   help="network arithmetic: bf16 autocast (scores stay float32); auto = bf16 on CUDA, fp32 otherwise")
+    if compile:
+        p.add_argument("--compile", action="store_true",
+                       help="torch.compile the network (pays off over hundreds of calls; first call compiles)")
+
+
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    """--quiet, for the commands that do long work (``lsdd.cli.main`` applies it)."""
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no info lines (errors still print; eval and bench still print their "
+                        "table)")
 
 
 def load(model: str, device: str = "cpu", precision: str = "auto", compile: bool = False):
@@ -111,15 +160,38 @@ def make_task(name: str, model=None, args=None, **options):
     return cls.build(model, **given, **options)
 
 
-def check_output(path: str | None, suffix: str | None = None) -> Path | None:
-    """Validate an output path before any work is done (its folder is created on write)."""
+def check_output(path: str | None, suffix: str | None = None, *, flag: str = "--out",
+                 folder: bool = False) -> Path | None:
+    """Validate an output path before any work is done; returns it as a Path (None for None).
+
+    A file output must not be an existing folder and must end in ``suffix`` (when given, any case); a ``folder``
+    output must not be an existing file. Either way the folder it is written in must be creatable and writable:
+    the nearest existing ancestor must be a folder (not a regular file) that we may write in. The folder itself is
+    created only on write. UserError (one line naming ``flag`` and the path) otherwise.
+    """
+    import os
+
     if path is None:
         return None
     p = Path(path)
-    if p.is_dir():
-        raise UserError(f"output path {p} is a directory")
-    if suffix and p.suffix != suffix:
-        raise UserError(f"output file {p} must end in {suffix}")
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise UserError(f"{flag} {p} exists and is not a folder")
+        where = p
+    else:
+        if p.is_dir():
+            ending = f" ending in {suffix}" if suffix else ""
+            raise UserError(f"{flag} {p} is a folder; it takes a file name{ending}")
+        if suffix and p.suffix.lower() != suffix.lower():
+            raise UserError(f"{flag} {p}: the output file must end in {suffix}")
+        where = p.parent
+    anc = where
+    while not anc.exists() and not anc.is_symlink() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UserError(f"{flag} {p} cannot be written: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {p} cannot be written: no permission to write in {anc}")
     return p
 
 

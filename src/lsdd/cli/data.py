@@ -78,7 +78,12 @@ def run_images(args) -> int:
 
 def run_data(args) -> int:
     from ..text.corpus import SPLIT_FILE, prepare_shakespeare, prepare_text_files
+    from .common import check_output
 
+    if args.source == "images":
+        check_output(args.out, ".npy", flag="--out")
+    else:
+        check_output(args.out, flag="--out", folder=True)
     if args.source == "images":
         return run_images(args)
     if args.images:

@@ -27,9 +27,13 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("samples", help="samples as a .npy integer array of shape (num_samples, length)")
     p.add_argument("--model", required=True, help="the text model (bundled name or directory) that made them")
-    p.add_argument("--num", type=int, help="decode only the first N samples")
+    p.add_argument("--num-samples", "--num", dest="num", type=int, metavar="N",
+                   help="decode only the first N samples (--num is the same flag)")
     p.add_argument("--plain", action="store_true", help="no headers: samples separated by one blank line only")
     p.add_argument("--out", help="write the texts to this file instead of printing them")
+    p.add_argument("--force", action="store_true",
+                   help="decode samples whose provenance (SAMPLES.json, written by lsdd sample) names another "
+                        "tokenizer than --model's")
     p.set_defaults(run=run)
     return p
 
@@ -38,10 +42,13 @@ def run(args) -> int:
     from .. import atomic
     from ..models import load_model
     from ..tasks import default_task, task_class
+    from .common import check_output
     from .evaluate import load_samples
 
+    check_output(args.out, flag="--out")
     samples = load_samples(args.samples)
     model = load_model(args.model)
+    _check_provenance(args, model)
     if args.num is not None:
         if args.num < 1:
             raise UserError(f"--num must be >= 1, got {args.num}")
@@ -60,3 +67,24 @@ def run(args) -> int:
     else:
         print(doc, end="")
     return 0
+
+
+def _check_provenance(args, model) -> None:
+    """Refuse samples whose sidecar names no tokenizer or another one than the model's (UserError; --force
+    overrides); a note on stderr when only the weights differ (the same tokenizer decodes them)."""
+    import sys
+
+    from ..sampling.record import check_provenance, read_info
+
+    info = read_info(args.samples)
+    tok = model.tokenizer
+    if tok is None:  # ids, digits: the samples must come from this model
+        check_provenance(info, fingerprint=model.fingerprint, num_tokens=model.graph.num_tokens, length=model.length,
+                         force=args.force, what=args.samples, against=f"this model {model.source}")
+        return
+    check_provenance(info, tokenizer_sha256=tok.sha256() if hasattr(tok, "sha256") else None, text=True,
+                     num_tokens=model.graph.num_tokens, force=args.force, what=args.samples,
+                     against=f"this model {model.source}")
+    if info is not None and not args.force and info.get("model_fingerprint") != model.fingerprint:
+        print(f"lsdd decode: note: {args.samples} was sampled from {info.get('model_source')}, not from "
+              f"{model.source}; they share a tokenizer", file=sys.stderr)

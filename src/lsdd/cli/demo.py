@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .common import Formatter, load, positive_int
+from .common import Formatter, add_device_args, add_quiet_arg, check_output, load, positive_int
 
 DESCRIPTION = """\
 Distill LSD and LSD+ samplers at 8 and 16 network calls for the bundled countdown model (64 tokens,
@@ -58,6 +58,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="samples per row = teacher trajectories (default: 256 / 128 / 256)")
     p.add_argument("--epochs", type=int, default=10, help="distillation epochs")
     p.add_argument("--seed", type=int, default=0)
+    add_device_args(p, compile=False)
+    add_quiet_arg(p)
     p.add_argument("--out-dir", default="lsdd-demo", help="folder for the JSON, the plots and the samplers")
     p.set_defaults(run=run)
     return p
@@ -69,9 +71,7 @@ def run(args) -> int:
     from ..plots import plot_bench, plot_samplers
     from ..tasks import task_class
 
-    out = Path(args.out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out-dir {out} exists and is not a folder")
+    out = check_output(args.out_dir, flag="--out-dir", folder=True)
     cls = task_class(args.task)
     demo = cls.demo
     defaults = {"model": cls.default_model, "nfe": list(demo.nfe), "teacher_nfe": demo.teacher_nfe,
@@ -79,7 +79,7 @@ def run(args) -> int:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    model = load(args.model)
+    model = load(args.model, args.device, args.precision)
     task = cls.build(model)
     shows = demo.shows != "table"  # keep the samples to show them; skip the timing runs (slow models)
     cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=demo.bases, methods=demo.methods,

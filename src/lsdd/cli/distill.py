@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..errors import UserError
-from .common import Formatter, add_device_args, check_output, fraction, load_args, positive_int
+from .common import Formatter, add_device_args, add_quiet_arg, check_output, fraction, load_args, positive_int
 
 DESCRIPTION = """\
 Distill a few-step sampler for a frozen score model (Learnable Sampler Distillation, arXiv 2509.19962).
@@ -130,6 +130,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "cached on a finer uniform grid, e.g. a bench's at NFE 64 for --nfe 8), else run it and save "
                         "it there")
     add_device_args(p)
+    add_quiet_arg(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--out", required=True, help="output JSON file of the learned sampler")
     p.set_defaults(run=run)
@@ -176,6 +177,7 @@ def run(args) -> int:
     from ..sampling.sampler import Sampler
 
     out = check_output(args.out, ".json")
+    check_output(args.teacher_cache, flag="--teacher-cache", folder=True)
     method, teacher = method_from_args(args), teacher_from_args(args)
     init_grid = Sampler.load(args.init_grid) if args.init_grid else None
     if init_grid is not None and init_grid.steps != args.nfe:

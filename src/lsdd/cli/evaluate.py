@@ -67,6 +67,12 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     )
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the metrics to this JSON file")
     parser.add_argument("--grid", metavar="PNG", default=None, help="digits: also draw the samples as a PNG grid")
+    parser.add_argument("--force", action="store_true",
+                        help="score samples whose provenance (SAMPLES.json, written by lsdd sample) names another "
+                             "model or vocabulary than --model / --task")
+    from .common import add_quiet_arg
+
+    add_quiet_arg(parser)
     from .common import add_text_args
 
     add_text_args(parser)
@@ -117,8 +123,11 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import write_json
     from .common import make_task
 
+    from .common import check_output
+
     if args.json is not None and Path(args.json).is_dir():
         raise UserError(f"--json must be a file path, got the directory {args.json!r}")
+    check_output(args.json, ".json", flag="--json")
     from ..tasks import TASKS, task_class
 
     cls = task_class(args.task)
@@ -129,16 +138,25 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--grid applies to --task {' / '.join(n for n, c in TASKS.items() if c.draws_images)}")
     if args.grid is not None and Path(args.grid).suffix.lower() != ".png":
         raise UserError(f"--grid must name a .png file, got {args.grid!r}")
+    check_output(args.grid, ".png", flag="--grid")
     samples = load_samples(args.samples)
     model = None
     if args.model is not None:
         from ..models import load_model
 
         model = load_model(args.model)
-        if int(samples.max()) >= model.config.num_tokens:
-            raise UserError(f"{args.samples}: token id {int(samples.max())} is outside the vocabulary of model "
+        if int(samples.max()) >= model.config.num_tokens or int(samples.min()) < 0:
+            bad = int(samples.max()) if int(samples.max()) >= model.config.num_tokens else int(samples.min())
+            raise UserError(f"{args.samples}: token id {bad} is outside the vocabulary of model "
                             f"{args.model} ({model.config.num_tokens} tokens)")
+    if args.task == "text":
+        _check_text_provenance(args, model)
     task = make_task(args.task, model, args, **({} if args.num_values is None else {"num_values": args.num_values}))
+    if args.task != "text" and getattr(task, "num_values", None) is not None:
+        from ..sampling.record import check_provenance, read_info
+
+        check_provenance(read_info(args.samples), num_tokens=task.num_values, force=args.force, what=args.samples,
+                         against=f"task {task.name} (--num-values {task.num_values})")
     values = task.compute(samples)
     n, length = samples.shape
     print(f"task {task.name}: {n} samples of length {length} from {args.samples}")
@@ -163,3 +181,23 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0
+
+
+def _check_text_provenance(args, model) -> None:
+    """--task text: refuse samples whose sidecar says they are not text, or were written with another tokenizer
+    than --model's (a note on stderr when only the weights differ: the same tokenizer decodes them)."""
+    import sys
+
+    from ..sampling.record import check_provenance, read_info
+
+    info = read_info(args.samples)
+    if info is None:
+        return
+    tok = model.tokenizer if model is not None else None
+    sha = tok.sha256() if tok is not None and hasattr(tok, "sha256") else None
+    check_provenance(info, tokenizer_sha256=sha, text=True, force=args.force, what=args.samples,
+                     num_tokens=model.graph.num_tokens if model is not None else None,
+                     against=f"this model {model.source}" if model is not None else "this model")
+    if model is not None and not args.force and info.get("model_fingerprint") != model.fingerprint:
+        print(f"lsdd eval: note: {args.samples} was sampled from {info.get('model_source')}, not from "
+              f"{model.source}; they share a tokenizer", file=sys.stderr)

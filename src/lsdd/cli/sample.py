@@ -6,7 +6,7 @@ import argparse
 import time
 
 from ..errors import UserError
-from .common import Formatter, add_device_args, check_output, load_args, positive_int
+from .common import Formatter, add_device_args, add_quiet_arg, check_output, load_args, positive_int
 
 DESCRIPTION = """\
 Sample from a discrete diffusion model. Either a base sampler on the uniform time grid
@@ -53,12 +53,17 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "L / K apart and rarely neighbours; each token keeps its base-rule move probability")
     p.add_argument("--learned", metavar="SAMPLER.json", help="use a learned sampler (it brings its own sampler and grid)")
     p.add_argument("--force", action="store_true", help="use a learned sampler distilled for another model")
-    p.add_argument("--num", "--num-samples", dest="num", type=positive_int, default=64, help="number of sequences (under torchrun write --num-samples: torchrun reads --num itself)")
+    p.add_argument("--num-samples", "--num", dest="num", type=positive_int, default=64,
+                   help="number of sequences (--num is the same flag; under torchrun write --num-samples: torchrun "
+                        "reads --num itself)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per network call")
     p.add_argument("--seed", type=int, default=0,
                    help="seed; batch b draws from its own stream (seed, b), so torchrun gives the same samples")
     add_device_args(p)
-    p.add_argument("--out", required=True, help="output .npy file, int64 array (num, length)")
+    add_quiet_arg(p)
+    p.add_argument("--out", required=True,
+                   help="output .npy file, int64 array (num, length), with its provenance beside it in OUT.json "
+                        "(model, sampler, seed; `lsdd eval` and `lsdd decode` check it)")
     p.set_defaults(run=run)
     return p
 
@@ -69,6 +74,7 @@ def run(args) -> int:
     from ..sampling.sampler import Sampler
 
     out = check_output(args.out, ".npy")
+    check_output(str(out) + ".json", ".json")  # the provenance sidecar (never a folder in the way)
     if not 0.0 < args.eps < 1.0:
         raise UserError(f"--eps must lie in (0, 1), got {args.eps}")
     if args.learned:
@@ -83,7 +89,7 @@ def run(args) -> int:
     model = load_args(args)
     t0 = time.perf_counter()
     res = sample(model, sampler, args.num, seed=args.seed, batch_size=args.batch_size, force=args.force,
-                 progress=True)
+                 progress=not getattr(args, "quiet", False))
     secs = time.perf_counter() - t0
     if args.learned:
         res.info["sampler_file"] = str(args.learned)

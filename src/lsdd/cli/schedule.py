@@ -6,7 +6,7 @@ import argparse
 import time
 
 from ..errors import UserError
-from .common import Formatter, add_device_args, check_output, load_args, positive_int
+from .common import Formatter, add_device_args, add_quiet_arg, check_output, load_args, positive_int
 
 DESCRIPTION = """\
 Choose an --nfe-step time grid for a model with Jump Your Steps (Park et al., ICLR 2025) and write it as a
@@ -52,6 +52,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=d.eps, help="last time of the grid")
     p.add_argument("--seed", type=int, default=0)
     add_device_args(p)
+    add_quiet_arg(p)
     p.add_argument("--out", required=True, help="output JSON file (a learned-sampler artifact, Phi = 1)")
     p.set_defaults(run=run)
     return p

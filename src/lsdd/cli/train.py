@@ -109,13 +109,20 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, metavar="DIR", help="output directory")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
     run.add_argument("--force", action="store_true", help="start afresh in a non-empty --out, replacing its run")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    run.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                     help="bf16 autocast for the network, the loss stays float32 (default: on for CUDA, off on CPU)")
+    from .common import DEVICE_HELP
+
+    run.add_argument("--device", default="auto", help=DEVICE_HELP)
+    run.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                     help="network arithmetic: bf16 autocast (the loss stays float32); auto = bf16 on CUDA, fp32 "
+                          "otherwise. --bf16 and --no-bf16 are the same as --precision bf16 and fp32")
+    run.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help=argparse.SUPPRESS)
+    run.add_argument("--no-bf16", dest="precision", action="store_const", const="fp32", help=argparse.SUPPRESS)
     run.add_argument("--threads", type=int, help="CPU threads for torch (default: all available cores)")
     run.add_argument("--log-every", type=int, default=50, help="steps per train_log.jsonl line")
     run.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .common import add_quiet_arg
+
+    add_quiet_arg(run)
     p.set_defaults(run=run_train, _parser=p)
     return p
 
@@ -126,8 +133,8 @@ def _noise_spec(args) -> dict:
                                                                              "sigma_min": 1e-4, "sigma_max": 20.0}
 
 
-def _bf16(args) -> bool:
-    return args.bf16 if args.bf16 is not None else args.device.startswith("cuda")
+def _bf16(args, device: str) -> bool:
+    return {"bf16": True, "fp32": False}.get(args.precision, device.startswith("cuda"))
 
 
 def _explicit(args, parser, name: str) -> bool:
@@ -208,11 +215,14 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 def run_train(args) -> int:
     from ..models.dit import DiTConfig
-    from ..train import TrainConfig, resolve_device, train
+    from ..train import TrainConfig, train
+    from .common import check_device, check_output
 
     parser = args._parser
-    out = Path(args.out)
-    resolve_device(args.device)
+    out = check_output(args.out, flag="--out", folder=True)
+    device = check_device(args.device)
+    # --precision as the bf16 switch of TrainConfig (None: not given, so --resume keeps the run's own)
+    args.bf16 = {"bf16": True, "fp32": False}.get(args.precision)
     if args.resume and args.force:
         raise UserError("--resume and --force exclude each other")
     if args.resume:
@@ -227,7 +237,7 @@ def run_train(args) -> int:
         train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                                 decay_steps=args.decay_steps, weight_decay=args.weight_decay, ema=args.ema,
                                 grad_clip=args.grad_clip, seed=args.seed, log_every=args.log_every,
-                                ckpt_every=args.ckpt_every, device=args.device, bf16=_bf16(args), eps=args.t_eps,
+                                ckpt_every=args.ckpt_every, device=device, bf16=_bf16(args, device), eps=args.t_eps,
                                 threads=args.threads)
         _prepare_out(out, args.force)
     result = train(model_cfg, train_cfg, source, out, resume=args.resume, progress=not args.quiet)

@@ -42,7 +42,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     for f in fields(d):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                        help=f"(default {f.default})")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .common import add_quiet_arg
+
+    add_quiet_arg(p)
     p.set_defaults(run=run, _parser=p)
     return p
 
@@ -65,7 +67,9 @@ def run_digits(args, out: Path) -> int:
 
 
 def run(args) -> int:
-    out = Path(args.out)
+    from .common import check_output
+
+    out = check_output(args.out, flag="--out", folder=True)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not an empty directory")
     return TRAINERS[args.task](args, out)

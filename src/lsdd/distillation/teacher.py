@@ -216,9 +216,12 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
     mine = dist.my_items(n_batches)
     per_batch: dict[int, tuple] = {}
     nfe, start = 0, time.perf_counter()
+    # the bar counts teacher steps (batches x steps), not batches: a 1024-step teacher moves from its first step on
     bar = tqdm(total=len(mine) * teacher_steps, desc="teacher", unit="step", disable=not progress or not dist.is_main(),
                leave=False)
-    for b in mine:
+    for i, b in enumerate(mine):
+        if not bar.disable:
+            bar.set_postfix_str(f"batch {i + 1}/{len(mine)}", refresh=False)
         n = min(batch_size, num - b * batch_size)
         x_T = graph.sample_limit(n, length, generator=make_generator(seed, device, b), device=device)
         cached = []

@@ -59,16 +59,11 @@ def sample(model, sampler: Sampler, num: int = 64, *, seed: int = 0, batch_size:
         raise RuntimeError(f"the loop counted {out.nfe} network calls per sample, the sampler promises {sampler.nfe}")
     from .. import __version__
 
-    info = {**_model_info(model), "sampler": sampler.to_dict(), "nfe": out.nfe, "num_samples": num, "seed": seed,
+    from .record import model_info
+
+    info = {**model_info(model), "sampler": sampler.to_dict(), "nfe": out.nfe, "num_samples": num, "seed": seed,
             "batch_size": batch_size, "lsdd_version": __version__}
     return Samples(out.x, out.nfe, info)
-
-
-def _model_info(model) -> dict[str, Any]:
-    tok = getattr(model, "tokenizer", None)
-    return {"model_fingerprint": getattr(model, "fingerprint", None), "model_source": getattr(model, "source", None),
-            "graph": model.graph.name, "num_tokens": model.graph.num_tokens, "length": model.length,
-            "tokenizer_sha256": tok.sha256() if tok is not None and hasattr(tok, "sha256") else None}
 
 
 __all__ = ["Samples", "sample"]

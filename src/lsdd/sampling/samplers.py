@@ -181,12 +181,28 @@ def sample_batched(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor,
     n_batches = -(-num // batch_size)
     mine = dist.my_items(n_batches)
     parts, nfe = {}, 0
-    for b in tqdm(mine, desc="sampling", unit="batch", disable=not progress or not dist.is_main(), leave=False):
+    # the bar counts loop steps (batches x steps), so a long run moves from its first step on; it only watches
+    # the loop (no draw depends on it)
+    steps = times.numel() - 1
+    bar = tqdm(total=len(mine) * steps, desc="sampling", unit="step", leave=False,
+               disable=not progress or not dist.is_main())
+    user_callback = kwargs.pop("callback", None)
+
+    def on_step(info: StepInfo) -> None:
+        if user_callback is not None:
+            user_callback(info)
+        bar.update(1)
+
+    callback = on_step if not bar.disable else user_callback
+    for i, b in enumerate(mine):
+        if not bar.disable:
+            bar.set_postfix_str(f"batch {i + 1}/{len(mine)}", refresh=False)
         n = min(batch_size, num - b * batch_size)
         out = sample(score_fn, graph, noise, times, (n, length), generator=make_generator(seed, device, b),
-                     device=device, **kwargs)
+                     device=device, callback=callback, **kwargs)
         parts[b] = out.x.cpu()
         nfe = out.nfe  # every batch makes the same number of calls
+    bar.close()
     parts = dist.gather_items(parts, n_batches)
     nfe = dist.max_int(nfe)
     return SampleOutput(x=torch.cat([parts[b] for b in range(n_batches)]), nfe=nfe)
