@@ -188,9 +188,10 @@ def test_sample_writes_a_plain_npy_and_its_provenance(drawn):
     assert sidecar_path(c) == c.with_name("c.npy.json")
     model = lsdd.models.load_model("countdown")
     assert info == {"format": "lsdd-samples", "format_version": 1, **model_info(model),
-                    "sampler": {"name": "euler", "steps": 2, "nfe": 2, "theta": None, "eps": 1e-5, "counted": False,
-                                "spread": False, "temperature": 1.0},
-                    "nfe": 2, "num_samples": 4, "seed": 0, "lsdd_version": lsdd.__version__}
+                    "sampler": lsdd.Sampler.euler(2).to_dict(),
+                    "nfe": 2, "num_samples": 4, "seed": 0, "batch_size": 64, "lsdd_version": lsdd.__version__}
+    # the sidecar's sampler is the Sampler value itself: it loads back whole
+    assert lsdd.Sampler.from_dict(info["sampler"]) == lsdd.Sampler.euler(2)
     assert model_info(model) == {"model_fingerprint": "0dbf3371e1bdc5f4", "model_source": "bundled:countdown",
                                  "graph": "absorbing", "num_tokens": 32, "length": 64, "tokenizer_sha256": None}
     assert read_info(c) == info
