@@ -171,3 +171,22 @@ def test_config_nested_under_config_key(tmp_path):
     (d / "config.json").write_text(json.dumps({"config": sedd_doc()}))
     assert detect_format(d) == "sedd"
     assert load_model(str(d)).config.hidden_size == 32
+
+
+@pytest.mark.parametrize("kind", ["sedd", "radd"])
+def test_config_without_length_uses_1024(tmp_path, kind, capsys):
+    """A SEDD or RADD config.json without model.length loads with 1024, every published model's length, and
+    says so on stderr; the scores are those of the same weights (the network has no length-sized parameter)."""
+    doc = sedd_doc() if kind == "sedd" else radd_doc()
+    del doc["model"]["length"]
+    state = random_state(kind, TOKENS + 1)
+    model = load_model(str(write_checkpoint(tmp_path / kind, doc, state)))
+    assert model.config.length == 1024
+    err = capsys.readouterr().err
+    assert "no model.length" in err and "1024" in err and len(err.strip().splitlines()) == 1
+    x, sigma = _inputs()
+    if kind == "sedd":
+        torch.testing.assert_close(model.log_score_fn(x, sigma).double(), sedd_log_score(state, x, sigma),
+                                   atol=2e-4, rtol=1e-4)
+    else:
+        _check_clean(model, radd_log_probs(state, x), x, sigma)

@@ -5,7 +5,8 @@ Conventions taken from the original projects (see ``lsdd.models.external`` for t
 - SEDD (louaaron/Score-Entropy-Discrete-Diffusion): ``tokens``; ``graph.type`` "absorb" | "uniform";
   ``noise.type`` "loglinear" (SEDD's ``get_noise`` builds LogLinearNoise with its default eps = 1e-3, whatever
   the config's sigma_min/max say) | "geometric" (sigma_min, sigma_max); ``model.{hidden_size, cond_dim,
-  n_blocks, n_heads, length, scale_by_sigma, dropout}``. The network takes sigma_bar.
+  n_blocks, n_heads, length, scale_by_sigma, dropout}``; a config without ``model.length`` gets 1024 (every
+  published model's length), with a note on stderr. The network takes sigma_bar.
 - RADD (ML-GSAI/RADD): ``tokens`` + 1 states (absorbing), loglinear noise, a network without time input.
 - MDLM (kuleshov-group/mdlm-owt): ``vocab_size`` states, the last one the mask; ``model_length``,
   ``hidden_dim``, ``cond_dim``, ``n_blocks``, ``n_heads``, ``time_conditioning``; trained with the
@@ -14,6 +15,7 @@ Conventions taken from the original projects (see ``lsdd.models.external`` for t
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,19 @@ def _config(where: Path, **kw) -> DiTConfig:
         raise UserError(f"{where}: {e}") from None
 
 
+PUBLISHED_LENGTH = 1024  # the sequence length of every published SEDD and RADD model
+
+
+def _length(doc: dict, where: Path) -> int:
+    """``model.length``; a SEDD/RADD config without it gets 1024, every published model's length, with a note."""
+    model = doc.get("model")
+    if isinstance(model, dict) and "length" not in model:
+        print(f"lsdd: note: {where}: config has no model.length; using {PUBLISHED_LENGTH}, the length of every "
+              "published SEDD/RADD model", file=sys.stderr)
+        return PUBLISHED_LENGTH
+    return int(_get(doc, "model.length", where))
+
+
 def sedd_config(doc: dict, where: Path) -> DiTConfig:
     graph = _get(doc, "graph.type", where)
     if graph not in ("absorb", "uniform"):
@@ -63,7 +78,7 @@ def sedd_config(doc: dict, where: Path) -> DiTConfig:
     m = lambda k: _get(doc, f"model.{k}", where)  # noqa: E731
     return _config(where, num_tokens=int(_get(doc, "tokens", where)),
                    graph="absorbing" if graph == "absorb" else "uniform", noise=_noise(doc, where),
-                   length=int(m("length")), hidden_size=int(m("hidden_size")), cond_dim=int(m("cond_dim")),
+                   length=_length(doc, where), hidden_size=int(m("hidden_size")), cond_dim=int(m("cond_dim")),
                    n_blocks=int(m("n_blocks")), n_heads=int(m("n_heads")), dropout=0.0,
                    scale_by_sigma=bool(m("scale_by_sigma")))
 
@@ -71,7 +86,7 @@ def sedd_config(doc: dict, where: Path) -> DiTConfig:
 def radd_config(doc: dict, where: Path) -> DiTConfig:
     m = lambda k: _get(doc, f"model.{k}", where)  # noqa: E731
     return _config(where, num_tokens=int(_get(doc, "tokens", where)), graph="absorbing", noise=_noise(doc, where),
-                   length=int(m("length")), hidden_size=int(m("hidden_size")),
+                   length=_length(doc, where), hidden_size=int(m("hidden_size")),
                    cond_dim=int(doc["model"].get("cond_dim", 128)), n_blocks=int(m("n_blocks")),
                    n_heads=int(m("n_heads")), dropout=0.0, scale_by_sigma=False)
 
