@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # commands whose table on stdout is their result: --quiet keeps it (and drops only bars and notes)
-RESULT_ON_STDOUT = ("eval", "bench")
+RESULT_ON_STDOUT = ("eval", "bench", "demo", "decode")
 
 
 DISTRIBUTED_COMMANDS = ("sample", "distill", "bench")

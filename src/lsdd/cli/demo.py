@@ -57,6 +57,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=positive_int,
                    help="samples per row = teacher trajectories (default: 256 / 128 / 256)")
     p.add_argument("--epochs", type=int, default=10, help="distillation epochs")
+    p.add_argument("--full", action="store_true",
+                   help="the long demo: countdown at 8 and 16 NFE, a 512-step teacher, Tweedie and LSD+ rows too "
+                        "(10-15 minutes on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0)
     add_device_args(p, compile=False)
     add_quiet_arg(p)
@@ -73,7 +76,7 @@ def run(args) -> int:
 
     out = check_output(args.out_dir, flag="--out-dir", folder=True)
     cls = task_class(args.task)
-    demo = cls.demo
+    demo = cls.demo.long() if args.full else cls.demo
     defaults = {"model": cls.default_model, "nfe": list(demo.nfe), "teacher_nfe": demo.teacher_nfe,
                 "num_samples": demo.num_samples}
     for key, value in defaults.items():
@@ -98,6 +101,7 @@ def run(args) -> int:
             r.sampler.save(out / f"{r.method}_{r.base}_nfe{r.nfe}.json")
     plot_bench(result, task, out / "bench.png")
     plot_samplers(learned, out / "samplers.png")
+    _print_verdicts(result)
     shown = SHOW[demo.shows](task, _picks(result, demo.methods, min(args.nfe)), out)
     print(f"\nwrote {out}/bench.json, bench.png, samplers.png{''.join(', ' + f for f in shown)} and {len(learned)} "
           f"learned samplers in {time.perf_counter() - t0:.0f} s")
@@ -115,6 +119,19 @@ def _bench(model, task, cfg):
     print()
     print(format_table(result, task))
     return result
+
+
+def _print_verdicts(result) -> None:
+    """Each learned row's validation verdict (what `lsdd distill` would print and write)."""
+    for r in result.rows:
+        v = r.sampler.provenance.get("validation") if r.sampler is not None else None
+        if not v:
+            continue
+        kept = "accepted: the learned sampler is kept" if r.accepted else "rejected: the row is its base sampler"
+        print(f"\n{r.label} at {r.nfe} NFE - {kept}")
+        print(f"  model NLL bound per token: base {v['nll_base']:.4f}, learned {v['nll_learned']:.4f}, teacher "
+              f"{v['nll_teacher']:.4f}; n-gram MMD^2 x1e3: base {1e3 * v['mmd2_base']:.4f}, learned "
+              f"{1e3 * v['mmd2_learned']:.4f}; entropy: base {v['entropy_base']:.4f}, learned {v['entropy_learned']:.4f}")
 
 
 def _picks(result, methods: tuple[str, ...], nfe: int) -> dict[str, object]:

@@ -69,6 +69,7 @@ class Demo:
         methods: the samplers beside them (learned ones on the Euler base, and counted/spread movers).
         shows: what the demo shows of the samples beside the table: ``"table"`` (nothing), ``"text"`` (three
             decoded samples per sampler, side by side) or ``"images"`` (a panel of samples per sampler).
+        full: what ``lsdd demo --full`` changes (the long demo: more NFEs, a longer teacher, more samplers).
     """
 
     nfe: tuple[int, ...]
@@ -77,6 +78,13 @@ class Demo:
     bases: tuple[str, ...] = ("euler",)
     methods: tuple[str, ...] = ("lsd+",)
     shows: Literal["table", "text", "images"] = "table"
+    full: dict | None = None
+
+    def long(self) -> "Demo":
+        """The ``--full`` demo."""
+        from dataclasses import replace
+
+        return replace(self, **(self.full or {}), full=None)
 
 
 class Task(ABC):

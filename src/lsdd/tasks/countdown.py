@@ -134,8 +134,11 @@ class CountdownTask(Task):
         ("nll_valid", "start_entropy"),
     ]
     default_model: ClassVar[str] = "countdown"
-    demo: ClassVar[Demo] = Demo(nfe=(8, 16), teacher_nfe=512, num_samples=256, bases=("euler", "tweedie"),
-                                methods=("spread", "lsd", "lsd+"))
+    # the quick demo (README command 1: at most 5 minutes with the install on 2 CPU cores) and the long one
+    demo: ClassVar[Demo] = Demo(nfe=(8,), teacher_nfe=256, num_samples=256, bases=("euler",),
+                                methods=("spread", "lsd"),
+                                full={"nfe": (8, 16), "teacher_nfe": 512, "bases": ("euler", "tweedie"),
+                                      "methods": ("spread", "lsd", "lsd+")})
     data_options: ClassVar[tuple[str, ...]] = ("length", "num_values")
     generates_data: ClassVar[bool] = True
 
