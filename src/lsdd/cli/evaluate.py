@@ -58,8 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
         formatter_class=lambda prog: Formatter(prog, max_help_position=32),
     )
     parser.add_argument("samples", help="samples as a .npy integer array of shape (num_samples, length)")
-    parser.add_argument("--task", required=True,
-                        help="task whose metrics to compute: countdown, markov, tokens, text or digits")
+    parser.add_argument("--task",
+                        help="task whose metrics to compute: countdown, markov, tokens, text or digits (default: the "
+                             "task of the model named in the samples' provenance sidecar, SAMPLES.json)")
     parser.add_argument("--model", help="text: the diffusion model whose tokenizer wrote the samples")
     parser.add_argument(
         "--num-values", type=int, default=None, metavar="N",
@@ -130,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.json, ".json", flag="--json")
     from ..tasks import TASKS, task_class
 
+    if args.task is None:
+        _task_from_provenance(args)
     cls = task_class(args.task)
     if not cls.build_options and (args.model or args.evaluator or args.reference):
         readers = " / ".join(n for n, c in TASKS.items() if c.build_options)
@@ -181,6 +184,27 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0
+
+
+def _task_from_provenance(args) -> None:
+    """No --task: the task of the model that made the samples, as their sidecar names it (and that model, for the
+    tasks that read one: text). UserError when there is no sidecar, or its model is not here or has changed."""
+    from ..models import load_model
+    from ..sampling.record import check_provenance, read_info
+    from ..tasks import default_task, task_class
+
+    info = read_info(args.samples)
+    source = args.model or (info or {}).get("model_source")
+    if source is None:
+        raise UserError(f"pass --task: {args.samples} has no provenance sidecar naming the model that made it "
+                        f"(written by lsdd sample beside the .npy)")
+    model = load_model(source)
+    check_provenance(info, fingerprint=model.fingerprint, force=args.force, what=args.samples,
+                     against=f"the model {source} now")
+    args.task = default_task(model)
+    if task_class(args.task).build_options and args.model is None:
+        args.model = source
+    print(f"task {args.task}, from the samples' model {source}")
 
 
 def _check_text_provenance(args, model) -> None:
