@@ -16,11 +16,11 @@ import torch
 
 from common import cached_teacher, evaluate
 from lsdd import atomic
-from lsdd.distillation.distill import DistillConfig, distill, to_artifact
-from lsdd.tasks import get_task
-from lsdd.models import load_model
+from lsdd.distillation.distill import DistillConfig, distill, to_sampler
 from lsdd.distillation.teacher import TeacherCache
+from lsdd.models import load_model
 from lsdd.sampling.schedules import uniform_times
+from lsdd.tasks import get_task
 
 
 def main() -> None:
@@ -64,16 +64,17 @@ def main() -> None:
             k = cfg.num_traj  # the first k trajectories; their rows still index the full score store
             cache = TeacherCache(cache.x_T[:k], [s[:k] for s in cache.states], [r[:k] for r in cache.rows],
                                  cache.scores, cache.x_0[:k], cache.times, cache.teacher_steps, cache.nfe,
-                                 cache.seconds)
+                                 cache.seconds, cache.store, cache.sq_stats)
         if cfg.base == "tweedie":  # Tweedie students learn from a Tweedie teacher of the same N
             key = ("tweedie", cfg.teacher_nfe)
             if key not in caches:
                 caches[key] = teacher(cfg)
             cache = caches[key]
         t0 = time.perf_counter()
-        res = distill(model.score_fn, model.graph, model.noise, model.config.length, cfg, cache=cache, progress=False)
+        res = distill(model.score_fn, model.graph, model.noise, model.length, cfg, cache=cache, progress=False)
         secs = time.perf_counter() - t0
-        art = to_artifact(res, cfg, model.graph, model.noise)
+        art = to_sampler(res, cfg, model)
+        # scored with the learned grid and Phi under the base rule's own (independent) movers, as this table always was
         m = evaluate(model, task, art.times_tensor(), art.coeffs_tensor(), cfg.phi_mode, args.eval_samples,
                      args.seed + 7, base=cfg.base)
         rows.append((name, asdict(cfg), m, secs, art))

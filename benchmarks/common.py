@@ -2,39 +2,33 @@
 
 from __future__ import annotations
 
-from lsdd.distillation.distill import DistillConfig, make_teacher
-from lsdd.distillation.teacher import TeacherCache
+from lsdd.distillation.distill import DistillConfig
+from lsdd.distillation.teacher import TeacherCache, get_teacher
 
 
 def cached_teacher(model, cfg: DistillConfig, cache_dir: str | None) -> TeacherCache:
-    """The teacher trajectories of ``cfg`` for ``model``: read from ``cache_dir`` when a run with the same settings
-    is kept there (the library's teacher cache, the one `lsdd bench/distill --teacher-cache` use), else run and
+    """The teacher trajectories of ``cfg`` for ``model`` (``cfg.base``, ``cfg.teacher_nfe`` steps on its student
+    grid, ``cfg.num_traj`` trajectories, ``cfg.batch_size`` streams of ``cfg.seed``, ``cfg.teacher_store``):
+    the library's one teacher lookup (``lsdd.distillation.teacher.get_teacher``, the one `lsdd bench/distill
+    --teacher-cache` use): read from ``cache_dir`` when a run with the same settings is kept there, else run and
     saved there. Coupled runs and non-uniform grids are always run (the cache keeps neither)."""
-    from lsdd.distillation.teacher import cache_file, choose_store, find_cached, load_cached, save_cached
-
-    path = None
-    if cache_dir and not cfg.coupled and cfg.init_times is None:
-        length = model.config.length
-        store = choose_store(cfg.teacher_store, cfg.num_traj, length, model.graph.num_tokens, cfg.nfe)
-        path = cache_file(cache_dir, model.fingerprint, cfg.base, cfg.teacher_nfe, cfg.nfe, cfg.num_traj,
-                          cfg.batch_size, cfg.seed, cfg.eps, store)
-        found = find_cached(path, cfg.nfe)
-        if found is not None:
-            return load_cached(found, cfg.nfe, model.device)
-    cache = make_teacher(model.score_fn, model.graph, model.noise, model.config.length, cfg, progress=False)
-    if path is not None:
-        save_cached(cache, path)
-    print(f"teacher {model.source} N={cfg.teacher_nfe}: {cache.seconds:.1f} s", flush=True)
+    folder = cache_dir if cache_dir and not cfg.coupled and cfg.init_times is None else None
+    cache, _ = get_teacher(model, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj, method=cfg.base,
+                           batch_size=cfg.batch_size, seed=cfg.seed, store=cfg.teacher_store, folder=folder,
+                           coupled_seed=cfg.coupling_seed(), progress=False,
+                           log=lambda msg: print(f"{model.source}: {msg}", flush=True))
     return cache
 
 
 def evaluate(model, task, times, coeffs, mode: str, num: int, seed: int, base: str = "euler",
              kwargs: dict | None = None) -> dict[str, float]:
     """Task metrics of ``num`` samples from ``model`` with the given grid, coefficients and base sampler (or the
-    ``sample_batched`` keyword arguments ``kwargs``: method, coeffs, phi_mode, e.g. a learned sampler's)."""
+    ``sample_batched`` keyword arguments ``kwargs``: method, coeffs, phi_mode, e.g. a sampler's
+    ``Sampler.loop_args(graph)``)."""
     from lsdd.sampling.samplers import sample_batched
 
     kw = kwargs or {"method": base, "coeffs": coeffs, "phi_mode": mode}
-    out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.config.length, seed=seed,
+    out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.length, seed=seed,
                          device=model.device, **kw)
     return task.compute(out.x)
+

@@ -18,10 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from common import cached_teacher, evaluate
-from lsdd.distillation.distill import DistillConfig, base_kwargs, distill
-from lsdd.tasks import get_task
+from lsdd.distillation.distill import DistillConfig, base_sampler, distill
 from lsdd.models import load_model
 from lsdd.sampling.schedules import uniform_times
+from lsdd.tasks import get_task
 
 RECIPES = {  # name -> DistillConfig overrides
     "LSD linear/l2": dict(method="lsd", phi_mode="linear", loss="l2"),
@@ -72,7 +72,8 @@ def main() -> None:
         spread_base = None
         if model.graph.absorbing and any(RECIPES[r].get("spread") for r in args.recipes):
             spread_base = evaluate(model, task, times0, None, "linear", args.eval_samples, eval_seed,
-                                   kwargs=base_kwargs(replace(cfg0, spread=True), model.graph))
+                                   kwargs=base_sampler(replace(cfg0, spread=True).resolve(model.graph))
+                                   .loop_args(model.graph))
         ref = task.compute(cache.x_0)
         lines += [f"## {tag} ({model.source}, {model.fingerprint})", "",
                   f"| sampler | {' | '.join(cols)} | val NLL base -> learned | val MMD^2 base -> learned "
@@ -88,11 +89,11 @@ def main() -> None:
         for name in args.recipes:
             cfg = replace(cfg0, **RECIPES[name])
             t0 = time.perf_counter()
-            res = distill(model.score_fn, model.graph, model.noise, model.config.length, cfg, cache=cache,
+            res = distill(model.score_fn, model.graph, model.noise, model.length, cfg, cache=cache,
                           progress=False)
             val = res.validation
             learned = evaluate(model, task, res.times, res.coeffs, cfg.phi_mode, args.eval_samples, eval_seed,
-                               kwargs=res.sampler_kwargs(model.graph, cfg.base, cfg.phi_mode))
+                               kwargs=res.sampler(cfg).loop_args(model.graph))
             written = learned if val.learned_better else spread_base if cfg.spread else base
             coeffs = ", ".join(f"{c:.2f}" for c in res.coeffs)
             lines.append(f"| {name} | {fmt(learned)} | {val.nll_base:.3f} -> {val.nll_learned:.3f} | "

@@ -78,6 +78,15 @@ def fit_exact(toy: Toy, nfe: int, family: str, iters: int, lr: float) -> tuple[C
     return params, trace
 
 
+def shown_conditioning(res, cfg) -> dict | None:
+    """The conditioning the parameters column shows: lsd-c's, or for a trajectory-fitted sampler with counted or
+    spread movers the neutral one (slope 0, beta 1), as the table printed it when movers were conditioning."""
+    if res.conditioning is None and res.movers != "independent" and cfg.resolved_objective() == "trajectory":
+        m = res.coeffs.numel()
+        return {"slope": [0.0] * m, "beta": [1.0] * m}
+    return res.conditioning
+
+
 def distill_rows(toy: Toy, m: int, args) -> list:
     """Distilled samplers (trajectory objective: LSD / LSD+, coupled or not, LSD+ with matched times; distribution
     objective: lsd-c and LSD by CMA on samples), each scored on its exact output law."""
@@ -109,16 +118,17 @@ def distill_rows(toy: Toy, m: int, args) -> list:
             caches[key] = make_teacher(toy.exact, toy.graph, toy.noise, toy.length, cfg, progress=False)
         t0 = time.perf_counter()
         res = distill(toy.exact, toy.graph, toy.noise, toy.length, cfg, cache=caches[key], progress=False)
-        kw = res.sampler_kwargs(toy.graph, cfg.base, cfg.phi_mode)
+        kw = res.sampler(cfg).loop_args(toy.graph)
         full = exact_sampler_law(toy.exact, toy.graph, toy.noise, res.times, toy.length, **kw)
         q = torch.zeros_like(toy.p0).index_add(0, toy.idx, full[toy.real])
         met = toy.metrics(q)
         p = f"phi {' '.join(f'{v:.2f}' for v in res.coeffs.tolist())}"
         if cfg.method == "lsd+":
             p += f"; grid {' '.join(f'{v:.3f}' for v in res.times.tolist())}"
-        if res.conditioning:
-            p += (f"; a {' '.join(f'{v:.2f}' for v in res.conditioning['slope'])}; beta "
-                  f"{' '.join(f'{v:.2f}' for v in res.conditioning['beta'])}")
+        cond = shown_conditioning(res, cfg)
+        if cond:
+            p += (f"; a {' '.join(f'{v:.2f}' for v in cond['slope'])}; beta "
+                  f"{' '.join(f'{v:.2f}' for v in cond['beta'])}")
         out.append((f"{name} (distilled, teacher N={cfg.teacher_nfe})", met, p))
         print(f"{name}: tv {met['tv']:.4f} viol {met['violation']:.4f} ({time.perf_counter() - t0:.0f} s) {p}", flush=True)
     return out

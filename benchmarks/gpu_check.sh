@@ -28,8 +28,8 @@ echo "== sampling: 64 samples x 1,024 tokens, Euler, 64 steps, batch 32, bf16 ne
 python - "$MODEL" <<'PY'
 import sys, time, torch
 from lsdd.models import load_model
-from lsdd.samplers import sample_batched
-from lsdd.schedules import uniform_times
+from lsdd.sampling.samplers import sample_batched
+from lsdd.sampling.schedules import uniform_times
 m = load_model(sys.argv[1], "cuda").configure("bf16")
 sample_batched(m.score_fn, m.graph, m.noise, uniform_times(2), 32, m.config.length, seed=1, batch_size=32,
                device=m.device)  # warm-up

@@ -19,13 +19,14 @@ import time
 
 import torch
 
+from common import cached_teacher
 from lsdd import atomic
-from lsdd.sampling.artifact import movers_sampler
-from lsdd.distillation.distill import DistillConfig, distill, make_teacher
-from lsdd.tasks import get_task
+from lsdd.distillation.distill import DistillConfig, distill
 from lsdd.models import load_model
+from lsdd.sampling.sampler import Sampler
 from lsdd.sampling.samplers import sample_batched
 from lsdd.sampling.schedules import uniform_times
+from lsdd.tasks import get_task
 
 TEACHER_1024 = 0.0029  # violation_rate of the 1024-step teacher, benchmarks/bench_baselines_countdown.md
 
@@ -49,6 +50,15 @@ VARIANTS = {  # key: (row name, DistillConfig changes)
     "spread-features": ("lsd-c spread (features, CMA)", {"method": "lsd-c", "spread": True, "objective": "features"}),
 }
 DEFAULT_VARIANTS = ["lsd", "lsd+", "lsd+init", "lsd+select", "coupled", "lsd-cma", "lsd-c"]
+
+
+def shown_conditioning(res, cfg) -> dict | None:
+    """The conditioning the parameters column shows: lsd-c's, or for a trajectory-fitted sampler with counted or
+    spread movers the neutral one (slope 0, beta 1), as the table printed it when movers were conditioning."""
+    if res.conditioning is None and res.movers != "independent" and cfg.resolved_objective() == "trajectory":
+        m = res.coeffs.numel()
+        return {"slope": [0.0] * m, "beta": [1.0] * m}
+    return res.conditioning
 
 
 def main() -> None:
@@ -81,7 +91,7 @@ def main() -> None:
                          epochs=args.epochs, seed=0, validation=False, obj_samples=args.obj_samples,
                          cma_iters=args.cma_iters, cma_popsize=args.cma_popsize, basis=args.basis)
     t0 = time.perf_counter()
-    cache_top = make_teacher(model.score_fn, model.graph, model.noise, model.config.length, base, progress=False)
+    cache_top = cached_teacher(model, base, None)
     teacher_s = time.perf_counter() - t0
     print(f"teacher {args.teacher_nfe} steps x {args.num_traj}: {teacher_s:.0f} s", flush=True)
     teacher = task.compute(cache_top.x_0)
@@ -89,7 +99,7 @@ def main() -> None:
     rows = [(f"teacher N={args.teacher_nfe} ({args.num_traj} outputs)", args.teacher_nfe, teacher, "", 0.0)]
 
     def evaluate(times, kw):
-        out = sample_batched(model.score_fn, model.graph, model.noise, times, args.num_samples, model.config.length,
+        out = sample_batched(model.score_fn, model.graph, model.noise, times, args.num_samples, model.length,
                              batch_size=64, seed=1, **kw)
         return task.compute(out.x)
 
@@ -99,9 +109,9 @@ def main() -> None:
         times = uniform_times(nfe)
         euler = evaluate(times, {"method": "euler"})
         rows.append(("Euler", nfe, euler, "", 0.0))
-        for count, label in (("rounded", "Euler, counted movers"), ("spread", "Euler, spread movers")):
-            smp = movers_sampler(times, "euler", model.graph, model.noise, count)
-            rows.append((label, nfe, evaluate(times, smp.sampler_kwargs(model.graph)), "nothing learned", 0.0))
+        for movers, label in (("counted", "Euler, counted movers"), ("spread", "Euler, spread movers")):
+            smp = Sampler(times.tolist(), "euler", movers=movers)
+            rows.append((label, nfe, evaluate(times, smp.loop_args(model.graph)), "nothing learned", 0.0))
         variants = [(VARIANTS[k][0], VARIANTS[k][1]) for k in args.variants
                     if not (k == "coupled" and not args.coupled)
                     and not (k == "lsd-cma" and nfe not in args.lsd_objective_nfe)]
@@ -111,20 +121,20 @@ def main() -> None:
             use = cache
             if cfg.coupled:
                 if nfe not in coupled_caches:
-                    top_c = coupled_caches.get("top") or make_teacher(
-                        model.score_fn, model.graph, model.noise, model.config.length,
-                        DistillConfig(**{**base.__dict__, "coupled": True}), progress=False)
+                    top_c = coupled_caches.get("top") or cached_teacher(
+                        model, DistillConfig(**{**base.__dict__, "coupled": True}), None)
                     coupled_caches["top"] = top_c
                     coupled_caches[nfe] = top_c.subsample(nfe) if nfe != top else top_c
                 use = coupled_caches[nfe]
-            res = distill(model.score_fn, model.graph, model.noise, model.config.length, cfg, cache=use,
+            res = distill(model.score_fn, model.graph, model.noise, model.length, cfg, cache=use,
                           progress=False)
             secs = time.perf_counter() - t0
-            met = evaluate(res.times, res.sampler_kwargs(model.graph, cfg.base, cfg.phi_mode))
+            met = evaluate(res.times, res.sampler(cfg).loop_args(model.graph))
             p = f"phi {' '.join(f'{v:.2f}' for v in res.coeffs.tolist())}"
-            if res.conditioning:
-                p += (f"; a {' '.join(f'{v:.2f}' for v in res.conditioning['slope'])}; beta "
-                      f"{' '.join(f'{v:.2f}' for v in res.conditioning['beta'])}")
+            cond = shown_conditioning(res, cfg)
+            if cond:
+                p += (f"; a {' '.join(f'{v:.2f}' for v in cond['slope'])}; beta "
+                      f"{' '.join(f'{v:.2f}' for v in cond['beta'])}")
             if cfg.method == "lsd+":
                 p += f"; grid {' '.join(f'{v:.3f}' for v in res.times.tolist())}"
             if res.selection:

@@ -24,23 +24,15 @@ import time
 import numpy as np
 import torch
 
-from lsdd.sampling.artifact import movers_sampler
+import lsdd
 from lsdd.cli.common import make_task
-from lsdd.models import load_model
-from lsdd.sampling.samplers import sample_batched
-from lsdd.sampling.schedules import uniform_times
 
 KEYS = ("gen_ppl", "entropy", "mauve", "distinct_2")
 
 
 def draw(model, nfe: int, num: int, seed: int, spread: bool) -> torch.Tensor:
-    times = uniform_times(nfe)
-    if spread:
-        kw = movers_sampler(times, "euler", model.graph, model.noise, "spread").sampler_kwargs(model.graph)
-    else:
-        kw = {"method": "euler", "coeffs": None, "phi_mode": "linear"}
-    out = sample_batched(model.score_fn, model.graph, model.noise, times, num, model.config.length, seed=seed,
-                         device=model.device, **kw)
+    sampler = lsdd.Sampler.spread(nfe) if spread else lsdd.Sampler.euler(nfe)  # the uniform grid to 1e-5
+    out = lsdd.sample(model, sampler, num, seed=seed, batch_size=64)
     assert out.nfe == nfe, (out.nfe, nfe)
     return out.x
 
@@ -61,7 +53,7 @@ def main() -> None:
     p.add_argument("--extra-seeds", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args()
-    model = load_model(args.model)
+    model = lsdd.load_model(args.model)
     task = make_task("text", model)
     rows: dict[str, list[dict]] = {"euler": [], "spread": [], f"euler@{args.extra_nfe}": []}
     t0 = time.perf_counter()

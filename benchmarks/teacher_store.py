@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from lsdd.distillation.distill import DistillConfig, distill, make_teacher
+from lsdd.distillation.distill import DistillConfig, distill
+from lsdd.distillation.teacher import full_cache_bytes, get_teacher
 from lsdd.models import load_model
-from lsdd.distillation.teacher import full_cache_bytes
 
 
 def paper_scale_rows() -> list[str]:
@@ -49,10 +49,12 @@ def main() -> None:
         cfg = DistillConfig(nfe=args.nfe, teacher_nfe=args.teacher_nfe, num_traj=args.num_traj, epochs=args.epochs,
                             method=args.method, seed=args.seed, validation=False, teacher_store=store)
         t0 = time.perf_counter()
-        cache = make_teacher(model.score_fn, model.graph, model.noise, model.config.length, cfg, progress=False)
+        cache, _ = get_teacher(model, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj, method=cfg.base,
+                               batch_size=cfg.batch_size, seed=cfg.seed, store=cfg.teacher_store, progress=False,
+                               log=lambda msg: None)  # never kept: each store's run is timed
         t_teacher = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = distill(model.score_fn, model.graph, model.noise, model.config.length, cfg, cache=cache, progress=False)
+        out = distill(model.score_fn, model.graph, model.noise, model.length, cfg, cache=cache, progress=False)
         res[store] = dict(bytes=cache.nbytes(), teacher=t_teacher, distill=time.perf_counter() - t0,
                           calls=out.student_calls, extra=cache.recomputed_calls, coeffs=out.coeffs, times=out.times,
                           loss=out.history[-1]["loss_phi"])
@@ -76,7 +78,7 @@ def main() -> None:
         "At 256 trajectories and M = 8 that is about 211 GB against 16 MiB. The price: one extra network call per",
         "student call during distillation (the teacher's score at its own state, recomputed).",
         "",
-        f"## Measured on `{args.model}` (L = {model.config.length}, N = {model.graph.num_tokens})",
+        f"## Measured on `{args.model}` (L = {model.length}, N = {model.graph.num_tokens})",
         "",
         "| store | cache bytes | teacher s | distill s | student calls | recomputed teacher calls | final l2 loss |",
         "|---|---|---|---|---|---|---|",

@@ -106,7 +106,12 @@ def test_from_model_takes_what_the_model_carries():
 def test_commands_defaults_come_from_the_task():
     # demo: the tasks with a demo, each with its bundled model
     assert [n for n, cls in TASKS.items() if cls.demo is not None] == ["countdown", "text", "digits"]
-    assert CountdownTask.demo.nfe == (8, 16) and TextTask.demo.teacher_nfe == 256 and DigitsTask.demo.shows == "images"
+    assert CountdownTask.demo.nfe == (8,) and TextTask.demo.teacher_nfe == 256 and DigitsTask.demo.shows == "images"
+    # the quick countdown demo and the long one (--full)
+    assert CountdownTask.demo.methods == ("spread", "lsd") and CountdownTask.demo.teacher_nfe == 256
+    full = CountdownTask.demo.long()
+    assert full.nfe == (8, 16) and full.teacher_nfe == 512 and full.methods == ("spread", "lsd", "lsd+")
+    assert TextTask.demo.long() == TextTask.demo  # no long variant: --full changes nothing there
     # bench: only the text task adds the temperature control by default
     assert [n for n, cls in TASKS.items() if cls.temperature_control] == ["text"]
     # train --task: the tasks whose data are drawn fresh every step

@@ -26,7 +26,6 @@ from . import dist
 from .distillation.methods import METHODS as METHOD_CLASSES, get_method, method_options
 from .distillation.pipeline import Teacher, distill
 from .distillation.teacher import get_teacher
-from .errors import UserError
 from .sampling.draws import make_generator
 from .tasks import Task
 from .sampling.generate import sample as draw

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, fields
-from pathlib import Path
 
 from ..errors import UserError
 from .common import Formatter, add_device_args, add_quiet_arg, check_output, fraction, load_args, positive_int

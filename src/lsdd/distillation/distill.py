@@ -24,7 +24,7 @@ from ..sampling.draws import RowStreams, derive_seed, make_generator
 from ..graphs import Graph
 from ..sampling.loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from ..noise import Noise
-from .losses import N_STATS, step_losses, step_stats
+from .losses import N_STATS, LossSpec, step_losses, step_stats
 from .objective import OBJECTIVES, FeatureObjective, distance, minimise_cma, step_basis
 from ..sampling.samplers import PHI_MODES, sample_batched
 from ..sampling.schedules import check_times, uniform_times
@@ -155,6 +155,10 @@ class DistillConfig:
                 raise ValueError(f"the starting grid has {grid.numel() - 1} steps ending at {float(grid[-1])!r}; "
                                  f"the student has {self.nfe} steps ending at eps {self.eps!r}")
 
+    def loss_spec(self) -> LossSpec:
+        """What the step losses read of this config."""
+        return LossSpec(self.base, self.method, self.loss, self.phi_mode, self.closed_form)
+
     def student_times(self) -> Tensor:
         """The grid the student starts from (and the teacher refines): ``init_times`` or uniform, (M + 1,)."""
         if self.init_times is not None:
@@ -270,6 +274,7 @@ class _Learner:
     def __init__(self, cfg: DistillConfig, graph: Graph, noise: Noise, cache: TeacherCache, params: SamplerParams,
                  scales: list[float], cf_sums: Tensor, train_phi: bool, train_time: bool, idx: Tensor, device):
         self.cfg, self.graph, self.noise, self.cache, self.params = cfg, graph, noise, cache, params
+        self.spec = cfg.loss_spec()
         self.scales, self.cf_sums, self.idx, self.device = scales, cf_sums, idx, device
         self.train_phi, self.train_time = train_phi, train_time
         self.tau = params.times()  # (M + 1,), differentiable in theta for LSD+
@@ -279,13 +284,13 @@ class _Learner:
     def on_score(self, info: StepInfo) -> None:
         k, x, score = info.k, info.x, info.score
         x_star, stored, s_star = (t.to(self.device) for t in self.cache.score_at(k, self.idx, self.device))
-        local = step_stats(self.cfg, self.graph, self.noise, x, score, x_star, stored, s_star, self.t_uni, k,
+        local = step_stats(self.spec, self.graph, self.noise, x, score, x_star, stored, s_star, self.t_uni, k,
                            info.last)
         stats = dist.all_reduce_sum(local.values)
         if self.cfg.closed_form:
             self._refit(k, stats)
             return
-        losses = step_losses(self.cfg, self.graph, self.noise, x, score, x_star, stored, s_star,
+        losses = step_losses(self.spec, self.graph, self.noise, x, score, x_star, stored, s_star,
                              self.params.coeffs()[k], self.tau, k, info.last, self.scales[k], stats, local.teacher_law,
                              t_teacher=self.t_uni if self.cfg.match_times else None)
         loss = (losses.phi if self.train_phi else 0.0) + (losses.time if self.train_time else 0.0)

@@ -17,7 +17,6 @@ figures - so the gradients summed over processes equal those of one process that
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -26,8 +25,18 @@ from ..graphs import Graph
 from ..noise import Noise
 from ..sampling.samplers import scale_score, step_law_dense
 
-if TYPE_CHECKING:
-    from .distill import DistillConfig
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What the step losses need to know of a distillation: the base rule, the method ("lsd" / "lsd+"), the
+    distance ("l2" / "kl" / "rkl"), how Phi enters ("linear" / "log") and whether Phi is refitted in closed form."""
+
+    base: str = "euler"
+    method: str = "lsd"
+    loss: str = "l2"
+    phi_mode: str = "linear"
+    closed_form: bool = False
 
 
 def _compare_mask(graph: Graph, x: Tensor, x_star: Tensor, stored: Tensor) -> Tensor:
@@ -113,7 +122,7 @@ class StepLosses:
 N_STATS = 4
 
 
-def teacher_time_law(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, s_star: Tensor, t_uni: Tensor,
+def teacher_time_law(cfg: LossSpec, graph: Graph, noise: Noise, x: Tensor, s_star: Tensor, t_uni: Tensor,
                      k: int) -> Tensor:
     """LSD+: the teacher's transition over its uniform interval [t_k, t_k+1], read at the student's state
     (b, L, S) float64; it does not depend on the learned parameters."""
@@ -129,7 +138,7 @@ class StepStats:
     teacher_law: Tensor | None = None
 
 
-def step_stats(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
+def step_stats(cfg: LossSpec, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
                stored: Tensor, s_star: Tensor, t_uni: Tensor, k: int, last: bool) -> StepStats:
     """This process's share of the step-k statistics (no gradient)."""
     with torch.no_grad():
@@ -149,7 +158,7 @@ def step_stats(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score:
         return out
 
 
-def step_losses(cfg: DistillConfig, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
+def step_losses(cfg: LossSpec, graph: Graph, noise: Noise, x: Tensor, score: Tensor, x_star: Tensor,
                 stored: Tensor, s_star: Tensor, phi: Tensor, tau: Tensor, k: int, last: bool, scale: float,
                 stats: Tensor, teacher_law: Tensor | None = None, t_teacher: Tensor | None = None) -> StepLosses:
     """Losses of one student step k, as this process's share of the global mean.

@@ -32,58 +32,18 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .statistics import energy_distance, mmd2, ngram_hellinger, pooled_ngrams, unigram_entropy  # noqa: F401
+
 OBJECTIVES = ("trajectory", "hellinger", "mmd", "features")
 FEATURE_TIMES = 2  # noise levels of the NLL feature
-
-
-def pooled_ngrams(x: Tensor, num_states: int) -> tuple[Tensor, Tensor]:
-    """Pooled unigram (S,) and bigram (S * S,) distributions of the sample set x (n, L), float64."""
-    uni = torch.bincount(x.reshape(-1), minlength=num_states).to(torch.float64)
-    if x.shape[1] > 1:
-        bi = torch.bincount((x[:, :-1] * num_states + x[:, 1:]).reshape(-1), minlength=num_states**2)
-    else:
-        bi = torch.zeros(num_states**2)
-    bi = bi.to(torch.float64)
-    return uni / uni.sum(), bi / bi.sum().clamp_min(1.0)
-
-
-def ngram_hellinger(a: Tensor, b: Tensor, num_states: int) -> float:
-    """Squared Hellinger distance of pooled unigrams plus that of pooled bigrams, in [0, 4]."""
-    (ua, ba), (ub, bb) = pooled_ngrams(a, num_states), pooled_ngrams(b, num_states)
-    return float(((ua.sqrt() - ub.sqrt()) ** 2).sum() + ((ba.sqrt() - bb.sqrt()) ** 2).sum())
 
 
 def distance(name: str, a: Tensor, b: Tensor, num_states: int) -> float:
     if name == "hellinger":
         return ngram_hellinger(a, b, num_states)
     if name == "mmd":
-        from .validate import mmd2
-
         return mmd2(a, b, num_states)
     raise ValueError(f"unknown distribution objective {name!r}; expected hellinger or mmd")
-
-
-def unigram_entropy(x: Tensor, num_states: int | None = None) -> Tensor:
-    """Per-sample unigram entropy in nats, (n, L) -> (n,) float64 (num_states: default max id + 1)."""
-    num_states = int(x.max()) + 1 if num_states is None else num_states
-    counts = torch.zeros(x.shape[0], num_states, dtype=torch.float64, device=x.device)
-    counts.scatter_add_(1, x, torch.ones_like(x, dtype=torch.float64))
-    p = counts / counts.sum(-1, keepdim=True)
-    return -(torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p))).sum(-1).cpu()
-
-
-def energy_distance(a: Tensor, b: Tensor) -> float:
-    """Energy distance 2 E|A - B| - E|A - A'| - E|B - B'| between feature sets a (n, d) and b (m, d) (Euclidean;
-    the within-set means leave out the zero diagonal, so equal laws give 0 in expectation)."""
-    def mean_dist(u, v, same):
-        d = torch.cdist(u, v)
-        if same:
-            k = u.shape[0]
-            return float(d.sum() / max(k * (k - 1), 1))
-        return float(d.mean())
-
-    a, b = a.to(torch.float64), b.to(torch.float64)
-    return 2.0 * mean_dist(a, b, False) - mean_dist(a, a, True) - mean_dist(b, b, True)
 
 
 class FeatureObjective:
@@ -98,7 +58,7 @@ class FeatureObjective:
         self.target = feats / self.scale
 
     def features(self, x: Tensor) -> Tensor:
-        from .validate import model_nll
+        from .statistics import model_nll
 
         nll = model_nll(self.score_fn, self.graph, self.noise, x, num_times=FEATURE_TIMES, seed=self.seed,
                         batch_size=self.batch_size, device=self.device)

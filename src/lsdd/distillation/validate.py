@@ -24,90 +24,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import Tensor
 
-
-def _features(x: Tensor, num_states: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Sparse per-sequence n-gram frequencies: (sequence index, cell id, value) over unigram cells [0, S) and
-    bigram cells S + a * S + b; each sequence's unigram and bigram parts sum to 1 each."""
-    n, length = x.shape
-    seq = torch.arange(n)[:, None]
-    uni = x
-    cells = [(seq.expand(n, length), uni, torch.full((n, length), 1.0 / length, dtype=torch.float64))]
-    if length > 1:
-        bi = num_states + x[:, :-1] * num_states + x[:, 1:]
-        cells.append((seq.expand(n, length - 1), bi, torch.full((n, length - 1), 1.0 / (length - 1),
-                                                                 dtype=torch.float64)))
-    return tuple(torch.cat([c[i].reshape(-1) for c in cells]) for i in range(3))  # type: ignore[return-value]
-
-
-def _mean_embedding(x: Tensor, num_states: int) -> tuple[Tensor, Tensor, float]:
-    """(sorted cell ids, pooled n-gram frequencies summed over sequences, sum over sequences of |phi(x_i)|^2)."""
-    seq, cell, val = _features(x, num_states)
-    pairs, inverse = torch.unique(torch.stack([seq, cell]), dim=1, return_inverse=True)
-    per = torch.zeros(pairs.shape[1], dtype=torch.float64).index_add_(0, inverse, val)  # phi_i(cell)
-    cells, inv2 = torch.unique(pairs[1], return_inverse=True)  # sorted
-    pooled = torch.zeros(cells.numel(), dtype=torch.float64).index_add_(0, inv2, per)
-    return cells, pooled, float((per**2).sum())
-
-
-def mmd2(a: Tensor, b: Tensor, num_states: int) -> float:
-    """Unbiased MMD^2 between the sample sets ``a`` (n, L) and ``b`` (m, L) (n, m >= 2), linear kernel on
-    normalised unigram + bigram frequencies. Its expectation is 0 when both come from the same law."""
-    n, m = a.shape[0], b.shape[0]
-    if n < 2 or m < 2:
-        raise ValueError(f"MMD needs at least 2 samples on each side, got {n} and {m}")
-    (ca, pa, sa), (cb, pb, sb) = _mean_embedding(a, num_states), _mean_embedding(b, num_states)
-    aa = (float((pa**2).sum()) - sa) / (n * (n - 1))
-    bb = (float((pb**2).sum()) - sb) / (m * (m - 1))
-    pos = torch.searchsorted(cb, ca).clamp_max(cb.numel() - 1)
-    shared = cb[pos] == ca
-    ab = float((pa[shared] * pb[pos[shared]]).sum()) / (n * m)
-    return aa + bb - 2.0 * ab
-
-
-def unigram_entropy(x: Tensor) -> float:
-    """Mean over samples of the entropy (nats) of each sample's own token histogram."""
-    from .objective import unigram_entropy as per_sample
-
-    return float(per_sample(x.long()).mean())
-
-
-def model_nll(score_fn, graph, noise, x: Tensor, *, num_times: int = 8, seed: int = 0, batch_size: int = 64,
-              device: torch.device | str = "cpu", t_min: float = 1e-3) -> Tensor:
-    """The frozen model's denoising score-entropy bound on -log p(x) per token, per sample: (n,) float64.
-
-    For each batch of ``x`` (n, L) and each of ``num_times`` strata, t is drawn in the stratum of [t_min, 1]
-    and x is noised with the graph's forward process; the bound is the mean over strata of
-    (1 - t_min) sigma(t) sum_i DSE_i / L. The draws depend only on (seed, batch index, stratum), so sample sets
-    of the same size see the same noise levels and masks (common random numbers)."""
-    from ..sampling.draws import make_generator
-
-    out = []
-    for b, b0 in enumerate(range(0, x.shape[0], batch_size)):
-        x0 = x[b0 : b0 + batch_size].to(device)
-        n, length = x0.shape
-        total = torch.zeros(n, dtype=torch.float64, device=device)
-        for j in range(num_times):
-            gen = make_generator(seed, "cpu", b, j)
-            t = t_min + (1.0 - t_min) * (j + torch.rand(n, generator=gen, dtype=torch.float64)) / num_times
-            sigma = noise.total(t)
-            x_t = graph.sample_transition(x0.cpu(), sigma, gen).to(device)
-            with torch.no_grad():  # float32 like training: a float64 (B, L, V) copy would not fit at V = 50k
-                score = score_fn(x_t, sigma.to(device=device, dtype=torch.float32))
-                log_score = torch.log(score.clamp_min(torch.finfo(score.dtype).tiny))
-                dse = graph.score_entropy(log_score, sigma.to(device=device, dtype=score.dtype), x_t, x0).sum(-1)
-            total += (1.0 - t_min) * noise.rate(t).to(device) * dse.to(torch.float64)
-        out.append((total / num_times / length).cpu())
-    return torch.cat(out)
-
-
-def nll_z(base: Tensor, learned: Tensor) -> float:
-    """z-score of the difference of mean per-sample NLLs (learned - base; negative = learned better), from the
-    per-sample values (n,) of each: how many standard errors the difference is. Reported, not used in the verdict."""
-    se = math.sqrt(float(base.var()) / base.numel() + float(learned.var()) / learned.numel())
-    return (float(learned.mean()) - float(base.mean())) / se if se > 0 else math.nan
+from .statistics import mean_unigram_entropy as unigram_entropy  # noqa: F401  (mean over samples)
+from .statistics import mmd2, model_nll, nll_z  # noqa: F401
 
 
 ENTROPY_TOL = 0.01  # relative to the teacher's unigram entropy

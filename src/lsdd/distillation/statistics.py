@@ -1,0 +1,137 @@
+"""Statistics of sample sets, shared by validation (``validate``) and the distribution objectives (``objective``):
+pooled n-gram laws and their Hellinger distance, the unbiased n-gram MMD^2, per-sample unigram entropy, the
+energy distance of feature vectors, and the frozen model's own NLL bound per sample.
+
+Shapes: x (n, L) int64 samples; S token states.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def pooled_ngrams(x: Tensor, num_states: int) -> tuple[Tensor, Tensor]:
+    """Pooled unigram (S,) and bigram (S * S,) distributions of the sample set x (n, L), float64."""
+    uni = torch.bincount(x.reshape(-1), minlength=num_states).to(torch.float64)
+    if x.shape[1] > 1:
+        bi = torch.bincount((x[:, :-1] * num_states + x[:, 1:]).reshape(-1), minlength=num_states**2)
+    else:
+        bi = torch.zeros(num_states**2)
+    bi = bi.to(torch.float64)
+    return uni / uni.sum(), bi / bi.sum().clamp_min(1.0)
+
+
+def ngram_hellinger(a: Tensor, b: Tensor, num_states: int) -> float:
+    """Squared Hellinger distance of pooled unigrams plus that of pooled bigrams, in [0, 4]."""
+    (ua, ba), (ub, bb) = pooled_ngrams(a, num_states), pooled_ngrams(b, num_states)
+    return float(((ua.sqrt() - ub.sqrt()) ** 2).sum() + ((ba.sqrt() - bb.sqrt()) ** 2).sum())
+
+
+def _features(x: Tensor, num_states: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Sparse per-sequence n-gram frequencies: (sequence index, cell id, value) over unigram cells [0, S) and
+    bigram cells S + a * S + b; each sequence's unigram and bigram parts sum to 1 each."""
+    n, length = x.shape
+    seq = torch.arange(n)[:, None]
+    uni = x
+    cells = [(seq.expand(n, length), uni, torch.full((n, length), 1.0 / length, dtype=torch.float64))]
+    if length > 1:
+        bi = num_states + x[:, :-1] * num_states + x[:, 1:]
+        cells.append((seq.expand(n, length - 1), bi, torch.full((n, length - 1), 1.0 / (length - 1),
+                                                                 dtype=torch.float64)))
+    return tuple(torch.cat([c[i].reshape(-1) for c in cells]) for i in range(3))  # type: ignore[return-value]
+
+
+def _mean_embedding(x: Tensor, num_states: int) -> tuple[Tensor, Tensor, float]:
+    """(sorted cell ids, pooled n-gram frequencies summed over sequences, sum over sequences of |phi(x_i)|^2)."""
+    seq, cell, val = _features(x, num_states)
+    pairs, inverse = torch.unique(torch.stack([seq, cell]), dim=1, return_inverse=True)
+    per = torch.zeros(pairs.shape[1], dtype=torch.float64).index_add_(0, inverse, val)  # phi_i(cell)
+    cells, inv2 = torch.unique(pairs[1], return_inverse=True)  # sorted
+    pooled = torch.zeros(cells.numel(), dtype=torch.float64).index_add_(0, inv2, per)
+    return cells, pooled, float((per**2).sum())
+
+
+def mmd2(a: Tensor, b: Tensor, num_states: int) -> float:
+    """Unbiased MMD^2 between the sample sets ``a`` (n, L) and ``b`` (m, L) (n, m >= 2), linear kernel on
+    normalised unigram + bigram frequencies. Its expectation is 0 when both come from the same law."""
+    n, m = a.shape[0], b.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError(f"MMD needs at least 2 samples on each side, got {n} and {m}")
+    (ca, pa, sa), (cb, pb, sb) = _mean_embedding(a, num_states), _mean_embedding(b, num_states)
+    aa = (float((pa**2).sum()) - sa) / (n * (n - 1))
+    bb = (float((pb**2).sum()) - sb) / (m * (m - 1))
+    pos = torch.searchsorted(cb, ca).clamp_max(cb.numel() - 1)
+    shared = cb[pos] == ca
+    ab = float((pa[shared] * pb[pos[shared]]).sum()) / (n * m)
+    return aa + bb - 2.0 * ab
+
+
+def unigram_entropy(x: Tensor, num_states: int | None = None) -> Tensor:
+    """Per-sample unigram entropy in nats, (n, L) -> (n,) float64 (num_states: default max id + 1)."""
+    num_states = int(x.max()) + 1 if num_states is None else num_states
+    counts = torch.zeros(x.shape[0], num_states, dtype=torch.float64, device=x.device)
+    counts.scatter_add_(1, x, torch.ones_like(x, dtype=torch.float64))
+    p = counts / counts.sum(-1, keepdim=True)
+    return -(torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p))).sum(-1).cpu()
+
+
+def mean_unigram_entropy(x: Tensor) -> float:
+    """Mean over samples of the entropy (nats) of each sample's own token histogram."""
+    return float(unigram_entropy(x.long()).mean())
+
+
+def energy_distance(a: Tensor, b: Tensor) -> float:
+    """Energy distance 2 E|A - B| - E|A - A'| - E|B - B'| between feature sets a (n, d) and b (m, d) (Euclidean;
+    the within-set means leave out the zero diagonal, so equal laws give 0 in expectation)."""
+    def mean_dist(u, v, same):
+        d = torch.cdist(u, v)
+        if same:
+            k = u.shape[0]
+            return float(d.sum() / max(k * (k - 1), 1))
+        return float(d.mean())
+
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    return 2.0 * mean_dist(a, b, False) - mean_dist(a, a, True) - mean_dist(b, b, True)
+
+
+def model_nll(score_fn, graph, noise, x: Tensor, *, num_times: int = 8, seed: int = 0, batch_size: int = 64,
+              device: torch.device | str = "cpu", t_min: float = 1e-3) -> Tensor:
+    """The frozen model's denoising score-entropy bound on -log p(x) per token, per sample: (n,) float64.
+
+    For each batch of ``x`` (n, L) and each of ``num_times`` strata, t is drawn in the stratum of [t_min, 1]
+    and x is noised with the graph's forward process; the bound is the mean over strata of
+    (1 - t_min) sigma(t) sum_i DSE_i / L. The draws depend only on (seed, batch index, stratum), so sample sets
+    of the same size see the same noise levels and masks (common random numbers)."""
+    from ..sampling.draws import make_generator
+
+    out = []
+    for b, b0 in enumerate(range(0, x.shape[0], batch_size)):
+        x0 = x[b0 : b0 + batch_size].to(device)
+        n, length = x0.shape
+        total = torch.zeros(n, dtype=torch.float64, device=device)
+        for j in range(num_times):
+            gen = make_generator(seed, "cpu", b, j)
+            t = t_min + (1.0 - t_min) * (j + torch.rand(n, generator=gen, dtype=torch.float64)) / num_times
+            sigma = noise.total(t)
+            x_t = graph.sample_transition(x0.cpu(), sigma, gen).to(device)
+            with torch.no_grad():  # float32 like training: a float64 (B, L, V) copy would not fit at V = 50k
+                score = score_fn(x_t, sigma.to(device=device, dtype=torch.float32))
+                log_score = torch.log(score.clamp_min(torch.finfo(score.dtype).tiny))
+                dse = graph.score_entropy(log_score, sigma.to(device=device, dtype=score.dtype), x_t, x0).sum(-1)
+            total += (1.0 - t_min) * noise.rate(t).to(device) * dse.to(torch.float64)
+        out.append((total / num_times / length).cpu())
+    return torch.cat(out)
+
+
+def nll_z(base: Tensor, learned: Tensor) -> float:
+    """z-score of the difference of mean per-sample NLLs (learned - base; negative = learned better), from the
+    per-sample values (n,) of each: how many standard errors the difference is. Reported, not used in the verdict."""
+    se = math.sqrt(float(base.var()) / base.numel() + float(learned.var()) / learned.numel())
+    return (float(learned.mean()) - float(base.mean())) / se if se > 0 else math.nan
+
+
+__all__ = ["pooled_ngrams", "ngram_hellinger", "mmd2", "unigram_entropy", "mean_unigram_entropy", "energy_distance",
+           "model_nll", "nll_z"]
