@@ -66,6 +66,24 @@ def test_states_cache_learns_the_same_sampler():
     torch.testing.assert_close(a.times, b.times)
 
 
+def test_states_cache_serves_lsd_plus_with_an_lsd_start_and_selection():
+    """LSD+ --init-lsd --select fits LSD first on the training share of the cache: in the "states" store that share
+    recomputes its scores too (it once lost the store and read empty score lists), so both stores agree."""
+    score, g, noise = _model()
+    cfg = dict(nfe=4, teacher_nfe=16, epochs=2, num_traj=24, batch_size=8, chunk=4, seed=1, method="lsd+",
+               init_lsd=True, select=True, val_samples=16)
+    results = {}
+    for store in ("scores", "states"):
+        c = DistillConfig(teacher_store=store, **cfg)
+        results[store] = distill(score, g, noise, 10, c, cache=make_teacher(score, g, noise, 10, c, progress=False),
+                                 progress=False)
+    a, b = results["scores"], results["states"]
+    assert a.selection["kept"] == b.selection["kept"]
+    assert not torch.allclose(a.coeffs, torch.ones(4, dtype=a.coeffs.dtype), atol=1e-3)  # something was learned
+    torch.testing.assert_close(a.coeffs, b.coeffs, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(a.times, b.times, rtol=1e-5, atol=1e-7)
+
+
 def test_auto_store_and_paper_scale_bytes():
     # V = 50,257, L = 1,024, M = 8: ~823 MB of score rows per trajectory; auto switches to states
     per_traj = full_cache_bytes(1, 1024, 50257, 8)

@@ -390,33 +390,50 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     cache.attach(score_fn, graph, noise)  # a "states" cache recomputes the teacher's scores with it
     if cfg.resolved_objective() != "trajectory":
         return distill_distribution(score_fn, graph, noise, length, cfg, cache, device=device, progress=progress)
+    n_train = cache.num - cfg.num_val()
+    if n_train < 1:
+        raise ValueError(f"the teacher cache holds {cache.num} trajectories; {cfg.num_val()} are held out for "
+                         "validation, none is left to train on")
+    lsd_result = None
+    if cfg.method == "lsd+" and (cfg.init_lsd or cfg.select):  # LSD first, on the same training trajectories
+        lsd_cfg = replace(cfg, method="lsd", init_lsd=False, select=False)
+        share = _training_share(cache, cfg.num_val()).attach(score_fn, graph, noise)
+        lsd_result = fit_trajectories(score_fn, graph, noise, lsd_cfg, share, device=device, progress=False)
+    init = lsd_result.coeffs.log() if lsd_result is not None and cfg.init_lsd and state is None else None
+    result = fit_trajectories(score_fn, graph, noise, cfg, cache, n_train=n_train, device=device, progress=progress,
+                              state=state, on_epoch=on_epoch, init_log_phi=init)
+    if cfg.select:
+        result = _select(score_fn, graph, noise, cache.x_0[n_train:], cfg, result, lsd_result, device)
+    if cfg.validation:
+        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, result.sampler(cfg),
+                                             device)
+    return result
+
+
+def fit_trajectories(score_fn: ScoreFn, graph: Graph, noise: Noise, cfg: DistillConfig, cache: TeacherCache, *,
+                     n_train: int | None = None, device: torch.device | str = "cpu", progress: bool = True,
+                     state: dict | None = None, on_epoch: Callable[[dict, dict], None] | None = None,
+                     init_log_phi: Tensor | None = None) -> DistillResult:
+    """LSD / LSD+ by trajectory matching on the first ``n_train`` teacher trajectories (all by default): Adam (or
+    the closed form) on Phi and, for LSD+, the grid logits, ``cfg.epochs`` passes. No validation here."""
+    n_train = cache.num if n_train is None else n_train
     params = SamplerParams(cfg.nfe, cfg.eps, learn_times=cfg.method == "lsd+",
                            init_times=None if cfg.init_times is None else cfg.student_times())
+    if init_log_phi is not None:
+        with torch.no_grad():
+            params.log_phi.copy_(init_log_phi)
     groups = [{"params": [params.log_phi], "lr": cfg.lr}]
     if cfg.method == "lsd+":
         groups.append({"params": [params.theta], "lr": cfg.lr_time})
     opt = None if cfg.closed_form else torch.optim.Adam(groups)
     history: list[dict] = []
     start_epoch = 0
-    lsd_result = None
-    if cfg.method == "lsd+" and (cfg.init_lsd or cfg.select):
-        lsd_cfg = DistillConfig(**{**asdict(cfg), "method": "lsd", "validation": False, "init_lsd": False,
-                                   "select": False, "val_frac": cfg.val_frac if cfg.validation else 0.0})
-        lsd_cfg.validation = cfg.validation  # hold out the same trajectories, without running the validation
-        lsd_result = _distill_lsd_for_plus(score_fn, graph, noise, length, lsd_cfg, cache, device)
-        if cfg.init_lsd and state is None:
-            with torch.no_grad():
-                params.log_phi.copy_(lsd_result.coeffs.log())
     if state is not None:
         params.load_state_dict(state["params"])
         if opt is not None and state.get("opt") is not None:
             opt.load_state_dict(state["opt"])
         history = list(state["history"])
         start_epoch = state["epoch"]
-    n_train = cache.num - cfg.num_val()
-    if n_train < 1:
-        raise ValueError(f"the teacher cache holds {cache.num} trajectories; {cfg.num_val()} are held out for "
-                         "validation, none is left to train on")
     call = CountedScore(score_fn, graph, noise)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.method} M={cfg.nfe}", disable=not progress or not dist.is_main(),
                initial=start_epoch, total=cfg.epochs)
@@ -436,25 +453,19 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
                            "history": history, "epoch": epoch + 1})
     with torch.no_grad():
         times, coeffs = params.times().detach().clone(), params.coeffs().detach().clone()
-    result = DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),
-                           cache.nfe, student_calls, movers="spread" if cfg.spread else "independent")
-    if cfg.select:
-        result = _select(score_fn, graph, noise, cache.x_0[n_train:], cfg, result, lsd_result, device)
-        times, coeffs = result.times, result.coeffs
-    if cfg.validation:
-        result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, result.sampler(cfg),
-                                             device)
-    return result
+    return DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),
+                         cache.nfe, student_calls, movers="spread" if cfg.spread else "independent")
 
 
-def _distill_lsd_for_plus(score_fn, graph, noise, length, lsd_cfg: DistillConfig, cache, device) -> DistillResult:
-    """LSD on the starting grid, with the trajectories LSD+ trains on (held-out ones left out), no validation."""
-    n_val = lsd_cfg.num_val()
-    lsd_cfg.validation = False
-    sub = cache if n_val == 0 else TeacherCache(cache.x_T[:-n_val], [s[:-n_val] for s in cache.states],
-                                                [r[:-n_val] for r in cache.rows], cache.scores, cache.x_0[:-n_val],
-                                                cache.times, cache.teacher_steps, cache.nfe, cache.seconds)
-    return distill(score_fn, graph, noise, length, lsd_cfg, device=device, progress=False, cache=sub)
+def _training_share(cache: TeacherCache, n_val: int) -> TeacherCache:
+    """The cache without its last ``n_val`` (held-out) trajectories, in the same store. The score rows and the
+    loss scales (``mean_sq``) stay those of the whole run, in either store."""
+    if n_val == 0:
+        return cache
+    sub = TeacherCache(cache.x_T[:-n_val], [s[:-n_val] for s in cache.states], [r[:-n_val] for r in cache.rows],
+                       cache.scores, cache.x_0[:-n_val], cache.times, cache.teacher_steps, cache.nfe, cache.seconds,
+                       cache.store, cache.sq_stats)
+    return sub
 
 
 def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus: DistillResult,
