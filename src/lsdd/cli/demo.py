@@ -11,25 +11,21 @@ from ..errors import UserError
 from .common import Formatter, add_device_args, add_quiet_arg, check_output, load, positive_int
 
 DESCRIPTION = """\
-Distill LSD and LSD+ samplers at 8 and 16 network calls for the bundled countdown model (64 tokens,
-values 0..31) and print the bench table: the uniform-grid Euler and Tweedie samplers, Euler with spread
-movers (nothing learned: each sequence unmasks the expected number of tokens, spread along it), the learned
-samplers (with spread movers, lsdd distill's default on masked models), and the many-step teacher as reference, each with its violation rates and the diversity of
-the generated run start values. Writes to --out-dir: bench.json, bench.png (quality and diversity
-against NFE), samplers.png (the learned coefficients and time grids against the uniform grid) and
-the learned samplers as lsd+_euler_nfe8.json etc., which `lsdd sample --learned` takes.
-Takes a few minutes on 2 CPU cores.
+The main job on a bundled model, in a few minutes: run a many-step teacher, distill a few-step sampler from it
+(lsdd distill's pipeline: fit, then validate against its base on held-out teacher outputs), and print it in the
+bench table beside Euler, Euler with spread movers (nothing learned) and the teacher, each with the task's quality
+metrics beside their diversity partners, followed by the validation verdict.
 
---task text does the same for the bundled text diffusion model `text-absorb` (byte-level BPE, 128 tokens of
-Shakespeare): it distills LSD at 8 network calls, scores Euler@8, Euler@8 with spread movers, LSD@8, Euler@8
-at the temperatures that match their entropies, and the teacher with the bundled evaluator LM (generative
-perplexity beside entropy and MAUVE), and prints decoded samples of Euler@8, spread@8, LSD@8 and the teacher
-side by side. About 9 minutes on 2 CPU cores (8 min 41 s measured, alone on them).
+countdown (the default): 8 NFE, a 256-step teacher over 256 trajectories, Euler, spread and LSD; 2 min 19 s on 2
+CPU cores. --full: 8 and 16 NFE, a 512-step teacher, Tweedie and LSD+ too (over 10 minutes).
+--task text: the bundled text-absorb model (byte-level BPE, 128 tokens of Shakespeare) at 8 NFE with a 256-step
+teacher, scored by the bundled evaluator LM (gen PPL beside entropy and MAUVE) with entropy-matched temperature
+controls, and three decoded samples per sampler side by side (several minutes).
+--task digits: the bundled digits-uniform model (8x8 digits, 17 grey levels) at 8 NFE with LSD+, Frechet distance
+and precision/recall, and digits.png with samples of each sampler side by side.
 
---task digits does it for the bundled image model `digits-uniform` (8x8 digits, 17 grey levels; or
---model digits-ordinal): it distills LSD+ at 8 network calls, scores Euler@8, LSD+@8 and the teacher on the
-digits metrics (Fréchet distance in the bundled classifier's features, precision/recall, class balance) and
-writes digits.png: samples of Euler@8, LSD+@8 and the teacher side by side. A few minutes on 2 CPU cores.
+Writes to --out-dir: bench.json, bench.png (quality and diversity against NFE), samplers.png (the learned
+coefficients and grids) and each row's sampler (e.g. lsd_euler_nfe8.json, which `lsdd sample --learned` takes).
 """
 
 # how the demo names its samplers in the header and above the samples it shows
@@ -52,14 +48,15 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "(the bundled digits-uniform model)")
     p.add_argument("--model", help="bundled model name or model directory (default: countdown / text-absorb / "
                                    "digits-uniform)")
-    p.add_argument("--nfe", type=positive_int, nargs="+", help="student NFEs (default: 8 16 / 8 / 8)")
-    p.add_argument("--teacher-nfe", type=positive_int, help="teacher steps (default: 512 / 256 / 512)")
+    p.add_argument("--nfe", type=positive_int, nargs="+", help="student NFEs (default: the task's demo: 8; --full 8 16)")
+    p.add_argument("--teacher-nfe", type=positive_int,
+                   help="teacher steps (default: countdown 256, --full 512; text 256; digits 512)")
     p.add_argument("--num-samples", type=positive_int,
-                   help="samples per row = teacher trajectories (default: 256 / 128 / 256)")
+                   help="samples per row = teacher trajectories (default: countdown 256, text 128, digits 256)")
     p.add_argument("--epochs", type=int, default=10, help="distillation epochs")
     p.add_argument("--full", action="store_true",
                    help="the long demo: countdown at 8 and 16 NFE, a 512-step teacher, Tweedie and LSD+ rows too "
-                        "(10-15 minutes on 2 CPU cores)")
+                        "(over 10 minutes on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0)
     add_device_args(p, compile=False)
     add_quiet_arg(p)
