@@ -30,7 +30,7 @@ from .sampling.draws import make_generator
 from .tasks import Task
 from .sampling.generate import sample as draw
 from .sampling.sampler import Sampler
-from .sampling.samplers import sample, sample_batched
+from .sampling.samplers import sample
 from .sampling.schedules import uniform_times
 from .sampling.steps import THETA_RULES, get_rule
 
@@ -285,8 +285,6 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
     steps on log T (``match_temperature``) so that its diversity metric (the headline's partner) matches that
     row's. The control that tells a learned sampler from mere sharpening; ``BenchRow.matches`` names the row it
     matches."""
-    from .sampling.samplers import tempered_score
-
     div = task.pairs[0][1]
     fast = getattr(task, "fast_metrics", {}).get(div, lambda x: task.compute(x)[div])
     out = []
@@ -300,10 +298,8 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
         def run(temp: float):
             if temp not in probes:
                 t = time.perf_counter()
-                res = sample_batched(tempered_score(model.score_fn, temp), model.graph, model.noise,
-                                     uniform_times(ref.nfe), cfg.num_samples, model.length,
-                                     batch_size=cfg.batch_size, method="euler", seed=cfg.seed + 1,
-                                     device=model.device)
+                res = draw(model, Sampler.euler(ref.nfe).with_temperature(temp), cfg.num_samples,
+                                   seed=cfg.seed + 1, batch_size=cfg.batch_size)
                 probes[temp] = (res, time.perf_counter() - t)
             return probes[temp][0]
 

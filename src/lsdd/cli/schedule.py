@@ -89,8 +89,8 @@ def _search(args, model):
     from ..data.tokens import load_token_file
     from ..sampling.draws import derive_seed
     from ..distillation.jys import JYSConfig, JYSSearch, KLUBEstimator
-    from ..sampling.samplers import sample_batched
-    from ..sampling.schedules import uniform_times
+    from ..sampling.generate import sample
+    from ..sampling.sampler import Sampler
 
     cfg = JYSConfig(max_iter=args.max_iter, batch_size=args.batch_size, seed=args.seed, eps=args.eps)
     length = model.config.length
@@ -102,9 +102,9 @@ def _search(args, model):
         data = f"{x0.shape[0]} sequences of {args.data}"
     else:
         t0 = time.perf_counter()
-        x0 = sample_batched(model.score_fn, model.graph, model.noise, uniform_times(args.data_steps, args.eps),
-                            args.num_samples, length, seed=derive_seed(args.seed, 11), batch_size=args.batch_size,
-                            device=model.device, method=args.base, progress=True).x
+        data_sampler = Sampler.base(args.base, args.data_steps, eps=args.eps)
+        x0 = sample(model, data_sampler, args.num_samples, seed=derive_seed(args.seed, 11), batch_size=args.batch_size,
+                    progress=not args.quiet).x
         data = f"{args.num_samples} model samples ({args.data_steps} {args.base} steps)"
         print(f"KLUB data: {data}, {time.perf_counter() - t0:.1f} s")
     est = KLUBEstimator(model.score_fn, model.graph, model.noise, x0, cfg, model.device)
