@@ -117,7 +117,7 @@ def test_mismatched_and_malformed_artifacts_rejected(tiny, other, learned, tmp_p
         "grid": ({**good, "times": [1.0, 0.5, 0.7, 0.2, 1e-5]}, "strictly decreasing"),
         "mode": ({**good, "phi_mode": "cubic"}, "unknown phi_mode 'cubic'"),
         "nan": ({**good, "coeffs": [1.0, "x", 1.0, 1.0]}, "times and coeffs must be lists of finite numbers"),
-        "graph": ({**good, "model": {**good["model"], "graph": "uniform"}}, "made for a uniform graph with 6 tokens"),
+        "graph": ({**good, "model": {**good["model"], "graph": "uniform"}}, "made for a model with the uniform graph and 6 tokens"),
     }
     for name, (d, message) in bad_cases.items():
         path = tmp_path / f"{name}.json"

@@ -204,8 +204,8 @@ class Sampler:
             return
         m = self.model
         if m["graph"] != model.graph.name or m["num_tokens"] != model.graph.num_tokens:
-            raise UserError(f"sampler was made for a {m['graph']} graph with {m['num_tokens']} tokens, but the model "
-                            f"has a {model.graph.name} graph with {model.graph.num_tokens} tokens")
+            raise UserError(f"sampler was made for a model with the {m['graph']} graph and {m['num_tokens']} tokens, but "
+                            f"this model has the {model.graph.name} graph and {model.graph.num_tokens} tokens")
         if m["noise"] != model.noise.to_dict():
             raise UserError(f"sampler was made for noise {m['noise']}, but the model uses {model.noise.to_dict()}")
         want = m.get("fingerprint")
