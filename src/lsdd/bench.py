@@ -8,6 +8,10 @@ learned), and samplers learned earlier (``BenchConfig.learned``, e.g. ``lsdd dis
 files), scored with the same seeds. Each row is scored by the task's quality metrics beside their diversity
 partners, with its network calls per sample as counted (and steps x calls per step), wall time per sample
 and the fraction of the Euler-to-teacher gap closed.
+With ``BenchConfig.frontier`` every row is drawn again at a sweep of value temperatures (generative frontiers,
+Pynadath et al., arXiv 2604.02718): quality against diversity per sampler, and each row's headline metric read
+off its curve at the teacher's diversity (``value_at_diversity``), which compares samplers at equal diversity
+instead of at whatever diversity each happens to have.
 One teacher run per base serves every NFE: uniform grids with the same eps nest, so the scores cached at
 the finest student grid contain those of every coarser one.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -37,6 +41,7 @@ from .sampling.steps import THETA_RULES, get_rule
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
 MOVERS = ("counted", "spread")  # the base rule with counted movers (nothing learned)
 METHODS = (*DISTILLED, "jys", *MOVERS, *THETA_RULES)  # everything --methods takes
+DEFAULT_FRONTIER = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25)  # value temperatures of `lsdd bench --frontier` without values
 
 
 @dataclass
@@ -61,6 +66,8 @@ class BenchConfig:
     jys: dict[str, Any] = field(default_factory=dict)  # JYS settings (max_iter)
     learned: tuple[tuple[str, Any], ...] = ()  # (name, Sampler) made earlier: scored as rows at their NFE
     teacher_cache: str | None = None  # folder: reuse the teacher runs saved there by an earlier bench, else save them
+    frontier: tuple[float, ...] = ()  # value temperatures at which every non-teacher row is drawn again (``_frontier``;
+    # empty: no frontiers); each multiplies the row's own sampler temperature
 
 
 @dataclass
@@ -78,6 +85,10 @@ class BenchRow:
     steps: int | None = None  # steps per sample; nfe / steps network calls per step
     matches: str | None = None  # temperature rows: the label of the row whose diversity they match
     accepted: bool | None = None  # learned rows: validation accepted the learned sampler (False: the row is the base)
+    temperature: float | None = None  # temperature rows: the value temperature of their Euler sampler
+    frontier: list[tuple[float, dict[str, float]]] | None = None  # (T, metrics) at each BenchConfig.frontier T
+    at_teacher_diversity: float | None = None  # headline metric on the frontier at the teacher's diversity (NaN:
+    # the sweep does not reach it; ``value_at_diversity``)
     samples: Any = field(default=None, repr=False)  # (n, L) int64 when BenchConfig.keep_samples
 
 
@@ -158,6 +169,9 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         raise ValueError(f"{thetas[0]} makes 2 network calls per step, so it runs at even NFE only; got NFE {odd}")
     for m in thetas:
         get_rule(m, cfg.theta)  # a bad theta fails before any work
+    bad_t = [t for t in cfg.frontier if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0)]
+    if bad_t:
+        raise ValueError(f"frontier temperatures must be finite and > 0, got {bad_t[0]!r}")
     for name, smp in cfg.learned:
         if smp.nfe not in cfg.nfes:
             raise ValueError(f"learned sampler {name} makes {smp.nfe} network calls per sample; add {smp.nfe} to "
@@ -224,11 +238,13 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         rows.append(row)
     teacher.samples = caches[ref_base].x_0 if cfg.keep_samples else None
     if cfg.temperature_control:
-        rows += _temperature_rows(model, task, cfg, rows, progress)
+        rows += _temperature_rows(model, task, cfg, rows, progress, eps)
         rows[1:] = sorted(rows[1:], key=lambda r: r.nfe)  # stable: each NFE's rows stay in their order
     teacher.steps = cfg.teacher_nfe
     _fill_gap(rows, teacher, headline[0], task.spec(headline[0]).higher_is_better,
               log_scale=getattr(task, "gap_in_log", False))
+    if cfg.frontier:
+        _frontier(model, task, cfg, rows, eps, progress)
     config = {**asdict(replace(cfg, learned=())), "learned": [name for name, _ in cfg.learned],
               "methods_settings": {name: asdict(m) for name, m in methods.items()}, "teacher": asdict(teacher_spec)}
     return BenchResult(task.name, headline, rows, teacher_seconds, config)
@@ -279,7 +295,8 @@ def match_temperature(value_at, target: float, evals: int, value_at_one: float |
     return math.exp(x), f + target, calls
 
 
-def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], progress: bool) -> list[BenchRow]:
+def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], progress: bool,
+                      eps: float = 1e-5) -> list[BenchRow]:
     """For each learned row on the Euler base (LSD, LSD-C, samplers made earlier; not LSD+, not JYS grids): Euler
     on the uniform grid at the same NFE with a plain temperature (``samplers.tempered_score``) tuned by secant
     steps on log T (``match_temperature``) so that its diversity metric (the headline's partner) matches that
@@ -298,8 +315,8 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
         def run(temp: float):
             if temp not in probes:
                 t = time.perf_counter()
-                res = draw(model, Sampler.euler(ref.nfe).with_temperature(temp), cfg.num_samples,
-                                   seed=cfg.seed + 1, batch_size=cfg.batch_size)
+                res = draw(model, Sampler.euler(ref.nfe, eps).with_temperature(temp), cfg.num_samples,
+                           seed=cfg.seed + 1, batch_size=cfg.batch_size)
                 probes[temp] = (res, time.perf_counter() - t)
             return probes[temp][0]
 
@@ -311,9 +328,94 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
         secs = probes[temp][1]
         row = BenchRow(f"euler-T{temp:.3f}", "euler", "temperature", res.nfe, task.compute(res.x),
                        secs / cfg.num_samples, distill_seconds=t1 - t0, steps=ref.nfe,
-                       samples=res.x if cfg.keep_samples else None, matches=ref.label)
+                       samples=res.x if cfg.keep_samples else None, matches=ref.label, temperature=temp)
         out.append(row)
     return out
+
+
+def row_sampler(row: BenchRow, eps: float = 1e-5, theta: float | None = None) -> Sampler:
+    """The ``Sampler`` that drew ``row`` (the bench's ``eps`` and ``theta``): the row's own when it keeps one (learned
+    rows, movers, files), else rebuilt: the teacher and the uniform baselines are ``Sampler.base(base, nfe)``, the
+    theta rows ``Sampler.base(rule, nfe, theta=theta)`` and the temperature rows Euler at their temperature."""
+    if row.sampler is not None:
+        return row.sampler
+    if row.method == "temperature":
+        return Sampler.euler(row.nfe, eps).with_temperature(row.temperature if row.temperature is not None else 1.0)
+    if row.method in THETA_RULES:
+        return Sampler.base(row.method, row.nfe, theta=theta, eps=eps)
+    if row.method in ("teacher", "uniform"):
+        return Sampler.base(row.base, row.nfe, eps=eps)
+    raise ValueError(f"row {row.label} keeps no sampler and is not a baseline; cannot rebuild it")
+
+
+def value_at_diversity(curve: Sequence[tuple[float, float, float]], target: float, log_scale: bool = False) -> float:
+    """The quality a sampler's temperature curve reaches at diversity ``target`` (the teacher's), or NaN.
+
+    Args:
+        curve: (T, quality, diversity) points of one sampler, any order; points with a non-finite value are left
+            out.
+        target: the diversity to read the curve at.
+        log_scale: interpolate log(quality) (perplexities), not quality.
+
+    Walking the points in order of T, a segment between neighbouring temperatures *brackets* the target when
+    its two diversities lie on either side of it (or one equals it). The quality is interpolated linearly in the
+    diversity between those two points (in log quality when ``log_scale``); a point whose diversity equals the
+    target gives its own quality exactly. When noise makes several segments bracket it, the one nearest T = 1
+    (smallest |log T| of its ends) is read. The direction of the diversity metric does not matter here (the
+    countdown task's start_tv falls as diversity rises; the same rule applies). No bracketing segment: NaN, never
+    an extrapolation.
+    """
+    pts = sorted((float(t), float(q), float(d)) for t, q, d in curve
+                 if math.isfinite(t) and math.isfinite(q) and math.isfinite(d) and (q > 0 or not log_scale))
+    if not math.isfinite(target) or not pts:
+        return float("nan")
+    near_one = lambda *ts: min(abs(math.log(t)) if t > 0 else math.inf for t in ts)  # noqa: E731
+    exact = [p for p in pts if p[2] == target]
+    if exact:
+        return min(exact, key=lambda p: near_one(p[0]))[1]
+    segs = [(a, b) for a, b in zip(pts, pts[1:]) if min(a[2], b[2]) <= target <= max(a[2], b[2])]
+    if not segs:
+        return float("nan")
+    (_, qa, da), (_, qb, db) = min(segs, key=lambda s: near_one(s[0][0], s[1][0]))
+    w = (target - da) / (db - da)
+    if log_scale:
+        return math.exp(math.log(qa) + w * (math.log(qb) - math.log(qa)))
+    return qa + w * (qb - qa)
+
+
+def frontier_range(row: BenchRow, target: float, metric: str) -> str:
+    """Why ``row`` has no value at the teacher's diversity: where ``target`` lies against the row's sweep."""
+    ds = [(t, m[metric]) for t, m in row.frontier or [] if math.isfinite(m.get(metric, float("nan")))]
+    if not ds or not math.isfinite(target):
+        return f"no finite {metric} on the sweep" if math.isfinite(target) else f"the teacher's {metric} is not finite"
+    lo, hi = min(d for _, d in ds), max(d for _, d in ds)
+    ts = [t for t, _ in ds]
+    side = "above" if target > hi else "below" if target < lo else "inside (but not between neighbouring T)"
+    return (f"the teacher's {metric} {target:.4g} is {side} this row's range {lo:.4g}..{hi:.4g} over T in "
+            f"[{min(ts):g}, {max(ts):g}]")
+
+
+def _frontier(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], eps: float, progress: bool) -> None:
+    """Draw every non-teacher row again at each ``cfg.frontier`` temperature (times the row's own; same seeds as
+    the row, so T = 1 reproduces it), score each draw, and read the headline metric at the teacher's diversity
+    (``value_at_diversity``; in log for tasks with ``gap_in_log``). Fills ``frontier`` and ``at_teacher_diversity``."""
+    q, d = task.pairs[0]
+    temps = sorted(set(float(t) for t in cfg.frontier))
+    teacher = next(r for r in rows if r.method == "teacher")
+    todo = [r for r in rows if r.method != "teacher"]
+    bar = tqdm(total=len(todo) * len(temps), desc="frontier", disable=not progress or not dist.is_main())
+    for r in todo:
+        smp = row_sampler(r, eps, cfg.theta)
+        r.frontier = []
+        for t in temps:
+            bar.set_postfix_str(f"{r.label} nfe={r.nfe} T={t:g}")
+            res = draw(model, smp.with_temperature(t * smp.temperature), cfg.num_samples, seed=cfg.seed + 1,
+                       batch_size=cfg.batch_size)
+            r.frontier.append((t, task.compute(res.x)))
+            bar.update()
+        r.at_teacher_diversity = value_at_diversity([(t, m[q], m[d]) for t, m in r.frontier], teacher.metrics[d],
+                                                    log_scale=getattr(task, "gap_in_log", False))
+    bar.close()
 
 
 def _fill_gap(rows: list[BenchRow], teacher: BenchRow, metric: str, higher_is_better: bool,
@@ -334,6 +436,9 @@ def _fill_gap(rows: list[BenchRow], teacher: BenchRow, metric: str, higher_is_be
                 r.gap_closed = (f(euler.metrics[metric]) - f(r.metrics[metric])) / gap if worse else None
 
 
+AT_TEACHER = "at teacher's H"  # the table's frontier column
+
+
 def format_table(result: BenchResult, task: Task) -> str:
     """An aligned text table: one row per sampler, quality metrics beside their diversity partners."""
     cols = []
@@ -341,11 +446,20 @@ def format_table(result: BenchResult, task: Task) -> str:
         for c in (q, d):
             if c not in cols:
                 cols.append(c)
-    head = ["sampler", "NFE", "steps x calls", *cols, "gap closed", "s/sample", "overhead"]
-    lines = []
+    q, d = result.headline
+    frontier = any(r.frontier for r in result.rows)
+    teacher = next((r for r in result.rows if r.method == "teacher"), None)
+    head = ["sampler", "NFE", "steps x calls", *cols, *([AT_TEACHER] if frontier else []), "gap closed", "s/sample",
+            "overhead"]
+    lines, notes = [], []
     for r in result.rows:
         calls = "" if not r.steps else f"{r.steps}x{r.nfe // r.steps}"
         cells = [r.label + (f" (~{r.matches})" if r.matches else "") + (" (rejected: base)" if r.accepted is False else ""), str(r.nfe), calls] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
+        if frontier:
+            v = r.at_teacher_diversity
+            cells.append("" if v is None else f"{v:.4f}" if math.isfinite(v) else "out of range")
+            if v is not None and not math.isfinite(v) and teacher is not None:
+                notes.append(f"  {r.label} (NFE {r.nfe}): {frontier_range(r, teacher.metrics.get(d, math.nan), d)}")
         cells.append("" if r.gap_closed is None else f"{r.gap_closed:+.2f}")
         cells.append(f"{r.sec_per_sample * 1e3:.1f}ms")
         cells.append("" if r.overhead is None else f"{r.overhead:.3f}x")
@@ -359,9 +473,15 @@ def format_table(result: BenchResult, task: Task) -> str:
             out.append("")
         out.append(fmt(cells))
         prev_nfe = r.nfe
-    q, d = result.headline
     out.append("")
     out.append(f"gap closed: share of the Euler->teacher gap in {q} closed at equal NFE (1 = teacher quality; "
                f"blank where Euler is not worse than the teacher); read it beside {d} (diversity). overhead: wall time / the base sampler's, interleaved runs. "
                "NFE: network calls per sample, counted; steps x calls: steps per sample x calls per step.")
+    if frontier:
+        temps = sorted({t for r in result.rows for t, _ in r.frontier or []})
+        log = f" in log {q}" if getattr(task, "gap_in_log", False) else ""
+        out.append(f"{AT_TEACHER}: {q} read off the row's value-temperature sweep (T = {', '.join(f'{t:g}' for t in temps)}) "
+                   f"at the teacher's {d} (H), interpolated linearly{log} between the two temperatures that bracket it; "
+                   "out of range where the sweep does not reach the teacher's diversity (no extrapolation):")
+        out += notes if notes else ["  every row's sweep brackets it"]
     return "\n".join(out)

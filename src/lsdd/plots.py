@@ -1,5 +1,5 @@
-"""Figures: learned samplers (Phi and time grid against the uniform grid), bench quality against NFE, and
-grids of digit samples.
+"""Figures: learned samplers (Phi and time grid against the uniform grid), bench quality against NFE, generative
+frontiers (quality against diversity over a temperature sweep), and grids of digit samples.
 
 matplotlib is imported inside the functions (Agg backend), so importing lsdd never touches it.
 """
@@ -82,6 +82,79 @@ def plot_bench(result, task, path: str | Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{result.task}: quality and diversity at equal NFE")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _reference(metrics: dict, name: str) -> float | None:
+    """The task's reference value of metric ``name`` (``ref_NAME`` or ``NAME_ref``: e.g. real text's gen_ppl),
+    if it has a finite one."""
+    import math
+
+    for key in (f"ref_{name}", f"{name}_ref"):
+        v = metrics.get(key)
+        if v is not None and math.isfinite(v):
+            return float(v)
+    return None
+
+
+def plot_frontier(result, task, path: str | Path) -> None:
+    """Generative frontiers: the headline quality metric against its diversity partner, one curve per sampler
+    over the value-temperature sweep of ``BenchConfig.frontier`` (one panel per NFE). The teacher is a star with a
+    dotted line at its diversity (where "at teacher's H" is read, an open circle on each curve that reaches it);
+    the task's reference numbers (real text / real digits), where it has both, a black square, or a dashed line
+    where it has only the diversity one (countdown's uniform starts). Log quality axis for ``gap_in_log`` tasks
+    (gen PPL). A diversity metric that falls as diversity rises (``higher_is_better`` False, e.g. start_tv) is
+    drawn reversed, so more diverse is always to the right."""
+    import math
+
+    plt = _plt()
+    q, d = result.headline
+    teacher = next(r for r in result.rows if r.method == "teacher")
+    rows = [r for r in result.rows if r.frontier]
+    nfes = sorted({r.nfe for r in rows})
+    if not nfes:
+        raise ValueError("no row has a frontier (run the bench with frontier temperatures)")
+    fig, axes = plt.subplots(1, len(nfes), figsize=(5.5 * len(nfes) + 0.5, 4.6), squeeze=False, sharey=True)
+    ref_q, ref_d = _reference(teacher.metrics, q), _reference(teacher.metrics, d)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, nfe in zip(axes[0], nfes):
+        for i, r in enumerate(r for r in rows if r.nfe == nfe):
+            pts = sorted((t, m[q], m[d]) for t, m in r.frontier)
+            color = colors[i % len(colors)]
+            style = "--" if r.method in ("uniform", "temperature") else "-"
+            label = r.label + (f" (~{r.matches})" if r.matches else "")
+            ax.plot([p[2] for p in pts], [p[1] for p in pts], style, marker=".", color=color, label=label)
+            for t, qq, dd in pts:
+                if t == 1.0:
+                    ax.plot([dd], [qq], "o", color=color, ms=6)  # the row itself
+            for t, qq, dd in (pts[0], pts[-1]):  # the ends of the sweep
+                ax.annotate(f"T={t:g}", (dd, qq), fontsize=6, color=color, textcoords="offset points",
+                            xytext=(3, 3))
+            v = r.at_teacher_diversity
+            if v is not None and math.isfinite(v):
+                ax.plot([teacher.metrics[d]], [v], "o", mfc="none", mec=color, ms=9, mew=1.5)
+        ax.plot([teacher.metrics[d]], [teacher.metrics[q]], "*", color="k", ms=13,
+                label=f"teacher ({teacher.nfe} NFE)")
+        ax.axvline(teacher.metrics[d], color="k", lw=0.8, ls=":")
+        if ref_q is not None and ref_d is not None:
+            ax.plot([ref_d], [ref_q], "s", color="k", ms=8, label="real data (task reference)")
+        elif ref_d is not None:
+            ax.axvline(ref_d, color="k", lw=0.8, ls="--", label=f"reference {d}")
+        if getattr(task, "gap_in_log", False):
+            ax.set_yscale("log")
+        spec = task.spec(d)
+        if not spec.higher_is_better:
+            ax.invert_xaxis()
+        ax.set_xlabel(f"{d} (more diverse ->{'; lower is more diverse, axis reversed' if not spec.higher_is_better else ''})")
+        ax.set_title(f"NFE {nfe}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(f"{q} ({task.spec(q).direction}{', log scale' if getattr(task, 'gap_in_log', False) else ''})")
+    temps = sorted({t for r in rows for t, _ in r.frontier})
+    fig.suptitle(f"{result.task}: generative frontiers, value temperature T in {', '.join(f'{t:g}' for t in temps)} "
+                 "(filled dot: T = 1, the row itself; open circle: at the teacher's diversity)", fontsize=10)
+    fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
 

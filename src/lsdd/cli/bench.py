@@ -10,6 +10,19 @@ from ..errors import UserError
 from .common import (Formatter, add_device_args, add_quiet_arg, check_output, default_task, fraction, load_args,
                      positive_int)
 
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return v
+
 DESCRIPTION = """\
 Benchmark samplers for one model in one run with the same seeds: at every --nfe, the uniform-grid
 Euler and Tweedie baselines and the samplers that LSD and LSD+ learn on each base (distilled here from
@@ -25,6 +38,20 @@ Each row reports the task's quality metrics beside their diversity partners (a s
 by collapsing diversity; read both), the network calls per sample as counted, wall time per sample, the
 share of the Euler->teacher gap closed in the headline metric, and for learned samplers the wall-time
 ratio to their base sampler at equal NFE (interleaved timing runs).
+
+--frontier draws every row but the teacher again at each value temperature T (generative frontiers, Pynadath
+et al., arXiv 2604.02718) with the same seeds, so T = 1 is the row itself. The temperature acts where lsdd
+sample --temperature does: on the value each jump lands on (each token's jump targets are sharpened, T < 1,
+or flattened, T > 1), leaving the jump rates, grid, coefficients and movers alone; T multiplies the row's own
+temperature (1 except the temperature-control rows). The frontier plot shows the headline quality metric
+against its diversity partner per sampler, with the teacher (and the task's real-data reference) marked; the
+table's "at teacher's H" column reads each row's curve at the teacher's diversity: linear interpolation between
+the two temperatures whose diversities bracket the teacher's (in log for gen PPL), "out of range" (NaN in the
+JSON) when the sweep does not reach it, never an extrapolation. Diversity metrics that fall as diversity
+rises (countdown's start_tv) are read the same way and drawn on a reversed axis.
+
+--report writes one self-contained HTML page: the table, the plots, three decoded samples per row (text) or a
+grid of images per row (digits), and for each row the lsdd sample command that draws its samples.
 """
 
 EPILOG = """\
@@ -34,10 +61,13 @@ examples:
   lsdd bench --model countdown --nfe 8 16 --methods lsd lsd+ jys theta-rk2 theta-trapezoidal --json b.json
   lsdd bench --model text-absorb --nfe 8 --teacher-nfe 256 --bases euler --methods theta-trapezoidal \
       --learned s8.json          # score a sampler made earlier by `lsdd distill` beside the baselines
+  lsdd bench --model text-absorb --nfe 8 --teacher-nfe 256 --frontier --plot b.png --report b.html
+                                 # + frontiers (b_frontier.png, "at teacher's H") and one page to share
 """
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
+    from ..bench import DEFAULT_FRONTIER
     from ..distillation.distill import DistillConfig
     from ..distillation.objective import OBJECTIVES
 
@@ -105,16 +135,31 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     add_text_args(p)
     p.add_argument("--json", help="write all rows (with the learned samplers) to this JSON file")
     p.add_argument("--plot", help="write a PNG of quality and diversity against NFE")
+    p.add_argument("--frontier", type=positive_float, nargs="*", metavar="T",
+                   help="value temperatures at which every non-teacher row is drawn again (no values: "
+                        f"{' '.join(f'{t:g}' for t in DEFAULT_FRONTIER)}); adds the \"at teacher's H\" column "
+                        "(see above)")
+    p.add_argument("--frontier-plot", metavar="FILE.png",
+                   help="write the frontier plot here (default with --frontier: next to --plot, as NAME_frontier.png)")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write one self-contained HTML page: table, plots, samples per row, commands")
     p.set_defaults(run=run)
     return p
 
 
 def run(args) -> int:
     from .. import atomic
-    from ..bench import BenchConfig, format_table, run_bench
+    from ..bench import DEFAULT_FRONTIER, BenchConfig, format_table, run_bench
     from ..plots import plot_bench
 
     js, png = check_output(args.json, ".json", flag="--json"), check_output(args.plot, ".png", flag="--plot")
+    frontier = None if args.frontier is None else tuple(args.frontier) or DEFAULT_FRONTIER
+    if args.frontier_plot is not None and frontier is None:
+        raise UserError(f"--frontier-plot {args.frontier_plot} needs --frontier (the temperatures to sweep)")
+    fpng = check_output(args.frontier_plot, ".png", flag="--frontier-plot")
+    if fpng is None and frontier is not None and png is not None:
+        fpng = check_output(str(png.with_name(png.stem + "_frontier.png")), ".png", flag="--plot (its frontier plot)")
+    report = check_output(args.report, ".html", flag="--report")
     if args.teacher_cache is not None and Path(args.teacher_cache).exists() and not Path(args.teacher_cache).is_dir():
         raise UserError(f"--teacher-cache {args.teacher_cache} is a file; it takes a folder")
     check_output(args.teacher_cache, flag="--teacher-cache", folder=True)
@@ -135,7 +180,7 @@ def run(args) -> int:
                                "cma_iters": args.cma_iters, "cma_popsize": args.cma_popsize,
                                "counted": args.counted, "spread": args.spread, "teacher_store": args.teacher_store},
                       theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned, validate=args.validate,
-                      teacher_cache=args.teacher_cache)
+                      teacher_cache=args.teacher_cache, frontier=frontier or (), keep_samples=report is not None)
     try:
         result = run_bench(model, task, cfg)
     except ValueError as e:
@@ -151,4 +196,14 @@ def run(args) -> int:
     if png:
         plot_bench(result, task, png)
         print(f"plot -> {png}")
+    if fpng:
+        from ..plots import plot_frontier
+
+        plot_frontier(result, task, fpng)
+        print(f"frontier plot -> {fpng}")
+    if report:
+        from ..report import write_report
+
+        write_report(result, task, report, model=args.model)
+        print(f"report -> {report}")
     return 0
