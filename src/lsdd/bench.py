@@ -360,8 +360,8 @@ def value_at_diversity(curve: Sequence[tuple[float, float, float]], target: floa
     Walking the points in order of T, a segment between neighbouring temperatures *brackets* the target when
     its two diversities lie on either side of it (or one equals it). The quality is interpolated linearly in the
     diversity between those two points (in log quality when ``log_scale``); a point whose diversity equals the
-    target gives its own quality exactly. When noise makes several segments bracket it, the one nearest T = 1
-    (smallest |log T| of its ends) is read. The direction of the diversity metric does not matter here (the
+    target gives its own quality exactly. When noise makes several segments bracket it (or several points equal
+    it), the one nearest T = 1 is read: smallest |mean log T| of its two ends, the lower T on a tie. The direction of the diversity metric does not matter here (the
     countdown task's start_tv falls as diversity rises; the same rule applies). No bracketing segment: NaN, never
     an extrapolation.
     """
@@ -369,14 +369,14 @@ def value_at_diversity(curve: Sequence[tuple[float, float, float]], target: floa
                  if math.isfinite(t) and math.isfinite(q) and math.isfinite(d) and (q > 0 or not log_scale))
     if not math.isfinite(target) or not pts:
         return float("nan")
-    near_one = lambda *ts: min(abs(math.log(t)) if t > 0 else math.inf for t in ts)  # noqa: E731
+    log_t = lambda *ts: sum(math.log(t) if t > 0 else -math.inf for t in ts) / len(ts)  # noqa: E731
     exact = [p for p in pts if p[2] == target]
     if exact:
-        return min(exact, key=lambda p: near_one(p[0]))[1]
+        return min(exact, key=lambda p: abs(log_t(p[0])))[1]
     segs = [(a, b) for a, b in zip(pts, pts[1:]) if min(a[2], b[2]) <= target <= max(a[2], b[2])]
     if not segs:
         return float("nan")
-    (_, qa, da), (_, qb, db) = min(segs, key=lambda s: near_one(s[0][0], s[1][0]))
+    (_, qa, da), (_, qb, db) = min(segs, key=lambda s: abs(log_t(s[0][0], s[1][0])))  # first (lowest T) on a tie
     w = (target - da) / (db - da)
     if log_scale:
         return math.exp(math.log(qa) + w * (math.log(qb) - math.log(qa)))
