@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from lsdd.bench import BenchConfig, BenchRow, row_sampler, run_bench, value_at_diversity
+from lsdd.bench import BenchConfig, row_sampler, run_bench, value_at_diversity
 from lsdd.cli import main
 from lsdd.models import load_model
 from lsdd.sampling.sampler import Sampler
@@ -145,6 +145,7 @@ def test_cli_frontier_and_report(tiny, tmp_path, capsys):
     page = html_path.read_text()
     # the table, both plots as data URIs, the samples, a command per row
     assert "<table>" in page and "at teacher&#x27;s H" in page and "any_violation" in page
+    assert all(f"<td>{r['label']}</td>" in page for r in d["rows"])
     assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)) == 2
     assert "Samples" in page and page.count("lsdd sample --model") == len(d["rows"])
     assert "--sampler euler --nfe 2 --spread" in page

@@ -361,9 +361,10 @@ def value_at_diversity(curve: Sequence[tuple[float, float, float]], target: floa
     its two diversities lie on either side of it (or one equals it). The quality is interpolated linearly in the
     diversity between those two points (in log quality when ``log_scale``); a point whose diversity equals the
     target gives its own quality exactly. When noise makes several segments bracket it (or several points equal
-    it), the one nearest T = 1 is read: smallest |mean log T| of its two ends, the lower T on a tie. The direction of the diversity metric does not matter here (the
-    countdown task's start_tv falls as diversity rises; the same rule applies). No bracketing segment: NaN, never
-    an extrapolation.
+    it), the one nearest T = 1 is read: smallest |mean log T| of its two ends, the lower T on a tie. The
+    direction of the diversity metric does not matter here (the countdown task's start_tv falls as diversity
+    rises; the pair is used as given and the same rule applies). No bracketing segment: NaN, never an
+    extrapolation.
     """
     pts = sorted((float(t), float(q), float(d)) for t, q, d in curve
                  if math.isfinite(t) and math.isfinite(q) and math.isfinite(d) and (q > 0 or not log_scale))
@@ -480,8 +481,9 @@ def format_table(result: BenchResult, task: Task) -> str:
     if frontier:
         temps = sorted({t for r in result.rows for t, _ in r.frontier or []})
         log = f" in log {q}" if getattr(task, "gap_in_log", False) else ""
-        out.append(f"{AT_TEACHER}: {q} read off the row's value-temperature sweep (T = {', '.join(f'{t:g}' for t in temps)}) "
-                   f"at the teacher's {d} (H), interpolated linearly{log} between the two temperatures that bracket it; "
-                   "out of range where the sweep does not reach the teacher's diversity (no extrapolation):")
+        sweep = ", ".join(f"{t:g}" for t in temps)
+        out.append(f"{AT_TEACHER}: {q} read off the row's value-temperature sweep (T = {sweep}) at the teacher's {d} "
+                   f"(H), interpolated linearly{log} between the two temperatures that bracket it; out of range where "
+                   "the sweep does not reach the teacher's diversity (no extrapolation):")
         out += notes if notes else ["  every row's sweep brackets it"]
     return "\n".join(out)

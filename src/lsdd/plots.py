@@ -146,11 +146,13 @@ def plot_frontier(result, task, path: str | Path) -> None:
         spec = task.spec(d)
         if not spec.higher_is_better:
             ax.invert_xaxis()
-        ax.set_xlabel(f"{d} (more diverse ->{'; lower is more diverse, axis reversed' if not spec.higher_is_better else ''})")
+        flipped = "" if spec.higher_is_better else "; lower is more diverse, axis reversed"
+        ax.set_xlabel(f"{d} (more diverse ->{flipped})")
         ax.set_title(f"NFE {nfe}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(f"{q} ({task.spec(q).direction}{', log scale' if getattr(task, 'gap_in_log', False) else ''})")
+    log = ", log scale" if getattr(task, "gap_in_log", False) else ""
+    axes[0][0].set_ylabel(f"{q} ({task.spec(q).direction}{log})")
     temps = sorted({t for r in rows for t, _ in r.frontier})
     fig.suptitle(f"{result.task}: generative frontiers, value temperature T in {', '.join(f'{t:g}' for t in temps)} "
                  "(filled dot: T = 1, the row itself; open circle: at the teacher's diversity)", fontsize=10)
