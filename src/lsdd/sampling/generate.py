@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .sampler import Sampler
 from .samplers import sample_batched, tempered_score
 
@@ -87,6 +88,8 @@ def _sample_adaptive(model, sampler: Sampler, score_fn, num: int, seed: int, bat
     from .record import model_info
 
     rule = sampler.adaptive["rule"]
+    if not model.graph.absorbing:
+        raise UserError(f"the {rule} sampler needs a masked (absorbing) model, not the {model.graph.name} graph")
     out = sample_adaptive(score_fn, model.graph, model.noise, rule, sampler.adaptive[ADAPTIVE[rule]], num,
                           model.length, seed=seed, batch_size=batch_size, device=model.device,
                           t_range=(sampler.times[0], sampler.times[-1]), progress=progress)
