@@ -15,6 +15,12 @@ Sample from a discrete diffusion model. Either a base sampler on the uniform tim
 coefficients. Euler, Tweedie and learned samplers make one network call per step; the second-order
 theta-rk2 and theta-trapezoidal (Ren et al. 2025) make two, so --steps 4 is 8 NFE (or say --nfe 8). The last
 step turns any remaining mask into a real token. The network calls are counted and printed.
+
+Masked models also take two adaptive samplers whose network calls depend on the sample (at most one per
+token): --sampler eb --gamma G (EB-Sampler, arXiv 2505.24857: unmask the lowest-entropy tokens while the sum
+of their entropies minus the largest stays within G nats) and --sampler threshold --threshold T (Fast-dLLM,
+arXiv 2505.22618: unmask every token whose most likely value has probability above T, else the most confident
+one). Their mean and max network calls per sample are printed.
 """
 
 EPILOG = """\
@@ -24,6 +30,8 @@ examples:
   lsdd sample --model countdown --sampler theta-rk2 --steps 4 --num 256 --out samples.npy   # 8 NFE
   lsdd sample --model text-absorb --sampler euler --steps 8 --counted --num 256 --out samples.npy  # counted movers
   lsdd sample --model text-absorb --sampler euler --steps 8 --spread --num 256 --out samples.npy   # ... spread out
+  lsdd sample --model countdown --sampler eb --gamma 1.0 --num 256 --out samples.npy          # adaptive
+  lsdd sample --model countdown --sampler threshold --threshold 0.9 --num 256 --out samples.npy
   lsdd eval --task countdown samples.npy
 """
 
@@ -34,8 +42,12 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--model", default="countdown",
                    help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM checkpoint as published) "
                         "or hub id owner/name")
-    p.add_argument("--sampler", choices=["euler", "tweedie", "theta-rk2", "theta-trapezoidal"], default="euler",
-                   help="base sampler (uniform grid)")
+    p.add_argument("--sampler", choices=["euler", "tweedie", "theta-rk2", "theta-trapezoidal", "eb", "threshold"],
+                   default="euler", help="base sampler (uniform grid), or an adaptive one for masked models (eb, "
+                   "threshold)")
+    p.add_argument("--gamma", type=float, help="eb: entropy budget in nats (>= 0; 0 = one token per call)")
+    p.add_argument("--threshold", type=float,
+                   help="threshold: confidence tau in [0, 1] (1 = one token per call, 0 = one call)")
     p.add_argument("--steps", type=positive_int, help="steps (default 64); NFE = steps x calls per step (2 for theta-*)")
     p.add_argument("--nfe", type=positive_int, help="network calls per sample, instead of --steps")
     p.add_argument("--theta", type=float, help="theta of theta-rk2 / theta-trapezoidal (default 0.5)")
@@ -97,15 +109,18 @@ def run(args) -> int:
         res.save(out)
     procs = f" on {dist.world()} processes" if dist.world() > 1 else ""
     what = f"learned sampler {args.learned} ({sampler.describe()})" if args.learned else sampler.describe()
+    calls = (f"{res.nfe_mean:.2f} network calls per sample on average, {res.nfe} at most" if sampler.adaptive
+             else f"{res.nfe} network calls per sample")
     print(f"{args.num} samples of length {res.x.shape[1]} from {model.source} with {what}: "
-          f"{res.nfe} network calls per sample, {secs:.2f} s{procs} ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
+          f"{calls}, {secs:.2f} s{procs} ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
     return 0
 
 
 def _no_base_flags(args) -> None:
-    if args.theta is not None or args.nfe is not None or args.steps is not None or args.counted or args.spread:
-        raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta, --counted and "
-                        "--spread")
+    if (args.theta is not None or args.nfe is not None or args.steps is not None or args.counted or args.spread
+            or args.gamma is not None or args.threshold is not None):
+        raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta, --counted, "
+                        "--spread, --gamma and --threshold")
 
 
 def _base_sampler(args):
@@ -114,6 +129,8 @@ def _base_sampler(args):
     from ..sampling.sampler import Sampler
     from ..sampling.steps import get_rule
 
+    if args.sampler in ("eb", "threshold") or args.gamma is not None or args.threshold is not None:
+        return _adaptive_sampler(args)
     if (args.counted or args.spread) and args.sampler not in ("euler", "tweedie"):
         flag = "--spread" if args.spread else "--counted"
         raise UserError(f"{flag} applies to the one-call samplers euler and tweedie, not {args.sampler}")
@@ -133,3 +150,24 @@ def _base_sampler(args):
     steps = 64 if steps is None else steps
     movers = "spread" if args.spread else "counted" if args.counted else "independent"
     return Sampler.base(args.sampler, steps * rule.calls, movers=movers, eps=args.eps, theta=args.theta)
+
+
+def _adaptive_sampler(args):
+    """The adaptive ``Sampler`` that --sampler eb --gamma / --sampler threshold --threshold ask for."""
+    from ..sampling.sampler import Sampler
+
+    param = {"eb": args.gamma, "threshold": args.threshold}.get(args.sampler)
+    flag = {"eb": "--gamma", "threshold": "--threshold"}.get(args.sampler)
+    other = {"eb": ("--threshold", args.threshold), "threshold": ("--gamma", args.gamma)}.get(args.sampler)
+    if flag is None:
+        given = "--gamma" if args.gamma is not None else "--threshold"
+        raise UserError(f"{given} belongs to --sampler {'eb' if given == '--gamma' else 'threshold'}, not "
+                        f"--sampler {args.sampler}")
+    if other[1] is not None:
+        raise UserError(f"{other[0]} does not apply to --sampler {args.sampler}")
+    if param is None:
+        raise UserError(f"--sampler {args.sampler} needs {flag}")
+    if args.steps is not None or args.nfe is not None or args.theta is not None or args.counted or args.spread:
+        raise UserError(f"--sampler {args.sampler} is adaptive (its network calls depend on the sample); drop "
+                        "--steps, --nfe, --theta, --counted and --spread")
+    return Sampler.adaptive_rule(args.sampler, param, eps=args.eps)

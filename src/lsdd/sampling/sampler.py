@@ -11,6 +11,10 @@ It *is* the artifact: ``save``/``load`` write and read a small self-describing J
 versions (``"format": "lsdd-learned-sampler"``, versions 1 and 2) still load and give the same law: their
 ``base`` is the rule, their ``graph``/``num_tokens``/``noise`` and provenance fingerprint the model, and a
 version-2 ``conditioning`` with ``count`` "rounded"/"spread" and no slope or temperature is just movers.
+
+An *adaptive* sampler (``adaptive`` = {"rule": "eb", "gamma": g} or {"rule": "threshold", "tau": t};
+``lsdd.sampling.adaptive``) has no fixed grid: its network calls depend on the sample, so its ``nfe`` is None
+and ``times`` is just (1, eps), the range of the times it feeds the network.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .. import atomic
 from ..errors import UserError
 from ..graphs import GRAPHS
 from ..noise import noise_from_dict
+from .adaptive import ADAPTIVE, check_rule
 from .schedules import check_times, uniform_times
 from .steps import ONE_CALL, PHI_MODES, RULES, THETA_RULES, get_rule
 
@@ -58,6 +63,8 @@ class Sampler:
         model: the model it was made for, {"graph", "num_tokens", "noise", "fingerprint", "source"}, or None
             for a training-free sampler that fits any model.
         provenance: how it was made (method, teacher, settings, validation figures, lsdd version).
+        adaptive: an adaptive rule of ``lsdd.sampling.adaptive`` and its parameter, {"rule": "eb", "gamma": g} or
+            {"rule": "threshold", "tau": t}, or None for a fixed grid (then rule, coeffs and movers are unused).
     """
 
     times: tuple[float, ...]
@@ -70,6 +77,7 @@ class Sampler:
     temperature: float = 1.0
     model: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    adaptive: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in ("times", "coeffs"):
@@ -117,6 +125,25 @@ class Sampler:
         """``rule`` with counted movers chosen by weight."""
         return cls.base(rule, nfe, movers="counted", eps=eps)
 
+    @classmethod
+    def adaptive_rule(cls, rule: str, param: float, *, eps: float = 1e-5, temperature: float = 1.0) -> "Sampler":
+        """An adaptive sampler for masked models: ``rule`` "eb" (parameter gamma) or "threshold" (tau)."""
+        check_rule(rule, param)
+        if not 0.0 < eps < 1.0:
+            raise UserError(f"eps must lie in (0, 1), got {eps!r}")
+        return cls((1.0, eps), temperature=temperature, adaptive={"rule": rule, ADAPTIVE[rule]: float(param)},
+                   provenance={"method": rule, "note": "nothing learned; network calls depend on the sample"})
+
+    @classmethod
+    def eb(cls, gamma: float, eps: float = 1e-5) -> "Sampler":
+        """EB-Sampler (arXiv 2505.24857) with entropy budget ``gamma`` (``lsdd.sampling.adaptive``)."""
+        return cls.adaptive_rule("eb", gamma, eps=eps)
+
+    @classmethod
+    def threshold(cls, tau: float, eps: float = 1e-5) -> "Sampler":
+        """Fast-dLLM's confidence threshold ``tau`` (arXiv 2505.22618; ``lsdd.sampling.adaptive``)."""
+        return cls.adaptive_rule("threshold", tau, eps=eps)
+
     # ---- what it is ---------------------------------------------------------------------------------------
     @property
     def steps(self) -> int:
@@ -127,8 +154,10 @@ class Sampler:
         return get_rule(self.rule).calls
 
     @property
-    def nfe(self) -> int:
-        """Network calls per sample (counted again by the loop when it runs)."""
+    def nfe(self) -> int | None:
+        """Network calls per sample (counted again by the loop when it runs); None for an adaptive sampler."""
+        if self.adaptive is not None:
+            return None
         return self.steps * self.calls_per_step
 
     @property
@@ -163,6 +192,11 @@ class Sampler:
 
     def describe(self) -> str:
         """One line, e.g. "lsd euler, 8 steps x 1 call, spread movers"."""
+        if self.adaptive is not None:
+            rule = self.adaptive["rule"]
+            name = ADAPTIVE[rule]
+            text = f"{rule} {name}={self.adaptive[name]:g}, adaptive network calls (at most one per token)"
+            return text + (f", temperature {self.temperature:g}" if self.temperature != 1.0 else "")
         calls = self.calls_per_step
         parts = [f"{self.method} {self.rule}" if self.learned else self.rule,
                  f"{self.steps} step{'s' * (self.steps != 1)} x {calls} network call{'s' * (calls > 1)}"]
@@ -181,6 +215,9 @@ class Sampler:
         """Keyword arguments of ``lsdd.sampling.samplers.sample``/``sample_batched`` on ``graph``: the step rule
         (a name, a theta rule object or the conditioned rule), the coefficients ((M,) tensor, None, or a
         state-dependent function) and phi_mode. Every entry point goes through here."""
+        if self.adaptive is not None:
+            raise UserError(f"the {self.adaptive['rule']} sampler is adaptive and has no fixed grid; draw with "
+                            "lsdd.sample (lsdd.sampling.adaptive)")
         if self.movers == "independent" and self.conditioning is None:
             rule = get_rule(self.rule, self.theta) if self.theta is not None else self.rule
             coeffs = None if self.coeffs is None else self.coeffs_tensor()
@@ -219,7 +256,7 @@ class Sampler:
                 "times": list(self.times), "coeffs": None if self.coeffs is None else list(self.coeffs),
                 "movers": self.movers, "phi_mode": self.phi_mode, "theta": self.theta,
                 "conditioning": self.conditioning, "temperature": self.temperature, "model": self.model,
-                "provenance": self.provenance}
+                "provenance": self.provenance, **({"adaptive": self.adaptive} if self.adaptive is not None else {})}
 
     def save(self, path: str | Path) -> None:
         atomic.write_json(path, self.to_dict())
@@ -237,7 +274,7 @@ class Sampler:
                 raise UserError(f"unsupported format_version {d.get('format_version')!r} (this lsdd reads "
                                 f"{FORMAT_VERSION} and the {OLD_FORMAT!r} versions 1-2)")
             known = {"times", "rule", "coeffs", "movers", "phi_mode", "theta", "conditioning", "temperature",
-                     "model", "provenance"}
+                     "model", "provenance", "adaptive"}
             if "times" not in d:
                 raise UserError("missing field 'times'")
             out = cls(**{k: v for k, v in d.items() if k in known})
@@ -311,6 +348,24 @@ def _check(s: Sampler) -> None:
         _check_model_ref(s.model, s)
     if not isinstance(s.provenance, dict):
         raise UserError(f"provenance must be an object, got {s.provenance!r}")
+    if s.adaptive is not None:
+        _check_adaptive(s)
+
+
+def _check_adaptive(s: Sampler) -> None:
+    a = s.adaptive
+    if not isinstance(a, dict) or a.get("rule") not in ADAPTIVE:
+        raise UserError(f"field 'adaptive' must be an object with a rule of {list(ADAPTIVE)}, got {a!r}")
+    name = ADAPTIVE[a["rule"]]
+    if set(a) != {"rule", name}:
+        raise UserError(f"field 'adaptive' of rule {a['rule']!r} takes exactly 'rule' and {name!r}, got {sorted(a)}")
+    check_rule(a["rule"], a[name])
+    if (len(s.times) != 2 or s.rule != "euler" or s.coeffs is not None or s.movers != "independent"
+            or s.theta is not None or s.conditioning is not None or s.phi_mode != "linear"):
+        raise UserError(f"an adaptive ({a['rule']}) sampler has times (1, eps) and no rule, coeffs, movers, theta, "
+                        "conditioning or phi_mode of its own")
+    if s.model is not None and s.model["graph"] != "absorbing":
+        raise UserError(f"adaptive samplers need a masked (absorbing) model, not the {s.model['graph']!r} graph")
 
 
 def _check_conditioning(cond: Any, m: int) -> None:
