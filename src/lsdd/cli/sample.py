@@ -8,6 +8,8 @@ import time
 from ..errors import UserError
 from .common import Formatter, add_device_args, add_quiet_arg, check_output, load_args, positive_int
 
+ORDERS = ("dilated", "halton", "confidence", "margin", "entropy")  # lsdd.sampling.orders.ORDERS (no torch import here)
+
 DESCRIPTION = """\
 Sample from a discrete diffusion model. Either a base sampler on the uniform time grid
 (--sampler euler|tweedie|theta-rk2|theta-trapezoidal --steps M, or --nfe N) or a learned sampler from
@@ -15,6 +17,10 @@ Sample from a discrete diffusion model. Either a base sampler on the uniform tim
 coefficients. Euler, Tweedie and learned samplers make one network call per step; the second-order
 theta-rk2 and theta-trapezoidal (Ren et al. 2025) make two, so --steps 4 is 8 NFE (or say --nfe 8). The last
 step turns any remaining mask into a real token. The network calls are counted and printed.
+Peer mover orders (absorbing graph; Euler with counted movers, the count from the schedule):
+--sampler dilated (DUS, coarse-to-fine dilated positions; --block B for semi-autoregressive blocks),
+halton (1-D Halton order with a random rotation per sequence), confidence, margin or entropy (the top
+tokens by the step's own value law).
 """
 
 EPILOG = """\
@@ -24,6 +30,7 @@ examples:
   lsdd sample --model countdown --sampler theta-rk2 --steps 4 --num 256 --out samples.npy   # 8 NFE
   lsdd sample --model text-absorb --sampler euler --steps 8 --counted --num 256 --out samples.npy  # counted movers
   lsdd sample --model text-absorb --sampler euler --steps 8 --spread --num 256 --out samples.npy   # ... spread out
+  lsdd sample --model text-absorb --sampler dilated --block 16 --steps 8 --num 256 --out samples.npy  # DUS order
   lsdd eval --task countdown samples.npy
 """
 
@@ -34,8 +41,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--model", default="countdown",
                    help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM checkpoint as published) "
                         "or hub id owner/name")
-    p.add_argument("--sampler", choices=["euler", "tweedie", "theta-rk2", "theta-trapezoidal"], default="euler",
-                   help="base sampler (uniform grid)")
+    p.add_argument("--sampler", choices=["euler", "tweedie", "theta-rk2", "theta-trapezoidal", *ORDERS],
+                   default="euler", help="base sampler (uniform grid), or Euler with the movers of a peer order "
+                                         "(lsdd.sampling.orders; absorbing graph)")
+    p.add_argument("--block", type=positive_int,
+                   help="--sampler dilated: block size B of the semi-autoregressive blocks (default: the whole sequence)")
     p.add_argument("--steps", type=positive_int, help="steps (default 64); NFE = steps x calls per step (2 for theta-*)")
     p.add_argument("--nfe", type=positive_int, help="network calls per sample, instead of --steps")
     p.add_argument("--theta", type=float, help="theta of theta-rk2 / theta-trapezoidal (default 0.5)")
@@ -103,9 +113,10 @@ def run(args) -> int:
 
 
 def _no_base_flags(args) -> None:
-    if args.theta is not None or args.nfe is not None or args.steps is not None or args.counted or args.spread:
-        raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta, --counted and "
-                        "--spread")
+    if (args.theta is not None or args.nfe is not None or args.steps is not None or args.counted or args.spread
+            or args.block is not None):
+        raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta, --counted, "
+                        "--spread and --block")
 
 
 def _base_sampler(args):
@@ -117,8 +128,14 @@ def _base_sampler(args):
     if (args.counted or args.spread) and args.sampler not in ("euler", "tweedie"):
         flag = "--spread" if args.spread else "--counted"
         raise UserError(f"{flag} applies to the one-call samplers euler and tweedie, not {args.sampler}")
+    if args.block is not None and args.sampler != "dilated":
+        raise UserError(f"--block {args.block} is the block size of --sampler dilated, not of {args.sampler}")
+    order = args.sampler if args.sampler in ORDERS else None
+    if order is not None and args.theta is not None:
+        raise UserError(f"--theta applies to theta-rk2 and theta-trapezoidal, not to {args.sampler}")
+    name = "euler" if order is not None else args.sampler
     try:
-        rule = get_rule(args.sampler, args.theta)
+        rule = get_rule(name, args.theta)
     except ValueError as e:
         raise UserError(f"--theta: {e}") from None
     steps = args.steps
@@ -131,5 +148,5 @@ def _base_sampler(args):
                             f"not --nfe {args.nfe}")
         steps = args.nfe // rule.calls
     steps = 64 if steps is None else steps
-    movers = "spread" if args.spread else "counted" if args.counted else "independent"
-    return Sampler.base(args.sampler, steps * rule.calls, movers=movers, eps=args.eps, theta=args.theta)
+    movers = order or ("spread" if args.spread else "counted" if args.counted else "independent")
+    return Sampler.base(name, steps * rule.calls, movers=movers, eps=args.eps, theta=args.theta, block=args.block)
