@@ -269,8 +269,9 @@ def order_set_probs(law: OrderedLaw) -> Tensor:
     def add(chosen: Tensor, weight: Tensor) -> None:
         out.scatter_add_(1, ((chosen.long() * bits).sum(-1))[:, None], weight[:, None])
 
-    if law.choice == "dilated" or (law.choice == "halton" and law.memory.shift is not None):
-        ranks = law.ranks()
+    everything = bool((lo >= n).all())  # every movable token moves (the forced last step): any order will do
+    if law.choice == "dilated" or (law.choice == "halton" and (law.memory.shift is not None or everything)):
+        ranks = torch.zeros_like(law.x) if law.choice == "halton" and law.memory.shift is None else law.ranks()
         for k, p_k in counts:
             add(first_k(ranks, cand, k), p_k)
         return out
