@@ -3,7 +3,8 @@
 Rows: the teacher (reference), and at every NFE the uniform-grid Euler and Tweedie baselines, the learned
 samplers (LSD, LSD+ on each base), and on request the other baselines users compare against: JYS grids (a
 KLUB search on the teacher's outputs, ``lsdd.distillation.jys``), the two-call theta-RK-2 / theta-trapezoidal solvers
-(``lsdd.sampling.theta``; NFE/2 steps), the base rules with counted movers (``counted``, ``spread``: nothing
+(``lsdd.sampling.theta``; NFE/2 steps), the base rules with counted movers (``counted``, ``spread`` and the peer
+orders ``dilated``, ``halton``, ``confidence``, ``margin``, ``entropy`` of ``lsdd.sampling.orders``: nothing
 learned), and samplers learned earlier (``BenchConfig.learned``, e.g. ``lsdd distill``
 files), scored with the same seeds. Each row is scored by the task's quality metrics beside their diversity
 partners, with its network calls per sample as counted (and steps x calls per step), wall time per sample
@@ -36,10 +37,12 @@ from .sampling.generate import sample as draw
 from .sampling.sampler import Sampler
 from .sampling.samplers import sample
 from .sampling.schedules import uniform_times
+from .sampling.orders import ORDERS
 from .sampling.steps import THETA_RULES, get_rule
 
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
-MOVERS = ("counted", "spread")  # the base rule with counted movers (nothing learned)
+MOVERS = ("counted", "spread", *ORDERS)  # the base rule with counted movers (nothing learned); ORDERS: peer orders
+# (DUS dilated, Halton, confidence / margin / entropy top-K; absorbing graph)
 METHODS = (*DISTILLED, "jys", *MOVERS, *THETA_RULES)  # everything --methods takes
 DEFAULT_FRONTIER = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25)  # value temperatures of `lsdd bench --frontier` without values
 
@@ -164,6 +167,10 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     if bad:
         raise ValueError(f"unknown bench methods {bad}; expected some of {list(METHODS)}")
     thetas = [m for m in cfg.methods if m in THETA_RULES]
+    orders = [m for m in cfg.methods if m in ORDERS]
+    if orders and not model.graph.absorbing:
+        raise ValueError(f"the peer mover orders {orders} reveal masked tokens: absorbing graph only, not "
+                         f"{model.graph.name}")
     odd = [n for n in cfg.nfes if n % 2]
     if thetas and odd:
         raise ValueError(f"{thetas[0]} makes 2 network calls per step, so it runs at even NFE only; got NFE {odd}")

@@ -82,7 +82,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--teacher-nfe", type=positive_int, default=1024, help="teacher steps (a multiple of every NFE)")
     p.add_argument("--bases", nargs="+", choices=["euler", "tweedie"], default=["euler", "tweedie"])
     p.add_argument("--methods", nargs="*", choices=["lsd", "lsd+", "lsd-c", "jys", "counted", "spread", "theta-rk2",
-                                                    "theta-trapezoidal"],
+                                                    "theta-trapezoidal", "dilated", "halton", "confidence",
+                                                    "margin", "entropy"],
                    default=["lsd", "lsd+"], help="samplers beside the uniform-grid bases (none: those only)")
     p.add_argument("--learn-bases", nargs="+", choices=["euler", "tweedie"],
                    help="bases of the learned samplers (default: --bases); each needs its own teacher run")

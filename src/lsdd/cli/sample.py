@@ -8,6 +8,8 @@ import time
 from ..errors import UserError
 from .common import Formatter, add_device_args, add_quiet_arg, check_output, load_args, positive_int
 
+ORDERS = ("dilated", "halton", "confidence", "margin", "entropy")  # lsdd.sampling.orders.ORDERS (no torch import here)
+
 DESCRIPTION = """\
 Sample from a discrete diffusion model. Either a base sampler on the uniform time grid
 (--sampler euler|tweedie|theta-rk2|theta-trapezoidal --steps M, or --nfe N) or a learned sampler from
@@ -21,6 +23,11 @@ token): --sampler eb --gamma G (EB-Sampler, arXiv 2505.24857: unmask the lowest-
 of their entropies minus the largest stays within G nats) and --sampler threshold --threshold T (Fast-dLLM,
 arXiv 2505.22618: unmask every token whose most likely value has probability above T, else the most confident
 one). Their mean and max network calls per sample are printed.
+
+Peer mover orders (absorbing graph; Euler with counted movers, the count from the schedule):
+--sampler dilated (DUS, coarse-to-fine dilated positions; --block B for semi-autoregressive blocks),
+halton (1-D Halton order with a random rotation per sequence), confidence, margin or entropy (the top
+tokens by the step's own value law).
 """
 
 EPILOG = """\
@@ -32,6 +39,7 @@ examples:
   lsdd sample --model text-absorb --sampler euler --steps 8 --spread --num 256 --out samples.npy   # ... spread out
   lsdd sample --model countdown --sampler eb --gamma 1.0 --num 256 --out samples.npy          # adaptive
   lsdd sample --model countdown --sampler threshold --threshold 0.9 --num 256 --out samples.npy
+  lsdd sample --model text-absorb --sampler dilated --block 16 --steps 8 --num 256 --out samples.npy  # DUS order
   lsdd eval --task countdown samples.npy
 """
 
@@ -42,9 +50,13 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--model", default="countdown",
                    help="bundled model name, model directory (ours, or a SEDD/RADD/MDLM checkpoint as published) "
                         "or hub id owner/name")
-    p.add_argument("--sampler", choices=["euler", "tweedie", "theta-rk2", "theta-trapezoidal", "eb", "threshold"],
-                   default="euler", help="base sampler (uniform grid), or an adaptive one for masked models (eb, "
-                   "threshold)")
+    p.add_argument("--sampler", choices=["euler", "tweedie", "theta-rk2", "theta-trapezoidal", *ORDERS, "eb",
+                                          "threshold"],
+                   default="euler", help="base sampler (uniform grid); Euler with the movers of a peer order "
+                                         "(lsdd.sampling.orders; absorbing graph); or an adaptive one for masked "
+                                         "models (eb, threshold)")
+    p.add_argument("--block", type=positive_int,
+                   help="--sampler dilated: block size B of the semi-autoregressive blocks (default: the whole sequence)")
     p.add_argument("--gamma", type=float, help="eb: entropy budget in nats (>= 0; 0 = one token per call)")
     p.add_argument("--threshold", type=float,
                    help="threshold: confidence tau in [0, 1] (1 = one token per call, 0 = one call)")
@@ -118,9 +130,9 @@ def run(args) -> int:
 
 def _no_base_flags(args) -> None:
     if (args.theta is not None or args.nfe is not None or args.steps is not None or args.counted or args.spread
-            or args.gamma is not None or args.threshold is not None):
+            or args.gamma is not None or args.threshold is not None or args.block is not None):
         raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta, --counted, "
-                        "--spread, --gamma and --threshold")
+                        "--spread, --block, --gamma and --threshold")
 
 
 def _base_sampler(args):
@@ -134,8 +146,14 @@ def _base_sampler(args):
     if (args.counted or args.spread) and args.sampler not in ("euler", "tweedie"):
         flag = "--spread" if args.spread else "--counted"
         raise UserError(f"{flag} applies to the one-call samplers euler and tweedie, not {args.sampler}")
+    if args.block is not None and args.sampler != "dilated":
+        raise UserError(f"--block {args.block} is the block size of --sampler dilated, not of {args.sampler}")
+    order = args.sampler if args.sampler in ORDERS else None
+    if order is not None and args.theta is not None:
+        raise UserError(f"--theta applies to theta-rk2 and theta-trapezoidal, not to {args.sampler}")
+    name = "euler" if order is not None else args.sampler
     try:
-        rule = get_rule(args.sampler, args.theta)
+        rule = get_rule(name, args.theta)
     except ValueError as e:
         raise UserError(f"--theta: {e}") from None
     steps = args.steps
@@ -148,8 +166,8 @@ def _base_sampler(args):
                             f"not --nfe {args.nfe}")
         steps = args.nfe // rule.calls
     steps = 64 if steps is None else steps
-    movers = "spread" if args.spread else "counted" if args.counted else "independent"
-    return Sampler.base(args.sampler, steps * rule.calls, movers=movers, eps=args.eps, theta=args.theta)
+    movers = order or ("spread" if args.spread else "counted" if args.counted else "independent")
+    return Sampler.base(name, steps * rule.calls, movers=movers, eps=args.eps, theta=args.theta, block=args.block)
 
 
 def _adaptive_sampler(args):
@@ -167,7 +185,8 @@ def _adaptive_sampler(args):
         raise UserError(f"{other[0]} does not apply to --sampler {args.sampler}")
     if param is None:
         raise UserError(f"--sampler {args.sampler} needs {flag}")
-    if args.steps is not None or args.nfe is not None or args.theta is not None or args.counted or args.spread:
+    if (args.steps is not None or args.nfe is not None or args.theta is not None or args.counted or args.spread
+            or args.block is not None):
         raise UserError(f"--sampler {args.sampler} is adaptive (its network calls depend on the sample); drop "
-                        "--steps, --nfe, --theta, --counted and --spread")
+                        "--steps, --nfe, --theta, --counted, --spread and --block")
     return Sampler.adaptive_rule(args.sampler, param, eps=args.eps)

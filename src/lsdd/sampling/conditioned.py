@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .draws import CHOICES, CountedLaw, StepLaw
+from .orders import ORDERS, OrderedLaw, RunMemory
 from ..graphs import Graph
 from ..noise import Noise
 from .steps import ONE_CALL, get_rule
@@ -46,6 +47,9 @@ class ConditionedCoeff:
     counted: bool = False
     phi_step: Tensor | None = None  # 0-d phi_k (counted: it alone sets the expected number of movers)
     choice: str = "weight"  # counted: which tokens move, by weight or spread along the sequence (draws.CHOICES)
+    # or by a peer order (orders.ORDERS)
+    block: int | None = None  # the dilated order's block size (None: the whole sequence)
+    memory: RunMemory | None = None  # what the run keeps between steps (the Halton rotation)
 
 
 def confidence(graph: Graph, score: Tensor) -> Tensor:
@@ -61,14 +65,20 @@ class ConditionedParams(nn.Module):
     """log_phi (M,), slope a (M,), log_beta (M,), float64; all zero = the base sampler (Phi = 1)."""
 
     def __init__(self, nfe: int, log_phi: Tensor | None = None, slope: Tensor | None = None,
-                 log_beta: Tensor | None = None, counted: bool = False, choice: str = "weight"):
+                 log_beta: Tensor | None = None, counted: bool = False, choice: str = "weight",
+                 block: int | None = None):
         super().__init__()
-        if choice not in CHOICES:
-            raise ValueError(f"counted movers are chosen by one of {list(CHOICES)}, not {choice!r}")
+        if choice not in (*CHOICES, *ORDERS):
+            raise ValueError(f"counted movers are chosen by one of {[*CHOICES, *ORDERS]}, not {choice!r}")
         if choice != "weight" and not counted:
             raise ValueError(f"choice {choice!r} needs counted movers")
+        if block is not None and (choice != "dilated" or isinstance(block, bool) or not isinstance(block, int)
+                                  or block < 1):
+            raise ValueError(f"block is the dilated order's block size, an integer >= 1; got {block!r} with "
+                             f"choice {choice!r}")
         self.counted = bool(counted)
         self.choice = choice
+        self.block = block
         z = torch.zeros(nfe, dtype=torch.float64)
         self.log_phi = nn.Parameter(z.clone() if log_phi is None else log_phi.detach().to(torch.float64).clone())
         self.slope = nn.Parameter(z.clone() if slope is None else slope.detach().to(torch.float64).clone())
@@ -93,14 +103,21 @@ class ConditionedParams(nn.Module):
     @classmethod
     def from_count(cls, nfe: int, count: str, log_phi: Tensor | None = None, slope: Tensor | None = None,
                    log_beta: Tensor | None = None) -> "ConditionedParams":
-        """From an artifact's ``count`` ("independent" | "rounded" | "spread"; ``lsdd.sampling.sampler``: movers "independent" | "counted" | "spread")."""
+        """From an artifact's ``count`` ("independent" | "rounded" | "spread" | a peer order of ``orders.ORDERS``;
+        ``lsdd.sampling.sampler``: movers "independent" | "counted" | "spread" | the peer order)."""
         return cls(nfe, log_phi, slope, log_beta, counted=count != "independent",
-                   choice="spread" if count == "spread" else "weight")
+                   choice=count if count in ("spread", *ORDERS) else "weight")
 
     def coeff_fn(self, graph: Graph):
-        """The loop's coefficient function (k, x, score) -> ConditionedCoeff (differentiable in the parameters)."""
+        """The loop's coefficient function (k, x, score) -> ConditionedCoeff (differentiable in the parameters).
+        A peer order gets a fresh ``RunMemory`` at every run's first step (k = 0), kept for its later steps."""
+        run = {"memory": None}
 
         def fn(k: int, x: Tensor, score: Tensor) -> ConditionedCoeff:
+            if self.choice in ORDERS:
+                if k == 0 or run["memory"] is None:
+                    run["memory"] = RunMemory()
+                run["memory"].step = k
             step = torch.exp(self.log_phi[k])
             if bool(self.slope[k] == 0) and not self.slope.requires_grad:
                 phi = step  # no confidence to read: skip the (B, L, S) pass over the score
@@ -108,7 +125,8 @@ class ConditionedParams(nn.Module):
                 conf = confidence(graph, score.detach()).to(torch.float64)
                 log_c = torch.log(torch.where(conf > 0, conf, torch.ones_like(conf)))  # 0 at full confidence
                 phi = torch.exp(self.log_phi[k] + self.slope[k] * log_c)
-            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted, step, self.choice)
+            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted, step, self.choice, self.block,
+                                    run["memory"])
 
         return fn
 
@@ -163,6 +181,12 @@ class ConditionedRule:
             how_many = law.move if step is coeff.phi else \
                 rule(graph, noise, x, score, t, s, step, mode, last, call).move  # the count at a_k = 0
             expected = torch.where(law.move > 0, how_many, torch.zeros_like(how_many)).sum(-1)
+            if coeff.choice in ORDERS:
+                if not graph.absorbing:
+                    raise ValueError(f"the {coeff.choice} mover order reveals masked tokens: absorbing graph only, "
+                                     f"not {graph.name}")
+                return OrderedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid, expected,
+                                  coeff.choice, coeff.block, coeff.memory)
             return CountedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid, expected,
                               coeff.choice)
         return law

@@ -242,6 +242,12 @@ class CountedLaw(StepLaw):
             else self.expected.to(torch.float64)
         return torch.minimum(total, cand.sum(-1).to(torch.float64))
 
+    def count(self, u: Tensor) -> Tensor:
+        """K_b (B,) int64 for the rounding uniforms ``u`` (B,): floor(E_b), plus one when u_b < E_b - floor(E_b)."""
+        expected = self.expected_count()
+        k = expected.floor() + (u < expected - expected.floor()).to(expected.dtype)
+        return torch.minimum(k, (self.move > 0).sum(-1).to(k.dtype)).long()
+
     def dense(self) -> Tensor:
         raise TypeError("a counted step moves a random number of tokens jointly, not each token on its own; "
                         "its exact law comes from lsdd.sampling.exact (counted_transition)")
@@ -250,9 +256,7 @@ class CountedLaw(StepLaw):
         b, l = self.x.shape
         u = uniforms((b, l + 1), generator, self.x.device)  # per token: a Gumbel key; last column: the rounding
         cand = self.move > 0
-        expected = self.expected_count()
-        k = expected.floor() + (u[:, -1] < expected - expected.floor()).to(expected.dtype)
-        k = torch.minimum(k, cand.sum(-1).to(k.dtype)).long()
+        k = self.count(u[:, -1])
         gumbel = -torch.log(-torch.log(u[:, :l].clamp_min(torch.finfo(torch.float64).tiny)))
         keys = torch.where(cand, self.move.clamp_min(torch.finfo(torch.float64).tiny).log() + gumbel,
                            torch.full_like(gumbel, float("-inf")))

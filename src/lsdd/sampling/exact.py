@@ -16,6 +16,7 @@ from .draws import CHOICES, CountedLaw, StepLaw, TwoStageLaw, inclusion, spread_
 from ..graphs import Graph
 from ..noise import Noise
 from .loop import Coeffs, StepInfo, reverse_loop
+from .orders import OrderedLaw, first_k, halton_breaks, order_key, value_probs
 
 
 def all_sequences(num_values: int, length: int) -> Tensor:
@@ -234,9 +235,72 @@ def counted_transition(law: CountedLaw, states: Tensor) -> Tensor:
     times the movers' value probabilities."""
     values = StepLaw(law.x, torch.ones_like(law.move), law.weights, law.fallback).dense()  # (B, L, S): a mover's value law
     length = law.x.shape[1]
-    sets = counted_set_probs(law.move, law.expected, law.choice)  # (B, 2^L)
+    sets = order_set_probs(law) if isinstance(law, OrderedLaw) else \
+        counted_set_probs(law.move, law.expected, law.choice)  # (B, 2^L)
     changed = law.x[:, None, :] != states[None, :, :]  # (B, K, L)
     bits = (changed.long() * (2 ** torch.arange(length))).sum(-1)  # (B, K): the set of changed tokens
     val = values[:, torch.arange(length)[None, :], states]  # (B, K, L): P(value z_i) for a mover
     val = torch.where(changed, val, torch.ones_like(val)).prod(-1)
     return sets.gather(1, bits) * val
+
+
+def order_set_probs(law: OrderedLaw) -> Tensor:
+    """Exact law of the set of tokens an ``OrderedLaw`` (a peer order, ``lsdd.sampling.orders``) moves:
+    (B, 2^L) float64, column m = the set {i : bit i of m is set}. K_b = floor(E_b) or floor(E_b) + 1 with the
+    stochastic rounding's probabilities; given K_b the set is the first K_b movable tokens in the order:
+    deterministic for ``dilated``; for ``halton`` a sum over the intervals of the rotation u on which the order
+    is constant (when the run's rotation is not drawn yet: the first step), else deterministic given it; for the
+    scored orders, every token of larger key is in, and the r places left are a uniformly random r-subset of the
+    g tokens tied at the boundary key (each with probability 1 / C(g, r)). Small L only (2^L columns)."""
+    import math
+
+    b, length = law.move.shape
+    if length > 16:
+        raise ValueError(f"order_set_probs returns 2^L columns; length {length} is too long (at most 16)")
+    cand = law.move > 0
+    expected = law.expected_count()
+    lo = expected.floor()
+    frac = expected - lo
+    n = cand.sum(-1)
+    bits = 2 ** torch.arange(length)
+    out = torch.zeros(b, 2**length, dtype=torch.float64)
+    counts = [(torch.minimum(lo, n.to(lo.dtype)).long(), 1.0 - frac), (torch.minimum(lo + 1, n.to(lo.dtype)).long(), frac)]
+
+    def add(chosen: Tensor, weight: Tensor) -> None:
+        out.scatter_add_(1, ((chosen.long() * bits).sum(-1))[:, None], weight[:, None])
+
+    everything = bool((lo >= n).all())  # every movable token moves (the forced last step): any order will do
+    if law.choice == "dilated" or (law.choice == "halton" and (law.memory.shift is not None or everything)):
+        ranks = torch.zeros_like(law.x) if law.choice == "halton" and law.memory.shift is None else law.ranks()
+        for k, p_k in counts:
+            add(first_k(ranks, cand, k), p_k)
+        return out
+    if law.choice == "halton":
+        if law.memory.step != 0:
+            raise ValueError("the halton rotation is drawn at a run's first step and kept: after the first step the "
+                             "exact law needs the rotation (law.memory.shift)")
+        edges = halton_breaks(length)
+        for lo_u, hi_u in zip(edges[:-1].tolist(), edges[1:].tolist()):
+            fixed = OrderedLaw(law.x, law.move, law.weights, law.fallback, expected=law.expected, choice="halton",
+                               memory=type(law.memory)(0, torch.full((b,), (lo_u + hi_u) / 2, dtype=torch.float64)))
+            ranks = fixed.ranks()
+            for k, p_k in counts:
+                add(first_k(ranks, cand, k), p_k * (hi_u - lo_u))
+        return out
+    key = order_key(law.choice, value_probs(law))
+    for row in range(b):
+        ids = [i for i in range(length) if bool(cand[row, i])]
+        for k, p_k in counts:
+            k = int(k[row])
+            if k == 0:
+                out[row, 0] += p_k[row]
+                continue
+            vals = sorted((float(key[row, i]) for i in ids), reverse=True)
+            edge = vals[k - 1]
+            sure = [i for i in ids if float(key[row, i]) > edge]
+            tied = [i for i in ids if float(key[row, i]) == edge]
+            r = k - len(sure)
+            for pick in itertools.combinations(tied, r):
+                code = sum(2**i for i in (*sure, *pick))
+                out[row, code] += p_k[row] / math.comb(len(tied), r)
+    return out

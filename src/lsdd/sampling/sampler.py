@@ -32,16 +32,18 @@ from ..errors import UserError
 from ..graphs import GRAPHS
 from ..noise import noise_from_dict
 from .adaptive import ADAPTIVE, check_rule
+from .orders import ORDERS
 from .schedules import check_times, uniform_times
 from .steps import ONE_CALL, PHI_MODES, RULES, THETA_RULES, get_rule
 
 FORMAT = "lsdd-sampler"
 FORMAT_VERSION = 3
 OLD_FORMAT = "lsdd-learned-sampler"  # versions 1 and 2, read
-MOVERS = ("independent", "counted", "spread")
+MOVERS = ("independent", "counted", "spread", *ORDERS)  # ORDERS: the peer orders of lsdd.sampling.orders
 FEATURES = ("confidence",)
-_COUNT = {"independent": "independent", "counted": "rounded", "spread": "spread"}  # movers -> draws' count name
-_MOVERS_OF_COUNT = {v: k for k, v in _COUNT.items()}
+_COUNT = {"independent": "independent", "counted": "rounded", "spread": "spread",
+          **{o: o for o in ORDERS}}  # movers -> draws' count name
+_MOVERS_OF_COUNT = {"independent": "independent", "rounded": "counted", "spread": "spread"}  # old files' counts
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,9 @@ class Sampler:
         coeffs: (M,) per-step Phi_k > 0 (LSD's coefficients), or None for Phi = 1 (the rule itself).
         movers: "independent" (each token its own coin, the rule as written), "counted" (each sequence moves
             the rounded expected number of tokens, chosen by weight) or "spread" (that number spread along the
-            sequence): one-call rules only.
+            sequence): one-call rules only. Or a peer order (``lsdd.sampling.orders``): that number, chosen as the
+            first ones in the dilated (DUS) or Halton order of positions, or by the step's confidence, margin
+            or entropy; absorbing graph only.
         phi_mode: "linear" (Phi scales the scores) or "log" (Phi scales the log-scores).
         theta: theta of a theta-* rule (None: the paper's default).
         conditioning: lsd-c's state-conditioned parameters, {"feature": "confidence", "slope": (M,) list,
@@ -65,6 +69,7 @@ class Sampler:
         provenance: how it was made (method, teacher, settings, validation figures, lsdd version).
         adaptive: an adaptive rule of ``lsdd.sampling.adaptive`` and its parameter, {"rule": "eb", "gamma": g} or
             {"rule": "threshold", "tau": t}, or None for a fixed grid (then rule, coeffs and movers are unused).
+        block: the block size of the ``dilated`` movers (semi-autoregressive blocks), None for the whole sequence.
     """
 
     times: tuple[float, ...]
@@ -78,6 +83,7 @@ class Sampler:
     model: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     adaptive: dict[str, Any] | None = None
+    block: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("times", "coeffs"):
@@ -92,8 +98,9 @@ class Sampler:
     # ---- constructors of the training-free samplers -------------------------------------------------------
     @classmethod
     def base(cls, rule: str, nfe: int, *, movers: str = "independent", eps: float = 1e-5,
-             theta: float | None = None, temperature: float = 1.0) -> "Sampler":
-        """``rule`` on the uniform grid with ``nfe`` network calls per sample (nfe / 2 steps for theta-*)."""
+             theta: float | None = None, temperature: float = 1.0, block: int | None = None) -> "Sampler":
+        """``rule`` on the uniform grid with ``nfe`` network calls per sample (nfe / 2 steps for theta-*);
+        ``block``: the block size of ``dilated`` movers."""
         if rule not in RULES:
             raise UserError(f"unknown step rule {rule!r}; expected one of {sorted(RULES)}")
         calls = get_rule(rule).calls
@@ -102,7 +109,7 @@ class Sampler:
                             f"multiple of {calls}, got {nfe!r}")
         label = rule if movers == "independent" else movers
         return cls(uniform_times(nfe // calls, eps).tolist(), rule, movers=movers, theta=theta,
-                   temperature=temperature, provenance={"method": label, "note": "nothing learned"})
+                   temperature=temperature, provenance={"method": label, "note": "nothing learned"}, block=block)
 
     @classmethod
     def euler(cls, nfe: int, eps: float = 1e-5) -> "Sampler":
@@ -200,7 +207,10 @@ class Sampler:
         calls = self.calls_per_step
         parts = [f"{self.method} {self.rule}" if self.learned else self.rule,
                  f"{self.steps} step{'s' * (self.steps != 1)} x {calls} network call{'s' * (calls > 1)}"]
-        if self.movers != "independent":
+        if self.movers in ORDERS:
+            blocks = f" in blocks of {self.block}" if self.block is not None else ""
+            parts.append(f"counted movers in {self.movers} order{blocks}")
+        elif self.movers != "independent":
             parts.append("counted movers spread along the sequence" if self.movers == "spread" else "counted movers")
         if self.coeffs is not None and any(c != 1.0 for c in self.coeffs):
             parts.append(f"learned Phi ({self.phi_mode})")
@@ -224,12 +234,16 @@ class Sampler:
             return {"method": rule, "coeffs": coeffs, "phi_mode": self.phi_mode}
         from .conditioned import ConditionedParams, ConditionedRule
 
+        if self.movers in ORDERS and not graph.absorbing:
+            raise UserError(f"the {self.movers} mover order reveals masked tokens, so it needs the absorbing graph, "
+                            f"not the {graph.name} graph")
         m = self.steps
         cond = self.conditioning or {}
         slope = torch.tensor(cond["slope"], dtype=torch.float64) if cond else None
         log_beta = torch.tensor(cond["beta"], dtype=torch.float64).log() if cond else None
         log_phi = None if self.coeffs is None else self.coeffs_tensor().log()
         params = ConditionedParams.from_count(m, _COUNT[self.movers], log_phi, slope, log_beta)
+        params.block = self.block
         params.requires_grad_(False)
         return {"method": ConditionedRule(self.rule), "coeffs": params.coeff_fn(graph), "phi_mode": "linear"}
 
@@ -252,11 +266,16 @@ class Sampler:
 
     # ---- the artifact --------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "nfe": self.nfe, "rule": self.rule,
-                "times": list(self.times), "coeffs": None if self.coeffs is None else list(self.coeffs),
-                "movers": self.movers, "phi_mode": self.phi_mode, "theta": self.theta,
-                "conditioning": self.conditioning, "temperature": self.temperature, "model": self.model,
-                "provenance": self.provenance, **({"adaptive": self.adaptive} if self.adaptive is not None else {})}
+        d = {"format": FORMAT, "format_version": FORMAT_VERSION, "nfe": self.nfe, "rule": self.rule,
+             "times": list(self.times), "coeffs": None if self.coeffs is None else list(self.coeffs),
+             "movers": self.movers, "phi_mode": self.phi_mode, "theta": self.theta,
+             "conditioning": self.conditioning, "temperature": self.temperature, "model": self.model,
+             "provenance": self.provenance}
+        if self.block is not None:  # written only when set: files without dilated blocks stay as they were
+            d["block"] = self.block
+        if self.adaptive is not None:  # likewise for adaptive samplers
+            d["adaptive"] = self.adaptive
+        return d
 
     def save(self, path: str | Path) -> None:
         atomic.write_json(path, self.to_dict())
@@ -274,7 +293,7 @@ class Sampler:
                 raise UserError(f"unsupported format_version {d.get('format_version')!r} (this lsdd reads "
                                 f"{FORMAT_VERSION} and the {OLD_FORMAT!r} versions 1-2)")
             known = {"times", "rule", "coeffs", "movers", "phi_mode", "theta", "conditioning", "temperature",
-                     "model", "provenance", "adaptive"}
+                     "model", "provenance", "adaptive", "block"}
             if "times" not in d:
                 raise UserError("missing field 'times'")
             out = cls(**{k: v for k, v in d.items() if k in known})
@@ -326,6 +345,10 @@ def _check(s: Sampler) -> None:
         raise UserError(f"unknown phi_mode {s.phi_mode!r}; expected one of {list(PHI_MODES)}")
     if s.movers not in MOVERS:
         raise UserError(f"unknown movers {s.movers!r}; expected one of {list(MOVERS)}")
+    if s.block is not None and (s.movers != "dilated" or isinstance(s.block, bool) or not isinstance(s.block, int)
+                                or s.block < 1):
+        raise UserError(f"block is the block size of dilated movers, an integer >= 1; got block {s.block!r} with "
+                        f"movers {s.movers!r}")
     if s.theta is not None:
         if s.rule not in THETA_RULES:
             raise UserError(f"theta applies to {sorted(THETA_RULES)}, not to {s.rule!r}")
