@@ -38,12 +38,15 @@ from .sampling.sampler import Sampler
 from .sampling.samplers import sample
 from .sampling.schedules import uniform_times
 from .sampling.orders import ORDERS
+from .sampling.adaptive import ADAPTIVE, match_budget
 from .sampling.steps import THETA_RULES, get_rule
 
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
 MOVERS = ("counted", "spread", *ORDERS)  # the base rule with counted movers (nothing learned); ORDERS: peer orders
 # (DUS dilated, Halton, confidence / margin / entropy top-K; absorbing graph)
-METHODS = (*DISTILLED, "jys", *MOVERS, *THETA_RULES)  # everything --methods takes
+ADAPTIVE_METHODS = ("eb", "threshold")  # adaptive samplers (absorbing graph), compared at equal *mean* NFE: at each
+# bench NFE N their parameter is chosen by ``adaptive.match_budget`` so that the row's mean calls per sample <= N
+METHODS = (*DISTILLED, "jys", *MOVERS, *THETA_RULES, *ADAPTIVE_METHODS)  # everything --methods takes
 DEFAULT_FRONTIER = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25)  # value temperatures of `lsdd bench --frontier` without values
 
 
@@ -71,6 +74,9 @@ class BenchConfig:
     teacher_cache: str | None = None  # folder: reuse the teacher runs saved there by an earlier bench, else save them
     frontier: tuple[float, ...] = ()  # value temperatures at which every non-teacher row is drawn again (``_frontier``;
     # empty: no frontiers); each multiplies the row's own sampler temperature
+    dilated_block: int | None = None  # with "dilated" in methods: also its row within blocks of this many tokens
+    # (semi-autoregressive DUS), 1 <= B < the model's length
+    match_iters: int = 8  # eb / threshold rows: bisection steps of ``adaptive.match_budget``
 
 
 @dataclass
@@ -78,7 +84,7 @@ class BenchRow:
     label: str
     base: str
     method: str  # "teacher" | "uniform" | "lsd" | "lsd+"
-    nfe: int  # network calls per sample, counted
+    nfe: int  # network calls per sample, counted (adaptive rows: the NFE budget N their mean is matched to)
     metrics: dict[str, float]
     sec_per_sample: float
     gap_closed: float | None = None  # of the headline quality metric, Euler -> teacher, at this NFE
@@ -93,6 +99,9 @@ class BenchRow:
     at_teacher_diversity: float | None = None  # headline metric on the frontier at the teacher's diversity (NaN:
     # the sweep does not reach it; ``value_at_diversity``)
     samples: Any = field(default=None, repr=False)  # (n, L) int64 when BenchConfig.keep_samples
+    param: float | None = None  # adaptive rows (eb, threshold): the gamma / tau matched to the NFE budget
+    nfe_mean: float | None = None  # adaptive rows: mean network calls per sample of the row's draw (<= nfe)
+    nfe_max: int | None = None  # adaptive rows: the most network calls any one sample made
 
 
 @dataclass
@@ -122,10 +131,26 @@ def _lcm(values) -> int:
 
 
 def _run_sampler(model, cfg: BenchConfig, sampler: Sampler):
-    """Draw cfg.num_samples with fixed seeds; returns (samples (n, L), seconds, calls per sample)."""
+    """Draw cfg.num_samples with fixed seeds; returns (``Samples``, seconds)."""
     t0 = time.perf_counter()
     out = draw(model, sampler, cfg.num_samples, seed=cfg.seed + 1, batch_size=cfg.batch_size)
-    return out.x, time.perf_counter() - t0, out.nfe
+    return out, time.perf_counter() - t0
+
+
+def nfe_cell(row: BenchRow) -> str:
+    """The table's NFE cell: the row's NFE; adaptive rows add their mean and max calls per sample."""
+    if row.nfe_mean is None:
+        return str(row.nfe)
+    return f"{row.nfe} (mean {row.nfe_mean:.1f}, max {row.nfe_max})"
+
+
+def display_label(row: BenchRow) -> str:
+    """The row's label as the tables show it: the temperature control's matched row, a rejected learned sampler,
+    an adaptive row's matched parameter."""
+    out = row.label + (f" (~{row.matches})" if row.matches else "") + (" (rejected: base)" if row.accepted is False else "")
+    if row.param is not None:
+        out += f" ({ADAPTIVE[row.method]}={row.param:.4g})"
+    return out
 
 
 def timing_ratio(model, base: Sampler, learned: Sampler, batch: int, repeats: int) -> float:
@@ -171,6 +196,17 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     if orders and not model.graph.absorbing:
         raise ValueError(f"the peer mover orders {orders} reveal masked tokens: absorbing graph only, not "
                          f"{model.graph.name}")
+    adaptive = [m for m in cfg.methods if m in ADAPTIVE_METHODS]
+    if adaptive and not model.graph.absorbing:
+        raise ValueError(f"the adaptive samplers {adaptive} unmask tokens: absorbing graph only, not "
+                         f"{model.graph.name}")
+    B = cfg.dilated_block
+    if B is not None:
+        if "dilated" not in cfg.methods:
+            raise ValueError(f"dilated block {B!r} is the block size of the dilated row; add dilated to the methods")
+        if isinstance(B, bool) or not isinstance(B, int) or not 1 <= B < model.length:
+            raise ValueError(f"dilated block must be an integer in [1, {model.length - 1}] (below the model's length "
+                             f"{model.length}; the whole sequence is the dilated row itself), got {B!r}")
     odd = [n for n in cfg.nfes if n % 2]
     if thetas and odd:
         raise ValueError(f"{thetas[0]} makes 2 network calls per step, so it runs at even NFE only; got NFE {odd}")
@@ -205,14 +241,19 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
                        task.compute(caches[ref_base].x_0), caches[ref_base].seconds / cfg.num_samples)
     rows.append(teacher)
     jobs = [(m, b, "uniform") for m in cfg.nfes for b in cfg.bases]
-    jobs += [(m, b, meth) for m in cfg.nfes for b in learn_bases for meth in cfg.methods if meth not in THETA_RULES]
+    per_base = [meth for meth in cfg.methods if meth not in (*THETA_RULES, *ADAPTIVE_METHODS)]
+    if B is not None:  # the blocked DUS row right after the whole-sequence one
+        i = per_base.index("dilated") + 1
+        per_base[i:i] = ["dilated-block"]
+    jobs += [(m, b, meth) for m in cfg.nfes for b in learn_bases for meth in per_base]
     jobs += [(m, meth, meth) for m in cfg.nfes for meth in thetas]
+    jobs += [(m, meth, meth) for m in cfg.nfes for meth in adaptive]
     jobs += [(smp.nfe, smp.rule, i) for i, (_, smp) in enumerate(cfg.learned)]  # int method: a file row
     jobs.sort(key=lambda j: j[0])
     bar = tqdm(jobs, desc="bench", disable=not progress or not dist.is_main())
     for nfe, base, method in bar:
         bar.set_postfix_str(f"{method if isinstance(method, str) else 'file'}-{base} nfe={nfe}")
-        dist_s, label, steps, accepted = None, None, nfe, None
+        dist_s, label, steps, accepted, param = None, None, nfe, None, None
         if isinstance(method, int):  # a sampler learned earlier
             name, smp = cfg.learned[method]
             method = smp.method
@@ -222,6 +263,17 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
             steps = smp.steps
         elif method in MOVERS:
             smp = Sampler.base(base, nfe, movers=method, eps=eps)
+        elif method == "dilated-block":
+            method = "dilated"
+            smp = Sampler.base(base, nfe, movers="dilated", eps=eps, block=B)
+            label = f"DILATED-B{B}-{base}"
+        elif method in ADAPTIVE_METHODS:  # equal mean NFE: the parameter whose run with the row's seeds fits N
+            t0 = time.perf_counter()
+            param, _ = match_budget(model, method, nfe, num=cfg.num_samples, seed=cfg.seed + 1,
+                                    batch_size=cfg.batch_size, iters=cfg.match_iters, eps=eps)
+            dist_s = time.perf_counter() - t0
+            smp = Sampler.adaptive_rule(method, param, eps=eps)
+            steps = None
         elif method == "uniform":
             smp = Sampler.base(base, nfe, eps=eps)
         else:  # learned through the pipeline, exactly as `lsdd distill` would learn it from this teacher run
@@ -230,15 +282,23 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
                              teacher_run=caches[base], progress=False, log=lambda *a: None)
             dist_s = time.perf_counter() - t0
             accepted = smp.learned
-        x, secs, calls = _run_sampler(model, cfg, smp)
-        if calls != nfe:  # every row runs at the NFE it is listed under, counted by the loop
+        out, secs = _run_sampler(model, cfg, smp)
+        x, calls = out.x, out.nfe
+        if param is not None:  # adaptive: the mean, counted by the loop, is within the row's NFE
+            if not out.nfe_mean <= nfe:
+                raise RuntimeError(f"{method}: counted {out.nfe_mean} network calls per sample on average, above "
+                                   f"the row's NFE {nfe}")
+        elif calls != nfe:  # every row runs at the NFE it is listed under, counted by the loop
             raise RuntimeError(f"{method}-{base}: counted {calls} network calls per sample, expected {nfe}")
         if label is None:
-            label = method if method in THETA_RULES else f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
+            label = method if method in (*THETA_RULES, *ADAPTIVE_METHODS) else \
+                f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
         keep = method not in ("uniform", *THETA_RULES)
-        row = BenchRow(label, base, method, calls, task.compute(x), secs / cfg.num_samples,
+        row = BenchRow(label, base, method, nfe, task.compute(x), secs / cfg.num_samples,
                        sampler=smp if keep else None, distill_seconds=dist_s, steps=steps, accepted=accepted)
-        if keep and cfg.timing_repeats > 0:
+        if param is not None:
+            row.param, row.nfe_mean, row.nfe_max = float(param), float(out.nfe_mean), int(out.nfe)
+        elif keep and cfg.timing_repeats > 0:
             row.overhead = timing_ratio(model, Sampler.base(base, nfe, eps=eps), smp, cfg.batch_size,
                                         cfg.timing_repeats)
         row.samples = x if cfg.keep_samples else None
@@ -462,7 +522,7 @@ def format_table(result: BenchResult, task: Task) -> str:
     lines, notes = [], []
     for r in result.rows:
         calls = "" if not r.steps else f"{r.steps}x{r.nfe // r.steps}"
-        cells = [r.label + (f" (~{r.matches})" if r.matches else "") + (" (rejected: base)" if r.accepted is False else ""), str(r.nfe), calls] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
+        cells = [display_label(r), nfe_cell(r), calls] + [f"{r.metrics.get(c, float('nan')):.4f}" for c in cols]
         if frontier:
             v = r.at_teacher_diversity
             cells.append("" if v is None else f"{v:.4f}" if math.isfinite(v) else "out of range")
@@ -485,6 +545,10 @@ def format_table(result: BenchResult, task: Task) -> str:
     out.append(f"gap closed: share of the Euler->teacher gap in {q} closed at equal NFE (1 = teacher quality; "
                f"blank where Euler is not worse than the teacher); read it beside {d} (diversity). overhead: wall time / the base sampler's, interleaved runs. "
                "NFE: network calls per sample, counted; steps x calls: steps per sample x calls per step.")
+    if any(r.nfe_mean is not None for r in result.rows):
+        out.append("eb / threshold: adaptive, compared at equal mean NFE: the parameter (in the label) is chosen so "
+                   "that the mean network calls per sample of the row's draw is at most the row's NFE (mean and max "
+                   "shown beside it).")
     if frontier:
         temps = sorted({t for r in result.rows for t, _ in r.frontier or []})
         log = f" in log {q}" if getattr(task, "gap_in_log", False) else ""

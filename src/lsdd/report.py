@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic
-from .bench import AT_TEACHER, BenchResult, BenchRow, frontier_range, row_sampler
+from .bench import AT_TEACHER, BenchResult, BenchRow, display_label, frontier_range, nfe_cell, row_sampler
+from .sampling.adaptive import ADAPTIVE
+from .sampling.orders import ORDERS
 from .sampling.sampler import Sampler
 from .tasks import Task
 
@@ -59,7 +61,7 @@ class RowCommand:
 
 
 def _label(r: BenchRow) -> str:
-    return r.label + (f" (~{r.matches})" if r.matches else "") + (" (rejected: base)" if r.accepted is False else "")
+    return display_label(r)
 
 
 def _fmt(v: float | None) -> str:
@@ -99,8 +101,12 @@ def row_command(row: BenchRow, result: BenchResult, model: str, index: int) -> R
 def _is_base(smp: Sampler) -> bool:
     """True when lsdd sample's base-sampler flags draw ``smp``: the uniform grid, no coefficients (or all 1), no
     conditioning."""
+    if smp.adaptive is not None:  # --sampler eb --gamma G / --sampler threshold --threshold T
+        return smp.conditioning is None and smp.times == (1.0, smp.times[-1])
+    if smp.movers in ORDERS and smp.rule != "euler":  # lsdd sample's peer orders move by Euler only
+        return False
     try:
-        base = Sampler.base(smp.rule, smp.nfe, movers=smp.movers, eps=smp.times[-1], theta=smp.theta)
+        base = Sampler.base(smp.rule, smp.nfe, movers=smp.movers, eps=smp.times[-1], theta=smp.theta, block=smp.block)
     except Exception:  # noqa: BLE001 - anything the base constructor refuses is not a base sampler
         return False
     return (smp.conditioning is None and smp.times == base.times
@@ -109,11 +115,20 @@ def _is_base(smp: Sampler) -> bool:
 
 def _base_flags(smp: Sampler) -> list[str]:
     """lsdd sample's flags for a training-free sampler on the uniform grid."""
-    flags = ["--sampler", smp.rule, "--nfe", str(smp.nfe)]
+    if smp.adaptive is not None:
+        rule = smp.adaptive["rule"]
+        flags = ["--sampler", rule, {"eb": "--gamma", "threshold": "--threshold"}[rule],
+                 repr(smp.adaptive[ADAPTIVE[rule]])]
+    elif smp.movers in ORDERS:  # --sampler dilated / halton / ...: Euler with that order's movers
+        flags = ["--sampler", smp.movers, "--nfe", str(smp.nfe)]
+    else:
+        flags = ["--sampler", smp.rule, "--nfe", str(smp.nfe)]
     if smp.theta is not None:
         flags += ["--theta", f"{smp.theta:g}"]
-    if smp.movers != "independent":
+    if smp.movers not in ("independent", *ORDERS) and smp.adaptive is None:
         flags.append(f"--{smp.movers}")
+    if smp.block is not None:
+        flags += ["--block", str(smp.block)]
     if smp.times[-1] != 1e-5:
         flags += ["--eps", f"{smp.times[-1]:g}"]
     if smp.temperature != 1.0:
@@ -145,7 +160,7 @@ def _table(result: BenchResult, task: Task) -> str:
             out.append(f'<tr class="gap"><td colspan="{len(head)}"></td></tr>')
         prev = r.nfe
         label = _label(r)
-        cells = [f"<td>{html.escape(label)}</td>", f'<td class="num">{r.nfe}</td>',
+        cells = [f"<td>{html.escape(label)}</td>", f'<td class="num">{html.escape(nfe_cell(r))}</td>',
                  f'<td class="num">{"" if not r.steps else f"{r.steps}x{r.nfe // r.steps}"}</td>']
         cells += [f'<td class="num">{_fmt(r.metrics.get(c, math.nan))}</td>' for c in cols]
         if frontier:

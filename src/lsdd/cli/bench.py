@@ -32,7 +32,16 @@ here by KLUB on the teacher's outputs, on each base) and theta-rk2 / theta-trape
 with two network calls per step: NFE 8 is 4 steps; even NFEs only). counted and spread are the base rules
 with counted movers (nothing learned; see lsdd sample --help): each sequence unmasks (absorbing graph) or
 changes (other graphs) the expected number of tokens, chosen by weight (counted) or spread along the sequence
-(spread).
+(spread). dilated, halton, confidence, margin and entropy are the peer mover orders (absorbing graph);
+--dilated-block B adds the dilated (DUS) row within blocks of B tokens (semi-autoregressive) beside the
+whole-sequence one.
+
+eb and threshold are the adaptive samplers (EB-Sampler's entropy budget gamma, Fast-dLLM's confidence threshold
+tau; absorbing graph only), whose network calls depend on the sample. They are compared at equal mean NFE: at
+each --nfe N the parameter is chosen (bisection, lsdd.sampling.adaptive.match_budget, on the row's own samples
+and seeds) so that the mean network calls per sample of the row's draw is at most N; the row is listed at N
+with its parameter, and its NFE cell shows the mean and the max calls of any one sample. Frontier sweeps keep
+that parameter (the mean NFE moves with the temperature).
 
 Each row reports the task's quality metrics beside their diversity partners (a sampler can look better
 by collapsing diversity; read both), the network calls per sample as counted, wall time per sample, the
@@ -61,6 +70,8 @@ examples:
   lsdd bench --model countdown --nfe 8 16 --methods lsd lsd+ jys theta-rk2 theta-trapezoidal --json b.json
   lsdd bench --model text-absorb --nfe 8 --teacher-nfe 256 --bases euler --methods theta-trapezoidal \
       --learned s8.json          # score a sampler made earlier by `lsdd distill` beside the baselines
+  lsdd bench --model text-absorb --nfe 8 16 --bases euler --methods dilated eb threshold --dilated-block 32
+                                 # peers: DUS (whole and in blocks of 32) and the adaptive samplers at equal mean NFE
   lsdd bench --model text-absorb --nfe 8 --teacher-nfe 256 --frontier --plot b.png --report b.html
                                  # + frontiers (b_frontier.png, "at teacher's H") and one page to share
 """
@@ -83,8 +94,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--bases", nargs="+", choices=["euler", "tweedie"], default=["euler", "tweedie"])
     p.add_argument("--methods", nargs="*", choices=["lsd", "lsd+", "lsd-c", "jys", "counted", "spread", "theta-rk2",
                                                     "theta-trapezoidal", "dilated", "halton", "confidence",
-                                                    "margin", "entropy"],
+                                                    "margin", "entropy", "eb", "threshold"],
                    default=["lsd", "lsd+"], help="samplers beside the uniform-grid bases (none: those only)")
+    p.add_argument("--dilated-block", type=positive_int, metavar="B",
+                   help="with --methods dilated: also the DUS row within blocks of B tokens (label DILATED-BB-base), "
+                        "B below the model's length")
     p.add_argument("--learn-bases", nargs="+", choices=["euler", "tweedie"],
                    help="bases of the learned samplers (default: --bases); each needs its own teacher run")
     p.add_argument("--num-samples", type=positive_int, default=256,
@@ -164,6 +178,9 @@ def run(args) -> int:
     if args.teacher_cache is not None and Path(args.teacher_cache).exists() and not Path(args.teacher_cache).is_dir():
         raise UserError(f"--teacher-cache {args.teacher_cache} is a file; it takes a folder")
     check_output(args.teacher_cache, flag="--teacher-cache", folder=True)
+    if args.dilated_block is not None and "dilated" not in args.methods:
+        raise UserError(f"--dilated-block {args.dilated_block} is the block size of the dilated row; add dilated to "
+                        "--methods")
     model = load_args(args)
     from .common import make_task
 
@@ -181,7 +198,8 @@ def run(args) -> int:
                                "cma_iters": args.cma_iters, "cma_popsize": args.cma_popsize,
                                "counted": args.counted, "spread": args.spread, "teacher_store": args.teacher_store},
                       theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned, validate=args.validate,
-                      teacher_cache=args.teacher_cache, frontier=frontier or (), keep_samples=report is not None)
+                      teacher_cache=args.teacher_cache, frontier=frontier or (), keep_samples=report is not None,
+                      dilated_block=args.dilated_block)
     try:
         result = run_bench(model, task, cfg)
     except ValueError as e:
