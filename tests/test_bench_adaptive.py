@@ -1,6 +1,5 @@
 """`lsdd bench --methods eb threshold` (adaptive samplers at equal mean NFE) and `--dilated-block` (DUS in blocks)."""
 
-import math
 import shlex
 
 import numpy as np

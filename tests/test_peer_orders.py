@@ -16,13 +16,12 @@ from lsdd.graphs import Absorbing, Uniform
 from lsdd.noise import LogLinear
 from lsdd.sampling.conditioned import ConditionedRule
 from lsdd.sampling.draws import make_generator
-from lsdd.sampling.exact import ExactScore, all_sequences, exact_sampler_law, order_set_probs, seq_index
+from lsdd.sampling.exact import ExactScore, exact_sampler_law, order_set_probs, seq_index
 from lsdd.sampling.generate import sample
 from lsdd.sampling.loop import reverse_loop
 from lsdd.sampling.orders import (ORDERS, OrderedLaw, RunMemory, dilated_block, dilated_ranks, halton_breaks,
                                   halton_ranks, van_der_corput)
 from lsdd.sampling.sampler import Sampler
-from lsdd.sampling.schedules import uniform_times
 
 V, L, M = 3, 5, 3
 GRAPH, NOISE = Absorbing(V), LogLinear(1e-3)
