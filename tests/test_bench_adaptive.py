@@ -123,3 +123,16 @@ def test_cli_refusals_and_help(absorb, tmp_path, capsys):
         main(["bench", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "equal mean NFE" in out and "at most N" in out and "--dilated-block" in out
+
+
+def test_an_adaptive_sampler_file_is_refused_as_a_learned_row(tmp_path):
+    """--learned takes fixed samplers; an adaptive one is pointed to --methods eb/threshold, before any work."""
+    from lsdd.bench import BenchConfig, run_bench
+    from lsdd.models import load_model
+    from lsdd.sampling.sampler import Sampler
+    from lsdd.tasks import get_task
+
+    cfg = BenchConfig(nfes=(4,), teacher_nfe=8, bases=("euler",), methods=(), num_samples=8, batch_size=8,
+                      timing_repeats=0, learned=(("eb.json", Sampler.eb(0.5)),))
+    with pytest.raises(ValueError, match="bench it with --methods eb"):
+        run_bench(load_model("countdown"), get_task("countdown"), cfg, progress=False, log=lambda *a: None)

@@ -216,6 +216,10 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     if bad_t:
         raise ValueError(f"frontier temperatures must be finite and > 0, got {bad_t[0]!r}")
     for name, smp in cfg.learned:
+        if smp.adaptive is not None:
+            raise ValueError(f"{name} is an adaptive sampler ({smp.adaptive['rule']}): its network calls depend on the "
+                             f"sample; bench it with --methods {smp.adaptive['rule']}, which matches its mean NFE to "
+                             "each bench NFE")
         if smp.nfe not in cfg.nfes:
             raise ValueError(f"learned sampler {name} makes {smp.nfe} network calls per sample; add {smp.nfe} to "
                              f"the bench NFEs {list(cfg.nfes)} so that it has an Euler row to compare with")
