@@ -32,3 +32,11 @@ def evaluate(model, task, times, coeffs, mode: str, num: int, seed: int, base: s
                          device=model.device, **kw)
     return task.compute(out.x)
 
+
+def shown_conditioning(res, cfg) -> dict | None:
+    """The conditioning the parameters column shows: lsd-c's, or for a trajectory-fitted sampler with counted or
+    spread movers the neutral one (slope 0, beta 1), as the table printed it when movers were conditioning."""
+    if res.conditioning is None and res.movers != "independent" and cfg.resolved_objective() == "trajectory":
+        m = res.coeffs.numel()
+        return {"slope": [0.0] * m, "beta": [1.0] * m}
+    return res.conditioning

@@ -25,6 +25,7 @@ import time
 
 import torch
 
+from common import shown_conditioning
 from lsdd import atomic
 from lsdd.sampling.conditioned import ConditionedParams, ConditionedRule
 from lsdd.data.countdown import countdown_log_prob
@@ -76,15 +77,6 @@ def fit_exact(toy: Toy, nfe: int, family: str, iters: int, lr: float) -> tuple[C
         trace.append(float(tv.detach()))
     params.load_state_dict(best_state)
     return params, trace
-
-
-def shown_conditioning(res, cfg) -> dict | None:
-    """The conditioning the parameters column shows: lsd-c's, or for a trajectory-fitted sampler with counted or
-    spread movers the neutral one (slope 0, beta 1), as the table printed it when movers were conditioning."""
-    if res.conditioning is None and res.movers != "independent" and cfg.resolved_objective() == "trajectory":
-        m = res.coeffs.numel()
-        return {"slope": [0.0] * m, "beta": [1.0] * m}
-    return res.conditioning
 
 
 def distill_rows(toy: Toy, m: int, args) -> list:

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from common import cached_teacher
+from common import cached_teacher, shown_conditioning
 from lsdd import atomic
 from lsdd.distillation.distill import DistillConfig, distill
 from lsdd.models import load_model
@@ -50,15 +50,6 @@ VARIANTS = {  # key: (row name, DistillConfig changes)
     "spread-features": ("lsd-c spread (features, CMA)", {"method": "lsd-c", "spread": True, "objective": "features"}),
 }
 DEFAULT_VARIANTS = ["lsd", "lsd+", "lsd+init", "lsd+select", "coupled", "lsd-cma", "lsd-c"]
-
-
-def shown_conditioning(res, cfg) -> dict | None:
-    """The conditioning the parameters column shows: lsd-c's, or for a trajectory-fitted sampler with counted or
-    spread movers the neutral one (slope 0, beta 1), as the table printed it when movers were conditioning."""
-    if res.conditioning is None and res.movers != "independent" and cfg.resolved_objective() == "trajectory":
-        m = res.coeffs.numel()
-        return {"slope": [0.0] * m, "beta": [1.0] * m}
-    return res.conditioning
 
 
 def main() -> None:
