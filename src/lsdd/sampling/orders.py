@@ -41,6 +41,7 @@ Shapes: B batch, L length, S states.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -112,24 +113,33 @@ def dilated_block(size: int) -> list[int]:
     return order
 
 
-def dilated_ranks(length: int, block: int | None = None) -> Tensor:
-    """Rank of each of ``length`` positions in the block-major dilated order (0 = revealed first), (L,) int64;
-    ``block`` None = one block of the whole sequence."""
+@functools.lru_cache(maxsize=64)
+def _dilated_order(length: int, block: int | None) -> tuple[int, ...]:
+    """The block-major dilated order of ``length`` positions (a Python loop: built once per (length, block))."""
     size = length if block is None else block
     order = []
     for start in range(0, length, size):
         order += [start + p for p in dilated_block(min(size, length - start))]
+    return tuple(order)
+
+
+def dilated_ranks(length: int, block: int | None = None) -> Tensor:
+    """Rank of each of ``length`` positions in the block-major dilated order (0 = revealed first), (L,) int64;
+    ``block`` None = one block of the whole sequence."""
     ranks = torch.empty(length, dtype=torch.long)
-    ranks[torch.tensor(order)] = torch.arange(length)
+    ranks[torch.tensor(_dilated_order(length, block))] = torch.arange(length)
     return ranks
 
 
 # ---- the scored orders -------------------------------------------------------------------------------------
 def value_probs(law: CountedLaw) -> Tensor:
-    """The value law of a mover at every position, (B, L, S) float64 (``StepLaw.dense`` with move = 1)."""
-    from .draws import StepLaw
-
-    return StepLaw(law.x, torch.ones_like(law.move), law.weights, law.fallback).dense()
+    """The value law of a mover at every position, (B, L, S) float64: what ``StepLaw.dense`` gives with move = 1
+    ((1 - 1) stay + 1 w = w exactly), without building its one-hot stay term and mixture at every step."""
+    w = law.weights.to(torch.float64).scatter(-1, law.x[..., None], 0.0)
+    total = w.sum(-1, keepdim=True)
+    uniform = law.fallback.to(torch.float64).expand_as(w).scatter(-1, law.x[..., None], 0.0)
+    return torch.where(total > 0, w / total.clamp_min(torch.finfo(torch.float64).tiny),
+                       uniform / uniform.sum(-1, keepdim=True).clamp_min(1.0))
 
 
 def order_key(name: str, probs: Tensor) -> Tensor:
@@ -172,6 +182,7 @@ class RunMemory:
 
     step: int = 0
     shift: Tensor | None = None
+    halton: tuple[Tensor, Tensor] | None = None  # (the shift they were made for, its ranks (B, L)): one per run
 
 
 @dataclass
@@ -196,8 +207,11 @@ class OrderedLaw(CountedLaw):
         b, length = self.x.shape
         if self.choice == "dilated":
             return dilated_ranks(length, self.block).to(self.x.device)
-        if self.choice == "halton":
-            return halton_ranks(length, self.memory.shift)
+        if self.choice == "halton":  # the rotation is fixed for the run: its ranks are computed once
+            made = self.memory.halton
+            if made is None or made[0] is not self.memory.shift:
+                made = self.memory.halton = (self.memory.shift, halton_ranks(length, self.memory.shift))
+            return made[1]
         return scored_ranks(order_key(self.choice, value_probs(self)), tie)
 
     def movers(self, generator: Generators = None) -> Tensor:
