@@ -454,7 +454,7 @@ def fit_trajectories(score_fn: ScoreFn, graph: Graph, noise: Noise, cfg: Distill
     with torch.no_grad():
         times, coeffs = params.times().detach().clone(), params.coeffs().detach().clone()
     return DistillResult(times, coeffs, history, cache.seconds, sum(h["seconds"] for h in history),
-                         cache.nfe, student_calls, movers="spread" if cfg.spread else "independent")
+                         cache.nfe, student_calls, movers=movers_of(cfg))
 
 
 def _training_share(cache: TeacherCache, n_val: int) -> TeacherCache:

@@ -150,6 +150,11 @@ class JYS:
     def needs_absorbing(self) -> list[str]:
         return []
 
+    def engine_fields(self) -> dict[str, Any]:
+        """The engine runs no epochs for JYS: it only holds out the validation trajectories and validates the grid
+        against the plain base rule (Phi = 1, independent movers)."""
+        return {"method": "lsd", "spread": False, "epochs": 0}
+
 
 METHODS: dict[str, type] = {"lsd": LSD, "lsd+": LSDPlus, "lsd-c": LSDC, "jys": JYS}
 

@@ -78,10 +78,7 @@ class Distilled(NamedTuple):
 def engine_config(method, nfe: int, base: str, teacher: Teacher, validate: bool, val_frac: float,
                   val_samples: int, init_times: tuple[float, ...] | None) -> DistillConfig:
     """The fitting engine's config for these settings (internal to the pipeline)."""
-    fields = {} if isinstance(method, JYS) else method.engine_fields()
-    if isinstance(method, JYS):
-        fields = {"method": "lsd", "spread": False, "epochs": 0}
-    cfg = DistillConfig(**fields, base=base, nfe=nfe, teacher_nfe=teacher.nfe, num_traj=teacher.num_traj,
+    cfg = DistillConfig(**method.engine_fields(), base=base, nfe=nfe, teacher_nfe=teacher.nfe, num_traj=teacher.num_traj,
                         batch_size=teacher.batch_size, chunk=teacher.chunk, seed=teacher.seed, eps=teacher.eps,
                         teacher_store=teacher.store, validation=validate, val_frac=val_frac,
                         val_samples=val_samples, init_times=init_times)
