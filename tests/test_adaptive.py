@@ -295,6 +295,60 @@ def test_match_budget_keeps_the_mean_nfe_within_the_budget(rule, budget):
         assert mean > 1
 
 
+@pytest.mark.parametrize("rule", ["eb", "threshold"])
+def test_match_budget_probes_stop_once_the_budget_is_spent(rule):
+    """A probe whose calls, summed over the samples, pass budget * num stops there: the careful end (about one
+    token per call, L = 5 calls per sample) costs at most budget + 1 batch calls, and the result is the same as
+    the full runs' bisection gives (checked against lsdd.sample's own count)."""
+    p0 = _p0(9, num_tokens=3, length=5)
+    model = _model(p0, 3, 5)
+    param, mean = match_budget(model, rule, 2.0, num=16, seed=0, iters=4, batch_size=16)
+    assert lsdd.sample(_model(p0, 3, 5), Sampler.adaptive_rule(rule, param), 16, seed=0,
+                       batch_size=16).nfe_mean == mean <= 2.0
+    # the careful probe is the first run; the next probe starts again from 16 all-masked rows
+    starts = [k for k, r in enumerate(model.score_fn.rows) if r.shape[0] == 16 and (r == 3).all()]
+    assert starts[0] == 0
+    assert starts[1] == 3  # 2.0 * 16 = 32 row-calls are spent after 2 batch calls: the third one passes them
+    assert model.score_fn.calls <= 6 * 3  # careful, bold and 4 bisection probes, none more than 3 batch calls
+
+
+@pytest.mark.parametrize("rule,param", [("threshold", 0.0), ("eb", 1e9), ("threshold", 1.0), ("eb", 0.0)])
+def test_blocks_are_decoded_left_to_right(rule, param):
+    """With block B, every call unmasks only masked tokens of the row's first unfinished block of B positions;
+    the boldest parameter finishes one block per call (ceil(L / B) calls), the most careful one makes L."""
+    length, block = 5, 2
+    p0 = _p0(4, num_tokens=3, length=length)
+    model = _model(p0, 3, length)
+    seen = []
+
+    def watch(k, active, law, x):
+        seen.append((law.x.clone(), law.unmask.clone()))
+
+    x0 = model.graph.sample_limit(8, length)
+    out = adaptive_loop(model.score_fn, model.graph, model.noise, x0, rule, param,
+                        generator=make_generator(0), block=block, on_call=watch)
+    assert not (out.x == model.graph.mask_id).any()
+    for x, unmask in seen:
+        masked = x == model.graph.mask_id
+        first = torch.where(masked, torch.arange(length), torch.tensor(length)).min(-1).values
+        assert unmask.any(-1).all() and (unmask <= masked).all()
+        pos = torch.arange(length).expand_as(unmask)
+        assert (pos[unmask] // block == first.repeat_interleave(unmask.sum(-1)) // block).all()
+    bold = (rule, param) in (("threshold", 0.0), ("eb", 1e9))
+    # bold: a whole block per call; careful: one token per call (no token of this law has entropy exactly 0)
+    assert out.nfe.tolist() == [-(-length // block) if bold else length] * 8
+    s = Sampler.adaptive_rule(rule, param, block=block)
+    assert Sampler.from_dict(s.to_dict()) == s and "in blocks of 2" in s.describe()
+    res = lsdd.sample(_model(p0, 3, length), s, 8, seed=0, batch_size=8)
+    assert torch.equal(res.x, adaptive_loop(_model(p0, 3, length).score_fn, model.graph, model.noise, x0, rule,
+                                            param, generator=make_generator(0, "cpu", 0), block=block).x)
+
+
+def test_match_budget_in_blocks_refuses_a_budget_below_one_call_per_block():
+    with pytest.raises(UserError, match="at least 3 calls per sample"):
+        match_budget(_model(_p0(4, 3, 5), 3, 5), "threshold", 2.0, block=2)
+
+
 def test_match_budget_refuses_bad_input():
     model = _model(_p0(0))
     with pytest.raises(UserError, match="nfe_budget"):

@@ -30,15 +30,29 @@ def bench(absorb):
     model = load_model(absorb)
     cfg = BenchConfig(nfes=(N,), teacher_nfe=8, bases=("euler",), methods=("eb", "threshold", "dilated"),
                       num_samples=NUM, batch_size=BATCH, seed=SEED, timing_repeats=0, keep_samples=True,
-                      dilated_block=B, frontier=(0.8, 1.0))
+                      block=B, frontier=(0.8, 1.0))
     return model, run_bench(model, get_task("tokens"), cfg, progress=False, log=lambda *_: None)
 
 
 def test_rows_and_their_order(bench):
     _, result = bench
     assert [r.label for r in result.rows] == ["teacher-euler", "uniform-euler", "DILATED-euler",
-                                              f"DILATED-B{B}-euler", "eb", "threshold"]
+                                              f"DILATED-B{B}-euler", "eb", "threshold", f"eb-B{B}", f"threshold-B{B}"]
     assert all(r.nfe == N for r in result.rows[1:])
+
+
+@pytest.mark.parametrize("rule", ["eb", "threshold"])
+def test_adaptive_rows_in_blocks(bench, rule):
+    """Fast-dLLM's setting: the rule within blocks of B tokens, matched to the same mean NFE; every sample makes at
+    least one call per block, and the row is lsdd.sample with that sampler, bit for bit."""
+    model, result = bench
+    r = next(r for r in result.rows if r.label == f"{rule}-B{B}")
+    assert r.method == rule and r.sampler.block == B
+    blocks = -(-model.length // B)
+    assert blocks <= r.nfe_mean <= N
+    assert match_budget(model, rule, N, num=NUM, seed=SEED + 1, batch_size=BATCH, block=B) == (r.param, r.nfe_mean)
+    direct = lsdd.sample(model, Sampler.adaptive_rule(rule, r.param, block=B), NUM, seed=SEED + 1, batch_size=BATCH)
+    assert torch.equal(direct.x, r.samples) and direct.nfe_mean == r.nfe_mean
 
 
 @pytest.mark.parametrize("rule,name", [("eb", "gamma"), ("threshold", "tau")])
@@ -110,8 +124,8 @@ def test_cli_refusals_and_help(absorb, tmp_path, capsys):
         assert main([*base, "--model", uni, "--methods", rule]) == 2
         err = capsys.readouterr().err.strip()
         assert "absorbing graph only" in err and rule in err and len(err.splitlines()) == 1
-    assert main([*base, "--model", absorb, "--methods", "halton", "--dilated-block", "4"]) == 2
-    assert "--dilated-block 4" in capsys.readouterr().err
+    assert main([*base, "--model", absorb, "--methods", "halton", "--block", "4"]) == 2
+    assert "--block 4" in capsys.readouterr().err
     assert main([*base, "--model", absorb, "--methods", "dilated", "--dilated-block", "8"]) == 2  # = the length
     err = capsys.readouterr().err
     assert "got 8" in err and "[1, 7]" in err
@@ -122,7 +136,7 @@ def test_cli_refusals_and_help(absorb, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "equal mean NFE" in out and "at most N" in out and "--dilated-block" in out
+    assert "equal mean NFE" in out and "at most N" in out and "--block" in out
 
 
 def test_an_adaptive_sampler_file_is_refused_as_a_learned_row(tmp_path):

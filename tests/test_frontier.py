@@ -82,6 +82,8 @@ def test_bench_frontier_curves_for_every_row(tiny):
                       num_samples=16, batch_size=16, timing_repeats=0, distill={"epochs": 1},
                       temperature_control=True, temperature_iters=2, frontier=(0.8, 1.0))
     result = run_bench(model, task, cfg, progress=False, log=lambda *_: None)
+    from lsdd import sample
+
     methods = {r.method for r in result.rows}
     assert {"uniform", "lsd", "spread", "theta-rk2", "temperature"} <= methods
     q, d = result.headline
@@ -89,8 +91,12 @@ def test_bench_frontier_curves_for_every_row(tiny):
     assert teacher.frontier is None and teacher.at_teacher_diversity is None
     for r in result.rows[1:]:
         assert [t for t, _ in r.frontier] == [0.8, 1.0], r.label
-        # same seeds: the T = 1 draw is the row's own draw, so its scores are identical
+        # T = 1 is the row's own draw (not drawn again): the row's sampler redrawn with the frontier's seeds at
+        # T = 1 gives the same scores, so reusing them is exact
         assert _same(r.frontier[1][1], r.metrics), r.label
+        smp = row_sampler(r)
+        redrawn = sample(model, smp.with_temperature(smp.temperature), 16, seed=cfg.seed + 1, batch_size=16)
+        assert _same(task.compute(redrawn.x), r.metrics), r.label
         want = value_at_diversity([(t, m[q], m[d]) for t, m in r.frontier], teacher.metrics[d])
         assert r.at_teacher_diversity == want or (math.isnan(want) and math.isnan(r.at_teacher_diversity))
     # the rebuilt samplers of the rows that keep none: the uniform grid of the row's base, the theta rule, Euler at

@@ -44,6 +44,7 @@ from .sampling.steps import THETA_RULES, get_rule
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
 MOVERS = ("counted", "spread", *ORDERS)  # the base rule with counted movers (nothing learned); ORDERS: peer orders
 # (DUS dilated, Halton, confidence / margin / entropy top-K; absorbing graph)
+BLOCKED = ("dilated", "eb", "threshold")  # rows that BenchConfig.block repeats within semi-autoregressive blocks
 ADAPTIVE_METHODS = ("eb", "threshold")  # adaptive samplers (absorbing graph), compared at equal *mean* NFE: at each
 # bench NFE N their parameter is chosen by ``adaptive.match_budget`` so that the row's mean calls per sample <= N
 METHODS = (*DISTILLED, "jys", *MOVERS, *THETA_RULES, *ADAPTIVE_METHODS)  # everything --methods takes
@@ -74,7 +75,8 @@ class BenchConfig:
     teacher_cache: str | None = None  # folder: reuse the teacher runs saved there by an earlier bench, else save them
     frontier: tuple[float, ...] = ()  # value temperatures at which every non-teacher row is drawn again (``_frontier``;
     # empty: no frontiers); each multiplies the row's own sampler temperature
-    dilated_block: int | None = None  # with "dilated" in methods: also its row within blocks of this many tokens
+    block: int | None = None  # with dilated / eb / threshold in methods: also their rows within semi-autoregressive
+    # blocks of this many tokens
     # (semi-autoregressive DUS), 1 <= B < the model's length
     match_iters: int = 8  # eb / threshold rows: bisection steps of ``adaptive.match_budget``
 
@@ -200,13 +202,19 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     if adaptive and not model.graph.absorbing:
         raise ValueError(f"the adaptive samplers {adaptive} unmask tokens: absorbing graph only, not "
                          f"{model.graph.name}")
-    B = cfg.dilated_block
+    B = cfg.block
+    blocked = [m for m in cfg.methods if m in BLOCKED]
     if B is not None:
-        if "dilated" not in cfg.methods:
-            raise ValueError(f"dilated block {B!r} is the block size of the dilated row; add dilated to the methods")
+        if not blocked:
+            raise ValueError(f"block {B!r} is the block size of the {'/'.join(BLOCKED)} rows; add one of them to the "
+                             "methods")
         if isinstance(B, bool) or not isinstance(B, int) or not 1 <= B < model.length:
-            raise ValueError(f"dilated block must be an integer in [1, {model.length - 1}] (below the model's length "
-                             f"{model.length}; the whole sequence is the dilated row itself), got {B!r}")
+            raise ValueError(f"block must be an integer in [1, {model.length - 1}] (below the model's length "
+                             f"{model.length}; the whole sequence is the row itself), got {B!r}")
+        few = [n for n in cfg.nfes if n < -(-model.length // B)]
+        if [m for m in blocked if m in ADAPTIVE_METHODS] and few:
+            raise ValueError(f"eb / threshold in blocks of {B} make at least {-(-model.length // B)} calls per sample "
+                             f"(one per block of the {model.length} tokens); NFE {few} is below that")
     odd = [n for n in cfg.nfes if n % 2]
     if thetas and odd:
         raise ValueError(f"{thetas[0]} makes 2 network calls per step, so it runs at even NFE only; got NFE {odd}")
@@ -246,12 +254,13 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     rows.append(teacher)
     jobs = [(m, b, "uniform") for m in cfg.nfes for b in cfg.bases]
     per_base = [meth for meth in cfg.methods if meth not in (*THETA_RULES, *ADAPTIVE_METHODS)]
-    if B is not None:  # the blocked DUS row right after the whole-sequence one
+    if B is not None and "dilated" in per_base:  # the blocked DUS row right after the whole-sequence one
         i = per_base.index("dilated") + 1
         per_base[i:i] = ["dilated-block"]
     jobs += [(m, b, meth) for m in cfg.nfes for b in learn_bases for meth in per_base]
     jobs += [(m, meth, meth) for m in cfg.nfes for meth in thetas]
     jobs += [(m, meth, meth) for m in cfg.nfes for meth in adaptive]
+    jobs += [(m, meth, "block") for m in cfg.nfes for meth in adaptive if B is not None]  # Fast-dLLM's setting
     jobs += [(smp.nfe, smp.rule, i) for i, (_, smp) in enumerate(cfg.learned)]  # int method: a file row
     jobs.sort(key=lambda j: j[0])
     bar = tqdm(jobs, desc="bench", disable=not progress or not dist.is_main())
@@ -271,12 +280,15 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
             method = "dilated"
             smp = Sampler.base(base, nfe, movers="dilated", eps=eps, block=B)
             label = f"DILATED-B{B}-{base}"
-        elif method in ADAPTIVE_METHODS:  # equal mean NFE: the parameter whose run with the row's seeds fits N
+        elif method in ADAPTIVE_METHODS or method == "block":  # equal mean NFE: the parameter whose run fits N
+            block = B if method == "block" else None
+            if method == "block":
+                method, label = base, f"{base}-B{B}"
             t0 = time.perf_counter()
             param, _ = match_budget(model, method, nfe, num=cfg.num_samples, seed=cfg.seed + 1,
-                                    batch_size=cfg.batch_size, iters=cfg.match_iters, eps=eps)
+                                    batch_size=cfg.batch_size, iters=cfg.match_iters, eps=eps, block=block)
             dist_s = time.perf_counter() - t0
-            smp = Sampler.adaptive_rule(method, param, eps=eps)
+            smp = Sampler.adaptive_rule(method, param, eps=eps, block=block)
             steps = None
         elif method == "uniform":
             smp = Sampler.base(base, nfe, eps=eps)
@@ -481,6 +493,10 @@ def _frontier(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], eps: fl
         r.frontier = []
         for t in temps:
             bar.set_postfix_str(f"{r.label} nfe={r.nfe} T={t:g}")
+            if t == 1.0:  # the row itself: same sampler, seeds and samples (tests/test_frontier.py checks it)
+                r.frontier.append((t, dict(r.metrics)))
+                bar.update()
+                continue
             res = draw(model, smp.with_temperature(t * smp.temperature), cfg.num_samples, seed=cfg.seed + 1,
                        batch_size=cfg.batch_size)
             r.frontier.append((t, task.compute(res.x)))

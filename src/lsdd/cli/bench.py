@@ -33,8 +33,9 @@ with two network calls per step: NFE 8 is 4 steps; even NFEs only). counted and 
 with counted movers (nothing learned; see lsdd sample --help): each sequence unmasks (absorbing graph) or
 changes (other graphs) the expected number of tokens, chosen by weight (counted) or spread along the sequence
 (spread). dilated, halton, confidence, margin and entropy are the peer mover orders (absorbing graph);
---dilated-block B adds the dilated (DUS) row within blocks of B tokens (semi-autoregressive) beside the
-whole-sequence one.
+--block B adds the rows of dilated (DUS), eb and threshold within semi-autoregressive blocks of B tokens,
+decoded left to right (labels DILATED-BB-base, eb-BB, threshold-BB), beside their whole-sequence rows; the
+adaptive ones in blocks are Fast-dLLM's own setting (at least one call per block).
 
 eb and threshold are the adaptive samplers (EB-Sampler's entropy budget gamma, Fast-dLLM's confidence threshold
 tau; absorbing graph only), whose network calls depend on the sample. They are compared at equal mean NFE: at
@@ -70,7 +71,7 @@ examples:
   lsdd bench --model countdown --nfe 8 16 --methods lsd lsd+ jys theta-rk2 theta-trapezoidal --json b.json
   lsdd bench --model text-absorb --nfe 8 --teacher-nfe 256 --bases euler --methods theta-trapezoidal \
       --learned s8.json          # score a sampler made earlier by `lsdd distill` beside the baselines
-  lsdd bench --model text-absorb --nfe 8 16 --bases euler --methods dilated eb threshold --dilated-block 32
+  lsdd bench --model text-absorb --nfe 8 16 --bases euler --methods dilated eb threshold --block 32
                                  # peers: DUS (whole and in blocks of 32) and the adaptive samplers at equal mean NFE
   lsdd bench --model text-absorb --nfe 8 --teacher-nfe 256 --frontier --plot b.png --report b.html
                                  # + frontiers (b_frontier.png, "at teacher's H") and one page to share
@@ -96,9 +97,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                                                     "theta-trapezoidal", "dilated", "halton", "confidence",
                                                     "margin", "entropy", "eb", "threshold"],
                    default=["lsd", "lsd+"], help="samplers beside the uniform-grid bases (none: those only)")
-    p.add_argument("--dilated-block", type=positive_int, metavar="B",
-                   help="with --methods dilated: also the DUS row within blocks of B tokens (label DILATED-BB-base), "
-                        "B below the model's length")
+    p.add_argument("--block", "--dilated-block", dest="block", type=positive_int, metavar="B",
+                   help="with --methods dilated / eb / threshold: also their rows within semi-autoregressive blocks of "
+                        "B tokens (labels DILATED-BB-base, eb-BB, threshold-BB), B below the model's length")
     p.add_argument("--learn-bases", nargs="+", choices=["euler", "tweedie"],
                    help="bases of the learned samplers (default: --bases); each needs its own teacher run")
     p.add_argument("--num-samples", type=positive_int, default=256,
@@ -178,9 +179,9 @@ def run(args) -> int:
     if args.teacher_cache is not None and Path(args.teacher_cache).exists() and not Path(args.teacher_cache).is_dir():
         raise UserError(f"--teacher-cache {args.teacher_cache} is a file; it takes a folder")
     check_output(args.teacher_cache, flag="--teacher-cache", folder=True)
-    if args.dilated_block is not None and "dilated" not in args.methods:
-        raise UserError(f"--dilated-block {args.dilated_block} is the block size of the dilated row; add dilated to "
-                        "--methods")
+    if args.block is not None and not {"dilated", "eb", "threshold"} & set(args.methods):
+        raise UserError(f"--block {args.block} is the block size of the dilated, eb and threshold rows; add one of "
+                        "them to --methods")
     model = load_args(args)
     from .common import make_task
 
@@ -199,7 +200,7 @@ def run(args) -> int:
                                "counted": args.counted, "spread": args.spread, "teacher_store": args.teacher_store},
                       theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned, validate=args.validate,
                       teacher_cache=args.teacher_cache, frontier=frontier or (), keep_samples=report is not None,
-                      dilated_block=args.dilated_block)
+                      block=args.block)
     try:
         result = run_bench(model, task, cfg)
     except ValueError as e:

@@ -56,7 +56,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                                          "(lsdd.sampling.orders; absorbing graph); or an adaptive one for masked "
                                          "models (eb, threshold)")
     p.add_argument("--block", type=positive_int,
-                   help="--sampler dilated: block size B of the semi-autoregressive blocks (default: the whole sequence)")
+                   help="--sampler dilated, eb or threshold: block size B of the semi-autoregressive blocks, decoded left "
+                        "to right (default: the whole sequence)")
     p.add_argument("--gamma", type=float, help="eb: entropy budget in nats (>= 0; 0 = one token per call)")
     p.add_argument("--threshold", type=float,
                    help="threshold: confidence tau in [0, 1] (1 = one token per call, 0 = one call)")
@@ -147,7 +148,8 @@ def _base_sampler(args):
         flag = "--spread" if args.spread else "--counted"
         raise UserError(f"{flag} applies to the one-call samplers euler and tweedie, not {args.sampler}")
     if args.block is not None and args.sampler != "dilated":
-        raise UserError(f"--block {args.block} is the block size of --sampler dilated, not of {args.sampler}")
+        raise UserError(f"--block {args.block} is the block size of --sampler dilated, eb or threshold, not of "
+                        f"{args.sampler}")
     order = args.sampler if args.sampler in ORDERS else None
     if order is not None and args.theta is not None:
         raise UserError(f"--theta applies to theta-rk2 and theta-trapezoidal, not to {args.sampler}")
@@ -185,8 +187,7 @@ def _adaptive_sampler(args):
         raise UserError(f"{other[0]} does not apply to --sampler {args.sampler}")
     if param is None:
         raise UserError(f"--sampler {args.sampler} needs {flag}")
-    if (args.steps is not None or args.nfe is not None or args.theta is not None or args.counted or args.spread
-            or args.block is not None):
+    if (args.steps is not None or args.nfe is not None or args.theta is not None or args.counted or args.spread):
         raise UserError(f"--sampler {args.sampler} is adaptive (its network calls depend on the sample); drop "
-                        "--steps, --nfe, --theta, --counted, --spread and --block")
-    return Sampler.adaptive_rule(args.sampler, param, eps=args.eps)
+                        "--steps, --nfe, --theta, --counted and --spread")
+    return Sampler.adaptive_rule(args.sampler, param, eps=args.eps, block=args.block)

@@ -36,6 +36,11 @@ Design choices:
 * **NFE per sample.** A batch keeps calling while any row has masks, but only the rows that still have masks
   are passed to the network, and only they are counted: ``nfe[b]`` is the number of calls row b needed. They
   are reported as mean and max.
+* **Semi-autoregressive blocks** (``block`` B, as Fast-dLLM decodes LLaDA and Dream): the sequence is cut into
+  consecutive blocks of B positions, and each call's rule chooses only among the masked tokens of the row's
+  first block that still has masks (the prefix of the sequence is finished first). The network still sees the
+  whole sequence, later blocks masked, at the time of the whole row's masked fraction. Every call unmasks at
+  least one token, so a row needs at least ceil(L / B) calls (one per block) and at most L.
 * **Randomness.** Each call draws one float64 uniform per position of the *whole* batch from the explicit
   generator (finished rows discard theirs), so a row's draws do not depend on when the other rows finish;
   values are drawn by inverse CDF in float64.
@@ -122,9 +127,22 @@ class AdaptiveLaw:
         return out
 
 
-def adaptive_law(rule: str, param: float, graph: Graph, x: Tensor, score: Tensor) -> AdaptiveLaw:
-    """The law of one ``rule`` call on x (B, L) with the score (B, L, S) at x."""
-    masked = x == graph.mask_id
+def current_block(masked: Tensor, block: int | None) -> Tensor:
+    """The masked positions (B, L) bool of each row's current semi-autoregressive block: the block of ``block``
+    consecutive positions (0..B-1, B..2B-1, ...; the last one may be shorter) that holds the row's first mask.
+    ``block`` None: every masked position (the whole sequence is one block)."""
+    if block is None:
+        return masked
+    pos = torch.arange(masked.shape[-1], device=masked.device)
+    first = torch.where(masked, pos, torch.full_like(pos, masked.shape[-1])).min(-1, keepdim=True).values
+    return masked & (pos // block == first // block)
+
+
+def adaptive_law(rule: str, param: float, graph: Graph, x: Tensor, score: Tensor,
+                 block: int | None = None) -> AdaptiveLaw:
+    """The law of one ``rule`` call on x (B, L) with the score (B, L, S) at x; with ``block`` the rule chooses
+    only among the masked tokens of each row's current block (``current_block``)."""
+    masked = current_block(x == graph.mask_id, block)
     law = clean_law(graph, score)
     return AdaptiveLaw(x, SELECT[rule](law, masked, float(param)), law)
 
@@ -154,6 +172,7 @@ class AdaptiveOutput:
     x: Tensor
     nfe: Tensor
     calls: int
+    stopped: bool = False  # True: cut short by ``max_row_calls`` (rows may still hold masks)
 
     @property
     def nfe_mean(self) -> float:
@@ -167,14 +186,20 @@ class AdaptiveOutput:
 @torch.no_grad()
 def adaptive_loop(score_fn: ScoreFn | CountedScore, graph: Graph, noise: Noise, x: Tensor, rule: str, param: float,
                   *, generator: Generators = None, t_range: tuple[float, float] = (1.0, 1e-5),
+                  block: int | None = None, max_row_calls: int | None = None,
                   on_call: Callable[[int, Tensor, AdaptiveLaw, Tensor], None] | None = None) -> AdaptiveOutput:
     """Run ``rule`` (``ADAPTIVE``) with parameter ``param`` from x (B, L) until no row has a mask.
 
     Call k passes the rows that still have masks to the network at their own times (``time_of_masked_fraction``,
-    clipped to ``t_range`` = (1, eps)), builds the law (``adaptive_law``), draws one uniform per position of the
-    whole batch and unmasks. ``on_call(k, active (B,) bool, law of the active rows, x after)`` watches.
+    clipped to ``t_range`` = (1, eps)), builds the law (``adaptive_law``, within ``block``-token semi-autoregressive
+    blocks when given), draws one uniform per position of the whole batch and unmasks.
+    ``on_call(k, active (B,) bool, law of the active rows, x after)`` watches.
+
+    ``max_row_calls``: stop early, returning ``stopped=True`` and rows that may still hold masks, once the calls
+    summed over the rows exceed it (``match_budget``: the mean NFE is then known to exceed the budget).
     """
     check_rule(rule, param)
+    check_block(block)
     if not graph.absorbing:
         raise UserError(f"adaptive samplers ({', '.join(ADAPTIVE)}) need a masked (absorbing) model, not the "
                         f"{graph.name} graph")
@@ -202,7 +227,7 @@ def adaptive_loop(score_fn: ScoreFn | CountedScore, graph: Graph, noise: Noise, 
         if bool(bad.any()):
             raise ScoreContractError(f"network call {calls}: the score is NaN or infinite in {int(bad.sum())} masked "
                                      "token rows; the model's output is not usable there")
-        law = adaptive_law(rule, param, graph, xa, score)
+        law = adaptive_law(rule, param, graph, xa, score, block)
         u = uniforms((batch, length), generator, x.device)  # the whole batch: a row's draws ignore the others
         x = x.clone()
         x[active] = law.draw(u[active])
@@ -210,12 +235,15 @@ def adaptive_loop(score_fn: ScoreFn | CountedScore, graph: Graph, noise: Noise, 
         if on_call is not None:
             on_call(calls, active, law, x)
         calls += 1
+        if max_row_calls is not None and int(nfe.sum()) > max_row_calls:
+            return AdaptiveOutput(x, nfe, calls, stopped=True)
     return AdaptiveOutput(x, nfe, calls)
 
 
 def sample_adaptive(score_fn: ScoreFn, graph: Graph, noise: Noise, rule: str, param: float, num: int, length: int,
                     *, seed: int, batch_size: int = 64, device: torch.device | str = "cpu",
-                    t_range: tuple[float, float] = (1.0, 1e-5), progress: bool = False) -> AdaptiveOutput:
+                    t_range: tuple[float, float] = (1.0, 1e-5), block: int | None = None,
+                    progress: bool = False) -> AdaptiveOutput:
     """``num`` sequences in batches of ``batch_size`` from the all-mask state; batch b draws from
     ``make_generator(seed, device, b)`` (as ``samplers.sample_batched``), and under torch.distributed each rank
     runs its share. Returns x (num, L) and nfe (num,) on the CPU; ``calls`` is the largest batch's count."""
@@ -230,7 +258,7 @@ def sample_adaptive(score_fn: ScoreFn, graph: Graph, noise: Noise, rule: str, pa
         n = min(batch_size, num - b * batch_size)
         x = graph.sample_limit(n, length, device=device)
         out = adaptive_loop(score_fn, graph, noise, x, rule, param, generator=make_generator(seed, device, b),
-                            t_range=t_range)
+                            t_range=t_range, block=block)
         parts[b] = (out.x.cpu(), out.nfe.cpu())
     parts = dist.gather_items(parts, n_batches)
     x = torch.cat([parts[b][0] for b in range(n_batches)])
@@ -239,6 +267,12 @@ def sample_adaptive(score_fn: ScoreFn, graph: Graph, noise: Noise, rule: str, pa
 
 
 # ---- parameters ---------------------------------------------------------------------------------------------
+def check_block(block: Any) -> None:
+    """UserError unless ``block`` is None or an integer >= 1."""
+    if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
+        raise UserError(f"block is a number of tokens, an integer >= 1; got {block!r}")
+
+
 def check_rule(rule: Any, param: Any) -> None:
     """UserError naming a bad rule or parameter: eb needs gamma >= 0 (finite), threshold needs tau in [0, 1]."""
     if rule not in ADAPTIVE:
@@ -253,19 +287,22 @@ def check_rule(rule: Any, param: Any) -> None:
 
 
 def match_budget(model, rule: str, nfe_budget: float, num: int = 64, seed: int = 0, *, batch_size: int = 64,
-                 iters: int = 8, temperature: float = 1.0, eps: float = 1e-5) -> tuple[float, float]:
+                 iters: int = 8, temperature: float = 1.0, eps: float = 1e-5,
+                 block: int | None = None) -> tuple[float, float]:
     """The parameter of ``rule`` whose mean NFE is at most ``nfe_budget``, for comparisons at equal mean NFE:
     bisection on gamma (eb; mean NFE falls as gamma grows) or tau (threshold; it rises with tau), ``iters``
-    steps, each one sampling run of ``num`` sequences with ``seed`` through ``lsdd.sample``.
+    steps, each one sampling run of ``num`` sequences with ``seed``, drawn exactly as ``lsdd.sample`` draws them
+    (same batches and generators, so the returned mean is the one ``lsdd.sample`` then counts).
 
     The search starts from the most careful end (gamma = 0, tau = 1: about one token per call) and returns it
     if it already fits; otherwise it keeps the most careful parameter found whose run fits. The other end
-    (gamma = (L - 1) log N + 1, tau = 0) makes one call per sample, so a budget >= 1 always fits. The mean is
-    the one measured with this ``num`` and ``seed`` (the same run gives the same samples again); other seeds
-    scatter around it. Returns (param, mean NFE).
+    (gamma = (L - 1) log N + 1, tau = 0) makes one call per sample (per block with ``block``), so a budget of at
+    least that always fits. A run stops as soon as its calls, summed over the samples, exceed
+    ``nfe_budget * num``: its mean is then known not to fit, so a probe costs about ``nfe_budget`` calls per
+    sample however careful the parameter. Returns (param, mean NFE).
     """
-    from .generate import sample
-    from .sampler import Sampler
+    from .draws import make_generator
+    from .samplers import tempered_score
 
     if rule not in ADAPTIVE:
         raise UserError(f"unknown adaptive rule {rule!r}; expected one of {list(ADAPTIVE)}")
@@ -273,18 +310,37 @@ def match_budget(model, rule: str, nfe_budget: float, num: int = 64, seed: int =
         raise UserError(f"nfe_budget must be >= 1 (every sample needs a network call), got {nfe_budget!r}")
     if not isinstance(iters, int) or iters < 0:
         raise UserError(f"iters must be an integer >= 0, got {iters!r}")
+    check_block(block)
+    if not model.graph.absorbing:
+        raise UserError(f"the {rule} sampler needs a masked (absorbing) model, not the {model.graph.name} graph")
+    floor = 1 if block is None else -(-model.length // block)
+    if nfe_budget < floor:
+        raise UserError(f"{rule} in blocks of {block} makes at least {floor} calls per sample (one per block of "
+                        f"the {model.length} tokens); a budget of {nfe_budget:g} cannot be met")
+    score_fn = tempered_score(model.score_fn, temperature)
+    allowed = int(math.floor(nfe_budget * num + 1e-9))  # calls summed over the samples
 
     def mean_nfe(p: float) -> float:
-        s = Sampler.adaptive_rule(rule, p, eps=eps, temperature=temperature)
-        return sample(model, s, num, seed=seed, batch_size=batch_size).nfe_mean
+        """The run's mean NFE, or inf as soon as it is known to exceed the budget."""
+        used = 0
+        for b in range(-(-num // batch_size)):
+            n = min(batch_size, num - b * batch_size)
+            x = model.graph.sample_limit(n, model.length, device=model.device)
+            out = adaptive_loop(score_fn, model.graph, model.noise, x, rule, p,
+                                generator=make_generator(seed, model.device, b), t_range=(1.0, eps), block=block,
+                                max_row_calls=allowed - used)
+            used += int(out.nfe.sum())
+            if out.stopped or used > allowed:
+                return math.inf
+        return used / num
 
     careful, bold = (0.0, (model.length - 1) * math.log(model.graph.num_tokens) + 1.0) if rule == "eb" else (1.0, 0.0)
     m = mean_nfe(careful)
     if m <= nfe_budget:
         return careful, m
     best, best_m = bold, mean_nfe(bold)
-    if best_m > nfe_budget:  # cannot happen for a budget >= 1: the bold end makes one call per sample
-        raise RuntimeError(f"{rule} with {ADAPTIVE[rule]}={bold} made {best_m} calls per sample on average")
+    if best_m > nfe_budget:  # cannot happen for a budget >= floor: the bold end makes one call per block
+        raise RuntimeError(f"{rule} with {ADAPTIVE[rule]}={bold} made more than {nfe_budget} calls per sample")
     lo = careful  # does not fit
     for _ in range(iters):
         mid = 0.5 * (lo + best)
@@ -298,4 +354,5 @@ def match_budget(model, rule: str, nfe_budget: float, num: int = 64, seed: int =
 
 __all__ = ["ADAPTIVE", "clean_law", "entropy", "eb_select", "threshold_select", "AdaptiveLaw", "adaptive_law",
            "time_of_masked_fraction", "AdaptiveOutput", "adaptive_loop", "sample_adaptive", "check_rule",
+           "check_block", "current_block",
            "match_budget"]

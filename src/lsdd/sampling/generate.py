@@ -92,7 +92,8 @@ def _sample_adaptive(model, sampler: Sampler, score_fn, num: int, seed: int, bat
         raise UserError(f"the {rule} sampler needs a masked (absorbing) model, not the {model.graph.name} graph")
     out = sample_adaptive(score_fn, model.graph, model.noise, rule, sampler.adaptive[ADAPTIVE[rule]], num,
                           model.length, seed=seed, batch_size=batch_size, device=model.device,
-                          t_range=(sampler.times[0], sampler.times[-1]), progress=progress)
+                          t_range=(sampler.times[0], sampler.times[-1]), block=sampler.block,
+                          progress=progress)
     info = {**model_info(model), "sampler": sampler.to_dict(), "nfe": out.nfe_max, "nfe_mean": out.nfe_mean,
             "nfe_max": out.nfe_max, "num_samples": num, "seed": seed, "batch_size": batch_size,
             "lsdd_version": __version__}

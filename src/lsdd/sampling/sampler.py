@@ -69,7 +69,8 @@ class Sampler:
         provenance: how it was made (method, teacher, settings, validation figures, lsdd version).
         adaptive: an adaptive rule of ``lsdd.sampling.adaptive`` and its parameter, {"rule": "eb", "gamma": g} or
             {"rule": "threshold", "tau": t}, or None for a fixed grid (then rule, coeffs and movers are unused).
-        block: the block size of the ``dilated`` movers (semi-autoregressive blocks), None for the whole sequence.
+        block: the block size of the ``dilated`` movers or of an adaptive sampler (semi-autoregressive blocks),
+            None for the whole sequence.
     """
 
     times: tuple[float, ...]
@@ -133,13 +134,16 @@ class Sampler:
         return cls.base(rule, nfe, movers="counted", eps=eps)
 
     @classmethod
-    def adaptive_rule(cls, rule: str, param: float, *, eps: float = 1e-5, temperature: float = 1.0) -> "Sampler":
-        """An adaptive sampler for masked models: ``rule`` "eb" (parameter gamma) or "threshold" (tau)."""
+    def adaptive_rule(cls, rule: str, param: float, *, eps: float = 1e-5, temperature: float = 1.0,
+                      block: int | None = None) -> "Sampler":
+        """An adaptive sampler for masked models: ``rule`` "eb" (parameter gamma) or "threshold" (tau); with
+        ``block`` it decodes semi-autoregressive blocks of that many tokens left to right (Fast-dLLM's setting)."""
         check_rule(rule, param)
         if not 0.0 < eps < 1.0:
             raise UserError(f"eps must lie in (0, 1), got {eps!r}")
         return cls((1.0, eps), temperature=temperature, adaptive={"rule": rule, ADAPTIVE[rule]: float(param)},
-                   provenance={"method": rule, "note": "nothing learned; network calls depend on the sample"})
+                   provenance={"method": rule, "note": "nothing learned; network calls depend on the sample"},
+                   block=block)
 
     @classmethod
     def eb(cls, gamma: float, eps: float = 1e-5) -> "Sampler":
@@ -203,6 +207,7 @@ class Sampler:
             rule = self.adaptive["rule"]
             name = ADAPTIVE[rule]
             text = f"{rule} {name}={self.adaptive[name]:g}, adaptive network calls (at most one per token)"
+            text += f", in blocks of {self.block}" if self.block is not None else ""
             return text + (f", temperature {self.temperature:g}" if self.temperature != 1.0 else "")
         calls = self.calls_per_step
         parts = [f"{self.method} {self.rule}" if self.learned else self.rule,
@@ -345,10 +350,10 @@ def _check(s: Sampler) -> None:
         raise UserError(f"unknown phi_mode {s.phi_mode!r}; expected one of {list(PHI_MODES)}")
     if s.movers not in MOVERS:
         raise UserError(f"unknown movers {s.movers!r}; expected one of {list(MOVERS)}")
-    if s.block is not None and (s.movers != "dilated" or isinstance(s.block, bool) or not isinstance(s.block, int)
-                                or s.block < 1):
-        raise UserError(f"block is the block size of dilated movers, an integer >= 1; got block {s.block!r} with "
-                        f"movers {s.movers!r}")
+    if s.block is not None and ((s.movers != "dilated" and s.adaptive is None) or isinstance(s.block, bool)
+                                or not isinstance(s.block, int) or s.block < 1):
+        raise UserError(f"block is the block size of dilated movers or of an adaptive sampler, an integer >= 1; got "
+                        f"block {s.block!r} with movers {s.movers!r}")
     if s.theta is not None:
         if s.rule not in THETA_RULES:
             raise UserError(f"theta applies to {sorted(THETA_RULES)}, not to {s.rule!r}")
