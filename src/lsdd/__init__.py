@@ -9,6 +9,9 @@ The package face, in five lines::
     samples = lsdd.sample(model, sampler, num=256, seed=0)     # .x (256, L) int64, .nfe counted
     print(lsdd.evaluate(samples.x, model))                     # the model's task metrics
 
+Any masked LM (BERT-style, LLaDA, Dream) is a model too: ``lsdd.load_model(DIR)`` on a transformers directory, or
+``lsdd.from_clean_logits(fn, mask_id, vocab_size, length)`` around a clean-token logit function.
+
 Names are imported on first use, so ``import lsdd`` (and ``lsdd --help``) stays fast.
 """
 
@@ -22,6 +25,7 @@ __version__ = "0.2.0"
 _FACE = {
     "load_model": "lsdd.models",
     "ScoreModel": "lsdd.models",
+    "from_clean_logits": "lsdd.models",
     "Sampler": "lsdd.sampling.sampler",
     "sample": "lsdd.sampling.generate",
     "Samples": "lsdd.sampling.generate",

@@ -94,14 +94,28 @@ def resolve_device(name: str):
     return ranked if ranked is not None else torch.device(name)
 
 
-def add_device_args(p: argparse.ArgumentParser, compile: bool = True) -> None:
-    """--device, --precision and --compile, shared by the commands that run the network."""
+def add_device_args(p: argparse.ArgumentParser, compile: bool = True, masked_lm: bool = True) -> None:
+    """--device, --precision and --compile, shared by the commands that run the network, and (``masked_lm``) the
+    masked-LM flags of ``add_masked_lm_args``."""
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="network arithmetic: bf16 autocast (scores stay float32); auto = bf16 on CUDA, fp32 otherwise")
     if compile:
         p.add_argument("--compile", action="store_true",
                        help="torch.compile the network (pays off over hundreds of calls; first call compiles)")
+    if masked_lm:
+        add_masked_lm_args(p)
+
+
+def add_masked_lm_args(p: argparse.ArgumentParser) -> None:
+    """--length and --trust-remote-code, read when --model is a transformers masked-LM directory."""
+    g = p.add_argument_group("transformers masked LMs (--model DIR holding one; docs/masked-lms.md)")
+    g.add_argument("--length", type=positive_int,
+                   help="tokens per sequence (default: the model's max_position_embeddings, at most 512); other "
+                        "models have a fixed length")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="let a checkpoint whose model class ships as Python code in its directory (config.json "
+                        "auto_map: LLaDA, Dream) run that code; only for checkpoints you trust")
 
 
 def add_quiet_arg(p: argparse.ArgumentParser) -> None:
@@ -111,16 +125,24 @@ def add_quiet_arg(p: argparse.ArgumentParser) -> None:
                         "table)")
 
 
-def load(model: str, device: str = "cpu", precision: str = "auto", compile: bool = False):
-    """Load a bundled model name or a model directory (UserError if neither), on ``device``."""
+def load(model: str, device: str = "cpu", precision: str = "auto", compile: bool = False, *,
+         trust_remote_code: bool = False, length: int | None = None):
+    """Load a bundled model name or a model directory (UserError if neither), on ``device``; ``trust_remote_code``
+    and ``length`` apply to transformers masked LMs (``lsdd.models.load_model``)."""
     from ..models import load_model
 
-    return load_model(model, resolve_device(device)).configure(precision, compile)
+    options = {}
+    if trust_remote_code:
+        options["trust_remote_code"] = True
+    if length is not None:
+        options["length"] = length
+    return load_model(model, resolve_device(device), **options).configure(precision, compile)
 
 
 def load_args(args):
-    """``load`` with the --model/--device/--precision/--compile flags of ``args``."""
-    return load(args.model, args.device, getattr(args, "precision", "auto"), getattr(args, "compile", False))
+    """``load`` with the --model/--device/--precision/--compile/--length/--trust-remote-code flags of ``args``."""
+    return load(args.model, args.device, getattr(args, "precision", "auto"), getattr(args, "compile", False),
+                trust_remote_code=getattr(args, "trust_remote_code", False), length=getattr(args, "length", None))
 
 
 def default_task(model) -> str:

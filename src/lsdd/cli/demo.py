@@ -58,7 +58,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="the long demo: countdown at 8 and 16 NFE, a 512-step teacher, Tweedie and LSD+ rows too "
                         "(over 10 minutes on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0)
-    add_device_args(p, compile=False)
+    add_device_args(p, compile=False, masked_lm=False)  # the demo runs its task's bundled model
     add_quiet_arg(p)
     p.add_argument("--out-dir", default="lsdd-demo", help="folder for the JSON, the plots and the samplers")
     p.set_defaults(run=run)

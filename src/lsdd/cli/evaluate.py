@@ -148,10 +148,10 @@ def run(args: argparse.Namespace) -> int:
         from ..models import load_model
 
         model = load_model(args.model)
-        if int(samples.max()) >= model.config.num_tokens or int(samples.min()) < 0:
-            bad = int(samples.max()) if int(samples.max()) >= model.config.num_tokens else int(samples.min())
+        if int(samples.max()) >= model.graph.num_tokens or int(samples.min()) < 0:
+            bad = int(samples.max()) if int(samples.max()) >= model.graph.num_tokens else int(samples.min())
             raise UserError(f"{args.samples}: token id {bad} is outside the vocabulary of model "
-                            f"{args.model} ({model.config.num_tokens} tokens)")
+                            f"{args.model} ({model.graph.num_tokens} tokens)")
     if args.task == "text":
         _check_text_provenance(args, model)
     task = make_task(args.task, model, args, **({} if args.num_values is None else {"num_values": args.num_values}))

@@ -93,7 +93,7 @@ def _search(args, model):
     from ..sampling.sampler import Sampler
 
     cfg = JYSConfig(max_iter=args.max_iter, batch_size=args.batch_size, seed=args.seed, eps=args.eps)
-    length = model.config.length
+    length = model.length
     if args.data:
         x0, _ = load_token_file(args.data, model.graph.num_tokens)
         if x0.shape[1] != length:

@@ -1,8 +1,9 @@
 """Score networks and their loaders.
 
 ``load_model(name_or_path)`` accepts a bundled model name (``bundled_models()``), a model directory written by
-``lsdd train`` / ``save_model_dir``, a SEDD / RADD / MDLM checkpoint directory as those projects publish it, or a
-Hugging Face hub id of one; every one goes through ``load_model_path``.
+``lsdd train`` / ``save_model_dir``, a SEDD / RADD / MDLM checkpoint directory as those projects publish it, a
+transformers masked-LM directory (``lsdd.models.hf_masked``), or a Hugging Face hub id of one; every one goes
+through ``load_model_path``. ``from_clean_logits`` turns any clean-token predictor into a model value.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..errors import UserError
 from ..graphs import Graph, make_graph
 from ..noise import Noise, noise_from_dict
 from .dit import DiTConfig, ScoreDiT
+from .masked import CleanLogitModel, from_clean_logits
 
 PRECISIONS = ("fp32", "bf16")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
@@ -157,21 +159,26 @@ def bundled_models() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
 
 
-def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu", *, trust_remote_code: bool = False,
+               length: int | None = None) -> LoadedModel | CleanLogitModel:
     """Load a bundled model by name, a model directory by path, or a Hugging Face hub id (``owner/name``,
     downloaded with ``huggingface_hub``); an existing directory wins over a name (with a note on stderr when it
     shadows a bundled name: ``bundled:NAME`` always means the bundled one), a name over a hub id.
 
-    A directory may hold our own format or a SEDD, RADD or MDLM checkpoint exactly as its project publishes it
-    (``lsdd.models.external.detect_format``). UserError (listing the bundled names) when it is none of these.
+    A directory may hold our own format, a SEDD, RADD or MDLM checkpoint exactly as its project publishes it
+    (``lsdd.models.external.detect_format``), or a transformers masked LM (then a ``CleanLogitModel``;
+    ``trust_remote_code`` lets one whose class ships as code in the directory run it, and ``length`` sets its
+    tokens per sequence: ``lsdd.models.hf_masked``). UserError (listing the bundled names) when it is none of
+    these, or when ``length`` differs from the fixed length of another kind of model.
     """
     from .external import download, looks_like_hub_id
 
     name = str(name_or_path)
+    options = {"trust_remote_code": trust_remote_code, "length": length}
     if name.startswith("bundled:"):
         if name[8:] not in bundled_models():
             raise UserError(f"no bundled model named {name[8:]!r}; bundled models: {bundled_models() or 'none'}")
-        return load_model_path(BUNDLED_DIR / name[8:], device, source=name)
+        return load_model_path(BUNDLED_DIR / name[8:], device, source=name, **options)
     path = Path(name_or_path)
     if path.is_dir():
         if name in bundled_models():
@@ -179,25 +186,35 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
 
             print(f"lsdd: note: {name!r} is a directory here, so it is loaded instead of the bundled model of that "
                   f"name (write bundled:{name} for the bundled one)", file=sys.stderr)
-        return load_model_path(path, device)
+        return load_model_path(path, device, **options)
     if name in bundled_models():
-        return load_model_path(BUNDLED_DIR / name, device, source=f"bundled:{name}")
+        return load_model_path(BUNDLED_DIR / name, device, source=f"bundled:{name}", **options)
     if looks_like_hub_id(name):
-        return load_model_path(download(name), device, source=f"hub:{name}")
+        return load_model_path(download(name), device, source=f"hub:{name}", **options)
     raise UserError(f"no model directory or bundled model named {name!r} (nor a hub id owner/name); bundled models: "
                     f"{bundled_models() or 'none'}")
 
 
-def load_model_path(path: Path, device: str | torch.device = "cpu", source: str | None = None) -> LoadedModel:
-    """Load the checkpoint in directory ``path``, whatever its format (ours, SEDD, RADD, MDLM)."""
+def load_model_path(path: Path, device: str | torch.device = "cpu", source: str | None = None, *,
+                    trust_remote_code: bool = False, length: int | None = None) -> LoadedModel | CleanLogitModel:
+    """Load the checkpoint in directory ``path``, whatever its format (ours, SEDD, RADD, MDLM, a transformers
+    masked LM); ``trust_remote_code`` and ``length`` as in ``load_model``."""
     from .checkpoint import load_model_dir
     from .external import detect_format
     from .formats import load_external
 
     fmt = detect_format(path)
-    if fmt == "lsdd":
-        return load_model_dir(path, device, source=source)
-    return load_external(path, fmt, device, source=source)
+    if fmt == "masked-lm":
+        from .hf_masked import load_masked_lm
+
+        return load_masked_lm(path, device, source, trust_remote_code=trust_remote_code, length=length)
+    model = load_model_dir(path, device, source=source) if fmt == "lsdd" else load_external(path, fmt, device,
+                                                                                              source=source)
+    if length is not None and length != model.length:
+        raise UserError(f"--length {length}: {model.source} has a fixed length of {model.length} tokens (--length "
+                        "sets the length of transformers masked LMs)")
+    return model
 
 
-__all__ = ["DiTConfig", "ScoreDiT", "LoadedModel", "ScoreModel", "load_model", "load_model_path", "bundled_models", "ScoreFn"]
+__all__ = ["DiTConfig", "ScoreDiT", "LoadedModel", "ScoreModel", "load_model", "load_model_path", "bundled_models",
+           "ScoreFn", "from_clean_logits", "CleanLogitModel"]

@@ -8,7 +8,9 @@ Layouts (recognised from the files, never from the directory's name):
 - ``radd``: RADD's hub layout (JingyangOu/radd-t-dce, radd-lambda-dce): the same kind of ``config.json`` and
   weights without ``sigma_map`` (a time-independent network, ``blocks.N.norm1.bias`` present);
 - ``mdlm``: MDLM's Hugging Face layout (kuleshov-group/mdlm-owt): ``config.json`` with ``"model_type": "mdlm"``
-  + weights under ``backbone.*``.
+  + weights under ``backbone.*``;
+- ``masked-lm``: a transformers masked LM (``save_pretrained`` output: a ``...ForMaskedLM`` architecture, or an
+  ``auto_map`` with a declared mask token, as LLaDA and Dream have; ``lsdd.models.hf_masked``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.ind
 SEDD_RUN_CKPT = Path("checkpoints-meta") / "checkpoint.pth"
 SEDD_RUN_CONFIG = Path(".hydra") / "config.yaml"
 HUB_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model*.bin", "pytorch_model.bin.index.json", "tokenizer.json"]
+                "pytorch_model*.bin", "pytorch_model.bin.index.json", "tokenizer.json",
+                # masked LMs: their tokenizer files and the code an auto_map names (run only if trusted)
+                "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
+                "tokenizer.model", "*.py"]
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -89,7 +94,8 @@ def _files(path: Path) -> list[str]:
 
 
 def detect_format(path: Path) -> str:
-    """"lsdd", "sedd", "radd" or "mdlm" from the files in ``path``; UserError naming what was found otherwise."""
+    """"lsdd", "sedd", "radd", "mdlm" or "masked-lm" from the files in ``path``; UserError naming what was found
+    otherwise."""
     cfg_file = path / "config.json"
     has_weights = any((path / w).is_file() for w in WEIGHT_FILES)
     if cfg_file.is_file():
@@ -107,13 +113,21 @@ def detect_format(path: Path) -> str:
                 return "radd"
             raise UserError(f"{path}: a SEDD/RADD-style config.json, but the weights have neither SEDD's sigma_map.* "
                             f"nor RADD's blocks.N.norm1.bias keys (first keys: {sorted(keys)[:4]})")
+        from .hf_masked import is_masked_lm
+
+        if is_masked_lm(path, doc):
+            return "masked-lm"
+        archs = doc.get("architectures")
+        if isinstance(archs, list) and archs:
+            raise UserError(f"{path}: a transformers checkpoint of {archs[0]}, which is not a masked LM (lsdd loads "
+                            "...ForMaskedLM architectures, or an auto_map model with a mask_token_id)")
     elif (path / SEDD_RUN_CONFIG).is_file() and (path / SEDD_RUN_CKPT).is_file():
         return "sedd"
     elif (path / "model.safetensors").is_file():
         return "lsdd"  # our weights without their config.json: lsdd's loader says which file is missing
     raise UserError(f"{path}: unrecognised checkpoint layout (found {_files(path) or 'nothing'}); expected lsdd's, "
-                    "SEDD's or RADD's config.json + model.safetensors/pytorch_model.bin, MDLM's (model_type mdlm), or "
-                    "a SEDD run (.hydra/config.yaml + checkpoints-meta/checkpoint.pth)")
+                    "SEDD's or RADD's config.json + model.safetensors/pytorch_model.bin, MDLM's (model_type mdlm), "
+                    "a SEDD run (.hydra/config.yaml + checkpoints-meta/checkpoint.pth), or a transformers masked LM")
 
 
 def _weight_files(path: Path) -> list[Path]:

@@ -153,7 +153,7 @@ class CountdownTask(Task):
     @classmethod
     def from_model(cls, model, **options: Any) -> "CountdownTask":
         """The task with the model's vocabulary as ``num_values`` unless ``options`` set it."""
-        return cls(**{"num_values": model.config.num_tokens, **options})
+        return cls(**{"num_values": model.graph.num_tokens, **options})
 
     @classmethod
     def data(cls, length: int = 64, num_values: int = DEFAULT_VALUES):

@@ -86,7 +86,7 @@ def default_evaluator(model) -> str | None:
     vocabulary (SEDD, RADD, MDLM on OpenWebText: the papers' gen-PPL evaluator), else None (the bundled one)."""
     from ..models.tokens import GPT2_VOCAB
 
-    if model is not None and model.meta.get("checkpoint_format") and model.config.num_tokens == GPT2_VOCAB:
+    if model is not None and model.meta.get("checkpoint_format") and model.graph.num_tokens == GPT2_VOCAB:
         return "gpt2-large"
     return None
 
@@ -188,10 +188,10 @@ class TextTask(Task):
             raise UserError("--task text needs the diffusion model's tokenizer (pass --model) or an evaluator "
                             "with one")
         if tokenizer is None and model is not None and ev.hf_tokenizer is not None \
-                and model.config.num_tokens != len(ev.hf_tokenizer):
+                and model.graph.num_tokens != len(ev.hf_tokenizer):
             # without a tokenizer the ids are read as the evaluator's own, which they cannot be here
             raise UserError(f"--task text needs a text model (one with a tokenizer); {model.source} has none, and "
-                            f"its {model.config.num_tokens} tokens are not the {len(ev.hf_tokenizer)} of evaluator "
+                            f"its {model.graph.num_tokens} tokens are not the {len(ev.hf_tokenizer)} of evaluator "
                             f"{ev.name}")
         task = cls(tokenizer=tokenizer, evaluator=ev, reference=ref, device=device, **options)
         task.check_reference()  # now, not after a long sampling run
