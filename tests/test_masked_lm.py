@@ -52,12 +52,12 @@ def bert(tmp_path_factory):
     return _bert(tmp_path_factory.mktemp("bert") / "bert")
 
 
-def _lsdd_inputs(length=8, batch=3, seed=1):
-    """lsdd ids with about half the positions masked, one all-mask row; and sigma_bar per row."""
+def _lsdd_inputs(length=8, batch=3, seed=1, num_tokens=N):
+    """lsdd ids with about half the positions masked (mask = ``num_tokens``), one all-mask row; sigma_bar per row."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, N, (batch, length), generator=g)
-    x[torch.rand(batch, length, generator=g) < 0.5] = N
-    x[0] = N
+    x = torch.randint(0, num_tokens, (batch, length), generator=g)
+    x[torch.rand(batch, length, generator=g) < 0.5] = num_tokens
+    x[0] = num_tokens
     return x, torch.tensor([0.05, 0.7, 3.0])[:batch]
 
 
@@ -410,9 +410,7 @@ def test_remote_code_model_with_the_flag(remote_dirs, kind, tmp_path):
     assert model.meta["remote_code"] and model.meta["shift_logits"] == (kind == "dream")
     assert model.graph.num_tokens == 11 and model.ids.mask_id == 7 and model.tokenizer is None
     assert type(model.module).__module__.startswith("transformers_modules.")  # loaded by transformers from DIR
-    x, sigma = _lsdd_inputs(length=10)
-    x = x.clamp(max=11)
-    x[x == N] = 11
+    x, sigma = _lsdd_inputs(length=10, num_tokens=11)
     with torch.no_grad():
         logits = net(input_ids=model.ids.model_ids(x)).logits.double()
     if kind == "dream":  # position i reads the prediction made at position i - 1

@@ -179,9 +179,9 @@ def load_masked_lm(path: Path, device: str | torch.device = "cpu", source: str |
     if not isinstance(mask, int):
         mask = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
     if not isinstance(mask, int):
-        raise UserError(f"{path}: no mask token: config.json has no mask_token_id and "
-                        f"{'the tokenizer declares no mask token' if tokenizer is not None else 'there is no tokenizer'}"
-                        "; for another convention wrap the network with lsdd.models.from_clean_logits")
+        why = "the tokenizer declares no mask token" if tokenizer is not None else "there is no tokenizer"
+        raise UserError(f"{path}: no mask token: config.json has no mask_token_id and {why}; for another "
+                        "convention wrap the network with lsdd.models.from_clean_logits")
     config_vocab = doc.get("vocab_size") if isinstance(doc.get("vocab_size"), int) else None
     vocab = len(tokenizer) if tokenizer is not None else config_vocab
     if config_vocab is not None and vocab is not None:
