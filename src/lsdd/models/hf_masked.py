@@ -114,6 +114,15 @@ def _tokenizer(path: Path, trust_remote_code: bool):
         raise UserError(f"{path}: the tokenizer files do not load ({type(e).__name__}: {_first_line(e)})") from None
 
 
+def _dtype_key(tf) -> str:
+    """from_pretrained's dtype argument: ``dtype`` from transformers 4.56 on, ``torch_dtype`` before."""
+    try:
+        major, minor = (int(v) for v in tf.__version__.split(".")[:2])
+    except ValueError:
+        return "dtype"
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
 def _network(path: Path, doc: dict[str, Any], remote: bool, device: torch.device):
     tf = _transformers()
     dtype: Any = "auto" if device.type == "cuda" else torch.float32
@@ -128,7 +137,8 @@ def _network(path: Path, doc: dict[str, Any], remote: bool, device: torch.device
         cls = tf.AutoModelForMaskedLM
     try:
         with torch.random.fork_rng(devices=[]):  # any random init is overwritten; leave the caller's RNG alone
-            module = cls.from_pretrained(str(path), local_files_only=True, trust_remote_code=remote, dtype=dtype)
+            module = cls.from_pretrained(str(path), local_files_only=True, trust_remote_code=remote,
+                                         **{_dtype_key(tf): dtype})
     except Exception as e:  # noqa: BLE001 - missing weights, unknown architecture, bad code, ...
         raise UserError(f"{path}: transformers could not load the masked LM ({type(e).__name__}: "
                         f"{_first_line(e)})") from None

@@ -254,10 +254,10 @@ class CleanLogitModel:
         def score(x: Tensor, sigma: Tensor) -> Tensor:
             x = x.to(self.device)
             sig = sigma.to(device=self.device, dtype=torch.float32)
-            log_p = self.clean_log_probs(x, sig)
-            real = (log_p - log_expm1(sig)[:, None, None]).exp_()
-            real = real.masked_fill_(~(x == self.graph.mask_id)[..., None], 0.0)
-            out = torch.cat([real, real.new_zeros(*real.shape[:-1], 1)], dim=-1)
+            out = torch.zeros(*x.shape, self.graph.num_states, device=self.device)  # one (B, L, N + 1) buffer
+            real = out[..., : self.graph.num_tokens]
+            torch.sub(self.clean_log_probs(x, sig), log_expm1(sig)[:, None, None], out=real)
+            real.exp_().masked_fill_(~(x == self.graph.mask_id)[..., None], 0.0)
             return out.scatter_(-1, x[..., None], 1.0)
 
         return score
