@@ -81,7 +81,7 @@ def test_adaptive_row_is_matched_to_the_mean_nfe_and_redrawn_exactly(bench, rule
 def test_block_row_is_dus_in_blocks(bench):
     model, result = bench
     r = next(r for r in result.rows if r.label == f"DILATED-B{B}-euler")
-    want = Sampler.base("euler", N, movers="dilated", block=B)
+    want = Sampler.base("euler", N // 2, movers="dilated", block=B)  # 8 tokens: 2 blocks, the grid once each
     assert r.method == "dilated" and r.sampler == want and r.nfe_mean is None
     assert torch.equal(lsdd.sample(model, want, NUM, seed=SEED + 1, batch_size=BATCH).x, r.samples)
     whole = next(r for r in result.rows if r.label == "DILATED-euler")
