@@ -129,6 +129,10 @@ def test_cli_refusals_and_help(absorb, tmp_path, capsys):
     assert main([*base, "--model", absorb, "--methods", "dilated", "--dilated-block", "8"]) == 2  # = the length
     err = capsys.readouterr().err
     assert "got 8" in err and "[1, 7]" in err
+    # DUS in blocks runs its grid once per block: 8 tokens in blocks of 3 are 3 blocks, and 4 NFE do not split
+    assert main([*base, "--model", absorb, "--methods", "dilated", "--block", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "NFE [4] is not a multiple of 3" in err and len(err.splitlines()) == 1
     with pytest.raises(SystemExit) as e:
         main([*base, "--model", absorb, "--methods", "dilated", "--dilated-block", "0"])
     assert e.value.code == 2
