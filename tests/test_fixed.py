@@ -117,7 +117,7 @@ def test_blocks_tend_to_the_data_law_too(exact):
     assert errs[1] < 0.01 and errs[1] < errs[0] / 5
 
 
-@pytest.mark.parametrize("name", ["euler", "counted", "spread", "dilated", "confidence"])
+@pytest.mark.parametrize("name", ["euler", "theta-trapezoidal", "counted", "spread", "dilated", "confidence"])
 @pytest.mark.parametrize("block", [None, 2])
 def test_conditional_sampler_draws_follow_its_exact_law(exact, name, block):
     """The propagated exact law of a conditional (and blocked) run against 20,000 of its draws (chi-square): the

@@ -177,7 +177,7 @@ def _given(args) -> dict:
             text = Path(args.prompt_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"--prompt-file {args.prompt_file}: cannot read it ({type(e).__name__}: {e})") from None
-        lines = [line for line in text.split("\n") if line.strip()]
+        lines = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
         if not lines:
             raise UserError(f"--prompt-file {args.prompt_file} holds no prompt (every line is blank)")
         return {"prompt": lines}
