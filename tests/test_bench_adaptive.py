@@ -81,7 +81,7 @@ def test_adaptive_row_is_matched_to_the_mean_nfe_and_redrawn_exactly(bench, rule
 def test_block_row_is_dus_in_blocks(bench):
     model, result = bench
     r = next(r for r in result.rows if r.label == f"DILATED-B{B}-euler")
-    want = Sampler.base("euler", N, movers="dilated", block=B)
+    want = Sampler.base("euler", N // 2, movers="dilated", block=B)  # 8 tokens: 2 blocks, the grid once each
     assert r.method == "dilated" and r.sampler == want and r.nfe_mean is None
     assert torch.equal(lsdd.sample(model, want, NUM, seed=SEED + 1, batch_size=BATCH).x, r.samples)
     whole = next(r for r in result.rows if r.label == "DILATED-euler")
@@ -129,6 +129,10 @@ def test_cli_refusals_and_help(absorb, tmp_path, capsys):
     assert main([*base, "--model", absorb, "--methods", "dilated", "--dilated-block", "8"]) == 2  # = the length
     err = capsys.readouterr().err
     assert "got 8" in err and "[1, 7]" in err
+    # DUS in blocks runs its grid once per block: 8 tokens in blocks of 3 are 3 blocks, and 4 NFE do not split
+    assert main([*base, "--model", absorb, "--methods", "dilated", "--block", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "NFE [4] is not a multiple of 3" in err and len(err.splitlines()) == 1
     with pytest.raises(SystemExit) as e:
         main([*base, "--model", absorb, "--methods", "dilated", "--dilated-block", "0"])
     assert e.value.code == 2

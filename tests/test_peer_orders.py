@@ -19,8 +19,8 @@ from lsdd.sampling.draws import make_generator
 from lsdd.sampling.exact import ExactScore, exact_sampler_law, order_set_probs, seq_index
 from lsdd.sampling.generate import sample
 from lsdd.sampling.loop import reverse_loop
-from lsdd.sampling.orders import (ORDERS, OrderedLaw, RunMemory, dilated_block, dilated_ranks, halton_breaks,
-                                  halton_ranks, van_der_corput)
+from lsdd.sampling.orders import (ORDERS, OrderedLaw, RunMemory, dilated_block, dilated_ranks, free_ranks,
+                                  halton_breaks, halton_ranks, van_der_corput)
 from lsdd.sampling.sampler import Sampler
 
 V, L, M = 3, 5, 3
@@ -49,14 +49,20 @@ def test_van_der_corput_and_halton_order_of_8():
         assert (ranks.sort(-1).values == torch.arange(n)).all()
 
 
-def test_dilated_order_of_a_block_of_8_and_of_blocks():
+def test_dilated_order_of_a_block_of_8_and_over_the_free_positions():
     """DUS with base 2: rounds of stride 4, 2, 1 (0-based {0, 4}, {2, 6}, {1, 3, 5, 7}), left to right inside a
-    round; blocks are block-major (semi-autoregressive) and a short last block gets its own dilated order."""
+    round. With held positions (a prompt, or the positions outside a semi-autoregressive block) the order runs
+    over the free positions only, in position order; all free is the whole-sequence order."""
     assert dilated_block(8) == [0, 4, 2, 6, 1, 3, 5, 7]
     assert dilated_block(16) == [0, 8, 4, 12, 2, 6, 10, 14, 1, 3, 5, 7, 9, 11, 13, 15]
     assert dilated_block(6) == [0, 3, 1, 2, 4, 5] and dilated_block(1) == [0]
-    assert dilated_ranks(10, 4).argsort().tolist() == [0, 2, 1, 3, 4, 6, 5, 7, 8, 9]
-    assert torch.equal(dilated_ranks(8), dilated_ranks(8, 8))
+    assert dilated_ranks(8).argsort().tolist() == dilated_block(8)
+    free = torch.tensor([[False, False, True, True, True, True, False, False, False, False],  # block {2..5}
+                         [True] * 10])
+    ranks = free_ranks(free, lambda n, rows: dilated_ranks(n))
+    # the free positions 2 3 4 5 take the DUS order of 4: 0 2 1 3 -> positions 2 4 3 5; held ones rank after
+    assert ranks[0].argsort().tolist()[:4] == [2, 4, 3, 5] and (ranks[0, ~free[0]] >= 4).all()
+    assert torch.equal(ranks[1], dilated_ranks(10))
 
 
 def _hand_law(choice, n=1, expected=2.0):
@@ -96,8 +102,11 @@ def test_ties_are_broken_uniformly_at_random():
 STATES = torch.tensor([[MASK] * L, [MASK, 1, MASK, MASK, MASK], [2, MASK, MASK, 0, MASK]])
 
 
-def _step_law(exact, order, x, k=0, block=None, last=False):
-    smp = Sampler.base("euler", M, movers=order, block=block)
+HELD = torch.tensor([False, False, False, True, True])  # e.g. a block of the first 3 positions
+
+
+def _step_law(exact, order, x, k=0, held=None, last=False):
+    smp = Sampler.base("euler", M, movers=order)
     fn = smp.loop_args(GRAPH)["coeffs"]
     times = smp.times_tensor()
     for j in range(k + 1):  # run the coefficient function up to step k (a fresh run memory at step 0)
@@ -105,23 +114,25 @@ def _step_law(exact, order, x, k=0, block=None, last=False):
     score = exact(x, NOISE.total(times[k]).expand(x.shape[0])).scatter(-1, x[..., None], 1.0)
     law = ConditionedRule()(GRAPH, NOISE, x, score, times[k], times[k + 1], coeff, last=last)
     assert isinstance(law, OrderedLaw)
-    return law
+    return law if held is None else law.pin(held)
 
 
-@pytest.mark.parametrize("order,block", [("dilated", None), ("dilated", 2), ("halton", None), ("confidence", None),
-                                         ("margin", None), ("entropy", None)])
-def test_one_step_mover_set_law_matches_the_draw(exact, order, block):
+@pytest.mark.parametrize("order,held", [("dilated", None), ("dilated", HELD), ("halton", None), ("halton", HELD),
+                                        ("confidence", None), ("confidence", HELD), ("margin", None),
+                                        ("entropy", None)])
+def test_one_step_mover_set_law_matches_the_draw(exact, order, held):
     """(a) P(movers = S) of one step, exactly (order_set_probs: the rounding of K, the Halton rotation's
     intervals, the tie-breaks) against 20,000 draws per state, chi-square; (b) exactly K_b tokens move, K_b the
-    stochastic rounding of E_b (P(ceil) = frac(E_b)), only masked tokens move."""
+    stochastic rounding of E_b (P(ceil) = frac(E_b)), only masked tokens move, and never a held one."""
     n = 20000
     for x in STATES:
         x = x[None]
-        probs = order_set_probs(_step_law(exact, order, x, block=block))[0]
+        probs = order_set_probs(_step_law(exact, order, x, held=held))[0]
         assert abs(float(probs.sum()) - 1.0) < 1e-12
-        law = _step_law(exact, order, x.repeat(n, 1), block=block)
+        law = _step_law(exact, order, x.repeat(n, 1), held=held)
         moving = law.movers(make_generator(7))
         assert not moving[x.repeat(n, 1) != MASK].any()
+        assert held is None or not moving[:, held].any()
         e = law.expected_count()[0]
         count = moving.sum(-1)
         assert set(count.unique().tolist()) <= {math.floor(e), math.ceil(e)}
@@ -136,13 +147,15 @@ def test_one_step_mover_set_law_matches_the_draw(exact, order, block):
 
 def test_fixed_orders_move_the_first_positions_in_their_order(exact):
     """From all-mask with K = 2: dilated takes {0, 4} (L = 5: stride floor(5/2) = 2 gives {0, 2, 4}, left to
-    right), blocks of 2 take block 0 first; the Halton set for a fixed rotation is its first two positions."""
+    right); with positions 0 and 1 held (e.g. a prompt) it takes the DUS order of the 3 free ones, {2, 3}; the
+    Halton set for a fixed rotation is its first two positions."""
     x = STATES[:1]
     law = _step_law(exact, "dilated", x)
     law.expected = torch.tensor([2.0], dtype=torch.float64)
     assert order_set_probs(law)[0, 1 + 4] == 1.0
-    law.block = 2
-    assert order_set_probs(law)[0, 1 + 2] == 1.0
+    law = law.pin(torch.tensor([True, True, False, False, False]))
+    law.expected = torch.tensor([2.0], dtype=torch.float64)
+    assert order_set_probs(law)[0, 4 + 8] == 1.0
     law = _step_law(exact, "halton", x)
     law.expected = torch.tensor([2.0], dtype=torch.float64)
     law.memory.shift = torch.tensor([0.0])  # positions floor(5 phi): 0, 2, 1, 3, 0, [3, 1, 4]
@@ -166,11 +179,11 @@ def _model(exact):
 
 @pytest.mark.parametrize("order", ORDERS)
 def test_nfe_seeds_and_no_mask_left(exact, order):
-    """(c) NFE = the number of steps (counted by the loop); (e) the same seed gives the same samples, another seed
-    others; every sample is free of masks."""
+    """(c) NFE = the number of steps (counted by the loop; x 3 blocks of 2 of the 5 positions for dilated in
+    blocks); (e) the same seed gives the same samples, another seed others; every sample is free of masks."""
     smp = Sampler.base("euler", M, movers=order, block=2 if order == "dilated" else None)
     a, b = sample(_model(exact), smp, 64, seed=5, batch_size=32), sample(_model(exact), smp, 64, seed=5, batch_size=32)
-    assert a.nfe == b.nfe == smp.nfe == M
+    assert a.nfe == b.nfe == smp.total_nfe(L) == M * (3 if order == "dilated" else 1)
     assert torch.equal(a.x, b.x) and not torch.equal(a.x, sample(_model(exact), smp, 64, seed=6, batch_size=32).x)
     assert not (a.x == MASK).any()
 
@@ -231,15 +244,15 @@ def test_artifact_round_trip_describe_and_bad_values(tmp_path):
     smp = Sampler.base("euler", 4, movers="dilated", block=16)
     smp.save(tmp_path / "d.json")
     back = Sampler.load(tmp_path / "d.json")
-    assert back == smp and back.block == 16 and "dilated order in blocks of 16" in back.describe()
+    assert back == smp and back.block == 16 and "dilated order" in back.describe()
+    assert "in blocks of 16" in back.describe()
     assert "block" not in Sampler.base("euler", 4, movers="halton").to_dict()  # only written when set
+    assert Sampler.base("euler", 4, movers="halton", block=4).block == 4  # blocks apply to every sampler
     for order in ORDERS:
         s = Sampler.base("tweedie", 4, movers=order)
         assert Sampler.from_dict(s.to_dict()) == s and f"{order} order" in s.describe()
         with pytest.raises(UserError, match=f"the {order} mover order .* absorbing graph"):
             s.loop_args(Uniform(3))
-    with pytest.raises(UserError, match="block is the block size of dilated movers.*block 4 with movers 'halton'"):
-        Sampler.base("euler", 4, movers="halton", block=4)
     with pytest.raises(UserError, match="got block 0"):
         Sampler.base("euler", 4, movers="dilated", block=0)
     with pytest.raises(UserError, match="need a one-call rule"):
@@ -263,18 +276,19 @@ def test_cli_sample_peer_order_on_countdown(tmp_path, capsys, order):
     from lsdd.cli import main
 
     out = tmp_path / "x.npy"
-    extra = ["--block", "16"] if order == "dilated" else []
-    assert main(["sample", "--model", "countdown", "--sampler", order, "--steps", "4", "--num-samples", "4",
-                 "--seed", "2", "--out", str(out), *extra]) == 0
+    extra = ["--block", "16"] if order == "dilated" else []  # 64 tokens: 4 blocks of 16, 4 steps each
+    assert main(["sample", "--model", "countdown", "--sampler", order, "--nfe", "16" if extra else "4",
+                 "--num-samples", "4", "--seed", "2", "--out", str(out), *extra]) == 0
     said = capsys.readouterr().out
-    assert f"{order} order" in said and "4 network calls per sample" in said
+    assert f"{order} order" in said and f"{16 if extra else 4} network calls per sample" in said
     model = lsdd.load_model("countdown")
     want = lsdd.sample(model, Sampler.base("euler", 4, movers=order, block=16 if extra else None), 4, seed=2)
     x = np.load(out)
     assert np.array_equal(x, want.x.numpy()) and not (x == model.graph.mask_id).any()
 
 
-@pytest.mark.parametrize("argv,says", [(["--sampler", "halton", "--block", "4"], "--block 4 is the block size"),
+@pytest.mark.parametrize("argv,says", [(["--sampler", "halton", "--block", "16", "--nfe", "6"],
+                                        "--nfe 6 is not a multiple of the 4 blocks"),
                                        (["--sampler", "margin", "--spread"], "--spread applies to"),
                                        (["--sampler", "entropy", "--theta", "0.3"], "--theta applies to")])
 def test_cli_sample_peer_order_refusals(tmp_path, capsys, argv, says):

@@ -211,10 +211,15 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         if isinstance(B, bool) or not isinstance(B, int) or not 1 <= B < model.length:
             raise ValueError(f"block must be an integer in [1, {model.length - 1}] (below the model's length "
                              f"{model.length}; the whole sequence is the row itself), got {B!r}")
-        few = [n for n in cfg.nfes if n < -(-model.length // B)]
+        n_blocks = -(-model.length // B)
+        few = [n for n in cfg.nfes if n < n_blocks]
         if [m for m in blocked if m in ADAPTIVE_METHODS] and few:
-            raise ValueError(f"eb / threshold in blocks of {B} make at least {-(-model.length // B)} calls per sample "
+            raise ValueError(f"eb / threshold in blocks of {B} make at least {n_blocks} calls per sample "
                              f"(one per block of the {model.length} tokens); NFE {few} is below that")
+        odd = [n for n in cfg.nfes if n % n_blocks]
+        if "dilated" in blocked and odd:
+            raise ValueError(f"dilated in blocks of {B} runs its grid once per block ({n_blocks} blocks of the "
+                             f"{model.length} tokens): NFE {odd} is not a multiple of {n_blocks}")
     odd = [n for n in cfg.nfes if n % 2]
     if thetas and odd:
         raise ValueError(f"{thetas[0]} makes 2 network calls per step, so it runs at even NFE only; got NFE {odd}")
@@ -276,9 +281,9 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
             steps = smp.steps
         elif method in MOVERS:
             smp = Sampler.base(base, nfe, movers=method, eps=eps)
-        elif method == "dilated-block":
+        elif method == "dilated-block":  # DUS's own scheme: the grid once per block, NFE / blocks calls each
             method = "dilated"
-            smp = Sampler.base(base, nfe, movers="dilated", eps=eps, block=B)
+            smp = Sampler.base(base, nfe // -(-model.length // B), movers="dilated", eps=eps, block=B)
             label = f"DILATED-B{B}-{base}"
         elif method in ADAPTIVE_METHODS or method == "block":  # equal mean NFE: the parameter whose run fits N
             block = B if method == "block" else None

@@ -95,7 +95,7 @@ def row_command(row: BenchRow, result: BenchResult, model: str, index: int) -> R
         note = (f"{file}: the sampler file given to the bench" if name else
                 f"{file}: this row's sampler (below; also rows[{index}].sampler in --json)")
         return RowCommand(shlex.join([*head, "--learned", file, *tail, "--out", f"{out}.npy"]), file, text, note)
-    return RowCommand(shlex.join([*head, *_base_flags(smp), *tail, "--out", f"{out}.npy"]))
+    return RowCommand(shlex.join([*head, *_base_flags(smp, row.nfe), *tail, "--out", f"{out}.npy"]))
 
 
 def _is_base(smp: Sampler) -> bool:
@@ -113,16 +113,18 @@ def _is_base(smp: Sampler) -> bool:
             and (smp.coeffs is None or all(c == 1.0 for c in smp.coeffs)))
 
 
-def _base_flags(smp: Sampler) -> list[str]:
-    """lsdd sample's flags for a training-free sampler on the uniform grid."""
+def _base_flags(smp: Sampler, nfe: int | None = None) -> list[str]:
+    """lsdd sample's flags for a training-free sampler on the uniform grid; ``nfe``: the row's calls per sample
+    (with ``block``, --nfe is the total over the blocks: the grid's ``smp.nfe`` x the number of blocks)."""
+    total = nfe if smp.block is not None and nfe is not None else smp.nfe
     if smp.adaptive is not None:
         rule = smp.adaptive["rule"]
         flags = ["--sampler", rule, {"eb": "--gamma", "threshold": "--threshold"}[rule],
                  repr(smp.adaptive[ADAPTIVE[rule]])]
     elif smp.movers in ORDERS:  # --sampler dilated / halton / ...: Euler with that order's movers
-        flags = ["--sampler", smp.movers, "--nfe", str(smp.nfe)]
+        flags = ["--sampler", smp.movers, "--nfe", str(total)]
     else:
-        flags = ["--sampler", smp.rule, "--nfe", str(smp.nfe)]
+        flags = ["--sampler", smp.rule, "--nfe", str(total)]
     if smp.theta is not None:
         flags += ["--theta", f"{smp.theta:g}"]
     if smp.movers not in ("independent", *ORDERS) and smp.adaptive is None:

@@ -34,8 +34,9 @@ with counted movers (nothing learned; see lsdd sample --help): each sequence unm
 changes (other graphs) the expected number of tokens, chosen by weight (counted) or spread along the sequence
 (spread). dilated, halton, confidence, margin and entropy are the peer mover orders (absorbing graph);
 --block B adds the rows of dilated (DUS), eb and threshold within semi-autoregressive blocks of B tokens,
-decoded left to right (labels DILATED-BB-base, eb-BB, threshold-BB), beside their whole-sequence rows; the
-adaptive ones in blocks are Fast-dLLM's own setting (at least one call per block).
+decoded left to right (labels DILATED-BB-base, eb-BB, threshold-BB), beside their whole-sequence rows; DUS in
+blocks is the paper's scheme (each block its own grid of NFE / blocks calls: NFE must be a multiple of the
+number of blocks), the adaptive ones in blocks are Fast-dLLM's own setting (at least one call per block).
 
 eb and threshold are the adaptive samplers (EB-Sampler's entropy budget gamma, Fast-dLLM's confidence threshold
 tau; absorbing graph only), whose network calls depend on the sample. They are compared at equal mean NFE: at

@@ -11,6 +11,12 @@ Decode a .npy array of token samples (num_samples, length) as the model's task r
 with their tokenizer, digit models as ASCII art, others as their token ids -- and print them, one sample
 per paragraph (separated by a blank line and a '=== sample i ===' header unless
 --plain), so that any other tool can read or score them.
+
+Conditional samples (lsdd sample --prompt, --prompt-file, --infill or --fixed; their OUT.json records the
+given tokens) show the prompt (the given tokens) and the text (the generated ones) apart, under '--- prompt ---'
+and '--- text ---'; --plain prints each whole sample. --json prints one JSON object per line and sample,
+{"prompt": ..., "text": ...} (the prompt is "" for unconditional samples; with --infill both are the
+concatenation of their pieces in order); models without a tokenizer give their token ids.
 """
 
 EPILOG = """\
@@ -18,6 +24,7 @@ examples:
   lsdd decode --model text-absorb x.npy | less
   lsdd decode --model text-absorb x.npy --num 4
   lsdd decode --model text-absorb x.npy --plain --out x.txt
+  lsdd decode --model text-absorb x.npy --json | head -3     # {"prompt": "ROMEO:", "text": "..."} per line
 """
 
 
@@ -29,7 +36,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the text model (bundled name or directory) that made them")
     p.add_argument("--num-samples", "--num", dest="num", type=int, metavar="N",
                    help="decode only the first N samples (--num is the same flag)")
-    p.add_argument("--plain", action="store_true", help="no headers: samples separated by one blank line only")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--plain", action="store_true", help="no headers: samples separated by one blank line only")
+    how.add_argument("--json", action="store_true",
+                     help='one JSON object per line and sample: {"prompt": the given tokens, "text": the generated ones}')
     p.add_argument("--out", help="write the texts to this file instead of printing them")
     p.add_argument("--force", action="store_true",
                    help="decode samples whose provenance (SAMPLES.json, written by lsdd sample) names another "
@@ -48,17 +58,30 @@ def run(args) -> int:
     check_output(args.out, flag="--out")
     samples = load_samples(args.samples)
     model = load_model(args.model)
-    _check_provenance(args, model)
+    info = _check_provenance(args, model)
     if args.num is not None:
         if args.num < 1:
             raise UserError(f"--num must be >= 1, got {args.num}")
         samples = samples[: args.num]
+    held = _held(args.samples, info, samples)
     try:
-        texts = task_class(default_task(model)).from_model(model).decode(samples)
+        if args.json or (held is not None and not args.plain):
+            parts = split_texts(model, samples, held)
+        else:
+            texts = task_class(default_task(model)).from_model(model).decode(samples)
     except UserError as e:
         raise UserError(f"{args.samples}: {e}") from None
-    if args.plain:
+    if args.json:
+        import json
+
+        doc = "".join(json.dumps({"prompt": a, "text": b}, ensure_ascii=False) + "\n" for a, b in parts)
+        texts = parts
+    elif args.plain:
         doc = "\n\n".join(t.strip("\n") for t in texts) + "\n"
+    elif held is not None:
+        texts = parts
+        doc = "\n\n".join(f"=== sample {i} ===\n--- prompt ---\n{a.strip(chr(10))}\n--- text ---\n"
+                           f"{b.strip(chr(10))}" for i, (a, b) in enumerate(parts)) + "\n"
     else:
         doc = "\n\n".join(f"=== sample {i} ===\n{t.strip(chr(10))}" for i, t in enumerate(texts)) + "\n"
     if args.out:
@@ -69,9 +92,10 @@ def run(args) -> int:
     return 0
 
 
-def _check_provenance(args, model) -> None:
+def _check_provenance(args, model) -> dict | None:
     """Refuse samples whose sidecar names no tokenizer or another one than the model's (UserError; --force
-    overrides); a note on stderr when only the weights differ (the same tokenizer decodes them)."""
+    overrides); a note on stderr when only the weights differ (the same tokenizer decodes them). Returns the
+    sidecar (None without one)."""
     import sys
 
     from ..sampling.record import check_provenance, read_info
@@ -81,10 +105,38 @@ def _check_provenance(args, model) -> None:
     if tok is None:  # ids, digits: the samples must come from this model
         check_provenance(info, fingerprint=model.fingerprint, num_tokens=model.graph.num_tokens, length=model.length,
                          force=args.force, what=args.samples, against=f"this model {model.source}")
-        return
+        return info
     check_provenance(info, tokenizer_sha256=tok.sha256() if hasattr(tok, "sha256") else None, text=True,
                      num_tokens=model.graph.num_tokens, force=args.force, what=args.samples,
                      against=f"this model {model.source}")
     if info is not None and not args.force and info.get("model_fingerprint") != model.fingerprint:
         print(f"lsdd decode: note: {args.samples} was sampled from {info.get('model_source')}, not from "
               f"{model.source}; they share a tokenizer", file=sys.stderr)
+    return info
+
+
+def _held(path: str, info: dict | None, samples):
+    """(n, L) bool, the given positions of the samples as their sidecar records them (None: unconditional)."""
+    from ..sampling.record import held_positions
+
+    return held_positions(info, samples, str(path))
+
+
+def split_texts(model, samples, held) -> list[tuple[str, str]]:
+    """(prompt, text) of each sample (n, L): its given tokens and its generated ones (``held`` (n, L) bool, None:
+    none given), each decoded in order with the model's tokenizer, or as token ids without one."""
+    import numpy as np
+
+    from ..tasks.text import decode_tokens
+
+    x = samples.numpy()
+    mask = np.zeros(x.shape, dtype=bool) if held is None else held.numpy()
+    tok = model.tokenizer
+    out = []
+    for row, given in zip(x, mask):
+        pieces = [row[given], row[~given]]
+        if tok is None:
+            out.append(tuple(" ".join(str(int(v)) for v in p) for p in pieces))
+        else:
+            out.append(tuple(decode_tokens(tok, p[None])[0] if p.size else "" for p in pieces))
+    return out

@@ -31,6 +31,10 @@ averaged: SEDD's convention) and gen_ppl_corpus (over all tokens: MDLM's), mauve
 text, on the evaluator's features), entropy (per-sample unigram entropy of the model's tokens), distinct_1/2/3
 (word n-grams over all samples), and ref_gen_ppl / ref_entropy: the same numbers for real held-out text
 windows of the same length -- read every perplexity beside its entropy (sharpening lowers both).
+Conditional samples (lsdd sample --prompt, --prompt-file, --infill, --fixed; their SAMPLES.json records the
+given tokens) are scored on their continuation: gen_ppl is the evaluator's NLL of the generated tokens only,
+each given the prompt and the text before it, entropy and distinct_* read the generated tokens, and the
+reference windows are scored at the same positions.
 The evaluator is the bundled GPT-2-architecture 'shakespeare-gpt2' unless --evaluator names another causal
 LM; when its tokenizer differs from the model's, samples are decoded and re-encoded.
 
@@ -152,17 +156,19 @@ def run(args: argparse.Namespace) -> int:
             bad = int(samples.max()) if int(samples.max()) >= model.graph.num_tokens else int(samples.min())
             raise UserError(f"{args.samples}: token id {bad} is outside the vocabulary of model "
                             f"{args.model} ({model.graph.num_tokens} tokens)")
+    held = None
     if args.task == "text":
-        _check_text_provenance(args, model)
+        held = _check_text_provenance(args, model, samples)
     task = make_task(args.task, model, args, **({} if args.num_values is None else {"num_values": args.num_values}))
     if args.task != "text" and getattr(task, "num_values", None) is not None:
         from ..sampling.record import check_provenance, read_info
 
         check_provenance(read_info(args.samples), num_tokens=task.num_values, force=args.force, what=args.samples,
                          against=f"task {task.name} (--num-values {task.num_values})")
-    values = task.compute(samples)
+    values = task.compute(samples) if held is None else task.compute(samples, fixed=held)
     n, length = samples.shape
-    print(f"task {task.name}: {n} samples of length {length} from {args.samples}")
+    given = "" if held is None else ", scored on their continuation given the prompt"
+    print(f"task {task.name}: {n} samples of length {length} from {args.samples}{given}")
     print(format_table(task, values))
     examples = list(task.examples)
     for i, text in enumerate(examples):
@@ -180,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
             "metrics": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
             "source": str(args.samples),
         }
+        if held is not None:
+            record["conditional"] = True  # the metrics read the generated tokens, given their prompt
         record.update(task.record())
         write_json(args.json, record)
         print(f"wrote {args.json}")
@@ -207,16 +215,17 @@ def _task_from_provenance(args) -> None:
     print(f"task {args.task}, from the samples' model {source}")
 
 
-def _check_text_provenance(args, model) -> None:
+def _check_text_provenance(args, model, samples):
     """--task text: refuse samples whose sidecar says they are not text, or were written with another tokenizer
-    than --model's (a note on stderr when only the weights differ: the same tokenizer decodes them)."""
+    than --model's (a note on stderr when only the weights differ: the same tokenizer decodes them). Returns the
+    samples' given positions (n, L) bool from the sidecar, None for unconditional samples."""
     import sys
 
-    from ..sampling.record import check_provenance, read_info
+    from ..sampling.record import check_provenance, held_positions, read_info
 
     info = read_info(args.samples)
     if info is None:
-        return
+        return None
     tok = model.tokenizer if model is not None else None
     sha = tok.sha256() if tok is not None and hasattr(tok, "sha256") else None
     check_provenance(info, tokenizer_sha256=sha, text=True, force=args.force, what=args.samples,
@@ -225,3 +234,4 @@ def _check_text_provenance(args, model) -> None:
     if model is not None and not args.force and info.get("model_fingerprint") != model.fingerprint:
         print(f"lsdd eval: note: {args.samples} was sampled from {info.get('model_source')}, not from "
               f"{model.source}; they share a tokenizer", file=sys.stderr)
+    return held_positions(info, samples, str(args.samples))

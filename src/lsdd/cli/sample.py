@@ -25,9 +25,22 @@ arXiv 2505.22618: unmask every token whose most likely value has probability abo
 one). Their mean and max network calls per sample are printed.
 
 Peer mover orders (absorbing graph; Euler with counted movers, the count from the schedule):
---sampler dilated (DUS, coarse-to-fine dilated positions; --block B for semi-autoregressive blocks),
-halton (1-D Halton order with a random rotation per sequence), confidence, margin or entropy (the top
-tokens by the step's own value law).
+--sampler dilated (DUS, coarse-to-fine dilated positions), halton (1-D Halton order with a random rotation
+per sequence), confidence, margin or entropy (the top tokens by the step's own value law).
+
+Semi-autoregressive blocks (--block B, every sampler): the free positions are cut into blocks of B tokens,
+decoded left to right, everything outside the current block held (earlier blocks decoded, later ones masked).
+A fixed-grid sampler runs its whole grid once per block: --nfe N is the total (N must be a multiple of the
+number of blocks), --steps M the steps per block. eb and threshold choose their tokens within the first block
+that still has masks (at least one call per block).
+
+Conditional generation (at most one of these): --prompt TEXT continues a prefix; --prompt-file F holds one
+prompt per line (blank lines skipped), sample i continuing prompt i mod P; --infill TEMPLATE fills the gaps of
+a text, each gap written {{n}} for n free tokens (e.g. "To be, or {{6}} to be"; the positions after the
+template are free too); --fixed FILE.npy gives any model a (L,) or (P, L) int array of tokens with the mask id
+(the number of tokens, also on models without a mask) at the free positions. The given tokens never change.
+Text needs a model with a tokenizer. OUT.json records the condition: `lsdd decode` shows prompt and
+continuation apart, `lsdd eval --task text` scores the continuation given its prompt.
 """
 
 EPILOG = """\
@@ -39,7 +52,10 @@ examples:
   lsdd sample --model text-absorb --sampler euler --steps 8 --spread --num 256 --out samples.npy   # ... spread out
   lsdd sample --model countdown --sampler eb --gamma 1.0 --num 256 --out samples.npy          # adaptive
   lsdd sample --model countdown --sampler threshold --threshold 0.9 --num 256 --out samples.npy
-  lsdd sample --model text-absorb --sampler dilated --block 16 --steps 8 --num 256 --out samples.npy  # DUS order
+  lsdd sample --model text-absorb --sampler dilated --block 32 --nfe 32 --num 256 --out samples.npy  # DUS, 4 blocks
+  lsdd sample --model text-absorb --spread --nfe 8 --prompt "ROMEO:" --num 16 --out samples.npy  # continue a prefix
+  lsdd sample --model text-absorb --spread --nfe 8 --prompt-file prompts.txt --num 64 --out samples.npy
+  lsdd sample --model text-absorb --spread --nfe 8 --infill "To be, or {{6}} to be" --num 8 --out samples.npy
   lsdd eval --task countdown samples.npy
 """
 
@@ -55,9 +71,19 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    default="euler", help="base sampler (uniform grid); Euler with the movers of a peer order "
                                          "(lsdd.sampling.orders; absorbing graph); or an adaptive one for masked "
                                          "models (eb, threshold)")
-    p.add_argument("--block", type=positive_int,
-                   help="--sampler dilated, eb or threshold: block size B of the semi-autoregressive blocks, decoded left "
-                        "to right (default: the whole sequence)")
+    p.add_argument("--block", type=positive_int, metavar="B",
+                   help="semi-autoregressive blocks of B free tokens, decoded left to right (any sampler; a fixed grid "
+                        "runs once per block: --nfe is the total, --steps per block; default: the whole sequence)")
+    cond = p.add_mutually_exclusive_group()
+    cond.add_argument("--prompt", metavar="TEXT", help="continue this text (a model with a tokenizer)")
+    cond.add_argument("--prompt-file", metavar="F",
+                      help="one prompt per line (blank lines skipped); sample i continues prompt i mod P")
+    cond.add_argument("--infill", metavar="TEMPLATE",
+                      help="fill the gaps of this text, each written {{n}} for n free tokens; positions after the "
+                           "template are free too")
+    cond.add_argument("--fixed", metavar="FILE.npy",
+                      help="(L,) or (P, L) int array of given tokens, the mask id (= the number of tokens) at the "
+                           "free positions; sample i holds row i mod P (any model)")
     p.add_argument("--gamma", type=float, help="eb: entropy budget in nats (>= 0; 0 = one token per call)")
     p.add_argument("--threshold", type=float,
                    help="threshold: confidence tau in [0, 1] (1 = one token per call, 0 = one call)")
@@ -105,16 +131,22 @@ def run(args) -> int:
     if args.learned:
         _no_base_flags(args)
         sampler = Sampler.load(args.learned)
+        if args.block is not None:
+            sampler = sampler.replace(block=args.block)
     else:
         sampler = _base_sampler(args)
     if args.temperature != 1.0:
         if not args.temperature > 0:
             raise UserError(f"--temperature must be > 0, got {args.temperature!r}")
         sampler = sampler.with_temperature(args.temperature * sampler.temperature)
+    given = _given(args)
     model = load_args(args)
+    free = _free_positions(model, given, args.num)  # UserError for a bad prompt, before any sampling
+    if not args.learned and sampler.adaptive is None and args.block is not None and args.nfe is not None:
+        sampler = _base_sampler(args, free)  # --nfe is the total over the blocks
     t0 = time.perf_counter()
     res = sample(model, sampler, args.num, seed=args.seed, batch_size=args.batch_size, force=args.force,
-                 progress=not getattr(args, "quiet", False))
+                 progress=not getattr(args, "quiet", False), **given)
     secs = time.perf_counter() - t0
     if args.learned:
         res.info["sampler_file"] = str(args.learned)
@@ -124,21 +156,84 @@ def run(args) -> int:
     what = f"learned sampler {args.learned} ({sampler.describe()})" if args.learned else sampler.describe()
     calls = (f"{res.nfe_mean:.2f} network calls per sample on average, {res.nfe} at most" if sampler.adaptive
              else f"{res.nfe} network calls per sample")
-    print(f"{args.num} samples of length {res.x.shape[1]} from {model.source} with {what}: "
+    if sampler.adaptive is None and sampler.block is not None:
+        calls += f" ({sampler.blocks(free)} blocks x {sampler.nfe})"
+    cond = f", {_describe_given(given)}" if given else ""
+    print(f"{args.num} samples of length {res.x.shape[1]} from {model.source} with {what}{cond}: "
           f"{calls}, {secs:.2f} s{procs} ({1e3 * secs / args.num:.2f} ms/sample) -> {out}")
     return 0
 
 
+def _given(args) -> dict:
+    """lsdd.sample's condition keyword from --prompt, --prompt-file, --infill or --fixed (files read here)."""
+    from pathlib import Path
+
+    if args.prompt is not None:
+        return {"prompt": args.prompt}
+    if args.infill is not None:
+        return {"infill": args.infill}
+    if args.prompt_file is not None:
+        try:
+            text = Path(args.prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--prompt-file {args.prompt_file}: cannot read it ({type(e).__name__}: {e})") from None
+        lines = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
+        if not lines:
+            raise UserError(f"--prompt-file {args.prompt_file} holds no prompt (every line is blank)")
+        return {"prompt": lines}
+    if args.fixed is not None:
+        return {"fixed": _load_fixed(args.fixed)}
+    return {}
+
+
+def _load_fixed(path: str):
+    """The (L,) or (P, L) integer array of --fixed FILE.npy; one-line UserErrors naming the problem."""
+    from pathlib import Path
+
+    import numpy as np
+
+    if Path(path).suffix != ".npy":
+        raise UserError(f"--fixed must name a .npy array, got {path!r}")
+    if not Path(path).is_file():
+        raise UserError(f"--fixed {path}: no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"--fixed {path}: cannot read it as a .npy array ({e})") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.integer):
+        what = f"shape {arr.shape} dtype {arr.dtype}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise UserError(f"--fixed {path}: expected a (L,) or (P, L) integer array, got {what}")
+    return arr.astype(np.int64)
+
+
+def _free_positions(model, given: dict, num: int) -> int:
+    """The most free positions of any sample (the model's length without a condition); UserError for a bad one."""
+    from ..sampling.prompts import condition
+
+    cond = condition(model, **given)
+    return model.length if cond is None else cond.free_positions(num)
+
+
+def _describe_given(given: dict) -> str:
+    (kind, value), = given.items()
+    if kind == "prompt":
+        return f"continuing {len(value)} prompts" if isinstance(value, list) else f"continuing {value[:30]!r}"
+    if kind == "infill":
+        return f"filling {value[:30]!r}"
+    return f"with the tokens of {len(value)} given row{'s' * (len(value) != 1)}"
+
+
 def _no_base_flags(args) -> None:
     if (args.theta is not None or args.nfe is not None or args.steps is not None or args.counted or args.spread
-            or args.gamma is not None or args.threshold is not None or args.block is not None):
+            or args.gamma is not None or args.threshold is not None):
         raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta, --counted, "
-                        "--spread, --block, --gamma and --threshold")
+                        "--spread, --gamma and --threshold (--block runs its grid once per block)")
 
 
-def _base_sampler(args):
-    """The ``Sampler`` that --sampler, --steps, --nfe, --theta, --counted and --spread ask for (UserError when they
-    disagree)."""
+def _base_sampler(args, free: int | None = None):
+    """The ``Sampler`` that --sampler, --steps, --nfe, --theta, --counted, --spread and --block ask for (UserError
+    when they disagree). With --block and --nfe N, ``free`` (the most free positions of a sample) sets the number
+    of blocks that share the N calls; None checks the flags alone."""
     from ..sampling.sampler import Sampler
     from ..sampling.steps import get_rule
 
@@ -147,9 +242,6 @@ def _base_sampler(args):
     if (args.counted or args.spread) and args.sampler not in ("euler", "tweedie"):
         flag = "--spread" if args.spread else "--counted"
         raise UserError(f"{flag} applies to the one-call samplers euler and tweedie, not {args.sampler}")
-    if args.block is not None and args.sampler != "dilated":
-        raise UserError(f"--block {args.block} is the block size of --sampler dilated, eb or threshold, not of "
-                        f"{args.sampler}")
     order = args.sampler if args.sampler in ORDERS else None
     if order is not None and args.theta is not None:
         raise UserError(f"--theta applies to theta-rk2 and theta-trapezoidal, not to {args.sampler}")
@@ -160,13 +252,20 @@ def _base_sampler(args):
         raise UserError(f"--theta: {e}") from None
     steps = args.steps
     if args.nfe is not None:
-        if args.nfe % rule.calls:
-            raise UserError(f"{args.sampler} makes {rule.calls} network calls per step; --nfe {args.nfe} is not a "
+        blocks = 1 if args.block is None or free is None else -(-free // args.block)
+        if args.nfe % blocks:
+            raise UserError(f"--nfe {args.nfe} is not a multiple of the {blocks} blocks of --block {args.block} "
+                            f"({free} free positions): every block runs the same grid")
+        per = args.nfe // blocks
+        if per % rule.calls:
+            raise UserError(f"{args.sampler} makes {rule.calls} network calls per step; --nfe {args.nfe} is "
+                            f"{per} per block, not a multiple of {rule.calls}" if blocks > 1 else
+                            f"{args.sampler} makes {rule.calls} network calls per step; --nfe {args.nfe} is not a "
                             f"multiple of {rule.calls}")
-        if steps is not None and steps * rule.calls != args.nfe:
-            raise UserError(f"--steps {steps} with {args.sampler} is {steps * rule.calls} network calls per sample, "
-                            f"not --nfe {args.nfe}")
-        steps = args.nfe // rule.calls
+        if steps is not None and (args.block is None or free is not None) and steps * rule.calls * blocks != args.nfe:
+            raise UserError(f"--steps {steps} with {args.sampler} is {steps * rule.calls * blocks} network calls per "
+                            f"sample, not --nfe {args.nfe}")
+        steps = per // rule.calls
     steps = 64 if steps is None else steps
     movers = order or ("spread" if args.spread else "counted" if args.counted else "independent")
     return Sampler.base(name, steps * rule.calls, movers=movers, eps=args.eps, theta=args.theta, block=args.block)

@@ -36,11 +36,14 @@ Design choices:
 * **NFE per sample.** A batch keeps calling while any row has masks, but only the rows that still have masks
   are passed to the network, and only they are counted: ``nfe[b]`` is the number of calls row b needed. They
   are reported as mean and max.
-* **Semi-autoregressive blocks** (``block`` B, as Fast-dLLM decodes LLaDA and Dream): the sequence is cut into
-  consecutive blocks of B positions, and each call's rule chooses only among the masked tokens of the row's
-  first block that still has masks (the prefix of the sequence is finished first). The network still sees the
-  whole sequence, later blocks masked, at the time of the whole row's masked fraction. Every call unmasks at
-  least one token, so a row needs at least ceil(L / B) calls (one per block) and at most L.
+* **Semi-autoregressive blocks** (``block`` B, as Fast-dLLM decodes LLaDA and Dream): the free positions (all
+  of them, or those a prompt leaves: the positions not held fixed) are cut into consecutive blocks of B, and
+  each call's rule chooses only among the masked tokens of the row's first block that still has masks (the
+  prefix of the sequence is finished first). The network still sees the whole sequence, later blocks masked,
+  at the time of the whole row's masked fraction. Every call unmasks at least one token, so a row needs at
+  least ceil(F / B) calls (one per block of its F free positions) and at most F.
+* **Given tokens** (``fixed``; a prompt): they are never chosen; the rows' time is still that of their masked
+  fraction m / L, which a prompt lowers.
 * **Randomness.** Each call draws one float64 uniform per position of the *whole* batch from the explicit
   generator (finished rows discard theirs), so a row's draws do not depend on when the other rows finish;
   values are drawn by inverse CDF in float64.
@@ -127,22 +130,28 @@ class AdaptiveLaw:
         return out
 
 
-def current_block(masked: Tensor, block: int | None) -> Tensor:
+def current_block(masked: Tensor, block: int | None, fixed: Tensor | None = None) -> Tensor:
     """The masked positions (B, L) bool of each row's current semi-autoregressive block: the block of ``block``
-    consecutive positions (0..B-1, B..2B-1, ...; the last one may be shorter) that holds the row's first mask.
+    consecutive free positions (the positions not ``fixed`` ((B, L) or (L,) bool), in position order: the 1st to
+    the B-th, the (B+1)-th to the 2B-th, ...; the last one may be shorter) that holds the row's first free mask.
     ``block`` None: every masked position (the whole sequence is one block)."""
     if block is None:
-        return masked
+        return masked if fixed is None else masked & ~fixed
     pos = torch.arange(masked.shape[-1], device=masked.device)
-    first = torch.where(masked, pos, torch.full_like(pos, masked.shape[-1])).min(-1, keepdim=True).values
+    if fixed is not None:  # the rank of each position among its row's free positions
+        free = ~fixed.expand_as(masked)
+        masked, pos = masked & free, free.long().cumsum(-1) - 1
+    big = torch.full_like(masked, masked.shape[-1], dtype=torch.long)
+    first = torch.where(masked, pos.expand_as(masked), big).min(-1, keepdim=True).values
     return masked & (pos // block == first // block)
 
 
 def adaptive_law(rule: str, param: float, graph: Graph, x: Tensor, score: Tensor,
-                 block: int | None = None) -> AdaptiveLaw:
+                 block: int | None = None, fixed: Tensor | None = None) -> AdaptiveLaw:
     """The law of one ``rule`` call on x (B, L) with the score (B, L, S) at x; with ``block`` the rule chooses
-    only among the masked tokens of each row's current block (``current_block``)."""
-    masked = current_block(x == graph.mask_id, block)
+    only among the masked tokens of each row's current block (``current_block``), ``fixed`` (B, L) bool the
+    positions held (never chosen, not counted in the blocks)."""
+    masked = current_block(x == graph.mask_id, block, fixed)
     law = clean_law(graph, score)
     return AdaptiveLaw(x, SELECT[rule](law, masked, float(param)), law)
 
@@ -187,7 +196,8 @@ class AdaptiveOutput:
 def adaptive_loop(score_fn: ScoreFn | CountedScore, graph: Graph, noise: Noise, x: Tensor, rule: str, param: float,
                   *, generator: Generators = None, t_range: tuple[float, float] = (1.0, 1e-5),
                   block: int | None = None, max_row_calls: int | None = None,
-                  on_call: Callable[[int, Tensor, AdaptiveLaw, Tensor], None] | None = None) -> AdaptiveOutput:
+                  on_call: Callable[[int, Tensor, AdaptiveLaw, Tensor], None] | None = None,
+                  fixed: Tensor | None = None) -> AdaptiveOutput:
     """Run ``rule`` (``ADAPTIVE``) with parameter ``param`` from x (B, L) until no row has a mask.
 
     Call k passes the rows that still have masks to the network at their own times (``time_of_masked_fraction``,
@@ -197,6 +207,8 @@ def adaptive_loop(score_fn: ScoreFn | CountedScore, graph: Graph, noise: Noise, 
 
     ``max_row_calls``: stop early, returning ``stopped=True`` and rows that may still hold masks, once the calls
     summed over the rows exceed it (``match_budget``: the mean NFE is then known to exceed the budget).
+    ``fixed`` (B, L) bool: positions held at their token in x (given tokens; a held mask stays masked and makes
+    no call), the blocks cut from the free positions only.
     """
     check_rule(rule, param)
     check_block(block)
@@ -211,7 +223,7 @@ def adaptive_loop(score_fn: ScoreFn | CountedScore, graph: Graph, noise: Noise, 
     nfe = torch.zeros(batch, dtype=torch.long, device=x.device)
     calls = 0
     while True:
-        masked = x == graph.mask_id
+        masked = x == graph.mask_id if fixed is None else (x == graph.mask_id) & ~fixed
         active = masked.any(-1)
         if not bool(active.any()):
             break
@@ -227,7 +239,7 @@ def adaptive_loop(score_fn: ScoreFn | CountedScore, graph: Graph, noise: Noise, 
         if bool(bad.any()):
             raise ScoreContractError(f"network call {calls}: the score is NaN or infinite in {int(bad.sum())} masked "
                                      "token rows; the model's output is not usable there")
-        law = adaptive_law(rule, param, graph, xa, score, block)
+        law = adaptive_law(rule, param, graph, xa, score, block, None if fixed is None else fixed[active])
         u = uniforms((batch, length), generator, x.device)  # the whole batch: a row's draws ignore the others
         x = x.clone()
         x[active] = law.draw(u[active])
@@ -243,10 +255,11 @@ def adaptive_loop(score_fn: ScoreFn | CountedScore, graph: Graph, noise: Noise, 
 def sample_adaptive(score_fn: ScoreFn, graph: Graph, noise: Noise, rule: str, param: float, num: int, length: int,
                     *, seed: int, batch_size: int = 64, device: torch.device | str = "cpu",
                     t_range: tuple[float, float] = (1.0, 1e-5), block: int | None = None,
-                    progress: bool = False) -> AdaptiveOutput:
+                    progress: bool = False, given: Tensor | None = None) -> AdaptiveOutput:
     """``num`` sequences in batches of ``batch_size`` from the all-mask state; batch b draws from
     ``make_generator(seed, device, b)`` (as ``samplers.sample_batched``), and under torch.distributed each rank
-    runs its share. Returns x (num, L) and nfe (num,) on the CPU; ``calls`` is the largest batch's count."""
+    runs its share. Returns x (num, L) and nfe (num,) on the CPU; ``calls`` is the largest batch's count.
+    ``given`` (P, L) int64: tokens held fixed (the mask id at the free positions); sample i holds row i mod P."""
     from tqdm.auto import tqdm
 
     from .. import dist
@@ -257,8 +270,13 @@ def sample_adaptive(score_fn: ScoreFn, graph: Graph, noise: Noise, rule: str, pa
     for b in tqdm(mine, desc=f"{rule} sampling", unit="batch", leave=False, disable=not progress or not dist.is_main()):
         n = min(batch_size, num - b * batch_size)
         x = graph.sample_limit(n, length, device=device)
+        fixed = None
+        if given is not None:
+            rows = given[(b * batch_size + torch.arange(n)) % given.shape[0]].to(device)
+            fixed = rows != graph.mask_id
+            x = torch.where(fixed, rows, x)
         out = adaptive_loop(score_fn, graph, noise, x, rule, param, generator=make_generator(seed, device, b),
-                            t_range=t_range, block=block)
+                            t_range=t_range, block=block, fixed=fixed)
         parts[b] = (out.x.cpu(), out.nfe.cpu())
     parts = dist.gather_items(parts, n_batches)
     x = torch.cat([parts[b][0] for b in range(n_batches)])

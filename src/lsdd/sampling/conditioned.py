@@ -48,7 +48,6 @@ class ConditionedCoeff:
     phi_step: Tensor | None = None  # 0-d phi_k (counted: it alone sets the expected number of movers)
     choice: str = "weight"  # counted: which tokens move, by weight or spread along the sequence (draws.CHOICES)
     # or by a peer order (orders.ORDERS)
-    block: int | None = None  # the dilated order's block size (None: the whole sequence)
     memory: RunMemory | None = None  # what the run keeps between steps (the Halton rotation)
 
 
@@ -65,20 +64,14 @@ class ConditionedParams(nn.Module):
     """log_phi (M,), slope a (M,), log_beta (M,), float64; all zero = the base sampler (Phi = 1)."""
 
     def __init__(self, nfe: int, log_phi: Tensor | None = None, slope: Tensor | None = None,
-                 log_beta: Tensor | None = None, counted: bool = False, choice: str = "weight",
-                 block: int | None = None):
+                 log_beta: Tensor | None = None, counted: bool = False, choice: str = "weight"):
         super().__init__()
         if choice not in (*CHOICES, *ORDERS):
             raise ValueError(f"counted movers are chosen by one of {[*CHOICES, *ORDERS]}, not {choice!r}")
         if choice != "weight" and not counted:
             raise ValueError(f"choice {choice!r} needs counted movers")
-        if block is not None and (choice != "dilated" or isinstance(block, bool) or not isinstance(block, int)
-                                  or block < 1):
-            raise ValueError(f"block is the dilated order's block size, an integer >= 1; got {block!r} with "
-                             f"choice {choice!r}")
         self.counted = bool(counted)
         self.choice = choice
-        self.block = block
         z = torch.zeros(nfe, dtype=torch.float64)
         self.log_phi = nn.Parameter(z.clone() if log_phi is None else log_phi.detach().to(torch.float64).clone())
         self.slope = nn.Parameter(z.clone() if slope is None else slope.detach().to(torch.float64).clone())
@@ -125,8 +118,7 @@ class ConditionedParams(nn.Module):
                 conf = confidence(graph, score.detach()).to(torch.float64)
                 log_c = torch.log(torch.where(conf > 0, conf, torch.ones_like(conf)))  # 0 at full confidence
                 phi = torch.exp(self.log_phi[k] + self.slope[k] * log_c)
-            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted, step, self.choice, self.block,
-                                    run["memory"])
+            return ConditionedCoeff(phi, torch.exp(self.log_beta[k]), self.counted, step, self.choice, run["memory"])
 
         return fn
 
@@ -180,15 +172,15 @@ class ConditionedRule:
             step = coeff.phi_step if coeff.phi_step is not None else coeff.phi
             how_many = law.move if step is coeff.phi else \
                 rule(graph, noise, x, score, t, s, step, mode, last, call).move  # the count at a_k = 0
-            expected = torch.where(law.move > 0, how_many, torch.zeros_like(how_many)).sum(-1)
+            share = torch.where(law.move > 0, how_many, torch.zeros_like(how_many))  # each token's part of the count
+            parts = dict(x=law.x, move=law.move, weights=law.weights, fallback=law.fallback, score=law.score,
+                         invalid=law.invalid, expected=share.sum(-1), choice=coeff.choice, share=share)
             if coeff.choice in ORDERS:
                 if not graph.absorbing:
                     raise ValueError(f"the {coeff.choice} mover order reveals masked tokens: absorbing graph only, "
                                      f"not {graph.name}")
-                return OrderedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid, expected,
-                                  coeff.choice, coeff.block, coeff.memory)
-            return CountedLaw(law.x, law.move, law.weights, law.fallback, law.score, law.invalid, expected,
-                              coeff.choice)
+                return OrderedLaw(**parts, memory=coeff.memory)
+            return CountedLaw(**parts)
         return law
 
 

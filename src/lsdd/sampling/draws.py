@@ -16,7 +16,7 @@ Shapes: B batch, L length, S states, n rows.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence, Union
 
 import torch
@@ -183,6 +183,19 @@ class StepLaw:
         """Draw the next state (B, L) int64: stage 1 decides who moves, stage 2 draws values for those rows only."""
         return self._values(self.movers(generator), generator)
 
+    def pin(self, fixed: Tensor) -> "StepLaw":
+        """This law with the tokens at ``fixed`` ((B, L) or (L,) bool) held at their current value: their row is
+        the one-hot of the current token (move 0), so they are never movers and never invalid; every other
+        token's law is unchanged (the random streams are drawn as before)."""
+        return replace(self, **self._pinned(fixed.to(self.x.device)))
+
+    def _pinned(self, fixed: Tensor) -> dict:
+        keep = ~fixed
+        out = {"move": torch.where(keep, self.move, torch.zeros_like(self.move))}
+        if self.invalid is not None:
+            out["invalid"] = self.invalid & keep
+        return out
+
     def movers(self, generator: Generators = None) -> Tensor:
         """Stage 1: which tokens move, (B, L) bool; independently, token i with probability move_i."""
         return uniforms(self.x.shape, generator, self.x.device) < self.move
@@ -234,6 +247,19 @@ class CountedLaw(StepLaw):
 
     expected: Tensor | None = None
     choice: str = "weight"  # "weight": Plackett-Luce by move_i; "spread": systematic, in position order
+    share: Tensor | None = None  # (B, L) float64: each token's share of ``expected`` (expected = share.sum(-1))
+
+    def _pinned(self, fixed: Tensor) -> dict:
+        """Held tokens are no candidates, and the expected count is summed over the free tokens only: the sum of
+        move_i, or (``expected`` given) of the tokens' ``share``."""
+        out = super()._pinned(fixed)
+        if self.expected is not None:
+            if self.share is None:
+                raise ValueError("a counted law with its own expected count needs each token's share of it "
+                                 "(CountedLaw.share) to hold tokens fixed")
+            share = torch.where(fixed, torch.zeros_like(self.share), self.share)
+            out.update(share=share, expected=share.sum(-1))
+        return out
 
     def expected_count(self) -> Tensor:
         """(B,) float64: the expected number of movers, capped at the number of movable tokens."""
@@ -335,6 +361,15 @@ class TwoStageLaw:
         """Draw x_mid, make the second call there, then draw the final state (B, L) int64 from the same streams."""
         mid = self.first.draw(generator)
         return self.finish(mid, None).draw(generator)
+
+    def pin(self, fixed: Tensor) -> "TwoStageLaw":
+        """Both sub-steps with the tokens at ``fixed`` ((B, L) or (L,) bool) held (``StepLaw.pin``)."""
+        finish = self.finish
+
+        def pinned(mid: Tensor, rows: Tensor | None) -> StepLaw:
+            return finish(mid, rows).pin(fixed if rows is None or fixed.ndim == 1 else fixed[rows])
+
+        return TwoStageLaw(self.first.pin(fixed), pinned)
 
 
 __all__ = ["BLOCK", "derive_seed", "make_generator", "check_generator", "RowStreams", "Generators", "uniforms",

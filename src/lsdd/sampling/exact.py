@@ -15,7 +15,7 @@ from torch import Tensor
 from .draws import CHOICES, CountedLaw, StepLaw, TwoStageLaw, inclusion, spread_choice
 from ..graphs import Graph
 from ..noise import Noise
-from .loop import Coeffs, StepInfo, reverse_loop
+from .loop import Coeffs, StepInfo, free_token, reverse_loop
 from .orders import OrderedLaw, first_k, halton_breaks, order_key, value_probs
 
 
@@ -101,29 +101,64 @@ def exact_reverse_law(exact: ExactScore, noise: Noise, eps: float) -> Tensor:
     return ((1.0 / states.shape[0] / p_1)[:, None] * kernel * p_e[None, :]).sum(0)
 
 
+def exact_conditional_law(exact: ExactScore, given: Tensor) -> Tensor:
+    """The data law conditioned on the given tokens, over all S^L states (S^L,) float64: p0(x) restricted to the
+    sequences that agree with ``given`` (L,) int64 at its held positions (``loop.free_token`` elsewhere),
+    renormalised - the law a conditional sampler approximates."""
+    graph = exact.graph
+    held = given != free_token(graph)
+    agree = (exact.data[:, held] == given[held]).all(-1)
+    p = torch.where(agree, exact.p0, torch.zeros_like(exact.p0))
+    if not float(p.sum()) > 0:
+        raise ValueError(f"the given tokens {given.tolist()} have probability 0 under the data law")
+    ref = torch.zeros(graph.num_states ** exact.length, dtype=torch.float64)
+    ref[seq_index(exact.data, graph.num_states)] = p / p.sum()
+    return ref
+
+
 def exact_sampler_law(score_fn, graph: Graph, noise: Noise, times: Tensor, length: int, *,
-                      method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear") -> Tensor:
-    """Exact law of the sampler's output over all S^L states, (S^L,) float64, starting from the limit."""
+                      method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear",
+                      given: Tensor | None = None, block: int | None = None, blocks: int | None = None) -> Tensor:
+    """Exact law of the sampler's output over all S^L states, (S^L,) float64, starting from the limit (with the
+    ``given`` tokens held, in ``block``s: as ``exact_state_laws``)."""
     return exact_state_laws(score_fn, graph, noise, times, length, method=method, coeffs=coeffs,
-                            phi_mode=phi_mode)[-1]
+                            phi_mode=phi_mode, given=given, block=block, blocks=blocks)[-1]
+
+
+def start_law(graph: Graph, length: int, given: Tensor | None = None) -> Tensor:
+    """The samplers' start law over all S^L states (S^L,) float64: the graph's limit (all-mask, or uniform), with
+    the ``given`` tokens ((L,) int64, ``loop.free_token`` at free positions) at their held positions."""
+    states = all_sequences(graph.num_states, length)
+    if graph.absorbing:
+        start = graph.sample_limit(1, length)[0]
+        if given is not None:
+            start = torch.where(given != free_token(graph), given, start)
+        law = torch.zeros(states.shape[0], dtype=torch.float64)
+        law[seq_index(start[None], graph.num_states)] = 1.0
+        return law
+    ok = torch.ones(states.shape[0], dtype=torch.bool)
+    if given is not None:
+        held = given != free_token(graph)
+        ok = (states[:, held] == given[held]).all(-1)
+    return ok.to(torch.float64) / ok.sum()
 
 
 def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length: int, *,
-                     method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear") -> list[Tensor]:
-    """Exact laws of the sampler's state at every grid time, M + 1 tensors (S^L,) float64
-    (rows of ``all_sequences(S, L)``), starting from the graph's limit.
+                     method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear",
+                     given: Tensor | None = None, block: int | None = None,
+                     blocks: int | None = None) -> list[Tensor]:
+    """Exact laws of the sampler's state at every grid time (of every block), M + 1 tensors (blocks x M + 1 with
+    ``block``) (S^L,) float64 (rows of ``all_sequences(S, L)``), starting from the graph's limit.
 
     Drives the same reverse-time loop as the samplers, with the draw replaced by propagation: the loop's
     state is the set of states of positive probability, and each step's law (the product over tokens of the
     per-token step law) moves the distribution over all S^L states. Feasible for S^L up to a few thousand.
+    ``given`` (L,) int64: tokens held fixed (``loop.free_token`` at the free positions); ``block``: the grid runs
+    once per semi-autoregressive block (``loop.reverse_loop``).
     """
     n_states = graph.num_states
     states = all_sequences(n_states, length)  # (K, L)
-    if graph.absorbing:
-        law = torch.zeros(states.shape[0], dtype=torch.float64)
-        law[seq_index(graph.sample_limit(1, length), n_states)] = 1.0
-    else:
-        law = torch.full((states.shape[0],), 1.0 / states.shape[0], dtype=torch.float64)
+    law = start_law(graph, length, given)
     laws = [law]
 
     def transition(law) -> Tensor:
@@ -149,8 +184,9 @@ def exact_state_laws(score_fn, graph: Graph, noise: Noise, times: Tensor, length
         return states[new > 0]
 
     x0 = states[law > 0]
+    fixed = None if given is None else given != free_token(graph)
     reverse_loop(score_fn, graph, noise, times.to(torch.float64), x0, rule=method, coeffs=coeffs,
-                 phi_mode=phi_mode, advance=propagate)
+                 phi_mode=phi_mode, advance=propagate, fixed=fixed, block=block, blocks=blocks)
     return laws
 
 
@@ -279,11 +315,14 @@ def order_set_probs(law: OrderedLaw) -> Tensor:
         if law.memory.step != 0:
             raise ValueError("the halton rotation is drawn at a run's first step and kept: after the first step the "
                              "exact law needs the rotation (law.memory.shift)")
-        edges = halton_breaks(length)
+        # the order runs over each row's free positions: it is constant between the breaks of every free count
+        free = torch.full((b,), length) if law.fixed is None else (~law.fixed.expand_as(law.x)).sum(-1)
+        edges = torch.cat([halton_breaks(max(1, int(n))) for n in free.unique().tolist()]).unique().sort().values
         for lo_u, hi_u in zip(edges[:-1].tolist(), edges[1:].tolist()):
-            fixed = OrderedLaw(law.x, law.move, law.weights, law.fallback, expected=law.expected, choice="halton",
-                               memory=type(law.memory)(0, torch.full((b,), (lo_u + hi_u) / 2, dtype=torch.float64)))
-            ranks = fixed.ranks()
+            rotated = OrderedLaw(law.x, law.move, law.weights, law.fallback, expected=law.expected, choice="halton",
+                                 memory=type(law.memory)(0, torch.full((b,), (lo_u + hi_u) / 2, dtype=torch.float64)),
+                                 fixed=law.fixed)
+            ranks = rotated.ranks()
             for k, p_k in counts:
                 add(first_k(ranks, cand, k), p_k * (hi_u - lo_u))
         return out

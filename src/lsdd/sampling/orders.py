@@ -6,23 +6,22 @@ value law. The orders here only change the choice of the K_b movers among the mo
 on the absorbing graph the masked ones), always "the first K_b of the movable tokens in the order":
 
 * ``dilated`` - the Dilated Unmasking Scheduler (DUS; Luxembourg, Permuter & Nachmani, arXiv 2506.19037).
-  Inside a block of B positions, with base a = 2 and R = ceil(log_a B) rounds, round t (t = 1..R) has stride
+  Over B positions, with base a = 2 and R = ceil(log_a B) rounds, round t (t = 1..R) has stride
   s_t = floor(B / a^t) and reveals every not-yet-revealed position k (1-based) with (k - 1) mod s_t = 0:
   for B = 8 the rounds are {1, 5}, {3, 7}, {2, 4, 6, 8} (0-based: 0 4 | 2 6 | 1 3 5 7). The paper reveals a
   round at once and gives no order inside a round; we take left to right (so a K that splits a round takes
-  its leftmost positions). The order is deterministic, as in the paper (no random offset). With ``block``
-  the blocks are consecutive runs of B positions (the last one may be shorter and gets its own dilated
-  order) and the order is block-major (semi-autoregressive): all of block 0, then block 1, ... K is *not*
-  shared out over the blocks: the step's K from the schedule goes to the first K masked positions in this
-  order, so a block is finished before the next one starts and one step may span a block boundary (LLaDA's
-  semi-AR instead gives every block the same number of steps; with K from the noise schedule there is no
-  per-block step count to give). Without ``block`` the whole sequence is one block (B = L).
+  its leftmost positions). The order is deterministic, as in the paper (no random offset). It runs over the
+  *free* positions of a row (those not held fixed: ``OrderedLaw.fixed``), in position order: the whole sequence
+  without a prompt; in semi-autoregressive blocks (``Sampler.block``, ``loop.reverse_loop``) the free positions
+  are the current block's, so each block gets its own DUS order and its own few-step schedule - the paper's
+  scheme (every block the same number of steps).
 * ``halton`` - MaskGIT's Halton scheduler (Besnier et al., ICLR 2025, arXiv 2503.17076) in one dimension:
   the points of the van der Corput sequence in base 2, phi_2(i) for i = 0, 1, 2, ... (bit-reversed i; the
   1-D Halton sequence), rotated by one uniform u per sequence (Cranley-Patterson: frac(phi_2(i) + u)), are
   mapped to the positions floor(L frac(phi_2(i) + u)), skipping positions already visited (the paper's
   "skip cells already visited"). The first 2^ceil(log2 L) points visit every position. For L = 8 and u = 0:
-  0 4 2 6 1 5 3 7; for L = 2^m a rotation is a cyclic shift of that order by floor(L u). u is drawn once per
+  0 4 2 6 1 5 3 7; for L = 2^m a rotation is a cyclic shift of that order by floor(L u). As for ``dilated``,
+  L and the positions are those of the free positions of a row (in position order). u is drawn once per
   sequence, at the run's first step, from the step's generator, and kept for the later steps
   (``RunMemory``).
 * ``confidence``, ``margin``, ``entropy`` - the top-K_b of the movable tokens by the model's own value law at
@@ -44,6 +43,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -114,21 +114,38 @@ def dilated_block(size: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=64)
-def _dilated_order(length: int, block: int | None) -> tuple[int, ...]:
-    """The block-major dilated order of ``length`` positions (a Python loop: built once per (length, block))."""
-    size = length if block is None else block
-    order = []
-    for start in range(0, length, size):
-        order += [start + p for p in dilated_block(min(size, length - start))]
-    return tuple(order)
+def _dilated_order(length: int) -> tuple[int, ...]:
+    """The dilated order of ``length`` positions (a Python loop: built once per length)."""
+    return tuple(dilated_block(length))
 
 
-def dilated_ranks(length: int, block: int | None = None) -> Tensor:
-    """Rank of each of ``length`` positions in the block-major dilated order (0 = revealed first), (L,) int64;
-    ``block`` None = one block of the whole sequence."""
+def dilated_ranks(length: int) -> Tensor:
+    """Rank of each of ``length`` positions in the dilated order (0 = revealed first), (L,) int64."""
     ranks = torch.empty(length, dtype=torch.long)
-    ranks[torch.tensor(_dilated_order(length, block))] = torch.arange(length)
+    ranks[torch.tensor(_dilated_order(length), dtype=torch.long)] = torch.arange(length)
     return ranks
+
+
+def free_ranks(free: Tensor, ranks_of: Callable[[int, Tensor], Tensor]) -> Tensor:
+    """Ranks (B, L) int64 of an order of positions applied to the free positions of each row only: row b's
+    n_b free positions, in position order, take the ranks ``ranks_of(n_b, rows)`` ((R, n) or (n,) int64 for
+    the rows ``rows`` (R,) of that count) of an order of n_b positions; the held positions rank after them, by
+    position (they are never candidates). ``free`` (B, L) bool; all free gives ``ranks_of(L, ...)`` itself."""
+    b, length = free.shape
+    idx = (free.long().cumsum(-1) - 1).clamp_min(0)  # index of each position among its row's free positions
+    counts = free.sum(-1)
+    out = torch.empty(b, length, dtype=torch.long, device=free.device)
+    for n in counts.unique().tolist():
+        rows = (counts == n).nonzero()[:, 0]
+        sub_free, sub_idx = free[rows], idx[rows]
+        held = n + torch.arange(length, device=free.device).expand_as(sub_idx)
+        if n == 0:
+            out[rows] = held
+            continue
+        r = ranks_of(n, rows).to(free.device)
+        r = r.expand(rows.numel(), n) if r.ndim == 1 else r
+        out[rows] = torch.where(sub_free, r.gather(-1, sub_idx.clamp_max(n - 1)), held)
+    return out
 
 
 # ---- the scored orders -------------------------------------------------------------------------------------
@@ -182,17 +199,18 @@ class RunMemory:
 
     step: int = 0
     shift: Tensor | None = None
-    halton: tuple[Tensor, Tensor] | None = None  # (the shift they were made for, its ranks (B, L)): one per run
+    halton: tuple | None = None  # (the shift and held positions they were made for, the ranks (B, L)): one per run
 
 
 @dataclass
 class OrderedLaw(CountedLaw):
     """A ``CountedLaw`` whose K_b movers are the first K_b movable tokens in a peer order (module docstring):
-    ``choice`` in ``ORDERS``, ``block`` the DUS block size (None: the whole sequence), ``memory`` the run's
-    ``RunMemory`` (needed by ``halton``). K_b and the values are those of ``CountedLaw``."""
+    ``choice`` in ``ORDERS``, ``memory`` the run's ``RunMemory`` (needed by ``halton``), ``fixed`` the held
+    positions ((B, L) or (L,) bool, set by ``pin``; None: none), over whose complement the fixed orders run.
+    K_b and the values are those of ``CountedLaw``."""
 
-    block: int | None = None
     memory: RunMemory | None = None
+    fixed: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.choice not in ORDERS:
@@ -201,17 +219,27 @@ class OrderedLaw(CountedLaw):
             raise ValueError("the halton order keeps one rotation per sequence for the whole run; give the law the "
                              "run's RunMemory")
 
+    def _pinned(self, fixed: Tensor) -> dict:
+        return {**super()._pinned(fixed), "fixed": fixed}
+
+    def _free(self) -> Tensor:
+        return ~self.fixed.expand_as(self.x)
+
     def ranks(self, tie: Tensor | None = None) -> Tensor:
         """(B, L) or (L,) int64 ranks of the positions (0 = first): fixed orders need the Halton rotation in
         ``memory``; scored orders need ``tie`` (B, L) uniforms."""
         b, length = self.x.shape
         if self.choice == "dilated":
-            return dilated_ranks(length, self.block).to(self.x.device)
-        if self.choice == "halton":  # the rotation is fixed for the run: its ranks are computed once
-            made = self.memory.halton
-            if made is None or made[0] is not self.memory.shift:
-                made = self.memory.halton = (self.memory.shift, halton_ranks(length, self.memory.shift))
-            return made[1]
+            if self.fixed is None:
+                return dilated_ranks(length).to(self.x.device)
+            return free_ranks(self._free(), lambda n, rows: dilated_ranks(n))
+        if self.choice == "halton":  # the rotation and held positions are fixed for the run: ranks made once
+            made, shift = self.memory.halton, self.memory.shift
+            if made is None or made[0] is not shift or made[1] is not self.fixed:
+                ranks = halton_ranks(length, shift) if self.fixed is None else \
+                    free_ranks(self._free(), lambda n, rows: halton_ranks(n, shift[rows]))
+                made = self.memory.halton = (shift, self.fixed, ranks)
+            return made[2]
         return scored_ranks(order_key(self.choice, value_probs(self)), tie)
 
     def movers(self, generator: Generators = None) -> Tensor:
@@ -224,5 +252,5 @@ class OrderedLaw(CountedLaw):
 
 
 __all__ = ["FIXED", "SCORED", "ORDERS", "van_der_corput", "halton_points", "halton_ranks", "halton_breaks",
-           "dilated_block", "dilated_ranks", "value_probs", "order_key", "scored_ranks", "first_k", "RunMemory",
+           "dilated_block", "dilated_ranks", "free_ranks", "value_probs", "order_key", "scored_ranks", "first_k", "RunMemory",
            "OrderedLaw"]

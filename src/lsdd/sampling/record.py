@@ -10,7 +10,9 @@ sampler and seed::
      "lsdd_version": "0.1.0"}
 
 ``lsdd eval`` and ``lsdd decode`` read it (``read_info``) and refuse another model's samples
-(``check_provenance``). Samples without a sidecar (older lsdd, other tools) are read as before.
+(``check_provenance``). Conditional samples add ``"condition": {"kind", "texts", "free_token", "given"}``
+(``lsdd.sampling.prompts.Condition.to_info``: the (P, L) given tokens, sample i holding row i mod P), from which
+``held_positions`` gives each sample's given positions. Samples without a sidecar (older lsdd, other tools) are read as before.
 """
 
 from __future__ import annotations
@@ -78,6 +80,29 @@ def read_info(path: str | Path) -> dict | None:
     return info
 
 
+def held_positions(info: dict | None, samples: Any, what: str = "samples"):
+    """(n, L) bool tensor: the positions samples (n, L) were given (sample i holds row i mod P of the condition
+    the sidecar ``info`` records; ``lsdd.sampling.prompts``), or None for unconditional samples. UserError when the
+    record does not fit the samples (another length, or given tokens the samples do not hold)."""
+    if info is None or info.get("condition") is None:
+        return None
+    from .prompts import Condition
+
+    cond = Condition.from_info(info["condition"], f"{what}.json")
+    n, length = samples.shape
+    if cond.given.shape[1] != length:
+        raise UserError(f"{what}: its sidecar's condition has rows of {cond.given.shape[1]} tokens, the samples "
+                        f"{length}")
+    rows = cond.rows(n)
+    held = rows != cond.free
+    bad = held & (samples.cpu() != rows)
+    if bool(bad.any()):
+        i = int(bad.any(-1).nonzero()[0, 0])
+        raise UserError(f"{what}: sample {i} does not hold the tokens its sidecar says it was given (edited or "
+                        "reordered samples?)")
+    return held
+
+
 def _short(value: Any) -> str:
     text = "none" if value is None else str(value)
     return text if len(text) <= 16 else text[:12] + "..."
@@ -112,4 +137,4 @@ def check_provenance(info: dict | None, *, fingerprint: str | None = None, token
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "sidecar_path", "write_samples", "model_info", "read_info",
-           "check_provenance"]
+           "check_provenance", "held_positions"]

@@ -69,8 +69,12 @@ class Sampler:
         provenance: how it was made (method, teacher, settings, validation figures, lsdd version).
         adaptive: an adaptive rule of ``lsdd.sampling.adaptive`` and its parameter, {"rule": "eb", "gamma": g} or
             {"rule": "threshold", "tau": t}, or None for a fixed grid (then rule, coeffs and movers are unused).
-        block: the block size of the ``dilated`` movers or of an adaptive sampler (semi-autoregressive blocks),
-            None for the whole sequence.
+        block: semi-autoregressive blocks of this many free positions (after a prompt: the positions not held
+            fixed), decoded left to right, or None for the whole sequence at once. A fixed-grid sampler runs its
+            whole grid once per block, every position outside the block held (earlier blocks at their decoded
+            tokens, later ones masked), so a sample makes blocks x ``nfe`` network calls (``total_nfe``); the
+            ``dilated`` order then runs inside each block (DUS's own scheme). An adaptive sampler keeps its own
+            rule: each call chooses among the masked tokens of the first block that still has masks.
     """
 
     times: tuple[float, ...]
@@ -101,7 +105,7 @@ class Sampler:
     def base(cls, rule: str, nfe: int, *, movers: str = "independent", eps: float = 1e-5,
              theta: float | None = None, temperature: float = 1.0, block: int | None = None) -> "Sampler":
         """``rule`` on the uniform grid with ``nfe`` network calls per sample (nfe / 2 steps for theta-*);
-        ``block``: the block size of ``dilated`` movers."""
+        ``block``: semi-autoregressive blocks of that many tokens, the grid (``nfe`` calls) run once per block."""
         if rule not in RULES:
             raise UserError(f"unknown step rule {rule!r}; expected one of {sorted(RULES)}")
         calls = get_rule(rule).calls
@@ -166,10 +170,21 @@ class Sampler:
 
     @property
     def nfe(self) -> int | None:
-        """Network calls per sample (counted again by the loop when it runs); None for an adaptive sampler."""
+        """Network calls per sample of one run of the grid (counted again by the loop when it runs): per block
+        when ``block`` is set (``total_nfe``); None for an adaptive sampler."""
         if self.adaptive is not None:
             return None
         return self.steps * self.calls_per_step
+
+    def blocks(self, free: int) -> int:
+        """How many semi-autoregressive blocks a sequence with ``free`` free positions is decoded in (1 without
+        ``block``): ceil(free / block)."""
+        return 1 if self.block is None else max(1, -(-int(free) // self.block))
+
+    def total_nfe(self, free: int) -> int | None:
+        """Network calls per sample for sequences with ``free`` free positions (the model's length without a
+        prompt): ``blocks(free)`` x ``nfe``; None for an adaptive sampler."""
+        return None if self.adaptive is not None else self.blocks(free) * self.nfe
 
     @property
     def method(self) -> str:
@@ -213,8 +228,7 @@ class Sampler:
         parts = [f"{self.method} {self.rule}" if self.learned else self.rule,
                  f"{self.steps} step{'s' * (self.steps != 1)} x {calls} network call{'s' * (calls > 1)}"]
         if self.movers in ORDERS:
-            blocks = f" in blocks of {self.block}" if self.block is not None else ""
-            parts.append(f"counted movers in {self.movers} order{blocks}")
+            parts.append(f"counted movers in {self.movers} order")
         elif self.movers != "independent":
             parts.append("counted movers spread along the sequence" if self.movers == "spread" else "counted movers")
         if self.coeffs is not None and any(c != 1.0 for c in self.coeffs):
@@ -223,20 +237,22 @@ class Sampler:
             parts.append("state-conditioned")
         if self.temperature != 1.0:
             parts.append(f"temperature {self.temperature:g}")
+        if self.block is not None:
+            parts.append(f"in blocks of {self.block} (the grid once per block)")
         return ", ".join(parts)
 
     # ---- the one place that turns the value into loop arguments -------------------------------------------
     def loop_args(self, graph) -> dict[str, Any]:
         """Keyword arguments of ``lsdd.sampling.samplers.sample``/``sample_batched`` on ``graph``: the step rule
         (a name, a theta rule object or the conditioned rule), the coefficients ((M,) tensor, None, or a
-        state-dependent function) and phi_mode. Every entry point goes through here."""
+        state-dependent function), phi_mode and block. Every entry point goes through here."""
         if self.adaptive is not None:
             raise UserError(f"the {self.adaptive['rule']} sampler is adaptive and has no fixed grid; draw with "
                             "lsdd.sample (lsdd.sampling.adaptive)")
         if self.movers == "independent" and self.conditioning is None:
             rule = get_rule(self.rule, self.theta) if self.theta is not None else self.rule
             coeffs = None if self.coeffs is None else self.coeffs_tensor()
-            return {"method": rule, "coeffs": coeffs, "phi_mode": self.phi_mode}
+            return {"method": rule, "coeffs": coeffs, "phi_mode": self.phi_mode, "block": self.block}
         from .conditioned import ConditionedParams, ConditionedRule
 
         if self.movers in ORDERS and not graph.absorbing:
@@ -248,9 +264,9 @@ class Sampler:
         log_beta = torch.tensor(cond["beta"], dtype=torch.float64).log() if cond else None
         log_phi = None if self.coeffs is None else self.coeffs_tensor().log()
         params = ConditionedParams.from_count(m, _COUNT[self.movers], log_phi, slope, log_beta)
-        params.block = self.block
         params.requires_grad_(False)
-        return {"method": ConditionedRule(self.rule), "coeffs": params.coeff_fn(graph), "phi_mode": "linear"}
+        return {"method": ConditionedRule(self.rule), "coeffs": params.coeff_fn(graph), "phi_mode": "linear",
+                "block": self.block}
 
     # ---- the model it fits --------------------------------------------------------------------------------
     def check_model(self, model, force: bool = False) -> None:
@@ -276,7 +292,7 @@ class Sampler:
              "movers": self.movers, "phi_mode": self.phi_mode, "theta": self.theta,
              "conditioning": self.conditioning, "temperature": self.temperature, "model": self.model,
              "provenance": self.provenance}
-        if self.block is not None:  # written only when set: files without dilated blocks stay as they were
+        if self.block is not None:  # written only when set: files without blocks stay as they were
             d["block"] = self.block
         if self.adaptive is not None:  # likewise for adaptive samplers
             d["adaptive"] = self.adaptive
@@ -350,10 +366,9 @@ def _check(s: Sampler) -> None:
         raise UserError(f"unknown phi_mode {s.phi_mode!r}; expected one of {list(PHI_MODES)}")
     if s.movers not in MOVERS:
         raise UserError(f"unknown movers {s.movers!r}; expected one of {list(MOVERS)}")
-    if s.block is not None and ((s.movers != "dilated" and s.adaptive is None) or isinstance(s.block, bool)
-                                or not isinstance(s.block, int) or s.block < 1):
-        raise UserError(f"block is the block size of dilated movers or of an adaptive sampler, an integer >= 1; got "
-                        f"block {s.block!r} with movers {s.movers!r}")
+    if s.block is not None and (isinstance(s.block, bool) or not isinstance(s.block, int) or s.block < 1):
+        raise UserError(f"block is the number of tokens of a semi-autoregressive block, an integer >= 1; got "
+                        f"block {s.block!r}")
     if s.theta is not None:
         if s.rule not in THETA_RULES:
             raise UserError(f"theta applies to {sorted(THETA_RULES)}, not to {s.rule!r}")

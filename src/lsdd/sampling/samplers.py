@@ -23,7 +23,7 @@ from torch import Tensor
 from .draws import Generators, RowStreams, check_generator, make_generator, sample_categorical
 from ..errors import UserError
 from ..graphs import Graph
-from .loop import Coeffs, ScoreFn, StepInfo, reverse_loop
+from .loop import Coeffs, ScoreFn, StepInfo, count_blocks, free_token, reverse_loop
 from ..noise import Noise
 from .steps import PHI_MODES, RULES, get_rule
 
@@ -115,13 +115,18 @@ class SampleOutput:
 def sample(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, shape: tuple[int, int], *,
            method: str = "euler", coeffs: Coeffs = None, phi_mode: str = "linear",
            generator: Generators = None, x_init: Tensor | None = None, device: torch.device | str = "cpu",
-           callback: Callable[[StepInfo], None] | None = None) -> SampleOutput:
+           callback: Callable[[StepInfo], None] | None = None, given: Tensor | None = None,
+           block: int | None = None, blocks: int | None = None) -> SampleOutput:
     """Run the reverse process on ``times`` (M + 1,), strictly decreasing from 1: M steps, M score calls (2M for
     the two-call theta rules; ``method`` is a name of ``SAMPLERS`` or a step-rule object, e.g. ``ThetaRK2(0.3)``).
 
     coeffs: (M,) per-step Phi (None = all ones, the base sampler) or a function (k, x, score) -> Phi_k.
     generator: a torch.Generator on ``device`` (or ``draws.RowStreams``). x_init: (B, L) start state
     (default: a draw from the graph's limit). callback gets the loop's ``StepInfo`` (with the law) per step.
+    given: (B, L) int64 tokens held fixed (conditional generation), ``loop.free_token(graph)`` at the free
+    positions: the start is the given token where there is one and the limit draw elsewhere. block: the grid
+    runs once per semi-autoregressive block of that many free positions (``loop.reverse_loop``): NFE = blocks x M;
+    ``blocks`` the number of blocks (default: as many as the rows' free positions need).
     """
     batch, length = shape
     device = torch.device(device)
@@ -134,8 +139,16 @@ def sample(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor, shape: 
         x = graph.sample_limit(batch, length, generator=generator, device=device)
     else:
         x = x_init.to(device)
+    fixed = None
+    if given is not None:
+        given = given.to(device)
+        if given.shape != x.shape:
+            raise ValueError(f"given tokens must have the samples' shape {tuple(x.shape)}, got {tuple(given.shape)}")
+        fixed = given != free_token(graph)
+        x = torch.where(fixed, given, x)
     out = reverse_loop(score_fn, graph, noise, times.to(torch.float64), x, rule=method, coeffs=coeffs,
-                       phi_mode=phi_mode, generator=generator, on_step=callback)
+                       phi_mode=phi_mode, generator=generator, on_step=callback, fixed=fixed, block=block,
+                       blocks=blocks)
     return SampleOutput(x=out.x, nfe=out.nfe)
 
 
@@ -174,7 +187,9 @@ def sample_batched(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor,
     """``sample`` for ``num`` sequences in batches of ``batch_size``; batch b draws from its own generator
     ``make_generator(seed, device, b)``, so the output does not depend on how batches are spread over
     processes. Under torch.distributed each rank runs its share of the batches and every rank gets all
-    ``num`` samples back. Returns x (num, L) on the CPU and the calls per sample."""
+    ``num`` samples back. Returns x (num, L) on the CPU and the calls per sample.
+
+    ``given`` (P, L) int64 (``sample``'s given tokens, one row per prompt): sample i holds row i mod P."""
     from .. import dist
     from tqdm.auto import tqdm
 
@@ -183,7 +198,12 @@ def sample_batched(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor,
     parts, nfe = {}, 0
     # the bar counts loop steps (batches x steps), so a long run moves from its first step on; it only watches
     # the loop (no draw depends on it)
-    steps = times.numel() - 1
+    given = kwargs.pop("given", None)
+    used = None if given is None else given[torch.arange(min(num, given.shape[0]))]  # the rows some sample holds
+    blocks = count_blocks(None if used is None else used != free_token(graph), length, kwargs.get("block"))
+    if kwargs.get("block") is not None:
+        kwargs.setdefault("blocks", blocks)
+    steps = (times.numel() - 1) * (kwargs.get("blocks") or 1)
     bar = tqdm(total=len(mine) * steps, desc="sampling", unit="step", leave=False,
                disable=not progress or not dist.is_main())
     user_callback = kwargs.pop("callback", None)
@@ -198,8 +218,9 @@ def sample_batched(score_fn: ScoreFn, graph: Graph, noise: Noise, times: Tensor,
         if not bar.disable:
             bar.set_postfix_str(f"batch {i + 1}/{len(mine)}", refresh=False)
         n = min(batch_size, num - b * batch_size)
+        rows = None if given is None else given[(b * batch_size + torch.arange(n)) % given.shape[0]]
         out = sample(score_fn, graph, noise, times, (n, length), generator=make_generator(seed, device, b),
-                     device=device, callback=callback, **kwargs)
+                     device=device, callback=callback, given=rows, **kwargs)
         parts[b] = out.x.cpu()
         nfe = out.nfe  # every batch makes the same number of calls
     bar.close()

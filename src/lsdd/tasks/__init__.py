@@ -45,7 +45,7 @@ def default_task(model) -> str:
     return next((name for name, cls in TASKS.items() if cls.matches(model)), "tokens")
 
 
-def evaluate(samples, model=None, task: str | Task | None = None, **options: Any) -> dict[str, float]:
+def evaluate(samples, model=None, task: str | Task | None = None, *, fixed=None, **options: Any) -> dict[str, float]:
     """Score samples on a task: the numbers ``lsdd eval`` prints for them.
 
     Args:
@@ -54,6 +54,8 @@ def evaluate(samples, model=None, task: str | Task | None = None, **options: Any
             gives the task what it needs (the text task: its tokenizer).
         task: a task name, a ``Task`` (then ``model`` and ``options`` are not used), or None: the model's
             own task (``default_task``); without a model, None is an error.
+        fixed: (n, L) bool, the given positions of conditional samples (``lsdd.sample(..., prompt=...)``:
+            ``Samples.fixed``); the text task then scores the generated tokens given their prompt. Text only.
         **options: the task's options (e.g. ``num_values``; text: ``evaluator``, ``reference``).
 
     Returns:
@@ -67,7 +69,11 @@ def evaluate(samples, model=None, task: str | Task | None = None, **options: Any
                 raise UserError(f"evaluate needs a task or a model; tasks: {', '.join(sorted(TASKS))}")
             task = default_task(model)
         task = task_class(task).build(model, **options)
-    return task.compute(x)
+    if fixed is None:
+        return task.compute(x)
+    if task.name != "text":
+        raise UserError(f"given positions (fixed=) are scored by the text task, not by {task.name}")
+    return task.compute(x, fixed=torch.as_tensor(np.asarray(fixed), dtype=torch.bool).expand(x.shape))
 
 
 __all__ = [

@@ -16,6 +16,11 @@ Reference (real held-out text, windows of the same length, scored exactly like t
 - ``ref_gen_ppl``, ``ref_entropy``: what ideal samples would score. Perplexity can be lowered by sharpening
   alone (low temperature); read ``gen_ppl`` with ``entropy``, and both against these references.
 
+Conditional samples (``compute(samples, fixed)``, ``fixed`` the given positions: a prompt, an infill template):
+``gen_ppl``, ``gen_ppl_corpus``, ``entropy`` and ``distinct_*`` read the generated tokens only, given their
+prompt (``lsdd.tasks.continuation``), and the reference windows are scored at the same positions (their own
+text before them as context); MAUVE still compares whole sequences.
+
 The task keeps a few decoded samples (``examples``) for display. Its data are a corpus prepared by ``lsdd data``,
 encoded with the model's tokenizer; its samples decode with that tokenizer.
 """
@@ -145,7 +150,7 @@ class TextTask(Task):
         self.num_examples, self.use_mauve = num_examples, mauve
         self.examples: list[str] = []
         self.retokenised = False
-        self._ref_cache: dict[tuple[int, int], tuple[dict, np.ndarray]] = {}
+        self._ref_cache: dict[tuple[int, int], tuple[dict, Any, np.ndarray]] = {}  # (figures, features, windows)
 
     def check_reference(self) -> None:
         """``UserError`` unless the model's tokenizer can encode the held-out reference text."""
@@ -250,16 +255,20 @@ class TextTask(Task):
             seqs, _ = self.evaluator.to_ids(windows, self.tokenizer)
             ppl, _ = perplexities(self.evaluator.token_nll(seqs))
             feats = self.evaluator.features(seqs) if self.use_mauve else None
-            self._ref_cache[key] = ({"ref_gen_ppl": ppl, "ref_entropy": unigram_entropy(windows)}, feats)
-        return self._ref_cache[key]
+            self._ref_cache[key] = ({"ref_gen_ppl": ppl, "ref_entropy": unigram_entropy(windows)}, feats, windows)
+        return self._ref_cache[key][:2]
 
-    def compute(self, samples: Tensor) -> dict[str, float]:
+    def compute(self, samples: Tensor, fixed: Tensor | None = None) -> dict[str, float]:
+        """The metrics of ``samples`` (n, L); ``fixed`` (n, L) bool: the given positions of conditional samples
+        (their prompt), whose generated tokens alone are then scored, given the prompt (module docstring)."""
         x = check_samples(samples).cpu().numpy()
         n, length = x.shape
         if self.tokenizer is not None and int(x.max()) >= self.tokenizer.vocab_size:
             row, col = map(int, np.argwhere(x >= self.tokenizer.vocab_size)[0])
             raise UserError(f"token id {int(x[row, col])} at row {row}, position {col} is outside the model's "
                             f"vocabulary of {self.tokenizer.vocab_size} (a leftover mask token?)")
+        if fixed is not None:
+            return self._compute_given(x, np.asarray(fixed.cpu() if isinstance(fixed, Tensor) else fixed, dtype=bool))
         seqs, self.retokenised = self.evaluator.to_ids(x, self.tokenizer)
         texts = self.tokenizer.decode_batch(x) if self.tokenizer is not None else [
             self.evaluator.hf_tokenizer.decode(s.tolist()) if self.evaluator.hf_tokenizer else "" for s in seqs]
@@ -271,6 +280,32 @@ class TextTask(Task):
             mauve = mauve_score(self.evaluator.features(seqs), ref_feats)
         out = {"gen_ppl": ppl, "gen_ppl_corpus": ppl_corpus, "mauve": mauve, "entropy": unigram_entropy(x),
                **{f"distinct_{k}": distinct_n(texts, k) for k in (1, 2, 3)}, **ref}
+        return {m.name: out[m.name] for m in self.metrics}
+
+    def _compute_given(self, x: np.ndarray, held: np.ndarray) -> dict[str, float]:
+        """``compute`` for conditional samples x (n, L) with given positions ``held`` (n, L) bool."""
+        from .continuation import continuation_entropy, continuation_ids, continuation_nll, continuation_texts
+
+        if held.shape != x.shape:
+            raise UserError(f"the given positions have shape {held.shape}, the samples {x.shape}")
+        if self.tokenizer is None:
+            raise UserError("scoring a continuation given its prompt needs the model's tokenizer (pass --model)")
+        n, length = x.shape
+        seqs, generated = continuation_ids(self.evaluator, self.tokenizer, x, held)
+        self.retokenised = not self.evaluator.shares_vocabulary(self.tokenizer)
+        self.examples = self.tokenizer.decode_batch(x)[: self.num_examples]
+        ppl, ppl_corpus = perplexities(continuation_nll(self.evaluator, seqs, generated))
+        _, ref_feats = self._reference(n, length)
+        windows = self._ref_cache[(n, length)][2]
+        ref_seqs, ref_gen = continuation_ids(self.evaluator, self.tokenizer, windows, held)
+        ref_ppl, _ = perplexities(continuation_nll(self.evaluator, ref_seqs, ref_gen))
+        mauve = float("nan")
+        if self.use_mauve and n >= 20:
+            mauve = mauve_score(self.evaluator.features(seqs), ref_feats)
+        texts = continuation_texts(self.tokenizer, x, held)
+        out = {"gen_ppl": ppl, "gen_ppl_corpus": ppl_corpus, "mauve": mauve, "entropy": continuation_entropy(x, held),
+               **{f"distinct_{k}": distinct_n(texts, k) for k in (1, 2, 3)}, "ref_gen_ppl": ref_ppl,
+               "ref_entropy": continuation_entropy(windows, held)}
         return {m.name: out[m.name] for m in self.metrics}
 
 
