@@ -237,6 +237,28 @@ def test_bert_samples_with_lsdd_sample(bert):
     assert adaptive.x.shape == (4, 10) and 1 <= adaptive.nfe <= 10 and int(adaptive.x.max()) < N
 
 
+def test_bert_prompts_and_blocks(bert, tmp_path, capsys):
+    """A transformers masked LM continues a text prompt through its own tokenizer: the prompt's ids stay in every
+    sample, blocks after it are decoded left to right with NFE counted across them, and text the vocabulary lacks
+    is a one-line error (exit code 2) before any sampling."""
+    model = load_model(str(bert), length=10)
+    ids = list(model.tokenizer.encode("w3 w7 w1"))
+    assert len(ids) == 3
+    out = lsdd.sample(model, Sampler.base("euler", 2, block=4), num=4, seed=0, prompt="w3 w7 w1")
+    assert (out.x[:, :3] == torch.tensor(ids)).all() and int(out.x.max()) < N
+    assert out.nfe == 2 * 2  # 7 free positions in blocks of 4: two blocks of one 2-step grid each
+    path = tmp_path / "p.npy"
+    assert main(["sample", "--model", str(bert), "--length", "10", "--steps", "2", "--num", "4", "--seed", "0",
+                 "--prompt", "w3 w7 w1", "--device", "cpu", "--out", str(path)]) == 0
+    capsys.readouterr()
+    assert np.array_equal(np.load(path)[:, :3], np.tile(ids, (4, 1)))
+    bad = tmp_path / "bad.npy"
+    assert main(["sample", "--model", str(bert), "--length", "10", "--steps", "2", "--num", "4",
+                 "--prompt", "w3 zebra", "--device", "cpu", "--out", str(bad)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "Loading weights" not in line]  # transformers' bar
+    assert len(err) == 1 and "no token for part of" in err[0] and not bad.exists()
+
+
 def test_cli_sample_and_decode_a_bert_directory(bert, tmp_path, capsys):
     out = tmp_path / "s.npy"
     assert main(["sample", "--model", str(bert), "--steps", "4", "--length", "8", "--num", "3", "--seed", "1",

@@ -145,7 +145,15 @@ class MappedTokenizer:
             model = self.hf.encode(text, add_special_tokens=False)
         except TypeError:
             model = self.hf.encode(text)
+        unk = getattr(self.hf, "unk_token_id", None)
+        if unk is not None and unk in model:
+            raise UserError(f"{where}: the model's tokenizer has no token for part of {text!r} (it encodes as "
+                            f"{getattr(self.hf, 'unk_token', 'the unknown token')})")
         return self.ids.lsdd_ids(torch.as_tensor(list(model), dtype=torch.long)).numpy()
+
+    # transformers tokenizers normalise text (case, spaces around punctuation), so a prompt need not decode back to
+    # itself; encode refuses the text the vocabulary lacks instead (sampling.prompts reads this flag)
+    exact_roundtrip = False
 
     def check_text(self, text: str, where: str = "text") -> None:
         """Every text encodes (unknown words become the tokenizer's unknown token)."""
