@@ -131,9 +131,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--val-samples", type=positive_int, default=d.val_samples,
                    help="samples drawn from each of base and learned sampler for validation")
     p.add_argument("--val-level", type=level, default=d.val_level,
-                   help="level of the paired bootstrap intervals of learned - base that validation reads, in (0, 1): "
-                        "the learned sampler is written only if its model NLL bound is lower with this confidence "
-                        "(two-sided interval) and no guard is worse beyond noise")
+                   help="level of the paired bootstrap intervals (two-sided, equal tails) of learned - base that "
+                        "validation reads, in (0, 1): the learned sampler is written only if the interval of its model "
+                        "NLL bound's difference lies wholly below 0 and no guard is worse beyond noise")
     p.add_argument("--force", action="store_true",
                    help="write the learned sampler even when validation finds it no better than its base")
     p.add_argument("--chunk", type=positive_int, default=d.chunk,
@@ -220,10 +220,11 @@ def run(args) -> int:
         print(val.summary())
     if val is not None and not sampler.learned and not args.force:
         base = f"{cfg.base} with spread movers" if cfg.spread else f"plain {cfg.base}"
+        grid = "the --init-grid" if args.init_grid else "uniform"
         print(f"lsdd distill: the learned sampler is not better than {base} at {cfg.nfe} NFE on held-out "
-              f"teacher outputs beyond noise ({100 * cfg.val_level:g}% intervals), so {out} holds the base sampler ({'the --init-grid' if args.init_grid else 'uniform'} "
-              "grid, Phi = 1); the learned numbers are in its provenance. Pass --force to write the learned sampler "
-              "anyway.")
+              f"teacher outputs beyond noise ({100 * cfg.val_level:g}% intervals), so {out} holds the base sampler "
+              f"({grid} grid, Phi = 1); the learned numbers are in its provenance. Pass --force to write the learned "
+              "sampler anyway.")
         print(f"  rejected coefficients: {', '.join(f'{c:.3f}' for c in prov['rejected_learned']['coeffs'])}")
         return 0
     if val is not None and not val.learned_better:

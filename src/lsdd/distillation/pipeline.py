@@ -10,8 +10,8 @@ function, so the same inputs give the same sampler whatever the entry point:
 3. **validate**: the learned sampler and its base (Phi = 1 on the starting grid, the same movers) each draw
    ``val_samples`` samples from the same streams, compared on the held-out teacher outputs with paired
    bootstrap intervals at ``val_level`` (``lsdd.distillation.validate``);
-4. **accept**: the learned sampler if validation finds it better beyond noise, else the base (the learned numbers and every
-   figure stay in its provenance), unless ``force``.
+4. **accept**: the learned sampler if validation finds it better beyond noise, else the base (the learned numbers
+   and every figure stay in its provenance), unless ``force``.
 
 Learnable Sampler Distillation: Fu, Guo, Liu, NeurIPS 2025, arXiv 2509.19962.
 """
@@ -136,7 +136,8 @@ def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
         base: the one-call step rule of teacher and student ("euler" or "tweedie").
         teacher: the teacher's settings (``Teacher()``: 1024 steps, 256 trajectories).
         validate: compare the learned sampler with its base on held-out teacher outputs, and return the base
-            unless the learned one is better beyond noise (unless ``force``; the rule: ``lsdd.distillation.validate``).
+            when the learned one is not better beyond noise (except with ``force``; the rule:
+            ``lsdd.distillation.validate``).
         val_level: level of the paired bootstrap intervals of learned - base that the verdict reads (0.95: the
             learned sampler's model NLL bound must be lower with 95% confidence, two-sided).
         init_grid: start from this sampler's time grid (e.g. a JYS grid) instead of the uniform one.
