@@ -68,30 +68,78 @@ def test_validation_catches_a_bad_sampler_and_passes_a_good_one(countdown_cache)
     assert bad.mmd2_base == good.mmd2_base and bad.entropy_teacher == good.entropy_teacher
 
 
+def _nlls(n, m, base_mean, diff, spread, seed=0):
+    """Per-sample NLLs (base (n,), learned (n,), teacher (m,)) whose paired differences learned - base are
+    ``diff`` plus +-``spread`` alternately (n even: mean exactly ``diff``, standard deviation ``spread``)."""
+    g = torch.Generator().manual_seed(seed)
+    base = base_mean + 0.3 * torch.rand(n, generator=g, dtype=torch.float64)
+    signs = torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(n)[:n]
+    return base, base + diff + spread * signs, torch.full((m,), base_mean, dtype=torch.float64)
+
+
 def test_compare_records_everything():
     g = torch.Generator().manual_seed(0)
     ref = torch.randint(0, 4, (10, 5), generator=g)
     v = compare(ref[:6], ref[4:], ref, 4, nfe=3)
     d = v.to_dict()
     assert set(d) == {"num_reference", "num_samples", "nfe", "nll_base", "nll_learned", "nll_teacher", "mmd2_base",
-                      "mmd2_learned", "entropy_base", "entropy_learned", "entropy_teacher", "learned_better", "reasons", "nll_z"}
+                      "mmd2_learned", "entropy_base", "entropy_learned", "entropy_teacher", "learned_better", "reasons",
+                      "level", "resamples", "primary", "nll_diff", "nll_low", "nll_high", "mmd2_diff", "mmd2_low",
+                      "mmd2_high", "entropy_diff", "entropy_low", "entropy_high"}
     assert d["num_reference"] == 10 and d["num_samples"] == 6 and d["nfe"] == 3
+    assert d["level"] == 0.95 and d["resamples"] == 1000
+    # without NLLs the MMD^2 is the primary figure; its interval brackets the point difference
+    assert d["primary"] == "mmd2" and d["mmd2_low"] <= d["mmd2_diff"] <= d["mmd2_high"]
+    assert d["mmd2_diff"] == pytest.approx(d["mmd2_learned"] - d["mmd2_base"], rel=1e-6)
     # each failed check is named; NaN NLLs (not computed) are not a reason
     assert not v.learned_better and any("MMD" in r for r in v.reasons) and not any("NLL" in r for r in v.reasons)
-    assert "learned sampler is NOT better" in v.summary()
-    # a sampler whose NLL is worse is rejected even if its MMD is better
-    w = compare(ref[4:], ref[:8], ref, 4, nfe=3, nll=(1.0, 1.5, 0.9))
-    assert any(r.startswith("model NLL 1.5000 >= base 1.0000") for r in w.reasons)
+    assert "learned sampler is NOT better" in v.summary() and "95% CI" in v.summary()
+    # a sampler whose NLL is worse beyond noise is rejected
+    w = compare(ref[4:], ref[:6], ref, 4, nfe=3, nll=_nlls(6, 10, 1.0, 0.5, 0.01))
+    assert w.nll_low > 0 and any(r.startswith("model NLL difference +0.5000") for r in w.reasons)
 
 
-def test_sharpened_sampler_is_rejected():
-    # a sampler that repeats one token has low entropy: rejected as sharpened whatever its distances say
-    g = torch.Generator().manual_seed(1)
-    ref = torch.randint(0, 6, (40, 12), generator=g)
-    base = torch.randint(0, 6, (40, 12), generator=g)
-    sharp = torch.zeros(40, 12, dtype=torch.long)
-    v = compare(base, sharp, ref, 6, nfe=4, nll=(2.0, 0.1, 1.8))
-    assert not v.learned_better and any("sharpened" in r for r in v.reasons)
+def test_marginal_gain_within_noise_is_rejected_and_a_clear_one_accepted():
+    # the same samples on both sides (MMD^2 and entropy differences exactly 0 in every resample), so the NLL
+    # decides: paired differences -0.01 +- 0.5 over 512 pairs are within noise (standard error 0.022), -0.2 +- 0.5
+    # are not
+    g = torch.Generator().manual_seed(2)
+    ref, x = torch.randint(0, 5, (64, 12), generator=g), torch.randint(0, 5, (512, 12), generator=g)
+    marginal = compare(x, x, ref, 5, nfe=8, nll=_nlls(512, 64, 2.0, -0.01, 0.5))
+    # better on the point estimate, not beyond noise: rejected, with the interval in the reason
+    assert marginal.nll_learned < marginal.nll_base and marginal.nll_diff == pytest.approx(-0.01)
+    assert marginal.nll_low < 0 < marginal.nll_high and not marginal.learned_better
+    assert marginal.reasons == [f"model NLL difference {marginal.interval('nll')} not below 0 beyond noise"]
+    clear = compare(x, x, ref, 5, nfe=8, nll=_nlls(512, 64, 2.0, -0.2, 0.5))
+    assert clear.nll_high < 0 and clear.learned_better and clear.reasons == []
+    # the guards: identical samples are never worse beyond noise
+    assert clear.mmd2_low == clear.mmd2_high == 0.0 and clear.entropy_high >= 0.0
+    assert "better than its base beyond noise (NLL lower at 95%" in clear.summary()
+    assert "difference -0.2000 [95% CI -0.24" in clear.summary()
+
+
+def test_the_level_sets_how_sure_the_verdict_must_be():
+    # a gain of 2.3 standard errors: beyond noise at 90%, within it at 99.9%
+    g = torch.Generator().manual_seed(3)
+    ref, x = torch.randint(0, 5, (32, 8), generator=g), torch.randint(0, 5, (400, 8), generator=g)
+    nll = _nlls(400, 32, 1.0, -0.023, 0.2)  # standard error 0.2 / 20 = 0.01
+    assert compare(x, x, ref, 5, nfe=4, nll=nll, level=0.9).learned_better
+    assert not compare(x, x, ref, 5, nfe=4, nll=nll, level=0.999).learned_better
+    for bad in (0.0, 1.0, 1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            compare(x, x, ref, 5, nfe=4, nll=nll, level=bad)
+
+
+def test_mmd_worse_beyond_noise_vetoes_a_better_nll():
+    # learned: random tokens, far from the reference's Markov chain; base: the chain itself. The NLLs say the
+    # learned sampler is better, the MMD^2 guard says it is worse beyond noise
+    chain = markov_chain(12, 2, 1)
+    g = torch.Generator().manual_seed(0)
+    ref, base = generate_markov(64, 20, chain, g), generate_markov(256, 20, chain, g)
+    learned = torch.randint(0, 12, (256, 20), generator=g)
+    v = compare(base, learned, ref, 12, nfe=4, nll=_nlls(256, 64, 2.0, -0.5, 0.1))
+    assert v.nll_high < 0 and v.mmd2_low > 0 and not v.learned_better
+    assert len(v.reasons) == 1 and v.reasons[0].startswith("MMD^2 x1e3 difference +") and "above 0" in v.reasons[0]
 
 
 def test_model_nll_separates_data_from_noise():
@@ -117,13 +165,17 @@ def test_cli_writes_base_when_learned_is_no_better(tmp_path, capsys):
             "--batch-size", "16", "--epochs", "0", "--val-samples", "32"]
     assert main([*args, "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "the learned sampler is NOT better (model NLL" in text
+    assert "the learned sampler is NOT better than its base (model NLL difference" in text
     assert "holds the base sampler" in text and "--force" in text
     art = json.loads(out.read_text())
     assert art["coeffs"] is None and art["movers"] == "spread"  # the base: Phi = 1, with distill's default movers
     prov = art["provenance"]
     assert prov["written"].startswith("base sampler") and prov["validation"]["learned_better"] is False
     assert prov["validation"]["num_reference"] == 8 and prov["rejected_learned"]["coeffs"] == [1.0] * 4
+    # the same sampler on both sides: every paired difference is 0, so the NLL interval is [0, 0], recorded
+    val = prov["validation"]
+    assert val["nll_diff"] == val["nll_low"] == val["nll_high"] == 0.0 and val["level"] == 0.95
+    assert "difference +0.0000 [95% CI +0.0000, +0.0000]" in text
     # --force writes the learned sampler anyway, with a warning
     assert main([*args, "--force", "--out", str(tmp_path / "f.json")]) == 0
     assert "written anyway (--force)" in capsys.readouterr().out
@@ -137,10 +189,64 @@ def test_validation_config_errors():
     assert main(["distill", "--model", "countdown", "--num-traj", "4", "--out", "/tmp/never.json"]) == 2
 
 
-def test_nll_z_hand_computed():
-    from lsdd.distillation.validate import nll_z
+def test_bootstrap_is_deterministic_and_exact_without_resampling():
+    from lsdd.distillation.bootstrap import mmd2_difference_resamples, paired_mean_interval, resample_counts
 
-    base = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
-    learned = base - 1.0
-    # difference -1 over sqrt(var/4 + var/4) with var = 5/3 (unbiased): -1 / sqrt(5/6)
-    assert nll_z(base, learned) == pytest.approx(-1 / (5 / 6) ** 0.5)
+    g = torch.Generator().manual_seed(0)
+    ref, base, learned = (torch.randint(0, 5, (k, 7), generator=g) for k in (9, 12, 12))
+    nll = (1.0 + torch.rand(12, generator=g, dtype=torch.float64), torch.rand(12, generator=g, dtype=torch.float64),
+           torch.ones(9, dtype=torch.float64))
+    # the same seed gives the same verdict and intervals, another seed other intervals
+    a, b, c = (compare(base, learned, ref, 5, nfe=2, nll=nll, seed=s).to_dict() for s in (4, 4, 5))
+    assert a == b and a["nll_low"] != c["nll_low"] and a["mmd2_low"] != c["mmd2_low"]
+    # a "resample" that draws every pair once recomputes the point figures exactly: the mean difference, and
+    # the unbiased MMD^2 difference (pairs of distinct samples only)
+    once, ref_once = torch.ones(1, 12, dtype=torch.float64), torch.ones(1, 9, dtype=torch.float64)
+    assert paired_mean_interval(nll[0], nll[1], once, 0.95).low == pytest.approx(float((nll[1] - nll[0]).mean()))
+    got = float(mmd2_difference_resamples(base, learned, ref, 5, once, ref_once)[0])
+    assert got == pytest.approx(mmd2(learned, ref, 5) - mmd2(base, ref, 5), rel=1e-10)
+    # resample counts: each row draws n items in all
+    assert (resample_counts(11, 50, torch.Generator().manual_seed(0)).sum(1) == 11).all()
+
+
+def test_bootstrap_interval_covers_a_known_mean_at_about_its_level():
+    from lsdd.distillation.bootstrap import paired_mean_interval, resample_counts
+
+    # 200 synthetic data sets of 100 paired differences with mean 0.3 (exponential noise, skewed): the 90%
+    # interval covers 0.3 in about 90% of them (binomial sd 2.1%), and is narrow beside the noise
+    g = torch.Generator().manual_seed(7)
+    covered, widths = 0, []
+    for _ in range(200):
+        d = 0.3 + torch.empty(100, dtype=torch.float64).exponential_(generator=g) - 1.0
+        iv = paired_mean_interval(torch.zeros(100, dtype=torch.float64), d, resample_counts(100, 1000, g), 0.9)
+        covered += iv.low < 0.3 < iv.high
+        widths.append(iv.high - iv.low)
+    assert 0.84 <= covered / 200 <= 0.96
+    # width about 2 x 1.645 x sd / sqrt(n) = 0.33
+    assert 0.28 < sum(widths) / len(widths) < 0.38
+
+
+def test_val_level_flag_takes_a_number_between_0_and_1(tmp_path, capsys):
+    for bad in ("1", "0", "1.5", "-0.2", "high", "nan"):
+        with pytest.raises(SystemExit) as e:
+            main(["distill", "--model", "countdown", "--val-level", bad, "--out", str(tmp_path / "s.json")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().split("\n")
+        assert len(err) == 1 and "argument --val-level: expected a number strictly between 0 and 1" in err[0], err
+    assert not list(tmp_path.iterdir())
+    # the Python face checks it too, before any work
+    with pytest.raises(ValueError, match="val_level must lie strictly between 0 and 1"):
+        DistillConfig(val_level=1.0).validate()
+
+
+def test_old_sampler_files_with_point_verdicts_still_load_and_print(capsys):
+    from pathlib import Path
+
+    from lsdd.cli.demo import _interval
+
+    # written before the intervals (its validation has nll_z and no *_low/*_high): loads, and prints without them
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "distill_text_absorb_nfe8.json"
+    v = Sampler.load(path).provenance["validation"]
+    assert "nll_z" in v and "nll_low" not in v and _interval(v, "nll") == ""
+    new = compare(*(torch.zeros(4, 3, dtype=torch.long),) * 3, 2, nfe=1, nll=_nlls(4, 4, 1.0, -0.5, 0.1)).to_dict()
+    assert _interval(new, "nll").startswith(", difference -0.5000 [95% CI -0.")

@@ -127,8 +127,20 @@ def _print_verdicts(result) -> None:
         kept = "accepted: the learned sampler is kept" if r.accepted else "rejected: the row is its base sampler"
         print(f"\n{r.label} at {r.nfe} NFE - {kept}")
         print(f"  model NLL bound per token: base {v['nll_base']:.4f}, learned {v['nll_learned']:.4f}, teacher "
-              f"{v['nll_teacher']:.4f}; n-gram MMD^2 x1e3: base {1e3 * v['mmd2_base']:.4f}, learned "
-              f"{1e3 * v['mmd2_learned']:.4f}; entropy: base {v['entropy_base']:.4f}, learned {v['entropy_learned']:.4f}")
+              f"{v['nll_teacher']:.4f}{_interval(v, 'nll')}; n-gram MMD^2 x1e3: base {1e3 * v['mmd2_base']:.4f}, "
+              f"learned {1e3 * v['mmd2_learned']:.4f}; entropy: base {v['entropy_base']:.4f}, learned "
+              f"{v['entropy_learned']:.4f}")
+        if v.get("reasons"):
+            print(f"  why: {'; '.join(v['reasons'])}")
+
+
+def _interval(v: dict, figure: str) -> str:
+    """", difference D [95% CI lo, hi]" from a recorded validation (nothing for files written before intervals)."""
+    low = v.get(f"{figure}_low")
+    if low is None or low != low:  # absent (older file) or NaN (not computed)
+        return ""
+    return (f", difference {v[f'{figure}_diff']:+.4f} [{100 * v['level']:g}% CI {v[f'{figure}_low']:+.4f}, "
+            f"{v[f'{figure}_high']:+.4f}]")
 
 
 def _picks(result, methods: tuple[str, ...], nfe: int) -> dict[str, object]:

@@ -33,14 +33,30 @@ examples:
 
 Validation (on by default): --val-frac of the teacher trajectories are held out of training. After training,
 the learned sampler and its base (uniform grid or --init-grid, Phi = 1) each draw --val-samples samples at the
-same NFE. The learned one counts as better only if (1) the frozen model's own NLL bound of its samples is
-lower, (2) their unigram+bigram MMD^2 to the held-out teacher outputs is lower, and (3) its unigram entropy does
-not drop below min(base, teacher) by more than 1% (no sharpening). If it is not better, OUT holds the base sampler instead, with
-the learned numbers and every figure in its provenance; --force writes the learned one anyway.
+same NFE from the same random streams, so sample i of each forms a pair; every figure's difference learned -
+base gets a paired bootstrap interval at --val-level (1000 resamples of the pairs and of the held-out outputs,
+seeded: the same run gives the same verdict). The learned one counts as better only if (1) the interval of the
+difference of the frozen model's own NLL bound per token lies wholly below 0 (lower beyond noise), (2) that of
+the unigram+bigram MMD^2 to the held-out teacher outputs does not lie wholly above 0 (not worse beyond noise),
+and (3) that of its unigram entropy minus min(base, teacher) does not lie wholly below -1% of the teacher's (not
+sharpened beyond noise). A gain within noise is rejected. If it is not better, OUT holds the base sampler
+instead, with the learned numbers and every figure and interval in its provenance; --force writes the learned
+one anyway.
 
 Progress is checkpointed to OUT.ckpt after the teacher and after every epoch (the teacher run itself is
 written once, to OUT.ckpt.teacher, or not at all when --teacher-cache holds it); both are removed when done.
 """
+
+
+def level(text: str) -> float:
+    """argparse type of --val-level: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {value}")
+    return value
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -114,6 +130,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="share of the teacher trajectories held out of training for validation")
     p.add_argument("--val-samples", type=positive_int, default=d.val_samples,
                    help="samples drawn from each of base and learned sampler for validation")
+    p.add_argument("--val-level", type=level, default=d.val_level,
+                   help="level of the paired bootstrap intervals (two-sided, equal tails) of learned - base that "
+                        "validation reads, in (0, 1): the learned sampler is written only if the interval of its model "
+                        "NLL bound's difference lies wholly below 0 and no guard is worse beyond noise")
     p.add_argument("--force", action="store_true",
                    help="write the learned sampler even when validation finds it no better than its base")
     p.add_argument("--chunk", type=positive_int, default=d.chunk,
@@ -184,7 +204,7 @@ def run(args) -> int:
         raise UserError(f"--init-grid {args.init_grid} ends at {init_grid.times[-1]!r}; pass --eps {init_grid.times[-1]!r}")
     model = load_args(args)
     common = dict(base=args.base, teacher=teacher, validate=args.validation, val_frac=args.val_frac,
-                  val_samples=args.val_samples, init_grid=init_grid)
+                  val_samples=args.val_samples, val_level=args.val_level, init_grid=init_grid)
     _, cfg = prepare(model, method, args.nfe, **common)  # every setting checked before the teacher runs
     from .. import dist
 
@@ -200,10 +220,11 @@ def run(args) -> int:
         print(val.summary())
     if val is not None and not sampler.learned and not args.force:
         base = f"{cfg.base} with spread movers" if cfg.spread else f"plain {cfg.base}"
+        grid = "the --init-grid" if args.init_grid else "uniform"
         print(f"lsdd distill: the learned sampler is not better than {base} at {cfg.nfe} NFE on held-out "
-              f"teacher outputs, so {out} holds the base sampler ({'the --init-grid' if args.init_grid else 'uniform'} "
-              "grid, Phi = 1); the learned numbers are in its provenance. Pass --force to write the learned sampler "
-              "anyway.")
+              f"teacher outputs beyond noise ({100 * cfg.val_level:g}% intervals), so {out} holds the base sampler "
+              f"({grid} grid, Phi = 1); the learned numbers are in its provenance. Pass --force to write the learned "
+              "sampler anyway.")
         print(f"  rejected coefficients: {', '.join(f'{c:.3f}' for c in prov['rejected_learned']['coeffs'])}")
         return 0
     if val is not None and not val.learned_better:

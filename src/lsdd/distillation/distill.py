@@ -30,7 +30,7 @@ from ..sampling.samplers import PHI_MODES, sample_batched
 from ..sampling.schedules import check_times, uniform_times
 from ..sampling.steps import ONE_CALL
 from .teacher import STORES, TeacherCache, choose_store, run_teacher
-from .validate import Validation, compare, model_nll, nll_z
+from .validate import Validation, compare, model_nll
 
 METHODS = ("lsd", "lsd+", "lsd-c")  # lsd-c: state-conditioned steps (lsdd.sampling.conditioned), absorbing graph
 LOSSES = ("l2", "kl", "rkl")
@@ -59,6 +59,7 @@ class DistillConfig:
     validation: bool = True  # compare the learned sampler with its base on held-out teacher outputs
     val_frac: float = 0.25  # share of teacher trajectories held out of training for that
     val_samples: int = 512  # samples drawn from each of base and learned sampler for that
+    val_level: float = 0.95  # level of the paired bootstrap intervals the verdict reads (lsdd.distillation.validate)
     init_times: tuple[float, ...] | None = None  # starting grid (e.g. JYS's), M + 1 times from 1 to eps; None: uniform
     # teacher cache: "scores" keeps the score rows, "states" only the states and recomputes the scores (one
     # extra network call per student call; lsdd.distillation.teacher); "auto": scores while they fit in 2 GiB
@@ -124,6 +125,8 @@ class DistillConfig:
              f"validation needs >= 2 held-out and >= 1 training trajectories and >= 2 samples: num_traj "
              f"{self.num_traj} x val_frac {self.val_frac} = {self.num_val()} held out, {self.val_samples} samples "
              "(raise --num-traj or --val-frac, or pass --no-validate)"),
+            (isinstance(self.val_level, (int, float)) and 0.0 < self.val_level < 1.0,
+             f"val_level must lie strictly between 0 and 1, got {self.val_level!r}"),
             (not self.closed_form or (self.phi_mode == "linear" and self.loss == "l2" and self.method == "lsd"),
              "the closed-form fast path needs --method lsd --phi-mode linear --loss l2"),
             (self.teacher_store in ("auto", *STORES),
@@ -569,7 +572,9 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
                      learned: Sampler, device: torch.device | str = "cpu") -> Validation:
     """Compare the ``learned`` sampler with its base (``base_sampler(cfg)``: the starting grid - uniform unless
     ``cfg.init_times`` -, Phi = 1, the same movers) at the same NFE on held-out teacher outputs ``reference``
-    (m, L); both draw ``cfg.val_samples`` samples from the same streams."""
+    (m, L), with paired bootstrap intervals at ``cfg.val_level``. Common random numbers: both draw
+    ``cfg.val_samples`` samples from the same streams (batch b from ``make_generator(seed, device, b)``, so row i
+    of each uses the same generator), and their NLL bounds see the same noise levels and masks row by row."""
     cfg = cfg.resolve(graph)
     length = reference.shape[1]
     common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device)
@@ -578,8 +583,8 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
     nll_seed = derive_seed(cfg.seed, 10)
     nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device)
            for x in (*outs, reference)]
-    return compare(outs[0], outs[1], reference, graph.num_states, cfg.nfe, tuple(float(v.mean()) for v in nll),
-                   nll_z=nll_z(nll[0], nll[1]))
+    return compare(outs[0], outs[1], reference, graph.num_states, cfg.nfe, tuple(nll), level=cfg.val_level,
+                   seed=derive_seed(cfg.seed, 15))
 
 
 def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info: dict[str, Any] | None = None,

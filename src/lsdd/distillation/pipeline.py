@@ -8,10 +8,10 @@ function, so the same inputs give the same sampler whatever the entry point:
 2. **fit**: the method (``LSD``, ``LSDPlus``, ``LSDC``, ``JYS``; ``lsdd.distillation.methods``) learns its numbers
    on the first ``1 - val_frac`` of the trajectories;
 3. **validate**: the learned sampler and its base (Phi = 1 on the starting grid, the same movers) each draw
-   ``val_samples`` samples from the same streams, compared on the held-out teacher outputs
-   (``lsdd.distillation.validate``);
-4. **accept**: the learned sampler if validation finds it better, else the base (the learned numbers and every
-   figure stay in its provenance), unless ``force``.
+   ``val_samples`` samples from the same streams, compared on the held-out teacher outputs with paired
+   bootstrap intervals at ``val_level`` (``lsdd.distillation.validate``);
+4. **accept**: the learned sampler if validation finds it better beyond noise, else the base (the learned numbers
+   and every figure stay in its provenance), unless ``force``.
 
 Learnable Sampler Distillation: Fu, Guo, Liu, NeurIPS 2025, arXiv 2509.19962.
 """
@@ -76,12 +76,12 @@ class Distilled(NamedTuple):
 
 
 def engine_config(method, nfe: int, base: str, teacher: Teacher, validate: bool, val_frac: float,
-                  val_samples: int, init_times: tuple[float, ...] | None) -> DistillConfig:
+                  val_samples: int, init_times: tuple[float, ...] | None, val_level: float = 0.95) -> DistillConfig:
     """The fitting engine's config for these settings (internal to the pipeline)."""
     cfg = DistillConfig(**method.engine_fields(), base=base, nfe=nfe, teacher_nfe=teacher.nfe, num_traj=teacher.num_traj,
                         batch_size=teacher.batch_size, chunk=teacher.chunk, seed=teacher.seed, eps=teacher.eps,
                         teacher_store=teacher.store, validation=validate, val_frac=val_frac,
-                        val_samples=val_samples, init_times=init_times)
+                        val_samples=val_samples, val_level=val_level, init_times=init_times)
     try:
         cfg.validate()
     except ValueError as e:
@@ -90,7 +90,7 @@ def engine_config(method, nfe: int, base: str, teacher: Teacher, validate: bool,
 
 
 def prepare(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
-            validate: bool = True, val_frac: float = 0.25, val_samples: int = 512,
+            validate: bool = True, val_frac: float = 0.25, val_samples: int = 512, val_level: float = 0.95,
             init_grid: Sampler | None = None) -> tuple[Any, DistillConfig]:
     """Check every setting against the model before any work; returns (method object, engine config)."""
     method = get_method(method)
@@ -114,7 +114,8 @@ def prepare(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
         if abs(init_grid.times[-1] - teacher.eps) > 1e-12:
             raise UserError(f"the starting grid ends at {init_grid.times[-1]!r}; set the teacher's eps to it")
         init_times = init_grid.times
-    cfg = engine_config(method, nfe, base, teacher, validate, val_frac, val_samples, init_times).resolve(model.graph)
+    cfg = engine_config(method, nfe, base, teacher, validate, val_frac, val_samples, init_times,
+                        val_level).resolve(model.graph)
     if teacher.cache_dir is not None and (cfg.coupled or init_times is not None):
         what = "--coupled (coupled paths)" if cfg.coupled else "--init-grid (a starting grid)"
         raise UserError(f"a teacher cache keeps uncoupled teacher runs on uniform grids; it does not apply with {what}")
@@ -122,8 +123,8 @@ def prepare(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
 
 
 def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
-            validate: bool = True, val_frac: float = 0.25, val_samples: int = 512, force: bool = False,
-            init_grid: Sampler | None = None, teacher_run: TeacherCache | None = None,
+            validate: bool = True, val_frac: float = 0.25, val_samples: int = 512, val_level: float = 0.95,
+            force: bool = False, init_grid: Sampler | None = None, teacher_run: TeacherCache | None = None,
             checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True,
             log: Callable[[str], None] = print) -> Distilled:
     """Distill an ``nfe``-call sampler for ``model`` (frozen): teacher -> fit -> validate -> accept.
@@ -135,7 +136,10 @@ def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
         base: the one-call step rule of teacher and student ("euler" or "tweedie").
         teacher: the teacher's settings (``Teacher()``: 1024 steps, 256 trajectories).
         validate: compare the learned sampler with its base on held-out teacher outputs, and return the base
-            when the learned one is no better (unless ``force``).
+            when the learned one is not better beyond noise (except with ``force``; the rule:
+            ``lsdd.distillation.validate``).
+        val_level: level of the paired bootstrap intervals of learned - base that the verdict reads (0.95: the
+            learned sampler's model NLL bound must be lower with 95% confidence, two-sided).
         init_grid: start from this sampler's time grid (e.g. a JYS grid) instead of the uniform one.
         teacher_run: a teacher run made earlier for these settings (its grid a refinement-compatible uniform
             one: ``TeacherCache.subsample``), used instead of running or reading one.
@@ -146,7 +150,7 @@ def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
         ``Distilled(sampler, validation)``.
     """
     method, cfg = prepare(model, method, nfe, base=base, teacher=teacher, validate=validate, val_frac=val_frac,
-                          val_samples=val_samples, init_grid=init_grid)
+                          val_samples=val_samples, val_level=val_level, init_grid=init_grid)
     teacher = teacher or Teacher()
     info = {"model_fingerprint": getattr(model, "fingerprint", None), "model_source": getattr(model, "source", None)}
     if init_grid is not None:

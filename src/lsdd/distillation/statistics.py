@@ -7,8 +7,6 @@ Shapes: x (n, L) int64 samples; S token states.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -126,12 +124,5 @@ def model_nll(score_fn, graph, noise, x: Tensor, *, num_times: int = 8, seed: in
     return torch.cat(out)
 
 
-def nll_z(base: Tensor, learned: Tensor) -> float:
-    """z-score of the difference of mean per-sample NLLs (learned - base; negative = learned better), from the
-    per-sample values (n,) of each: how many standard errors the difference is. Reported, not used in the verdict."""
-    se = math.sqrt(float(base.var()) / base.numel() + float(learned.var()) / learned.numel())
-    return (float(learned.mean()) - float(base.mean())) / se if se > 0 else math.nan
-
-
 __all__ = ["pooled_ngrams", "ngram_hellinger", "mmd2", "unigram_entropy", "mean_unigram_entropy", "energy_distance",
-           "model_nll", "nll_z"]
+           "model_nll"]

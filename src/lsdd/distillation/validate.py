@@ -1,22 +1,35 @@
 """Validation of a learned sampler against its base on the *output* distribution (never silently worse).
 
-Three figures, each for base and learned samples at the same NFE (drawn from the same random streams, which
-lowers the noise of their differences), read against held-out teacher outputs - teacher trajectories that
-training never saw:
+Three figures, each for base and learned samples at the same NFE, read against held-out teacher outputs -
+teacher trajectories that training never saw:
 
 - ``nll``: the frozen model's own upper bound on -log p(x) per token (its denoising score-entropy bound,
   estimated at ``num_times`` stratified noise levels shared by all sample sets). Forbidden or implausible
   tokens cost a lot here, at any vocabulary size. Lower is better - but a sharpened (low-temperature) sampler
-  also lowers it, hence the two checks below.
+  also lowers it, hence the two guards below.
 - ``mmd2``: a two-sample distance to the held-out teacher outputs: the unbiased squared MMD with a linear kernel
   on each sequence's normalised unigram and bigram counts (the squared L2 distance between the pooled n-gram
   distributions, estimated with U-statistics, so it does not reward concentrating on frequent n-grams).
 - ``entropy``: the mean per-sample unigram entropy (diversity), beside the teacher's.
 
-The learned sampler counts as better only if its ``nll`` and its ``mmd2`` are both lower than the base's and its
-entropy does not fall below min(base, teacher) by more than 1% of the teacher's.
+Base and learned samples are drawn from the same random streams (sample i of each from the same generator, and
+their NLL bounds from the same noise levels and masks): common random numbers, so each figure's difference
+learned - base gets a paired bootstrap interval (``lsdd.distillation.bootstrap``: ``RESAMPLES`` = 1000 joint
+resamples of the pairs and of the reference, seeded).
 
-Shapes: samples (n, L) int64.
+**Decision rule** at ``level`` (default 0.95; each interval two-sided with equal tails). The learned sampler is
+accepted only if
+
+1. its primary figure is lower beyond noise: the whole interval of the NLL difference (learned - base) lies
+   below 0 (the MMD^2 difference when the NLL is not computed);
+2. its MMD^2 to the held-out teacher outputs is not higher beyond noise: the interval of its difference does not
+   lie wholly above 0;
+3. it is not sharpened beyond noise: the interval of (learned entropy - min(base, teacher entropy)) does not lie
+   wholly below -1% of the teacher's entropy (``ENTROPY_TOL``).
+
+A gain within noise is therefore rejected (the base is written), however favourable its point estimate.
+
+Shapes: samples (n, L) int64; per-sample values (n,) float64.
 """
 
 from __future__ import annotations
@@ -24,19 +37,34 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import Tensor
 
+from .bootstrap import (RESAMPLES, Interval, mmd2_difference_resamples, paired_mean_interval, percentile_interval,
+                        resample_counts, resampled_means)
 from .statistics import mean_unigram_entropy as unigram_entropy  # noqa: F401  (mean over samples)
-from .statistics import mmd2, model_nll, nll_z  # noqa: F401
-
+from .statistics import mmd2, model_nll
+from .statistics import unigram_entropy as per_sample_entropy
 
 ENTROPY_TOL = 0.01  # relative to the teacher's unigram entropy
+LEVEL = 0.95  # default level of the intervals the verdict reads
+
+
+def check_level(level: float) -> None:
+    """ValueError unless ``level`` lies strictly between 0 and 1."""
+    if not (isinstance(level, (int, float)) and 0.0 < level < 1.0):
+        raise ValueError(f"the validation level must lie strictly between 0 and 1, got {level!r}")
+
+
+_NAN = math.nan
 
 
 @dataclass
 class Validation:
     """What ``lsdd distill`` prints and records. nll: the model's bound per token; mmd2: to the held-out
-    teacher outputs; entropy: mean per-sample unigram entropy. ``learned_better`` is the verdict."""
+    teacher outputs; entropy: mean per-sample unigram entropy. ``learned_better`` is the verdict, ``reasons``
+    why not. ``*_diff``, ``*_low``, ``*_high``: learned - base and its paired bootstrap interval at ``level``
+    (entropy: learned - min(base, teacher)); ``primary``: the figure that must be lower beyond noise."""
 
     num_reference: int
     num_samples: int
@@ -51,40 +79,95 @@ class Validation:
     entropy_teacher: float
     learned_better: bool
     reasons: list[str]
-    nll_z: float = math.nan  # (learned - base) NLL difference in standard errors
+    level: float = LEVEL
+    resamples: int = RESAMPLES
+    primary: str = "nll"
+    nll_diff: float = _NAN
+    nll_low: float = _NAN
+    nll_high: float = _NAN
+    mmd2_diff: float = _NAN
+    mmd2_low: float = _NAN
+    mmd2_high: float = _NAN
+    entropy_diff: float = _NAN
+    entropy_low: float = _NAN
+    entropy_high: float = _NAN
+
+    def interval(self, figure: str) -> Interval:
+        """The recorded interval of ``figure`` ("nll", "mmd2" or "entropy")."""
+        return Interval(*(getattr(self, f"{figure}_{k}") for k in ("diff", "low", "high")), self.level)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in d.items()}
+        d = asdict(self)  # 7 significant digits: MMD^2 values are ~1e-5
+        return {k: (float(f"{v:.7g}") if isinstance(v, float) and math.isfinite(v) else v) for k, v in d.items()}
 
     def summary(self) -> str:
-        verdict = "better" if self.learned_better else f"NOT better ({'; '.join(self.reasons)})"
+        pct = f"{100 * self.level:g}%"
+        if self.learned_better:
+            verdict = (f"better than its base beyond noise ({self.primary.replace('mmd2', 'MMD^2').upper()} lower "
+                       f"at {pct}; no guard worse beyond noise)")
+        else:
+            verdict = f"NOT better than its base ({'; '.join(self.reasons)})"
+        nll = "" if math.isnan(self.nll_diff) else f"  difference {self.interval('nll')}"
         return (f"validation at {self.nfe} NFE, {self.num_samples} samples each, against {self.num_reference} "
-                f"held-out teacher outputs:\n"
+                f"held-out teacher outputs (learned - base: paired bootstrap, {self.resamples} resamples, "
+                f"{pct} intervals):\n"
                 f"  model NLL bound per token  base {self.nll_base:.4f}  learned {self.nll_learned:.4f}  "
-                f"teacher {self.nll_teacher:.4f}  (difference {self.nll_z:+.1f} standard errors)\n"
-                f"  n-gram MMD^2 x1e3          base {1e3 * self.mmd2_base:.4f}  learned {1e3 * self.mmd2_learned:.4f}\n"
+                f"teacher {self.nll_teacher:.4f}{nll}\n"
+                f"  n-gram MMD^2 x1e3          base {1e3 * self.mmd2_base:.4f}  learned {1e3 * self.mmd2_learned:.4f}"
+                f"  difference {self.interval('mmd2').scaled(1e3)}\n"
                 f"  unigram entropy (nats)     base {self.entropy_base:.4f}  learned {self.entropy_learned:.4f}  "
-                f"teacher {self.entropy_teacher:.4f}\n"
-                f"  the learned sampler is {verdict} than its base")
+                f"teacher {self.entropy_teacher:.4f}  learned - min(base, teacher) {self.interval('entropy')}\n"
+                f"  the learned sampler is {verdict}")
+
+
+def verdict(nll: Interval | None, mmd: Interval, entropy: Interval, entropy_teacher: float) -> list[str]:
+    """The reasons (none: accepted) the decision rule (module docstring) gives for these intervals of
+    learned - base (entropy: learned - min(base, teacher)); ``nll`` None: not computed, the MMD^2 is primary."""
+    reasons = []
+    if nll is not None and not nll.high < 0:
+        reasons.append(f"model NLL difference {nll} not below 0 beyond noise")
+    if nll is None and not mmd.high < 0:
+        reasons.append(f"MMD^2 x1e3 difference {mmd.scaled(1e3)} not below 0 beyond noise")
+    if nll is not None and mmd.low > 0:
+        reasons.append(f"MMD^2 x1e3 difference {mmd.scaled(1e3)} above 0 beyond noise")
+    tol = ENTROPY_TOL * entropy_teacher
+    if entropy.high < -tol:
+        reasons.append(f"entropy below min(base, teacher) by {-entropy.estimate:.4f} [{-entropy.high:.4f}, "
+                       f"{-entropy.low:.4f}], beyond the {tol:.4f} allowed (sharpened)")
+    return reasons
 
 
 def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, nfe: int,
-            nll: tuple[float, float, float] = (math.nan, math.nan, math.nan), nll_z: float = math.nan) -> Validation:
-    """The verdict from samples (n, L) of base and learned sampler, the held-out teacher outputs ``reference``
-    (m, L), and their model NLLs ``(base, learned, teacher)`` (NaN: not computed, not used)."""
+            nll: tuple[Tensor, Tensor, Tensor] | None = None, *, level: float = LEVEL, resamples: int = RESAMPLES,
+            seed: int = 0) -> Validation:
+    """The verdict from paired samples (n, L) of base and learned sampler (row i of each from the same random
+    stream), the held-out teacher outputs ``reference`` (m, L), and their per-sample model NLLs
+    ``(base (n,), learned (n,), teacher (m,))`` (None: not computed, not used). The bootstrap draws from a
+    generator seeded with ``seed``: the same inputs and seed give the same verdict."""
+    check_level(level)
+    if base.shape != learned.shape:
+        raise ValueError(f"base and learned samples must pair up, got shapes {tuple(base.shape)} and "
+                         f"{tuple(learned.shape)}")
+    gen = torch.Generator().manual_seed(int(seed))
+    counts, ref_counts = resample_counts(base.shape[0], resamples, gen), resample_counts(reference.shape[0],
+                                                                                          resamples, gen)
     d_base, d_learned = mmd2(base, reference, num_states), mmd2(learned, reference, num_states)
-    h_base, h_learned, h_teacher = unigram_entropy(base), unigram_entropy(learned), unigram_entropy(reference)
-    reasons = []
-    if not math.isnan(nll[0]) and not nll[1] < nll[0]:
-        reasons.append(f"model NLL {nll[1]:.4f} >= base {nll[0]:.4f}")
-    if not d_learned < d_base:
-        reasons.append(f"MMD^2 {1e3 * d_learned:.4f} >= base {1e3 * d_base:.4f} (x1e3)")
-    floor = min(h_base, h_teacher) - ENTROPY_TOL * h_teacher
-    if h_learned < floor:
-        reasons.append(f"entropy {h_learned:.4f} < {floor:.4f} (sharpened)")
-    return Validation(reference.shape[0], base.shape[0], nfe, *nll, d_base, d_learned, h_base, h_learned, h_teacher,
-                      not reasons, reasons, nll_z)
+    mmd = percentile_interval(d_learned - d_base, mmd2_difference_resamples(base, learned, reference, num_states,
+                                                                            counts, ref_counts), level)
+    h_b, h_l, h_t = (per_sample_entropy(x.long(), num_states) for x in (base, learned, reference))
+    h_base, h_learned, h_teacher = (float(h.mean()) for h in (h_b, h_l, h_t))
+    floor = torch.minimum(resampled_means(h_b, counts), resampled_means(h_t, ref_counts))
+    entropy = percentile_interval(h_learned - min(h_base, h_teacher), resampled_means(h_l, counts) - floor, level)
+    nll_iv = None if nll is None else paired_mean_interval(nll[0], nll[1], counts, level)
+    means = (_NAN,) * 3 if nll is None else tuple(float(v.to(torch.float64).mean()) for v in nll)
+    reasons = verdict(nll_iv, mmd, entropy, h_teacher)
+    figures = {"primary": "mmd2" if nll is None else "nll"}
+    for name, iv in (("nll", nll_iv), ("mmd2", mmd), ("entropy", entropy)):
+        if iv is not None:
+            figures.update({f"{name}_diff": iv.estimate, f"{name}_low": iv.low, f"{name}_high": iv.high})
+    return Validation(reference.shape[0], base.shape[0], nfe, *means, d_base, d_learned, h_base, h_learned, h_teacher,
+                      not reasons, reasons, level, resamples, **figures)
 
 
-__all__ = ["mmd2", "unigram_entropy", "model_nll", "nll_z", "Validation", "compare", "ENTROPY_TOL"]
+__all__ = ["mmd2", "unigram_entropy", "model_nll", "Validation", "compare", "verdict", "check_level", "ENTROPY_TOL",
+           "LEVEL", "RESAMPLES"]
