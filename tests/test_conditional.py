@@ -113,6 +113,13 @@ def test_cli_prompt_equals_python_and_decodes_apart(text, tmp_path, capsys):
     assert out.startswith("=== sample 0 ===\n--- prompt ---\nROMEO:\n--- text ---\n")
     rc, out, _ = _run(["decode", "--model", "text-absorb", str(x), "--num", "1", "--plain"], capsys)
     assert out.startswith("ROMEO:") and "---" not in out.splitlines()[0]
+    # without --model: the model named in x.npy.json; a bare array without a sidecar needs --model
+    rc, out2, _ = _run(["decode", str(x), "--num", "1", "--plain"], capsys)
+    assert rc == 0 and out2 == out
+    bare = tmp_path / "bare.npy"
+    np.save(bare, np.load(x))
+    rc, _, err = _run(["decode", str(bare)], capsys)
+    assert rc == 2 and "pass --model" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_prompt_file_and_fixed_file(text, countdown, tmp_path, capsys):

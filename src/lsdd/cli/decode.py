@@ -21,6 +21,7 @@ concatenation of their pieces in order); models without a tokenizer give their t
 
 EPILOG = """\
 examples:
+  lsdd decode x.npy | less                                  # the model named in x.npy.json
   lsdd decode --model text-absorb x.npy | less
   lsdd decode --model text-absorb x.npy --num 4
   lsdd decode --model text-absorb x.npy --plain --out x.txt
@@ -33,7 +34,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("samples", help="samples as a .npy integer array of shape (num_samples, length)")
-    p.add_argument("--model", required=True, help="the text model (bundled name or directory) that made them")
+    p.add_argument("--model", help="the text model (bundled name or directory) that made them (default: the model "
+                                   "named in the samples' provenance sidecar, SAMPLES.json, written by lsdd sample)")
     p.add_argument("--num-samples", "--num", dest="num", type=int, metavar="N",
                    help="decode only the first N samples (--num is the same flag)")
     how = p.add_mutually_exclusive_group()
@@ -57,6 +59,13 @@ def run(args) -> int:
 
     check_output(args.out, flag="--out")
     samples = load_samples(args.samples)
+    if args.model is None:
+        from ..sampling.record import read_info
+
+        args.model = (read_info(args.samples) or {}).get("model_source")
+        if args.model is None:
+            raise UserError(f"pass --model: {args.samples} has no provenance sidecar naming the model that made it "
+                            "(written by lsdd sample beside the .npy)")
     model = load_model(args.model)
     info = _check_provenance(args, model)
     if args.num is not None:
