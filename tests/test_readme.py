@@ -82,3 +82,28 @@ def test_readme_python_block_gives_the_cli_samples_bit_for_bit(tmp_path, monkeyp
 
     got = lsdd.evaluate(np.load(py_dir / "x.npy"), lsdd.load_model("countdown"))
     assert {k: (v if v == v else None) for k, v in got.items()} == pytest.approx(metrics)
+
+
+def test_readme_prompt_commands_continue_the_prompt(tmp_path, monkeypatch, capsys):
+    """The README's prompt block runs as written: every sample starts with the prompt's tokens, decode --json shows
+    the prompt and the continuation apart, and eval scores the continuation given its prompt."""
+    from lsdd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    commands = [line.split("#")[0].strip() for line in
+                _block("## Prompts, infilling and any masked LM", "bash").split("\n")]
+    commands = [c for c in commands if c]
+    assert [c.split()[:2] for c in commands] == [["lsdd", "sample"], ["lsdd", "decode"], ["lsdd", "eval"]]
+    outs = []
+    for c in commands:
+        assert main(shlex.split(c)[1:]) == 0, c
+        outs.append(capsys.readouterr().out)
+    prompt = shlex.split(commands[0])[shlex.split(commands[0]).index("--prompt") + 1]
+    rows = [json.loads(line) for line in outs[1].splitlines()]
+    assert len(rows) == 2 and all(r["prompt"] == prompt and r["text"] for r in rows)
+    x = np.load(tmp_path / "c.npy")
+    from lsdd import load_model
+
+    ids = load_model("text-absorb").tokenizer.encode(prompt)
+    assert (x[:, : len(ids)] == np.asarray(ids)).all()
+    assert "scored on their continuation given the prompt" in outs[2] and "gen_ppl" in outs[2]
