@@ -131,6 +131,10 @@ def test_split_holds_out_whole_prompts(absorb):
     # the last round(0.25 x 4) = 1 prompt is held out, with every trajectory that continues it
     assert set(val.tolist()) == {3} and 3 not in train.tolist() and split.num_val == 2
     assert sorted(split.order.tolist()) == list(range(10))
+    # held-out prompts are spread evenly (prompts from consecutive windows are held out all along the text)
+    eight = from_prompt(model, [[i % 6] for i in range(8)])
+    spread = split_prompts(eight, 16, 0.25, True)
+    assert set((spread.order[16 - spread.num_val:] % 8).tolist()) == {3, 7}
     # fewer trajectories than prompts: only the continued prompts are split
     few = split_prompts(cond, 3, 0.5, True)
     assert few.used == 3 and few.val_prompts == 2 and few.num_val == 2

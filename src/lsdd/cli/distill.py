@@ -47,8 +47,8 @@ instead, with the learned numbers and every figure and interval in its provenanc
 one anyway.
 
 Conditional distillation (--prompts FILE or held-out:K[:P]): teacher trajectory i continues prompt i mod P,
-its prompt held at every step. The prompts that trajectories continue are split: the last --val-frac of them
-(at least 1, at least 1 left) are held out, the student is fitted on the other prompts' trajectories only, and
+its prompt held at every step. The prompts that trajectories continue are split: --val-frac of them (at least
+1, at least 1 left; spread evenly: the last of every 4 at 0.25) are held out, the student is fitted on the other prompts' trajectories only, and
 validation draws base and learned continuations of the held-out prompts, against the held-out prompts' teacher
 continuations, every figure on the continuations only (the NLL bound of the generated tokens given the prompt;
 n-grams and entropy of the generated tokens). With validation, fewer than 2 prompts is an error. A teacher cache

@@ -15,8 +15,10 @@ function, so the same inputs give the same sampler whatever the entry point:
 
 **Conditional distillation** (``prompts``: P prompts, ``lsdd distill --prompts``): teacher trajectory i continues
 prompt i mod P (its tokens held at every step); the prompts some trajectory continues (the first min(P, num_traj))
-are split into training prompts and held-out ones - the last ``round(val_frac x used)`` of them, at least 1, with
-at least 1 left to train on (fewer than 2 prompts: an error with validation) -, the student is fitted on the
+are split into training prompts and held-out ones - ``round(val_frac x used)`` of them, at least 1, with at least 1
+left to train on (fewer than 2 prompts: an error with validation), spread evenly over the prompts (at val_frac 0.25
+the last of every 4), so that prompts read from consecutive windows of a text are held out all along it -, the
+student is fitted on the
 trajectories of the training prompts only, and validation draws base and learned continuations of the held-out
 prompts and compares them with the held-out prompts' teacher continuations, on the continuations only. The teacher
 cache names the prompts (``teacher.cache_file``), and the sampler's provenance records them (``conditional``:
@@ -122,7 +124,9 @@ def split_prompts(condition: Condition, num_traj: int, val_frac: float, validate
         raise UserError(f"conditional validation holds prompts out of the fit, so it needs at least 2 prompts that "
                         f"trajectories continue; got {why}: give more, or pass --no-validate")
     val_prompts = min(max(int(round(used * val_frac)), 1), used - 1)
-    held_out = prompt_of >= used - val_prompts
+    j = torch.arange(used)
+    spread = (j + 1) * val_prompts // used > j * val_prompts // used  # val_prompts of them, evenly spaced
+    held_out = spread[prompt_of]
     order = torch.cat([torch.nonzero(~held_out).flatten(), torch.nonzero(held_out).flatten()])
     return PromptSplit(condition, order, int(held_out.sum()), used, val_prompts)
 
