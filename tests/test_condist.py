@@ -6,6 +6,7 @@ as ``lsdd.evaluate`` scores continuations. One-line errors (exit code 2) before 
 import hashlib
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,7 +27,6 @@ from lsdd.graphs import Absorbing, Uniform
 from lsdd.models import load_model
 from lsdd.noise import LogLinear
 from lsdd.sampling.adaptive import match_budget
-from lsdd.sampling.draws import make_generator
 from lsdd.sampling.exact import ExactScore, all_sequences
 from lsdd.sampling.prompts import from_prompt
 from lsdd.sampling.sampler import Sampler
@@ -345,6 +345,8 @@ def test_bench_refuses_prompts_for_a_task_without_continuations(absorb, no_work)
     cfg = BenchConfig(nfes=(2,), teacher_nfe=4, bases=("euler",), methods=(), num_samples=4, prompts=PROMPTS)
     with pytest.raises(ValueError, match="does not score continuations"):
         run_bench(model, get_task("tokens"), cfg, progress=False, log=lambda *a: None)
+    with pytest.raises(ValueError, match="drop jys"):
+        run_bench(model, get_task("tokens"), replace(cfg, methods=("jys",)), progress=False, log=lambda *a: None)
 
 
 # ---- the command line end to end ------------------------------------------------------------------------------

@@ -218,6 +218,8 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     from .distillation.pipeline import as_condition
 
     cond = as_condition(model, cfg.prompts)  # a bad prompt fails before any work
+    if cond is not None and "jys" in cfg.methods:
+        raise ValueError("prompts: the jys rows search their grid on unconditional outputs; drop jys from the methods")
     if cond is not None and not getattr(task, "conditional", False):
         raise ValueError(f"prompts: the {task.name} task does not score continuations given their prompt; use a task "
                          "that does (text)")
