@@ -428,3 +428,26 @@ def test_bench_adaptive_row_and_frontier_are_conditional(text_bench):
     redraw = lsdd.sample(model, spread.sampler.with_temperature(t), cfg.num_samples, seed=cfg.seed + 1,
                          batch_size=cfg.batch_size, fixed=cond.given)
     assert _same(cold, lsdd.evaluate(redraw.x, model, task, fixed=redraw.fixed))
+
+
+def test_distribution_objective_and_select_draw_continuations(absorb, monkeypatch):
+    """lsd-c's CMA-ES candidates continue the training prompts, LSD+ --select's draws the held-out ones."""
+    model = load_model(absorb)
+    draws = []
+    sample_batched = engine.sample_batched
+
+    def spy(*a, **kw):
+        draws.append(kw.get("given"))
+        return sample_batched(*a, **kw)
+
+    monkeypatch.setattr(engine, "sample_batched", spy)
+    teacher = Teacher(nfe=8, num_traj=16, batch_size=8, chunk=4)
+    common = dict(teacher=teacher, val_samples=8, prompts=PROMPTS, progress=False, log=lambda *a: None)
+    rows = {tuple(r.tolist()) for r in from_prompt(model, PROMPTS).given}
+    held_out = {tuple(from_prompt(model, PROMPTS).given[3].tolist())}
+    lsdd.distill(model, lsdd.LSDC(cma_iters=1, cma_popsize=2, obj_samples=8), 4, **common)
+    assert draws and all(g is not None for g in draws)
+    assert {tuple(r.tolist()) for r in draws[0]} == rows - held_out  # the objective: training prompts only
+    draws.clear()
+    lsdd.distill(model, lsdd.LSDPlus(epochs=1, select=True), 4, **common)
+    assert draws and all({tuple(r.tolist()) for r in g} == held_out for g in draws)  # select, then validation

@@ -449,12 +449,12 @@ def _given(cache: TeacherCache, start: int = 0, stop: int | None = None) -> Tens
     return None if cache.given is None else cache.given[start:stop]
 
 
-def _free_of(given: Tensor | None, num: int) -> Tensor | None:
+def _free_of(given: Tensor | None, num: int, graph: Graph) -> Tensor | None:
     """(num, L) bool: the generated positions of ``num`` samples continuing ``given`` (P, L) cyclically (sample i
     holds row i mod P, as ``samplers.sample_batched`` draws them); None without ``given``."""
     if given is None:
         return None
-    return given[torch.arange(num) % given.shape[0]] == given.max()
+    return given[torch.arange(num) % given.shape[0]] == graph.num_tokens
 
 
 def fit_trajectories(score_fn: ScoreFn, graph: Graph, noise: Noise, cfg: DistillConfig, cache: TeacherCache, *,
@@ -519,7 +519,7 @@ def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus:
     cyclically, measured on the continuations, when it has them)."""
     length = reference.shape[1]
     common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 13), device=device, given=given)
-    free, ref_free = _free_of(given, cfg.val_samples), _free_of(given, reference.shape[0])
+    free, ref_free = _free_of(given, cfg.val_samples, graph), _free_of(given, reference.shape[0], graph)
     dists = {}
     for name, res in (("lsd+", plus), ("lsd", lsd)):
         x = sample_batched(score_fn, graph, noise, res.times, cfg.val_samples, length,
@@ -563,7 +563,7 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     n_train = cache.num - cfg.num_val()
     target = cache.x_0[:n_train]
     given = _given(cache, 0, n_train)  # candidates continue the training trajectories' prompts, cyclically
-    free, target_free = _free_of(given, cfg.obj_samples), _free_of(given, n_train)
+    free, target_free = _free_of(given, cfg.obj_samples, graph), _free_of(given, n_train, graph)
     times = cfg.student_times()
     families = 3 if cfg.method == "lsd-c" else 1
     seed = derive_seed(cfg.seed, 11)
@@ -631,7 +631,7 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
     common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device, given=given)
     outs = [sample_batched(score_fn, graph, noise, smp.times_tensor(), cfg.val_samples, length,
                            **common, **smp.loop_args(graph)).x for smp in (base_sampler(cfg), learned)]
-    free, ref_free = _free_of(given, cfg.val_samples), _free_of(given, reference.shape[0])
+    free, ref_free = _free_of(given, cfg.val_samples, graph), _free_of(given, reference.shape[0], graph)
     nll_seed = derive_seed(cfg.seed, 10)
     nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device, free=f)
            for x, f in ((outs[0], free), (outs[1], free), (reference, ref_free))]
