@@ -15,6 +15,12 @@ off its curve at the teacher's diversity (``value_at_diversity``), which compare
 instead of at whatever diversity each happens to have.
 One teacher run per base serves every NFE: uniform grids with the same eps nest, so the scores cached at
 the finest student grid contain those of every coarser one.
+With ``BenchConfig.prompts`` (P prompts; a task that scores continuations: ``Task.conditional``) every row draws
+continuations: sample i of every row - the teacher's trajectory i included - continues prompt i mod P with the
+same seeds as without prompts, and is scored on its continuation given its prompt (``Task.compute(x, fixed=)``);
+the learned rows are distilled on the teacher's continuations with held-out prompts for validation
+(``lsdd.distillation.pipeline``), the adaptive rows' parameter is matched on the conditional runs, and the
+frontiers and temperature controls draw continuations too.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from .sampling.samplers import sample
 from .sampling.schedules import uniform_times
 from .sampling.orders import ORDERS
 from .sampling.adaptive import ADAPTIVE, match_budget
+from .sampling.prompts import Condition
 from .sampling.steps import THETA_RULES, get_rule
 
 DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
@@ -79,6 +86,10 @@ class BenchConfig:
     # blocks of this many tokens
     # (semi-autoregressive DUS), 1 <= B < the model's length
     match_iters: int = 8  # eb / threshold rows: bisection steps of ``adaptive.match_budget``
+    # continuations of these prompts (module docstring): what ``lsdd.sample``'s ``prompt`` takes (texts, token ids)
+    # or a ``lsdd.sampling.prompts.Condition``; None: unconditional. ``prompts_source`` names them in the record
+    prompts: Any = None
+    prompts_source: str | None = None
 
 
 @dataclass
@@ -132,11 +143,28 @@ def _lcm(values) -> int:
     return out
 
 
-def _run_sampler(model, cfg: BenchConfig, sampler: Sampler):
-    """Draw cfg.num_samples with fixed seeds; returns (``Samples``, seconds)."""
+def _run_sampler(model, cfg: BenchConfig, sampler: Sampler, cond: Condition | None = None):
+    """Draw cfg.num_samples with fixed seeds (continuing ``cond``'s prompts: sample i row i mod P); returns
+    (``Samples``, seconds)."""
     t0 = time.perf_counter()
-    out = draw(model, sampler, cfg.num_samples, seed=cfg.seed + 1, batch_size=cfg.batch_size)
+    out = draw(model, sampler, cfg.num_samples, seed=cfg.seed + 1, batch_size=cfg.batch_size,
+               fixed=None if cond is None else cond.given)
     return out, time.perf_counter() - t0
+
+
+def _score(task: Task, x, cond: Condition | None) -> dict[str, float]:
+    """The task's metrics of samples x (n, L): of the continuations given their prompts with ``cond`` (sample i
+    continuing row i mod P)."""
+    return task.compute(x) if cond is None else task.compute(x, fixed=cond.held(x.shape[0]))
+
+
+def prompts_record(cond: Condition, source: str | None = None) -> dict[str, Any]:
+    """What a bench's config records of its prompts: their number, sha256 and where they came from."""
+    import hashlib
+
+    given = cond.given.to(torch.int64).contiguous().numpy()
+    return {"source": source, "kind": cond.kind, "num_prompts": int(given.shape[0]),
+            "sha256": hashlib.sha256(f"{given.shape}".encode() + given.tobytes()).hexdigest()}
 
 
 def nfe_cell(row: BenchRow) -> str:
@@ -187,6 +215,15 @@ def _sync(model) -> None:
 
 def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=print) -> BenchResult:
     """Run the whole comparison; see the module docstring."""
+    from .distillation.pipeline import as_condition
+
+    cond = as_condition(model, cfg.prompts)  # a bad prompt fails before any work
+    if cond is not None and "jys" in cfg.methods:
+        raise ValueError("prompts: the jys rows search their grid on unconditional outputs; drop jys from the methods")
+    if cond is not None and not getattr(task, "conditional", False):
+        raise ValueError(f"prompts: the {task.name} task does not score continuations given their prompt; use a task "
+                         "that does (text)")
+    free = model.length if cond is None else cond.free_positions(cfg.num_samples)
     finest = _lcm(cfg.nfes)
     if cfg.teacher_nfe % finest:
         raise ValueError(f"teacher nfe {cfg.teacher_nfe} must be a multiple of every student nfe {list(cfg.nfes)}")
@@ -211,15 +248,15 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         if isinstance(B, bool) or not isinstance(B, int) or not 1 <= B < model.length:
             raise ValueError(f"block must be an integer in [1, {model.length - 1}] (below the model's length "
                              f"{model.length}; the whole sequence is the row itself), got {B!r}")
-        n_blocks = -(-model.length // B)
+        n_blocks = -(-free // B)  # blocks of the free positions (all of them without prompts)
         few = [n for n in cfg.nfes if n < n_blocks]
         if [m for m in blocked if m in ADAPTIVE_METHODS] and few:
             raise ValueError(f"eb / threshold in blocks of {B} make at least {n_blocks} calls per sample "
-                             f"(one per block of the {model.length} tokens); NFE {few} is below that")
+                             f"(one per block of the {free} free tokens); NFE {few} is below that")
         odd = [n for n in cfg.nfes if n % n_blocks]
         if "dilated" in blocked and odd:
             raise ValueError(f"dilated in blocks of {B} runs its grid once per block ({n_blocks} blocks of the "
-                             f"{model.length} tokens): NFE {odd} is not a multiple of {n_blocks}")
+                             f"{free} free tokens): NFE {odd} is not a multiple of {n_blocks}")
     odd = [n for n in cfg.nfes if n % 2]
     if thetas and odd:
         raise ValueError(f"{thetas[0]} makes 2 network calls per step, so it runs at even NFE only; got NFE {odd}")
@@ -251,11 +288,12 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     for base in teacher_bases:  # one teacher run per base, on the finest grid: every NFE's grid nests in it
         caches[base], _ = get_teacher(model, uniform_times(finest, eps), cfg.teacher_nfe, cfg.num_samples,
                                       method=base, batch_size=cfg.batch_size, seed=cfg.seed,
-                                      store=teacher_spec.store, folder=cfg.teacher_cache, progress=progress, log=log)
+                                      store=teacher_spec.store, folder=cfg.teacher_cache, progress=progress, log=log,
+                                      given=None if cond is None else cond.given)
         teacher_seconds[base] = caches[base].seconds
     ref_base = teacher_bases[0]
     teacher = BenchRow(f"teacher-{ref_base}", ref_base, "teacher", cfg.teacher_nfe,
-                       task.compute(caches[ref_base].x_0), caches[ref_base].seconds / cfg.num_samples)
+                       _score(task, caches[ref_base].x_0, cond), caches[ref_base].seconds / cfg.num_samples)
     rows.append(teacher)
     jobs = [(m, b, "uniform") for m in cfg.nfes for b in cfg.bases]
     per_base = [meth for meth in cfg.methods if meth not in (*THETA_RULES, *ADAPTIVE_METHODS)]
@@ -283,7 +321,7 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
             smp = Sampler.base(base, nfe, movers=method, eps=eps)
         elif method == "dilated-block":  # DUS's own scheme: the grid once per block, NFE / blocks calls each
             method = "dilated"
-            smp = Sampler.base(base, nfe // -(-model.length // B), movers="dilated", eps=eps, block=B)
+            smp = Sampler.base(base, nfe // -(-free // B), movers="dilated", eps=eps, block=B)
             label = f"DILATED-B{B}-{base}"
         elif method in ADAPTIVE_METHODS or method == "block":  # equal mean NFE: the parameter whose run fits N
             block = B if method == "block" else None
@@ -291,7 +329,8 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
                 method, label = base, f"{base}-B{B}"
             t0 = time.perf_counter()
             param, _ = match_budget(model, method, nfe, num=cfg.num_samples, seed=cfg.seed + 1,
-                                    batch_size=cfg.batch_size, iters=cfg.match_iters, eps=eps, block=block)
+                                    batch_size=cfg.batch_size, iters=cfg.match_iters, eps=eps, block=block,
+                                    given=None if cond is None else cond.given)
             dist_s = time.perf_counter() - t0
             smp = Sampler.adaptive_rule(method, param, eps=eps, block=block)
             steps = None
@@ -300,10 +339,10 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         else:  # learned through the pipeline, exactly as `lsdd distill` would learn it from this teacher run
             t0 = time.perf_counter()
             smp, _ = distill(model, methods[method], nfe, base=base, teacher=teacher_spec, validate=cfg.validate,
-                             teacher_run=caches[base], progress=False, log=lambda *a: None)
+                             teacher_run=caches[base], progress=False, log=lambda *a: None, prompts=cond)
             dist_s = time.perf_counter() - t0
             accepted = smp.learned
-        out, secs = _run_sampler(model, cfg, smp)
+        out, secs = _run_sampler(model, cfg, smp, cond)
         x, calls = out.x, out.nfe
         if param is not None:  # adaptive: the mean, counted by the loop, is within the row's NFE
             if not out.nfe_mean <= nfe:
@@ -315,7 +354,7 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
             label = method if method in (*THETA_RULES, *ADAPTIVE_METHODS) else \
                 f"{'uniform' if method == 'uniform' else method.upper()}-{base}"
         keep = method not in ("uniform", *THETA_RULES)
-        row = BenchRow(label, base, method, nfe, task.compute(x), secs / cfg.num_samples,
+        row = BenchRow(label, base, method, nfe, _score(task, x, cond), secs / cfg.num_samples,
                        sampler=smp if keep else None, distill_seconds=dist_s, steps=steps, accepted=accepted)
         if param is not None:
             row.param, row.nfe_mean, row.nfe_max = float(param), float(out.nfe_mean), int(out.nfe)
@@ -326,15 +365,16 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         rows.append(row)
     teacher.samples = caches[ref_base].x_0 if cfg.keep_samples else None
     if cfg.temperature_control:
-        rows += _temperature_rows(model, task, cfg, rows, progress, eps)
+        rows += _temperature_rows(model, task, cfg, rows, progress, eps, cond)
         rows[1:] = sorted(rows[1:], key=lambda r: r.nfe)  # stable: each NFE's rows stay in their order
     teacher.steps = cfg.teacher_nfe
     _fill_gap(rows, teacher, headline[0], task.spec(headline[0]).higher_is_better,
               log_scale=getattr(task, "gap_in_log", False))
     if cfg.frontier:
-        _frontier(model, task, cfg, rows, eps, progress)
-    config = {**asdict(replace(cfg, learned=())), "learned": [name for name, _ in cfg.learned],
-              "methods_settings": {name: asdict(m) for name, m in methods.items()}, "teacher": asdict(teacher_spec)}
+        _frontier(model, task, cfg, rows, eps, progress, cond)
+    config = {**asdict(replace(cfg, learned=(), prompts=None)), "learned": [name for name, _ in cfg.learned],
+              "methods_settings": {name: asdict(m) for name, m in methods.items()}, "teacher": asdict(teacher_spec),
+              "prompts": None if cond is None else prompts_record(cond, cfg.prompts_source)}
     return BenchResult(task.name, headline, rows, teacher_seconds, config)
 
 
@@ -384,14 +424,17 @@ def match_temperature(value_at, target: float, evals: int, value_at_one: float |
 
 
 def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], progress: bool,
-                      eps: float = 1e-5) -> list[BenchRow]:
+                      eps: float = 1e-5, cond: Condition | None = None) -> list[BenchRow]:
     """For each learned row on the Euler base (LSD, LSD-C, samplers made earlier; not LSD+, not JYS grids): Euler
     on the uniform grid at the same NFE with a plain temperature (``samplers.tempered_score``) tuned by secant
     steps on log T (``match_temperature``) so that its diversity metric (the headline's partner) matches that
     row's. The control that tells a learned sampler from mere sharpening; ``BenchRow.matches`` names the row it
-    matches."""
+    matches. With prompts (``cond``) the diversity is that of the continuations (the task's full conditional
+    metrics: a fast metric reads whole sequences)."""
     div = task.pairs[0][1]
     fast = getattr(task, "fast_metrics", {}).get(div, lambda x: task.compute(x)[div])
+    if cond is not None:
+        fast = lambda x: _score(task, x, cond)[div]  # noqa: E731
     out = []
     for ref in [r for r in rows if r.base == "euler" and r.sampler is not None and r.method not in ("lsd+", "jys")]:
         target = ref.metrics[div]
@@ -403,8 +446,7 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
         def run(temp: float):
             if temp not in probes:
                 t = time.perf_counter()
-                res = draw(model, Sampler.euler(ref.nfe, eps).with_temperature(temp), cfg.num_samples,
-                           seed=cfg.seed + 1, batch_size=cfg.batch_size)
+                res, _ = _run_sampler(model, cfg, Sampler.euler(ref.nfe, eps).with_temperature(temp), cond)
                 probes[temp] = (res, time.perf_counter() - t)
             return probes[temp][0]
 
@@ -414,7 +456,7 @@ def _temperature_rows(model, task: Task, cfg: BenchConfig, rows: list[BenchRow],
         t1 = time.perf_counter()
         res = run(temp)
         secs = probes[temp][1]
-        row = BenchRow(f"euler-T{temp:.3f}", "euler", "temperature", res.nfe, task.compute(res.x),
+        row = BenchRow(f"euler-T{temp:.3f}", "euler", "temperature", res.nfe, _score(task, res.x, cond),
                        secs / cfg.num_samples, distill_seconds=t1 - t0, steps=ref.nfe,
                        samples=res.x if cfg.keep_samples else None, matches=ref.label, temperature=temp)
         out.append(row)
@@ -484,7 +526,8 @@ def frontier_range(row: BenchRow, target: float, metric: str) -> str:
             f"[{min(ts):g}, {max(ts):g}]")
 
 
-def _frontier(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], eps: float, progress: bool) -> None:
+def _frontier(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], eps: float, progress: bool,
+              cond: Condition | None = None) -> None:
     """Draw every non-teacher row again at each ``cfg.frontier`` temperature (times the row's own; same seeds as
     the row, so T = 1 reproduces it), score each draw, and read the headline metric at the teacher's diversity
     (``value_at_diversity``; in log for tasks with ``gap_in_log``). Fills ``frontier`` and ``at_teacher_diversity``."""
@@ -502,9 +545,8 @@ def _frontier(model, task: Task, cfg: BenchConfig, rows: list[BenchRow], eps: fl
                 r.frontier.append((t, dict(r.metrics)))
                 bar.update()
                 continue
-            res = draw(model, smp.with_temperature(t * smp.temperature), cfg.num_samples, seed=cfg.seed + 1,
-                       batch_size=cfg.batch_size)
-            r.frontier.append((t, task.compute(res.x)))
+            res, _ = _run_sampler(model, cfg, smp.with_temperature(t * smp.temperature), cond)
+            r.frontier.append((t, _score(task, res.x, cond)))
             bar.update()
         r.at_teacher_diversity = value_at_diversity([(t, m[q], m[d]) for t, m in r.frontier], teacher.metrics[d],
                                                     log_scale=getattr(task, "gap_in_log", False))

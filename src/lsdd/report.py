@@ -72,7 +72,24 @@ def _fmt(v: float | None) -> str:
 
 def row_command(row: BenchRow, result: BenchResult, model: str, index: int) -> RowCommand:
     """The ``lsdd sample`` command that draws ``row``'s samples (the bench's seed + 1, its sample count and batch
-    size; the teacher: its law, with the teacher run's own seeds not reproduced by it)."""
+    size; the teacher: its law, with the teacher run's own seeds not reproduced by it; a bench with prompts: the
+    same prompts)."""
+    from dataclasses import replace
+
+    out = _row_command(row, result, model, index)
+    prompts = result.config.get("prompts")
+    if not prompts:
+        return out
+    src = prompts.get("source") or ""
+    if src and not src.startswith("held-out:"):
+        return replace(out, command=out.command + " " + shlex.join(["--prompt-file", src]))
+    note = (f"the bench continued {prompts['num_prompts']} prompts ({src or 'given in Python'}); pass them as "
+            "--fixed prompts.npy, a (P, L) array of the given tokens with the mask id at the free positions")
+    return replace(out, command=out.command + " --fixed prompts.npy", note="; ".join(n for n in (out.note, note) if n))
+
+
+def _row_command(row: BenchRow, result: BenchResult, model: str, index: int) -> RowCommand:
+    """``row_command`` without the prompts."""
     import json
 
     cfg = result.config

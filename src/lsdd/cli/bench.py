@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import UserError
-from .common import (Formatter, add_device_args, add_quiet_arg, check_output, default_task, fraction, load_args,
-                     positive_int)
+from .common import (PROMPTS_HELP, Formatter, PromptSpec, add_device_args, add_quiet_arg, check_output, default_task,
+                     fraction, load_args, positive_int)
 
 
 def positive_float(text: str) -> float:
@@ -61,6 +61,12 @@ the two temperatures whose diversities bracket the teacher's (in log for gen PPL
 JSON) when the sweep does not reach it, never an extrapolation. Diversity metrics that fall as diversity
 rises (countdown's start_tv) are read the same way and drawn on a reversed axis.
 
+--prompts FILE|held-out:K[:P] benches continuations: every row - the teacher, the baselines, the movers and
+peers, the adaptive rows (their parameter matched on the conditional runs), the learned rows (distilled on the
+teacher's continuations, validated on held-out prompts as lsdd distill --prompts does) - draws sample i as a
+continuation of prompt i mod P with the same seeds, scored on the continuation given its prompt (the text
+task's conditional metrics, as lsdd eval scores samples of lsdd sample --prompt); frontiers too.
+
 --report writes one self-contained HTML page: the table, the plots, three decoded samples per row (text) or a
 grid of images per row (digits), and for each row the lsdd sample command that draws its samples.
 """
@@ -76,6 +82,8 @@ examples:
                                  # peers: DUS (whole and in blocks of 32) and the adaptive samplers at equal mean NFE
   lsdd bench --model text-absorb --nfe 8 --teacher-nfe 256 --frontier --plot b.png --report b.html
                                  # + frontiers (b_frontier.png, "at teacher's H") and one page to share
+  lsdd bench --model text-absorb --nfe 8 16 --bases euler --methods spread lsd --prompts held-out:32 --frontier
+                                 # continuations of the first 32 tokens of held-out windows
 """
 
 
@@ -145,6 +153,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "LSD-C, --learned), the control that tells learning from sharpening (default: on for the "
                         "text task)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompts", metavar="FILE|held-out:K[:P]", help=PROMPTS_HELP + " (the held-out text: --reference)")
     add_device_args(p)
     add_quiet_arg(p)
     from .common import add_text_args
@@ -183,7 +192,9 @@ def run(args) -> int:
     if args.block is not None and not {"dilated", "eb", "threshold"} & set(args.methods):
         raise UserError(f"--block {args.block} is the block size of the dilated, eb and threshold rows; add one of "
                         "them to --methods")
+    spec = PromptSpec(args.prompts) if args.prompts is not None else None  # a missing / empty file: now
     model = load_args(args)
+    cond = None if spec is None else spec.condition(model, args.reference)  # prompts the model cannot take: now
     from .common import make_task
 
     task = make_task(args.task or default_task(model), model, args)
@@ -201,7 +212,7 @@ def run(args) -> int:
                                "counted": args.counted, "spread": args.spread, "teacher_store": args.teacher_store},
                       theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned, validate=args.validate,
                       teacher_cache=args.teacher_cache, frontier=frontier or (), keep_samples=report is not None,
-                      block=args.block)
+                      block=args.block, prompts=cond, prompts_source=args.prompts)
     try:
         result = run_bench(model, task, cfg)
     except ValueError as e:

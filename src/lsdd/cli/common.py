@@ -225,3 +225,51 @@ def set_threads() -> None:
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+PROMPTS_HELP = ("continuations of prompts: FILE holds one text prompt per line (blank lines skipped; the model's "
+                "tokenizer), or held-out:K[:P] takes the first K tokens of each window of the model's length in the "
+                "held-out text (--reference, default the bundled Shakespeare test slice; with :P, P windows evenly "
+                "spaced over them); sample / trajectory i continues prompt i mod P")
+
+
+def read_prompt_file(path: str, flag: str = "--prompt-file") -> list[str]:
+    """The prompts of a text file, one per line (blank lines skipped; a trailing \\r dropped); UserError (one line)
+    when it cannot be read or holds none."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{flag} {path}: cannot read it ({type(e).__name__}: {e})") from None
+    lines = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
+    if not lines:
+        raise UserError(f"{flag} {path} holds no prompt (every line is blank)")
+    return lines
+
+
+class PromptSpec:
+    """``--prompts FILE|held-out:K[:P]`` read and checked before the model is loaded (``PROMPTS_HELP``):
+    ``condition(model, reference)`` makes the prompts (one-line UserErrors for prompts the model cannot take)."""
+
+    def __init__(self, spec: str, flag: str = "--prompts"):
+        self.spec, self.flag = spec, flag
+        self.texts: list[str] | None = None
+        self.k = self.num = None
+        if spec.startswith("held-out:"):
+            parts = spec.split(":")[1:]
+            if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) >= 1 for p in parts):
+                raise UserError(f"{flag} {spec}: expected held-out:K or held-out:K:P with integers K, P >= 1 (K prompt "
+                                "tokens, P prompts)")
+            self.k = int(parts[0])
+            self.num = int(parts[1]) if len(parts) == 2 else None
+        else:
+            self.texts = read_prompt_file(spec, flag)
+
+    def condition(self, model, reference: str | None = None):
+        """The prompts as a ``lsdd.sampling.prompts.Condition`` for ``model``."""
+        from ..sampling.prompts import from_prompt
+
+        if self.texts is not None:
+            return from_prompt(model, self.texts)
+        from ..tasks.text import held_out_prompts
+
+        return from_prompt(model, held_out_prompts(model, self.k, reference, self.num))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from .common import Formatter, add_device_args, add_quiet_arg, check_output, fraction, load_args, positive_int
+from .common import (PROMPTS_HELP, Formatter, PromptSpec, add_device_args, add_quiet_arg, check_output, fraction,
+                     load_args, positive_int)
 
 DESCRIPTION = """\
 Distill a few-step sampler for a frozen score model (Learnable Sampler Distillation, arXiv 2509.19962).
@@ -28,6 +29,8 @@ examples:
   lsdd distill --model countdown --nfe 16 --method lsd --phi-mode linear --loss l2 --out lsd16.json
   lsdd distill --model countdown --nfe 8 --out sampler8.json --resume   # continue an interrupted run
   lsdd sample --model countdown --learned sampler8.json --num 256 --out samples.npy
+  lsdd distill --model text-absorb --nfe 8 --prompts held-out:32 --out cont8.json   # for continuations
+  lsdd sample --model text-absorb --learned cont8.json --prompt-file prompts.txt --num 64 --out x.npy
 
   torchrun --nproc-per-node 2 -m lsdd distill --model countdown --nfe 8 --out sampler8.json   # same result
 
@@ -42,6 +45,15 @@ and (3) that of its unigram entropy minus min(base, teacher) does not lie wholly
 sharpened beyond noise). A gain within noise is rejected. If it is not better, OUT holds the base sampler
 instead, with the learned numbers and every figure and interval in its provenance; --force writes the learned
 one anyway.
+
+Conditional distillation (--prompts FILE or held-out:K[:P]): teacher trajectory i continues prompt i mod P,
+its prompt held at every step. The prompts that trajectories continue are split: --val-frac of them (at least
+1, at least 1 left; spread evenly: the last of every 4 at 0.25) are held out, the student is fitted on the other prompts' trajectories only, and
+validation draws base and learned continuations of the held-out prompts, against the held-out prompts' teacher
+continuations, every figure on the continuations only (the NLL bound of the generated tokens given the prompt;
+n-grams and entropy of the generated tokens). With validation, fewer than 2 prompts is an error. A teacher cache
+file names the prompts' fingerprint, so a conditional run never reads an unconditional one; OUT's provenance
+records the prompts (`conditional`: number, sha256, source).
 
 Progress is checkpointed to OUT.ckpt after the teacher and after every epoch (the teacher run itself is
 written once, to OUT.ckpt.teacher, or not at all when --teacher-cache holds it); both are removed when done.
@@ -123,6 +135,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="start from this sampler's time grid (e.g. `lsdd schedule --method jys`) instead of the uniform "
                         "one; the teacher refines it, and validation compares against it")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of teacher and student draws")
+    p.add_argument("--prompts", metavar="FILE|held-out:K[:P]", help=PROMPTS_HELP + "; see below")
+    p.add_argument("--reference", metavar="FILE|CORPUS_DIR",
+                   help="held-out text of --prompts held-out:K: a text file or a corpus prepared by `lsdd data` (its "
+                        "test split); default: the Shakespeare test slice bundled with lsdd")
     p.add_argument("--validate", dest="validation", action=argparse.BooleanOptionalAction, default=d.validation,
                    help="compare the learned sampler with its base on held-out teacher outputs; write the base "
                         "sampler instead when the learned one is not better")
@@ -197,14 +213,18 @@ def run(args) -> int:
     out = check_output(args.out, ".json")
     check_output(args.teacher_cache, flag="--teacher-cache", folder=True)
     method, teacher = method_from_args(args), teacher_from_args(args)
+    if args.reference is not None and (args.prompts is None or not args.prompts.startswith("held-out:")):
+        raise UserError("--reference is the held-out text of --prompts held-out:K; give that too")
+    spec = PromptSpec(args.prompts) if args.prompts is not None else None  # a missing / empty file: now
     init_grid = Sampler.load(args.init_grid) if args.init_grid else None
     if init_grid is not None and init_grid.steps != args.nfe:
         raise UserError(f"--init-grid {args.init_grid} has {init_grid.steps} steps but --nfe is {args.nfe}")
     if init_grid is not None and abs(init_grid.times[-1] - args.eps) > 1e-12:
         raise UserError(f"--init-grid {args.init_grid} ends at {init_grid.times[-1]!r}; pass --eps {init_grid.times[-1]!r}")
     model = load_args(args)
+    cond = None if spec is None else spec.condition(model, args.reference)  # before any work
     common = dict(base=args.base, teacher=teacher, validate=args.validation, val_frac=args.val_frac,
-                  val_samples=args.val_samples, val_level=args.val_level, init_grid=init_grid)
+                  val_samples=args.val_samples, val_level=args.val_level, init_grid=init_grid, prompts=cond)
     _, cfg = prepare(model, method, args.nfe, **common)  # every setting checked before the teacher runs
     from .. import dist
 
@@ -213,6 +233,11 @@ def run(args) -> int:
     if args.init_grid:
         sampler = sampler.replace(provenance={**sampler.provenance,
                                               "init_grid": {"file": str(args.init_grid), "method": init_grid.method}})
+    if cond is not None:
+        record = {**sampler.provenance["conditional"], "source": args.prompts}
+        sampler = sampler.replace(provenance={**sampler.provenance, "conditional": record})
+        print(f"conditional: {record['num_prompts']} prompts ({args.prompts}), {record['prompts_used']} continued by "
+              f"the teacher, {record['held_out_prompts']} held out for validation")
     if dist.is_main():
         sampler.save(out)
     prov = sampler.provenance

@@ -166,21 +166,14 @@ def run(args) -> int:
 
 def _given(args) -> dict:
     """lsdd.sample's condition keyword from --prompt, --prompt-file, --infill or --fixed (files read here)."""
-    from pathlib import Path
-
     if args.prompt is not None:
         return {"prompt": args.prompt}
     if args.infill is not None:
         return {"infill": args.infill}
     if args.prompt_file is not None:
-        try:
-            text = Path(args.prompt_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"--prompt-file {args.prompt_file}: cannot read it ({type(e).__name__}: {e})") from None
-        lines = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
-        if not lines:
-            raise UserError(f"--prompt-file {args.prompt_file} holds no prompt (every line is blank)")
-        return {"prompt": lines}
+        from .common import read_prompt_file
+
+        return {"prompt": read_prompt_file(args.prompt_file)}
     if args.fixed is not None:
         return {"fixed": _load_fixed(args.fixed)}
     return {}

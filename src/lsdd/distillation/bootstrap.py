@@ -74,10 +74,11 @@ def paired_mean_interval(base: Tensor, learned: Tensor, counts: Tensor, level: f
     return percentile_interval(float(d.mean()), resampled_means(d, counts), level)
 
 
-def gram(a: Tensor, b: Tensor, num_states: int) -> Tensor:
+def gram(a: Tensor, b: Tensor, num_states: int, free_a: Tensor | None = None, free_b: Tensor | None = None) -> Tensor:
     """Linear-kernel Gram matrix (n, m) float64 of the normalised unigram + bigram frequencies of ``a`` (n, L) and
-    ``b`` (m, L) (the kernel of ``statistics.mmd2``), through sparse features (any vocabulary size)."""
-    (sa, ca, va), (sb, cb, vb) = _features(a, num_states), _features(b, num_states)
+    ``b`` (m, L) (the kernel of ``statistics.mmd2``; of their generated tokens ``free_a``, ``free_b`` (bool, their
+    shapes) when given), through sparse features (any vocabulary size)."""
+    (sa, ca, va), (sb, cb, vb) = _features(a, num_states, free_a), _features(b, num_states, free_b)
     _, cell = torch.unique(torch.cat([ca, cb]), return_inverse=True)  # compact cell ids shared by a and b
     size = int(cell.max()) + 1 if cell.numel() else 1
     with warnings.catch_warnings():  # torch's sparse tensors warn that they are in beta; the product is exact
@@ -101,12 +102,16 @@ def _within(g: Tensor, counts: Tensor, chunk: int = 128) -> Tensor:
 
 
 def mmd2_difference_resamples(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, counts: Tensor,
-                              ref_counts: Tensor) -> Tensor:
+                              ref_counts: Tensor, free: Tensor | None = None,
+                              ref_free: Tensor | None = None) -> Tensor:
     """mmd2(learned, reference) - mmd2(base, reference) under each paired resample: ``counts`` (B, n) of the pairs
-    (base_i, learned_i), ``ref_counts`` (B, m) of the reference. Returns (B,) float64."""
+    (base_i, learned_i), ``ref_counts`` (B, m) of the reference. ``free`` (n, L) bool: the generated positions of
+    the pairs (the same for both: sample i of each continues the same prompt), ``ref_free`` (m, L) those of the
+    reference (None: every position). Returns (B,) float64."""
     n, m = base.shape[0], reference.shape[0]
-    cross = gram(learned, reference, num_states) - gram(base, reference, num_states)  # (n, m)
-    within = _within(gram(learned, learned, num_states), counts) - _within(gram(base, base, num_states), counts)
+    cross = gram(learned, reference, num_states, free, ref_free) - gram(base, reference, num_states, free, ref_free)
+    within = _within(gram(learned, learned, num_states, free, free), counts) - \
+        _within(gram(base, base, num_states, free, free), counts)
     return within - 2.0 * ((counts @ cross) * ref_counts).sum(1) / (n * m)
 
 

@@ -6,7 +6,13 @@ compares its score with the teacher's cached score (``lsdd.distillation.losses``
 LSD+, the grid logits theta), or refits Phi in closed form (linear + l2). States depend on earlier steps only
 through discrete draws, so nothing is backpropagated through the network. One optimiser step per batch of
 trajectories; each batch is cut into chunks with their own random streams, spread over torchrun processes,
-so the learned sampler does not depend on the number of processes."""
+so the learned sampler does not depend on the number of processes.
+
+Conditional distillation (a teacher cache with ``given`` tokens: prompts): every student rollout holds its
+trajectory's given tokens (the start is perturbed at free positions only), the losses never compare a held
+position (the cache stores none), and validation and the distribution objectives draw continuations of the
+prompts of the trajectories they compare with - held-out ones for validation - and measure the continuations
+only (``lsdd.distillation.statistics``, ``free=``)."""
 
 from __future__ import annotations
 
@@ -58,6 +64,9 @@ class DistillConfig:
     seed: int = 0
     validation: bool = True  # compare the learned sampler with its base on held-out teacher outputs
     val_frac: float = 0.25  # share of teacher trajectories held out of training for that
+    # held-out trajectories (the cache's last ones), when set; None: round(num_traj * val_frac). Conditional
+    # distillation sets it to the trajectories continuing the held-out prompts (lsdd.distillation.pipeline)
+    val_traj: int | None = None
     val_samples: int = 512  # samples drawn from each of base and learned sampler for that
     val_level: float = 0.95  # level of the paired bootstrap intervals the verdict reads (lsdd.distillation.validate)
     init_times: tuple[float, ...] | None = None  # starting grid (e.g. JYS's), M + 1 times from 1 to eps; None: uniform
@@ -103,7 +112,15 @@ class DistillConfig:
 
     def num_val(self) -> int:
         """Teacher trajectories held out for validation (0 without validation)."""
-        return int(round(self.num_traj * self.val_frac)) if self.validation else 0
+        if not self.validation:
+            return 0
+        return int(round(self.num_traj * self.val_frac)) if self.val_traj is None else int(self.val_traj)
+
+    def _held_out(self) -> str:
+        """How the held-out trajectories were counted (for messages)."""
+        if self.val_traj is None:
+            return f"x val_frac {self.val_frac}"
+        return "those continuing the held-out prompts"
 
     def validate(self) -> None:
         checks = [
@@ -123,7 +140,7 @@ class DistillConfig:
             (not self.validation or (self.num_val() >= 2 and self.num_traj - self.num_val() >= 1
                                    and self.val_samples >= 2),
              f"validation needs >= 2 held-out and >= 1 training trajectories and >= 2 samples: num_traj "
-             f"{self.num_traj} x val_frac {self.val_frac} = {self.num_val()} held out, {self.val_samples} samples "
+             f"{self.num_traj}, {self._held_out()} = {self.num_val()} held out, {self.val_samples} samples "
              "(raise --num-traj or --val-frac, or pass --no-validate)"),
             (isinstance(self.val_level, (int, float)) and 0.0 < self.val_level < 1.0,
              f"val_level must lie strictly between 0 and 1, got {self.val_level!r}"),
@@ -203,19 +220,30 @@ class SamplerParams(nn.Module):
         return tau
 
 
-def perturb_start(x_T: Tensor, graph: Graph, zeta: float, generator: torch.Generator | None) -> Tensor:
+def perturb_start(x_T: Tensor, graph: Graph, zeta: float, generator: torch.Generator | None,
+                  held: Tensor | None = None) -> Tensor:
     """Replace ceil(zeta L) random positions of each start by random real tokens (method.md §5);
-    on the uniform graph a replaced token always changes. (b, L) -> (b, L); a fresh draw each call."""
+    on the uniform graph a replaced token always changes. (b, L) -> (b, L); a fresh draw each call.
+    ``held`` (b, L) bool: positions held fixed (a prompt), never perturbed; a row with F free positions then
+    perturbs ceil(zeta F) of them (the same draws as without ``held`` when nothing is held)."""
     b, length = x_T.shape
-    n = int(torch.ceil(torch.tensor(zeta * length)).item()) if zeta > 0 else 0
+    free = length if held is None else (~held).sum(-1)  # int, or (b,) per row
+    # float32 (torch's default dtype), as before ``held`` existed: the same counts, the same draws
+    want = torch.ceil(torch.as_tensor(zeta * free)).long() if zeta > 0 else torch.zeros((), dtype=torch.long)
+    n = int(want.max()) if zeta > 0 else 0
     if n == 0:
         return x_T.clone()
-    pos = torch.rand(b, length, generator=generator, dtype=torch.float64).argsort(-1)[:, :n]
+    keys = torch.rand(b, length, generator=generator, dtype=torch.float64)
+    if held is not None:
+        keys = keys.masked_fill(held, 2.0)  # held positions sort after every free one
+    pos = keys.argsort(-1)[:, :n]
     if graph.absorbing:
         new = torch.randint(0, graph.num_tokens, (b, n), generator=generator)
     else:
         shift = torch.randint(1, graph.num_tokens, (b, n), generator=generator)
         new = (x_T.gather(-1, pos) + shift) % graph.num_tokens
+    if held is not None:  # a row perturbs its own ceil(zeta F) positions: the rest keep their token
+        new = torch.where(torch.arange(n)[None, :] < want.reshape(-1, 1), new, x_T.gather(-1, pos))
     return x_T.scatter(-1, pos, new)
 
 
@@ -261,9 +289,10 @@ class _Batch:
         chunks = [idx_all[c0 : c0 + cfg.chunk] for c0 in range(0, idx_all.numel(), cfg.chunk)]
         mine = dist.my_items(len(chunks))
         self.idx = torch.cat([chunks[c] for c in mine]) if mine else idx_all[:0]
-        starts = [perturb_start(cache.x_T[chunks[c]], graph, cfg.zeta, make_generator(cfg.seed, "cpu", 4, epoch, batch, c))
-                  for c in mine]
+        starts = [perturb_start(cache.x_T[chunks[c]], graph, cfg.zeta, make_generator(cfg.seed, "cpu", 4, epoch, batch, c),
+                                cache.held(chunks[c])) for c in mine]
         self.x = torch.cat(starts).to(device) if mine else None
+        self.held = None if cache.given is None or not mine else cache.held(self.idx).to(device)
         self.streams = RowStreams([make_generator(cfg.seed, device, 3, epoch, batch, c) for c in mine],
                                   [chunks[c].numel() for c in mine]) if mine else None
 
@@ -341,7 +370,8 @@ def _epoch(cfg: DistillConfig, call: CountedScore, graph: Graph, noise: Noise, c
                 advance = ClockAdvance(*clock_noise(cfg.coupling_seed(), batch.idx, batch.x.shape[1]))
             rule, coeff = _student_step(cfg, params)
             reverse_loop(call, graph, noise, learner.tau.detach(), batch.x, rule=rule, phi_mode=cfg.phi_mode,
-                         coeffs=coeff, generator=batch.streams, on_score=learner.on_score, advance=advance)
+                         coeffs=coeff, generator=batch.streams, on_score=learner.on_score, advance=advance,
+                         fixed=batch.held)
         if opt is not None:
             dist.sum_grads([p for p in params.parameters() if p.requires_grad])
             opt.step()
@@ -406,11 +436,25 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     result = fit_trajectories(score_fn, graph, noise, cfg, cache, n_train=n_train, device=device, progress=progress,
                               state=state, on_epoch=on_epoch, init_log_phi=init)
     if cfg.select:
-        result = _select(score_fn, graph, noise, cache.x_0[n_train:], cfg, result, lsd_result, device)
+        result = _select(score_fn, graph, noise, cache.x_0[n_train:], cfg, result, lsd_result, device,
+                         given=_given(cache, n_train))
     if cfg.validation:
         result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, result.sampler(cfg),
-                                             device)
+                                             device, given=_given(cache, n_train))
     return result
+
+
+def _given(cache: TeacherCache, start: int = 0, stop: int | None = None) -> Tensor | None:
+    """The given tokens of trajectories start..stop (the held-out ones by default from ``start``), or None."""
+    return None if cache.given is None else cache.given[start:stop]
+
+
+def _free_of(given: Tensor | None, num: int, graph: Graph) -> Tensor | None:
+    """(num, L) bool: the generated positions of ``num`` samples continuing ``given`` (P, L) cyclically (sample i
+    holds row i mod P, as ``samplers.sample_batched`` draws them); None without ``given``."""
+    if given is None:
+        return None
+    return given[torch.arange(num) % given.shape[0]] == graph.num_tokens
 
 
 def fit_trajectories(score_fn: ScoreFn, graph: Graph, noise: Noise, cfg: DistillConfig, cache: TeacherCache, *,
@@ -465,23 +509,22 @@ def _training_share(cache: TeacherCache, n_val: int) -> TeacherCache:
     loss scales (``mean_sq``) stay those of the whole run, in either store."""
     if n_val == 0:
         return cache
-    sub = TeacherCache(cache.x_T[:-n_val], [s[:-n_val] for s in cache.states], [r[:-n_val] for r in cache.rows],
-                       cache.scores, cache.x_0[:-n_val], cache.times, cache.teacher_steps, cache.nfe, cache.seconds,
-                       cache.store, cache.sq_stats)
-    return sub
+    return cache.take(torch.arange(cache.num - n_val))
 
 
 def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus: DistillResult,
-            lsd: DistillResult, device) -> DistillResult:
+            lsd: DistillResult, device, given: Tensor | None = None) -> DistillResult:
     """Keep LSD+ or LSD, whichever has the lower n-gram Hellinger distance to the held-out teacher outputs
-    (``cfg.val_samples`` samples each, the same random streams)."""
+    (``cfg.val_samples`` samples each, the same random streams; continuing the reference's prompts ``given``
+    cyclically, measured on the continuations, when it has them)."""
     length = reference.shape[1]
-    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 13), device=device)
+    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 13), device=device, given=given)
+    free, ref_free = _free_of(given, cfg.val_samples, graph), _free_of(given, reference.shape[0], graph)
     dists = {}
     for name, res in (("lsd+", plus), ("lsd", lsd)):
         x = sample_batched(score_fn, graph, noise, res.times, cfg.val_samples, length,
                            **common, **res.sampler(cfg).loop_args(graph)).x
-        dists[name] = distance("hellinger", x, reference, graph.num_states)
+        dists[name] = distance("hellinger", x, reference, graph.num_states, free, ref_free)
     keep = "lsd+" if dists["lsd+"] <= dists["lsd"] else "lsd"
     out = plus if keep == "lsd+" else DistillResult(lsd.times, lsd.coeffs, plus.history, plus.teacher_seconds,
                                                      plus.student_seconds, plus.teacher_calls, plus.student_calls,
@@ -519,6 +562,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     candidate, so the fit is never worse than the base on this objective."""
     n_train = cache.num - cfg.num_val()
     target = cache.x_0[:n_train]
+    given = _given(cache, 0, n_train)  # candidates continue the training trajectories' prompts, cyclically
+    free, target_free = _free_of(given, cfg.obj_samples, graph), _free_of(given, n_train, graph)
     times = cfg.student_times()
     families = 3 if cfg.method == "lsd-c" else 1
     seed = derive_seed(cfg.seed, 11)
@@ -528,15 +573,16 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
 
     if cfg.resolved_objective() == "features":  # the NLL feature's network calls are not sampling calls
         score = FeatureObjective(score_fn, graph, noise, target, seed=derive_seed(cfg.seed, 14),
-                                 batch_size=cfg.batch_size, device=device)
+                                 batch_size=cfg.batch_size, device=device, target_free=target_free, free=free)
     else:
-        score = lambda x: distance(cfg.resolved_objective(), x, target, graph.num_states)  # noqa: E731
+        score = lambda x: distance(cfg.resolved_objective(), x, target, graph.num_states, free,  # noqa: E731
+                                   target_free)
 
     def objective(v: Tensor) -> float:
         coeffs, cond = _result_from_flat(v, cfg)
         res = DistillResult(times, coeffs, conditioning=cond, movers=movers)
         out = sample_batched(call, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
-                             seed=seed, device=device, **res.sampler(cfg).loop_args(graph))
+                             seed=seed, device=device, given=given, **res.sampler(cfg).loop_args(graph))
         return score(out.x)
 
     bar = tqdm(total=cfg.cma_iters, desc=f"{cfg.method} M={cfg.nfe} ({cfg.resolved_objective()}, CMA-ES)",
@@ -564,27 +610,33 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
               f"({fit.evaluations} candidates, {seconds:.0f} s)")
     if cfg.validation:
         result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg, result.sampler(cfg),
-                                             device)
+                                             device, given=_given(cache, n_train))
     return result
 
 
 def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: Tensor, cfg: DistillConfig,
-                     learned: Sampler, device: torch.device | str = "cpu") -> Validation:
+                     learned: Sampler, device: torch.device | str = "cpu", *,
+                     given: Tensor | None = None) -> Validation:
     """Compare the ``learned`` sampler with its base (``base_sampler(cfg)``: the starting grid - uniform unless
     ``cfg.init_times`` -, Phi = 1, the same movers) at the same NFE on held-out teacher outputs ``reference``
     (m, L), with paired bootstrap intervals at ``cfg.val_level``. Common random numbers: both draw
     ``cfg.val_samples`` samples from the same streams (batch b from ``make_generator(seed, device, b)``, so row i
-    of each uses the same generator), and their NLL bounds see the same noise levels and masks row by row."""
+    of each uses the same generator), and their NLL bounds see the same noise levels and masks row by row.
+
+    ``given`` (m, L) int64: the reference's given tokens (conditional teachers; row j the prompt of reference
+    j): sample i of base and learned continues row i mod m, so they continue the reference's (held-out) prompts
+    in the same mix, and every figure reads the continuations only (``statistics``' ``free``)."""
     cfg = cfg.resolve(graph)
     length = reference.shape[1]
-    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device)
+    common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device, given=given)
     outs = [sample_batched(score_fn, graph, noise, smp.times_tensor(), cfg.val_samples, length,
                            **common, **smp.loop_args(graph)).x for smp in (base_sampler(cfg), learned)]
+    free, ref_free = _free_of(given, cfg.val_samples, graph), _free_of(given, reference.shape[0], graph)
     nll_seed = derive_seed(cfg.seed, 10)
-    nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device)
-           for x in (*outs, reference)]
+    nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device, free=f)
+           for x, f in ((outs[0], free), (outs[1], free), (reference, ref_free))]
     return compare(outs[0], outs[1], reference, graph.num_states, cfg.nfe, tuple(nll), level=cfg.val_level,
-                   seed=derive_seed(cfg.seed, 15))
+                   seed=derive_seed(cfg.seed, 15), free=free, ref_free=ref_free)
 
 
 def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info: dict[str, Any] | None = None,

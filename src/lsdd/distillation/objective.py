@@ -38,34 +38,41 @@ OBJECTIVES = ("trajectory", "hellinger", "mmd", "features")
 FEATURE_TIMES = 2  # noise levels of the NLL feature
 
 
-def distance(name: str, a: Tensor, b: Tensor, num_states: int) -> float:
+def distance(name: str, a: Tensor, b: Tensor, num_states: int, free_a: Tensor | None = None,
+             free_b: Tensor | None = None) -> float:
+    """The distribution distance ``name`` between sample sets a (n, L) and b (m, L), of their generated tokens
+    ``free_a``, ``free_b`` ((n, L), (m, L) bool) when given (conditional samples)."""
     if name == "hellinger":
-        return ngram_hellinger(a, b, num_states)
+        return ngram_hellinger(a, b, num_states, free_a, free_b)
     if name == "mmd":
-        return mmd2(a, b, num_states)
+        return mmd2(a, b, num_states, free_a, free_b)
     raise ValueError(f"unknown distribution objective {name!r}; expected hellinger or mmd")
 
 
 class FeatureObjective:
     """``features``: x (n, L) -> energy distance between its features and the target's (see the module doc).
-    The target's features and their spread are computed once."""
+    The target's features and their spread are computed once. Conditional samples: ``target_free`` (m, L) bool
+    the target's generated positions, ``free`` (n, L) those of the candidates' samples (both features then read
+    the generation only)."""
 
-    def __init__(self, score_fn, graph, noise, target: Tensor, *, seed: int, batch_size: int, device="cpu"):
+    def __init__(self, score_fn, graph, noise, target: Tensor, *, seed: int, batch_size: int, device="cpu",
+                 target_free: Tensor | None = None, free: Tensor | None = None):
         self.score_fn, self.graph, self.noise = score_fn, graph, noise
         self.seed, self.batch_size, self.device = seed, batch_size, device
-        feats = self.features(target)
+        self.free = free
+        feats = self.features(target, target_free)
         self.scale = feats.std(0).clamp_min(1e-8)
         self.target = feats / self.scale
 
-    def features(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor, free: Tensor | None = None) -> Tensor:
         from .statistics import model_nll
 
         nll = model_nll(self.score_fn, self.graph, self.noise, x, num_times=FEATURE_TIMES, seed=self.seed,
-                        batch_size=self.batch_size, device=self.device)
-        return torch.stack([nll, unigram_entropy(x.to(self.device), self.graph.num_states)], 1)
+                        batch_size=self.batch_size, device=self.device, free=free)
+        return torch.stack([nll, unigram_entropy(x.to(self.device), self.graph.num_states, free)], 1)
 
     def __call__(self, x: Tensor) -> float:
-        return energy_distance(self.features(x) / self.scale, self.target)
+        return energy_distance(self.features(x, self.free) / self.scale, self.target)
 
 
 def step_basis(nfe: int, size: int) -> Tensor:

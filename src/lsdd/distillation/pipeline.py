@@ -13,6 +13,17 @@ function, so the same inputs give the same sampler whatever the entry point:
 4. **accept**: the learned sampler if validation finds it better beyond noise, else the base (the learned numbers
    and every figure stay in its provenance), unless ``force``.
 
+**Conditional distillation** (``prompts``: P prompts, ``lsdd distill --prompts``): teacher trajectory i continues
+prompt i mod P (its tokens held at every step); the prompts some trajectory continues (the first min(P, num_traj))
+are split into training prompts and held-out ones - ``round(val_frac x used)`` of them, at least 1, with at least 1
+left to train on (fewer than 2 prompts: an error with validation), spread evenly over the prompts (at val_frac 0.25
+the last of every 4), so that prompts read from consecutive windows of a text are held out all along it -, the
+student is fitted on the
+trajectories of the training prompts only, and validation draws base and learned continuations of the held-out
+prompts and compares them with the held-out prompts' teacher continuations, on the continuations only. The teacher
+cache names the prompts (``teacher.cache_file``), and the sampler's provenance records them (``conditional``:
+their number and sha256).
+
 Learnable Sampler Distillation: Fu, Guo, Liu, NeurIPS 2025, arXiv 2509.19962.
 """
 
@@ -23,15 +34,17 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import torch
+from torch import Tensor
 
 from .. import atomic, dist
 from ..errors import UserError
+from ..sampling.prompts import Condition
 from ..sampling.sampler import Sampler
 from ..sampling.steps import ONE_CALL
 from . import distill as engine  # the fitting engine (looked up at call time: tests wrap it)
 from .distill import DistillConfig, DistillResult, to_sampler, validate_learned
 from .methods import JYS, get_method
-from .teacher import STORES, TeacherCache, get_teacher, load_cached, save_cached
+from .teacher import STORES, TeacherCache, get_teacher, load_cached, prompt_fingerprint, save_cached
 from .validate import Validation
 
 
@@ -75,13 +88,67 @@ class Distilled(NamedTuple):
     validation: Validation | None
 
 
+class PromptSplit(NamedTuple):
+    """How a conditional distillation uses its prompts (module docstring): ``order`` (num_traj,) int64, the teacher
+    trajectories with those of the training prompts first and those of the held-out prompts last; ``num_val`` the
+    held-out trajectories; ``used`` the prompts some trajectory continues; ``val_prompts`` how many of them (the
+    last ones) are held out."""
+
+    condition: Condition
+    order: Tensor
+    num_val: int
+    used: int
+    val_prompts: int
+
+    def record(self) -> dict[str, Any]:
+        """What the sampler's provenance keeps (``conditional``)."""
+        import hashlib
+
+        given = self.condition.given.to(torch.int64).contiguous().numpy()
+        return {"kind": self.condition.kind, "num_prompts": int(given.shape[0]), "prompts_used": self.used,
+                "held_out_prompts": self.val_prompts, "held_out_trajectories": self.num_val,
+                "sha256": hashlib.sha256(f"{given.shape}".encode() + given.tobytes()).hexdigest(),
+                "fingerprint": prompt_fingerprint(self.condition.given)}
+
+
+def split_prompts(condition: Condition, num_traj: int, val_frac: float, validate: bool) -> PromptSplit:
+    """The training / held-out split of a conditional distillation's prompts (module docstring); UserError when
+    validation has fewer than 2 prompts to split."""
+    p = condition.given.shape[0]
+    used = min(p, num_traj)
+    prompt_of = torch.arange(num_traj) % p
+    if not validate:
+        return PromptSplit(condition, torch.arange(num_traj), 0, used, 0)
+    if used < 2:
+        why = f"{p} prompt" if p < 2 else f"{num_traj} teacher trajectory"
+        raise UserError(f"conditional validation holds prompts out of the fit, so it needs at least 2 prompts that "
+                        f"trajectories continue; got {why}: give more, or pass --no-validate")
+    val_prompts = min(max(int(round(used * val_frac)), 1), used - 1)
+    j = torch.arange(used)
+    spread = (j + 1) * val_prompts // used > j * val_prompts // used  # val_prompts of them, evenly spaced
+    held_out = spread[prompt_of]
+    order = torch.cat([torch.nonzero(~held_out).flatten(), torch.nonzero(held_out).flatten()])
+    return PromptSplit(condition, order, int(held_out.sum()), used, val_prompts)
+
+
+def as_condition(model, prompts: Any) -> Condition | None:
+    """``prompts`` as a Condition: None, a Condition, or what ``lsdd.sample``'s ``prompt`` takes (texts with the
+    model's tokenizer, token ids; ``lsdd.sampling.prompts.from_prompt``)."""
+    from ..sampling.prompts import from_prompt
+
+    if prompts is None or isinstance(prompts, Condition):
+        return prompts
+    return from_prompt(model, prompts)
+
+
 def engine_config(method, nfe: int, base: str, teacher: Teacher, validate: bool, val_frac: float,
-                  val_samples: int, init_times: tuple[float, ...] | None, val_level: float = 0.95) -> DistillConfig:
+                  val_samples: int, init_times: tuple[float, ...] | None, val_level: float = 0.95,
+                  val_traj: int | None = None) -> DistillConfig:
     """The fitting engine's config for these settings (internal to the pipeline)."""
     cfg = DistillConfig(**method.engine_fields(), base=base, nfe=nfe, teacher_nfe=teacher.nfe, num_traj=teacher.num_traj,
                         batch_size=teacher.batch_size, chunk=teacher.chunk, seed=teacher.seed, eps=teacher.eps,
                         teacher_store=teacher.store, validation=validate, val_frac=val_frac,
-                        val_samples=val_samples, val_level=val_level, init_times=init_times)
+                        val_samples=val_samples, val_level=val_level, init_times=init_times, val_traj=val_traj)
     try:
         cfg.validate()
     except ValueError as e:
@@ -91,12 +158,26 @@ def engine_config(method, nfe: int, base: str, teacher: Teacher, validate: bool,
 
 def prepare(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
             validate: bool = True, val_frac: float = 0.25, val_samples: int = 512, val_level: float = 0.95,
-            init_grid: Sampler | None = None) -> tuple[Any, DistillConfig]:
+            init_grid: Sampler | None = None, prompts: Any = None) -> tuple[Any, DistillConfig]:
     """Check every setting against the model before any work; returns (method object, engine config)."""
+    method, cfg, _ = _prepare(model, method, nfe, base=base, teacher=teacher, validate=validate, val_frac=val_frac,
+                              val_samples=val_samples, val_level=val_level, init_grid=init_grid, prompts=prompts)
+    return method, cfg
+
+
+def _prepare(model, method, nfe, *, base, teacher, validate, val_frac, val_samples, val_level, init_grid,
+             prompts) -> tuple[Any, DistillConfig, PromptSplit | None]:
+    """``prepare``, with the prompt split (None without prompts)."""
     method = get_method(method)
     method.check()
     teacher = teacher or Teacher()
     teacher.check()
+    split = None
+    cond = as_condition(model, prompts)  # a bad prompt: UserError, before any work
+    if cond is not None:
+        if isinstance(method, JYS):
+            raise UserError("--prompts does not apply to --method jys (its KLUB search reads unconditional outputs)")
+        split = split_prompts(cond, teacher.num_traj, val_frac, validate)
     if base not in ONE_CALL:
         raise UserError(f"base must be one of {list(ONE_CALL)}, got {base!r}")
     if not isinstance(nfe, int) or nfe < 1:
@@ -115,18 +196,20 @@ def prepare(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
             raise UserError(f"the starting grid ends at {init_grid.times[-1]!r}; set the teacher's eps to it")
         init_times = init_grid.times
     cfg = engine_config(method, nfe, base, teacher, validate, val_frac, val_samples, init_times,
-                        val_level).resolve(model.graph)
+                        val_level, None if split is None else split.num_val).resolve(model.graph)
     if teacher.cache_dir is not None and (cfg.coupled or init_times is not None):
         what = "--coupled (coupled paths)" if cfg.coupled else "--init-grid (a starting grid)"
         raise UserError(f"a teacher cache keeps uncoupled teacher runs on uniform grids; it does not apply with {what}")
-    return method, cfg
+    if split is not None and cfg.coupled:
+        raise UserError("--prompts does not apply with --coupled (coupled paths do not hold given tokens)")
+    return method, cfg, split
 
 
 def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
             validate: bool = True, val_frac: float = 0.25, val_samples: int = 512, val_level: float = 0.95,
             force: bool = False, init_grid: Sampler | None = None, teacher_run: TeacherCache | None = None,
             checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True,
-            log: Callable[[str], None] = print) -> Distilled:
+            log: Callable[[str], None] = print, prompts: Any = None) -> Distilled:
     """Distill an ``nfe``-call sampler for ``model`` (frozen): teacher -> fit -> validate -> accept.
 
     Args:
@@ -145,17 +228,28 @@ def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
             one: ``TeacherCache.subsample``), used instead of running or reading one.
         checkpoint: a file to checkpoint to after the teacher and every epoch (``resume``: continue from it);
             removed when done.
+        prompts: distill for continuations of these prompts (module docstring): what ``lsdd.sample``'s
+            ``prompt`` takes (a list of texts, encoded with the model's tokenizer; token ids: a list of lists, a
+            (P, K) integer array) or a ``lsdd.sampling.prompts.Condition``. Teacher trajectory i continues prompt
+            i mod P; validation uses held-out prompts (at least 2 prompts with validation).
 
     Returns:
         ``Distilled(sampler, validation)``.
     """
-    method, cfg = prepare(model, method, nfe, base=base, teacher=teacher, validate=validate, val_frac=val_frac,
-                          val_samples=val_samples, val_level=val_level, init_grid=init_grid)
+    method, cfg, split = _prepare(model, method, nfe, base=base, teacher=teacher, validate=validate,
+                                  val_frac=val_frac, val_samples=val_samples, val_level=val_level,
+                                  init_grid=init_grid, prompts=prompts)
     teacher = teacher or Teacher()
+    given = None if split is None else split.condition.given
+    if teacher_run is not None:
+        _check_teacher_run(teacher_run, given)
     info = {"model_fingerprint": getattr(model, "fingerprint", None), "model_source": getattr(model, "source", None)}
     if init_grid is not None:
         info["init_grid"] = {"method": init_grid.method}
-    ckpt = _Checkpoint(checkpoint, cfg, model) if checkpoint is not None else None
+    if split is not None:
+        info["conditional"] = split.record()
+    ckpt = _Checkpoint(checkpoint, cfg, model, None if given is None else prompt_fingerprint(given)) \
+        if checkpoint is not None else None
     cache, state = None, None
     if ckpt is not None:
         cache, state = ckpt.open(resume, model.device, log)
@@ -165,9 +259,11 @@ def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
         cache, kept = get_teacher(model, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj, method=cfg.base,
                                   batch_size=cfg.batch_size, seed=cfg.seed, store=cfg.teacher_store,
                                   folder=teacher.cache_dir, coupled_seed=cfg.coupling_seed(), progress=progress,
-                                  log=log)
+                                  log=log, given=given)
         if ckpt is not None:
             ckpt.teacher_done(cache, kept)
+    if split is not None:  # the training prompts' trajectories first, the held-out prompts' last (the engine's split)
+        cache = cache.take(split.order)
     if isinstance(method, JYS):
         result = _fit_jys(model, method, cfg, cache, progress, log)
     else:
@@ -182,6 +278,15 @@ def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
     if ckpt is not None:
         ckpt.remove()
     return Distilled(sampler, val)
+
+
+def _check_teacher_run(run: TeacherCache, given: Tensor | None) -> None:
+    """ValueError unless a teacher run given to ``distill`` was made with these prompts (or both without)."""
+    if (run.given is None) != (given is None):
+        have, want = ("unconditional", "prompts") if run.given is None else ("conditional", "no prompts")
+        raise ValueError(f"the teacher run given is {have}, but the distillation has {want}")
+    if given is not None and not torch.equal(run.given, given[torch.arange(run.num) % given.shape[0]]):
+        raise ValueError("the teacher run given continues other prompts than the distillation's")
 
 
 def _fit_jys(model, method: JYS, cfg: DistillConfig, cache: TeacherCache, progress: bool, log) -> DistillResult:
@@ -209,10 +314,10 @@ class _Checkpoint:
     """The pipeline's checkpoint: ``path`` holds the settings, the model fingerprint, where the teacher run is
     (a teacher-cache file, or ``path.teacher`` written once beside it) and the fit's state after each epoch."""
 
-    def __init__(self, path, cfg: DistillConfig, model):
+    def __init__(self, path, cfg: DistillConfig, model, prompts: str | None = None):
         self.path = Path(path)
         self.teacher_path = Path(str(self.path) + ".teacher")
-        self.cfg, self.fingerprint = asdict(cfg), getattr(model, "fingerprint", None)
+        self.cfg, self.fingerprint = {**asdict(cfg), "prompts": prompts}, getattr(model, "fingerprint", None)
         self.ref: dict[str, str] = {}
         self.cache: TeacherCache | None = None
 
@@ -275,4 +380,5 @@ class _Checkpoint:
             self.teacher_path.unlink(missing_ok=True)
 
 
-__all__ = ["Teacher", "Distilled", "distill", "prepare", "engine_config"]
+__all__ = ["Teacher", "Distilled", "distill", "prepare", "engine_config", "PromptSplit", "split_prompts",
+           "as_condition"]

@@ -9,6 +9,10 @@ at the student's M times, in one of two forms (``store``):
   sigma_bar(t_k)), so ``score_at`` recomputes it with one network call per student step: the same numbers
   (up to the float rounding of a different batch), for one extra network call per student call.
 
+Conditional teachers (``given``: prompts held fixed, ``lsdd distill --prompts``): trajectory i holds row i mod P
+of the given tokens at every step; the cache keeps each trajectory's given row (``TeacherCache.given``) and stores
+or compares no score row at a held position (they are not generated).
+
 Shapes: n trajectories, L length, N real tokens, M student steps.
 """
 
@@ -33,7 +37,9 @@ from ..sampling.schedules import check_times, refine_times
 class TeacherCache:
     """x_T: (n, L) start states. states[k]: (n, L) teacher state at student time k. rows[k]: (n, L) int64,
     the row of ``scores[k]`` holding the score at that position (-1 where not stored). scores[k]:
-    (n_k, N) float32 real-token scores. x_0: (n, L) teacher outputs. times: the student grid (M + 1,)."""
+    (n_k, N) float32 real-token scores. x_0: (n, L) teacher outputs. times: the student grid (M + 1,).
+    given: (n, L) int64, each trajectory's given tokens (``loop.free_token`` at its free positions), or None
+    for an unconditional teacher."""
 
     x_T: Tensor
     states: list[Tensor]
@@ -46,6 +52,7 @@ class TeacherCache:
     seconds: float
     store: str = "scores"  # "scores" (rows kept) or "states" (scores recomputed from the states)
     sq_stats: Tensor | None = None  # (M, 2) float64: sum of squared real-token score rows, number of rows
+    given: Tensor | None = None  # (n, L) int64: each trajectory's given tokens (conditional teachers)
 
     def __post_init__(self) -> None:
         if self.store not in STORES:
@@ -56,6 +63,21 @@ class TeacherCache:
     @property
     def num(self) -> int:
         return self.x_T.shape[0]
+
+    def held(self, idx: Tensor | slice = slice(None)) -> Tensor | None:
+        """(b, L) bool: the positions trajectories ``idx`` hold fixed (None for an unconditional teacher). The free
+        token is the largest id of ``given``: one past the vocabulary, and every row has a free position."""
+        return None if self.given is None else self.given[idx] != self.given.max()
+
+    def take(self, idx: Tensor) -> "TeacherCache":
+        """The trajectories ``idx`` (b,) int64, in that order (their score rows and the loss scales stay the whole
+        run's, as ``subsample`` keeps them)."""
+        out = TeacherCache(self.x_T[idx], [s[idx] for s in self.states], [r[idx] for r in self.rows], self.scores,
+                           self.x_0[idx], self.times, self.teacher_steps, self.nfe, self.seconds, self.store,
+                           self.sq_stats, None if self.given is None else self.given[idx])
+        if self._score_fn is not None:
+            out._score_fn, out._graph = self._score_fn, self._graph
+        return out
 
     def attach(self, score_fn: ScoreFn, graph: Graph, noise: Noise) -> "TeacherCache":
         """Give a "states" cache the teacher's network (the one that made it) to recompute its scores."""
@@ -81,6 +103,8 @@ class TeacherCache:
         graph = self._graph
         x = self.states[k][idx].to(device if device is not None else "cpu")
         stored = graph.movable(x)
+        if self.given is not None:  # a held position is not generated: never compared
+            stored = stored & (self.given[idx] == graph.num_tokens).to(x.device)
         if x.shape[0] == 0 or not stored.any():  # nothing to compare: no network call
             return x, stored, torch.zeros(*x.shape, graph.num_tokens, device=x.device)
         score = self._score_fn(x, self.times[k])[..., : graph.num_tokens].float()
@@ -103,7 +127,7 @@ class TeacherCache:
         r = m // nfe
         sq = None if self.sq_stats is None else self.sq_stats[::r]
         out = TeacherCache(self.x_T, self.states[::r], self.rows[::r], self.scores[::r], self.x_0,
-                           self.times[::r], self.teacher_steps, self.nfe, self.seconds, self.store, sq)
+                           self.times[::r], self.teacher_steps, self.nfe, self.seconds, self.store, sq, self.given)
         if self._score_fn is not None:
             out._score_fn, out._graph = self._score_fn, self._graph
         return out
@@ -134,15 +158,28 @@ def choose_store(store: str, num: int, length: int, num_tokens: int, nfe: int, l
 
 
 def cache_file(folder, fingerprint: str, base: str, teacher_steps: int, nfe: int, num: int, batch_size: int,
-               seed: int, eps: float, store: str):
+               seed: int, eps: float, store: str, prompts: str | None = None):
     """Where a teacher run is kept in ``folder`` (``lsdd bench/distill --teacher-cache``): a name made of everything
-    that determines the run - model fingerprint, base, teacher steps, the student grid it is cached on (uniform,
-    ``nfe`` steps to ``eps``), trajectories, batch size (the random streams), seed and store - so that a file is
-    only ever read by a command that would have made the same run."""
+    that determines the run - model fingerprint, the given tokens' fingerprint (``prompts``, conditional runs:
+    ``prompt_fingerprint``; an unconditional name has none, so neither kind ever reads the other), base, teacher
+    steps, the student grid it is cached on (uniform, ``nfe`` steps to ``eps``), trajectories, batch size (the
+    random streams), seed and store - so that a file is only ever read by a command that would have made the same
+    run."""
     from pathlib import Path
 
-    return Path(folder) / (f"teacher_{fingerprint}_{base}_{teacher_steps}_m{nfe}_n{num}_b{batch_size}_s{seed}"
+    cond = "" if prompts is None else f"_p{prompts}"
+    return Path(folder) / (f"teacher_{fingerprint}{cond}_{base}_{teacher_steps}_m{nfe}_n{num}_b{batch_size}_s{seed}"
                            f"_e{eps:g}_{store}.pt")
+
+
+def prompt_fingerprint(given: Tensor, digits: int = 16) -> str:
+    """The first ``digits`` hex digits of the sha256 of given tokens (P, L) int64 (``prompts.Condition.given``):
+    names a conditional teacher run (``cache_file``)."""
+    import hashlib
+
+    arr = given.detach().cpu().to(torch.int64).contiguous().numpy()
+    head = f"{tuple(arr.shape)}".encode()
+    return hashlib.sha256(head + arr.tobytes()).hexdigest()[:digits]
 
 
 def find_cached(path, nfe: int):
@@ -175,16 +212,22 @@ def save_cached(cache: TeacherCache, path) -> None:
         torch.save(cache.to_state(), tmp)
 
 
-def _sq_stats(graph: Graph, x: Tensor, score: Tensor) -> Tensor:
-    """(2,) float64: sum over movable rows of |real-token score row|^2, and the number of such rows."""
+def _movable(graph: Graph, x: Tensor, held: Tensor | None) -> Tensor:
+    """(n, L) bool: the rows a teacher keeps - movable, and not held fixed (``held`` (n, L) bool or None)."""
     keep = graph.movable(x)
+    return keep if held is None else keep & ~held.to(keep.device)
+
+
+def _sq_stats(graph: Graph, x: Tensor, score: Tensor, held: Tensor | None = None) -> Tensor:
+    """(2,) float64: sum over movable (free) rows of |real-token score row|^2, and the number of such rows."""
+    keep = _movable(graph, x, held)
     sq = (score[..., : graph.num_tokens].double() ** 2).sum(-1)
     return torch.stack([(sq * keep).sum(), keep.sum().double()]).cpu()
 
 
-def _pack(graph: Graph, x: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
-    """Keep the real-token score columns of movable rows: (rows (n, L) int64, scores (n_k, N) float32)."""
-    keep = graph.movable(x)
+def _pack(graph: Graph, x: Tensor, score: Tensor, held: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Keep the real-token score columns of movable (free) rows: (rows (n, L) int64, scores (n_k, N) float32)."""
+    keep = _movable(graph, x, held)
     keep = keep.cpu()
     rows = torch.full(x.shape, -1, dtype=torch.long)
     rows[keep] = torch.arange(int(keep.sum()))
@@ -195,7 +238,7 @@ def _pack(graph: Graph, x: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
 def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Tensor, teacher_steps: int,
                 num: int, length: int, *, method: str = "euler", batch_size: int = 64, seed: int = 0,
                 device: torch.device | str = "cpu", progress: bool = True, store: str = "scores",
-                coupled_seed: int | None = None) -> TeacherCache:
+                coupled_seed: int | None = None, given: Tensor | None = None) -> TeacherCache:
     """Run ``num`` teacher trajectories of ``teacher_steps`` steps on the student grid refined uniformly
     (teacher_steps must be a multiple of M), caching the teacher's own scores at the student times
     (``store`` "scores") or only its states there ("states": the cache recomputes the scores, see the module).
@@ -205,12 +248,18 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
 
     Batch b of trajectories draws from ``make_generator(seed, device, b)``; under torch.distributed the
     batches are spread over the ranks and every rank gets the whole cache back (independent of the count).
+
+    ``given`` (P, L) int64 (``prompts.Condition.given``): trajectory i holds row i mod P fixed (``loop.free_token``
+    at the free positions); the start is the given token where there is one and the limit draw elsewhere, as
+    ``samplers.sample`` starts.
     """
     check_times(student_times)
     m = student_times.numel() - 1
     if teacher_steps % m:
         raise ValueError(f"teacher steps ({teacher_steps}) must be a multiple of the student's ({m})")
     r = teacher_steps // m
+    if given is not None and coupled_seed is not None:
+        raise ValueError("coupled teacher paths (per-position clocks) do not hold given tokens; drop one of them")
     times = refine_times(student_times.to(torch.float64), r)
     n_batches = -(-num // batch_size)
     mine = dist.my_items(n_batches)
@@ -224,6 +273,11 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
             bar.set_postfix_str(f"batch {i + 1}/{len(mine)}", refresh=False)
         n = min(batch_size, num - b * batch_size)
         x_T = graph.sample_limit(n, length, generator=make_generator(seed, device, b), device=device)
+        held = None
+        if given is not None:
+            rows_b = given[(b * batch_size + torch.arange(n)) % given.shape[0]].to(device)
+            held = rows_b != graph.num_tokens
+            x_T = torch.where(held, rows_b, x_T)
         cached = []
 
         def keep(info: StepInfo) -> None:
@@ -232,8 +286,8 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
                     # no rows either: (n, 0) placeholders keep the per-trajectory slicing of callers working
                     packed = (torch.zeros(info.x.shape[0], 0, dtype=torch.long), torch.zeros(0, graph.num_tokens))
                 else:
-                    packed = _pack(graph, info.x, info.score)
-                cached.append((info.x.cpu(), *packed, _sq_stats(graph, info.x, info.score)))
+                    packed = _pack(graph, info.x, info.score, held)
+                cached.append((info.x.cpu(), *packed, _sq_stats(graph, info.x, info.score, held)))
             bar.update(1)
 
         advance = None
@@ -242,7 +296,7 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
 
             advance = ClockAdvance(*clock_noise(coupled_seed, torch.arange(b * batch_size, b * batch_size + n), length))
         out = reverse_loop(score_fn, graph, noise, times, x_T, rule=method, on_score=keep,
-                           generator=make_generator(seed, device, b, 1), advance=advance)
+                           generator=make_generator(seed, device, b, 1), advance=advance, fixed=held)
         nfe += out.nfe
         per_batch[b] = (x_T.cpu(), out.x.cpu(), cached)
     bar.close()
@@ -263,20 +317,23 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
     x_T = torch.cat([p[0] for p in ordered])
     x_0 = torch.cat([p[1] for p in ordered])
     sq = torch.stack([sum(c[k][3] for _, _, c in ordered) for k in range(m)])  # (M, 2)
-    return TeacherCache(x_T, states, rows, scores, x_0, student_times.cpu().to(torch.float64), teacher_steps, nfe,
-                        time.perf_counter() - start, store, sq)
+    out = TeacherCache(x_T, states, rows, scores, x_0, student_times.cpu().to(torch.float64), teacher_steps, nfe,
+                       time.perf_counter() - start, store, sq,
+                       None if given is None else given.cpu()[torch.arange(num) % given.shape[0]])
+    return out
 
 
 def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, method: str = "euler",
                 batch_size: int = 64, seed: int = 0, store: str = "auto", folder=None,
-                coupled_seed: int | None = None, progress: bool = True, log=print):
+                coupled_seed: int | None = None, progress: bool = True, log=print, given: Tensor | None = None):
     """The teacher run for these settings: read from ``folder`` when an earlier run saved the same one there (on
     this grid or a finer uniform one, in either store; ``find_cached``), else run it (``run_teacher``) and, with a
     ``folder``, save it there. The one place where a teacher run is looked up, run and kept.
 
     ``model``: a model value (score_fn, graph, noise, length, device, fingerprint). ``student_times`` (M + 1,):
     a uniform grid when ``folder`` is given (cached runs are named by M and eps). Returns (cache, the file it is
-    kept in or None).
+    kept in or None). ``given`` (P, L) int64: a conditional teacher (``run_teacher``), kept under a name of its
+    own (``cache_file``'s ``prompts``).
     """
     from pathlib import Path
 
@@ -295,7 +352,8 @@ def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, m
                                    "non-uniform starting grid (--init-grid)")
         if Path(folder).exists() and not Path(folder).is_dir():
             raise errors.UserError(f"teacher cache {folder} is a file; it takes a folder")
-        saved = cache_file(folder, model.fingerprint, method, teacher_steps, m, num, batch_size, seed, eps, store)
+        saved = cache_file(folder, model.fingerprint, method, teacher_steps, m, num, batch_size, seed, eps, store,
+                           None if given is None else prompt_fingerprint(given))
         found = find_cached(saved, m)
         if found is not None:
             log(f"teacher: {teacher_steps} {method} steps x {num} trajectories, from {found}")
@@ -303,7 +361,7 @@ def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, m
     log(f"teacher: {teacher_steps} {method} steps x {num} trajectories of length {model.length}")
     cache = run_teacher(model.score_fn, model.graph, model.noise, student_times, teacher_steps, num, model.length,
                         method=method, batch_size=batch_size, seed=seed, device=model.device, progress=progress,
-                        store=store, coupled_seed=coupled_seed)
+                        store=store, coupled_seed=coupled_seed, given=given)
     log(f"teacher done in {cache.seconds:.1f} s; cache {cache.nbytes() / 2**20:.1f} MiB ({cache.store})")
     if saved is not None:
         if dist.is_main():

@@ -139,11 +139,14 @@ def verdict(nll: Interval | None, mmd: Interval, entropy: Interval, entropy_teac
 
 def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, nfe: int,
             nll: tuple[Tensor, Tensor, Tensor] | None = None, *, level: float = LEVEL, resamples: int = RESAMPLES,
-            seed: int = 0) -> Validation:
+            seed: int = 0, free: Tensor | None = None, ref_free: Tensor | None = None) -> Validation:
     """The verdict from paired samples (n, L) of base and learned sampler (row i of each from the same random
     stream), the held-out teacher outputs ``reference`` (m, L), and their per-sample model NLLs
     ``(base (n,), learned (n,), teacher (m,))`` (None: not computed, not used). The bootstrap draws from a
-    generator seeded with ``seed``: the same inputs and seed give the same verdict."""
+    generator seeded with ``seed``: the same inputs and seed give the same verdict. Conditional samples:
+    ``free`` (n, L) bool the generated positions of the pairs (row i of each continues the same prompt),
+    ``ref_free`` (m, L) those of the reference; the MMD^2 and the entropy then read the continuations only (the
+    NLLs are the caller's: ``statistics.model_nll(free=)``)."""
     check_level(level)
     if base.shape != learned.shape:
         raise ValueError(f"base and learned samples must pair up, got shapes {tuple(base.shape)} and "
@@ -151,10 +154,12 @@ def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, n
     gen = torch.Generator().manual_seed(int(seed))
     counts, ref_counts = resample_counts(base.shape[0], resamples, gen), resample_counts(reference.shape[0],
                                                                                           resamples, gen)
-    d_base, d_learned = mmd2(base, reference, num_states), mmd2(learned, reference, num_states)
+    d_base = mmd2(base, reference, num_states, free, ref_free)
+    d_learned = mmd2(learned, reference, num_states, free, ref_free)
     mmd = percentile_interval(d_learned - d_base, mmd2_difference_resamples(base, learned, reference, num_states,
-                                                                            counts, ref_counts), level)
-    h_b, h_l, h_t = (per_sample_entropy(x.long(), num_states) for x in (base, learned, reference))
+                                                                            counts, ref_counts, free, ref_free), level)
+    h_b, h_l, h_t = (per_sample_entropy(x.long(), num_states, f)
+                     for x, f in ((base, free), (learned, free), (reference, ref_free)))
     h_base, h_learned, h_teacher = (float(h.mean()) for h in (h_b, h_l, h_t))
     floor = torch.minimum(resampled_means(h_b, counts), resampled_means(h_t, ref_counts))
     entropy = percentile_interval(h_learned - min(h_base, h_teacher), resampled_means(h_l, counts) - floor, level)

@@ -306,7 +306,7 @@ def check_rule(rule: Any, param: Any) -> None:
 
 def match_budget(model, rule: str, nfe_budget: float, num: int = 64, seed: int = 0, *, batch_size: int = 64,
                  iters: int = 8, temperature: float = 1.0, eps: float = 1e-5,
-                 block: int | None = None) -> tuple[float, float]:
+                 block: int | None = None, given: Tensor | None = None) -> tuple[float, float]:
     """The parameter of ``rule`` whose mean NFE is at most ``nfe_budget``, for comparisons at equal mean NFE:
     bisection on gamma (eb; mean NFE falls as gamma grows) or tau (threshold; it rises with tau), ``iters``
     steps, each one sampling run of ``num`` sequences with ``seed``, drawn exactly as ``lsdd.sample`` draws them
@@ -318,6 +318,10 @@ def match_budget(model, rule: str, nfe_budget: float, num: int = 64, seed: int =
     least that always fits. A run stops as soon as its calls, summed over the samples, exceed
     ``nfe_budget * num``: its mean is then known not to fit, so a probe costs about ``nfe_budget`` calls per
     sample however careful the parameter. Returns (param, mean NFE).
+
+    ``given`` (P, L) int64 (prompts: ``prompts.Condition.given``, the mask id at the free positions): the runs
+    continue them as ``lsdd.sample(..., fixed=given)`` does (sample i holds row i mod P), so the mean NFE is the
+    conditional runs' (blocks then cut the free positions).
     """
     from .draws import make_generator
     from .samplers import tempered_score
@@ -331,10 +335,15 @@ def match_budget(model, rule: str, nfe_budget: float, num: int = 64, seed: int =
     check_block(block)
     if not model.graph.absorbing:
         raise UserError(f"the {rule} sampler needs a masked (absorbing) model, not the {model.graph.name} graph")
-    floor = 1 if block is None else -(-model.length // block)
+    free = model.length
+    if given is not None:
+        given = given.to(torch.long)
+        held_rows = given[torch.arange(min(num, given.shape[0]))]  # the rows some sample holds
+        free = int((held_rows == model.graph.mask_id).sum(-1).max())
+    floor = 1 if block is None else -(-free // block)
     if nfe_budget < floor:
         raise UserError(f"{rule} in blocks of {block} makes at least {floor} calls per sample (one per block of "
-                        f"the {model.length} tokens); a budget of {nfe_budget:g} cannot be met")
+                        f"the {free} free tokens); a budget of {nfe_budget:g} cannot be met")
     score_fn = tempered_score(model.score_fn, temperature)
     allowed = int(math.floor(nfe_budget * num + 1e-9))  # calls summed over the samples
 
@@ -344,9 +353,14 @@ def match_budget(model, rule: str, nfe_budget: float, num: int = 64, seed: int =
         for b in range(-(-num // batch_size)):
             n = min(batch_size, num - b * batch_size)
             x = model.graph.sample_limit(n, model.length, device=model.device)
+            fixed = None
+            if given is not None:  # as sample_adaptive holds them
+                rows = given[(b * batch_size + torch.arange(n)) % given.shape[0]].to(model.device)
+                fixed = rows != model.graph.mask_id
+                x = torch.where(fixed, rows, x)
             out = adaptive_loop(score_fn, model.graph, model.noise, x, rule, p,
                                 generator=make_generator(seed, model.device, b), t_range=(1.0, eps), block=block,
-                                max_row_calls=allowed - used)
+                                max_row_calls=allowed - used, fixed=fixed)
             used += int(out.nfe.sum())
             if out.stopped or used > allowed:
                 return math.inf

@@ -71,7 +71,7 @@ def evaluate(samples, model=None, task: str | Task | None = None, *, fixed=None,
         task = task_class(task).build(model, **options)
     if fixed is None:
         return task.compute(x)
-    if task.name != "text":
+    if not task.conditional:
         raise UserError(f"given positions (fixed=) are scored by the text task, not by {task.name}")
     return task.compute(x, fixed=torch.as_tensor(np.asarray(fixed), dtype=torch.bool).expand(x.shape))
 

@@ -98,6 +98,7 @@ class Task(ABC):
     temperature_control: ClassVar[bool] = False  # lsdd bench: add the temperature-matched Euler rows by default
     gap_in_log: ClassVar[bool] = False  # the bench's "gap closed" compares log values of the headline metric
     fast_metrics: ClassVar[dict[str, Callable[[Tensor], float]]] = {}  # metric -> cheaper exact computation
+    conditional: ClassVar[bool] = False  # ``compute(samples, fixed=)`` scores continuations given their prompt
     build_options: ClassVar[tuple[str, ...]] = ()  # options of ``build`` beyond the constructor's
     draws_images: ClassVar[bool] = False  # ``plot_grid`` draws the samples
     data_options: ClassVar[tuple[str, ...]] = ()  # keyword options of ``data``

@@ -114,6 +114,36 @@ def mauve_score(p: np.ndarray, q: np.ndarray, seed: int = 25) -> float:
     return float(out.mauve)
 
 
+def held_out_prompts(model, k: int, reference: str | None = None, num: int | None = None) -> np.ndarray:
+    """Prompts from held-out text (``lsdd distill/bench --prompts held-out:K[:P]``): the held-out text - the test
+    split of ``reference`` (a corpus folder prepared by ``lsdd data``, or a text file), else the Shakespeare test
+    slice bundled with lsdd, the text task's default reference - encoded with the model's tokenizer and cut into
+    consecutive windows of the model's length L (no overlap, the tail dropped); prompt j is the first ``k`` tokens
+    of window j (every window; with ``num``, ``num`` windows evenly spaced over them). Returns (P, k) int64 token
+    ids (what ``lsdd.sample``'s ``prompt`` takes); UserError (one line) for a model without a tokenizer, k outside
+    [1, L - 1], or too little text."""
+    from ..text.corpus import reference_text
+
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise UserError(f"held-out prompts are text, but model {getattr(model, 'source', '?')} has no tokenizer")
+    length = model.length
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < length:
+        raise UserError(f"held-out prompts of {k!r} tokens: K must be an integer in [1, {length - 1}] (the model's "
+                        f"sequences are {length} tokens, and a prompt must leave a position to generate)")
+    text = read_reference(reference) if reference is not None else reference_text()
+    ids = np.asarray(tok.encode(text, "the held-out text"), dtype=np.int64)
+    windows = ids[: ids.size // length * length].reshape(-1, length)
+    if windows.shape[0] == 0:
+        raise UserError(f"the held-out text has {ids.size} tokens, fewer than one window of {length}")
+    if num is not None:
+        if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= windows.shape[0]:
+            raise UserError(f"held-out prompts: P must be an integer in [1, {windows.shape[0]}] (the windows of "
+                            f"{length} tokens in the held-out text), got {num!r}")
+        windows = windows[np.linspace(0, windows.shape[0] - 1, num=num).round().astype(np.int64)]
+    return windows[:, :k].copy()
+
+
 class TextTask(Task):
     name = "text"
     metrics: ClassVar[list[MetricSpec]] = [
@@ -133,6 +163,7 @@ class TextTask(Task):
     default_model: ClassVar[str] = "text-absorb"
     demo: ClassVar[Demo] = Demo(nfe=(8,), teacher_nfe=256, num_samples=128, methods=("spread", "lsd"), shows="text")
     temperature_control: ClassVar[bool] = True  # perplexity falls with sharpening alone
+    conditional: ClassVar[bool] = True  # compute(samples, fixed=): the continuation given its prompt
     build_options: ClassVar[tuple[str, ...]] = ("evaluator", "reference")
     data_options: ClassVar[tuple[str, ...]] = ("corpus", "length", "tokenizer", "vocab_size")
     resume_from_record: ClassVar[bool] = True  # a resumed run keeps its tokenizer: the model's vocabulary
@@ -309,5 +340,5 @@ class TextTask(Task):
         return {m.name: out[m.name] for m in self.metrics}
 
 
-__all__ = ["TextTask", "default_evaluator", "read_reference", "decode_tokens", "unigram_entropy", "distinct_n",
+__all__ = ["TextTask", "held_out_prompts", "default_evaluator", "read_reference", "decode_tokens", "unigram_entropy", "distinct_n",
            "perplexities", "reference_windows", "mauve_score"]
