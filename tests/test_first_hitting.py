@@ -362,12 +362,12 @@ def test_pipeline_distills_from_the_exact_teacher():
         lsdd.distill(model, "lsd", 4, teacher=teacher, validate=False, progress=False, teacher_run=steps_run)
 
 
-def test_cli_distill_with_the_exact_teacher(tmp_path, capsys):
-    from lsdd.cli import main
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
     from lsdd.models.checkpoint import save_model_dir
     from lsdd.models import DiTConfig, ScoreDiT
-    from lsdd.sampling.sampler import Sampler
 
+    root = tmp_path_factory.mktemp("fh_models")
     for graph_name in ("absorbing", "uniform"):
         noise = {"type": "loglinear", "eps": 1e-3} if graph_name == "absorbing" else {"type": "geometric"}
         cfg = DiTConfig(num_tokens=6, graph=graph_name, noise=noise, length=8, hidden_size=16, cond_dim=16,
@@ -377,13 +377,41 @@ def test_cli_distill_with_the_exact_teacher(tmp_path, capsys):
         with torch.no_grad():
             for p in net.parameters():
                 p.normal_(0, 0.2)
-        save_model_dir(tmp_path / graph_name, net, cfg, {"note": "test model"})
+        save_model_dir(root / graph_name, net, cfg, {"note": "test model"})
+    return root
+
+
+def test_cli_distill_with_the_exact_teacher(model_dirs, tmp_path, capsys):
+    from lsdd.cli import main
+    from lsdd.sampling.sampler import Sampler
+
     out = tmp_path / "s.json"
     args = ["distill", "--nfe", "4", "--teacher", "exact", "--epochs", "1", "--num-traj", "16", "--batch-size", "8",
             "--no-validate", "--quiet"]
-    assert main([*args, "--model", str(tmp_path / "absorbing"), "--out", str(out)]) == 0
+    assert main([*args, "--model", str(model_dirs / "absorbing"), "--out", str(out)]) == 0
     assert Sampler.load(out).provenance["teacher_kind"] == "exact"
     capsys.readouterr()
-    assert main([*args, "--model", str(tmp_path / "uniform"), "--out", str(tmp_path / "u.json")]) != 0
+    assert main([*args, "--model", str(model_dirs / "uniform"), "--out", str(tmp_path / "u.json")]) != 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "absorbing" in err[0], err
+
+
+def test_cli_bench_with_the_exact_teacher(model_dirs, tmp_path, capsys):
+    """One exact run serves both learned bases; the teacher row is "teacher-exact" at L calls per sample."""
+    import json
+
+    from lsdd.cli import main
+
+    base = ["bench", "--task", "tokens", "--nfe", "4", "--num-samples", "16", "--batch-size", "8", "--bases", "euler",
+            "tweedie", "--methods", "lsd", "--epochs", "1", "--timing-repeats", "0", "--no-validate", "--teacher",
+            "exact", "--teacher-cache", str(tmp_path / "tc")]
+    assert main([*base, "--model", str(model_dirs / "absorbing"), "--json", str(tmp_path / "b.json")]) == 0
+    res = json.loads((tmp_path / "b.json").read_text())
+    teacher = [r for r in res["rows"] if r["method"] == "teacher"]
+    assert len(teacher) == 1 and teacher[0]["label"] == "teacher-exact" and teacher[0]["nfe"] == 8
+    assert list(res["teacher_seconds"]) == ["exact"]
+    assert [f.name.split("_")[2] for f in (tmp_path / "tc").iterdir()] == ["exact"]  # one run, named by its kind
+    capsys.readouterr()
+    assert main([*base, "--model", str(model_dirs / "uniform")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "absorbing" in err and len(err.splitlines()) == 1
