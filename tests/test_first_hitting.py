@@ -257,6 +257,11 @@ def test_reveal_times_follow_the_masking_law_and_couple_a_tweedie_student():
                  advance=ClockAdvance(clocks, values), on_score=lambda info: seen.append(info.x.clone()))
     for k in range(6):  # the same tokens masked at every student time, in both paths
         assert torch.equal(seen[k] == graph.mask_id, fh_states[k] == graph.mask_id), k
+    assert len({int((s == graph.mask_id).sum()) for s in seen}) == 6  # tokens unmask at every step: not vacuous
+    # the coupled teacher draws from the coupled student's clocks (clock_noise(coupled_seed, trajectory))
+    cache = run_exact_teacher(table, graph, NOISE, times, n, length, batch_size=100, coupled_seed=3,
+                              progress=False, store="states")
+    torch.testing.assert_close(cache.reveal, tau)
 
 
 # ---- 5. the teacher cache ----------------------------------------------------------------------------------
