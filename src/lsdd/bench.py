@@ -62,6 +62,7 @@ DEFAULT_FRONTIER = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25)  # value temperatures of `lsd
 class BenchConfig:
     nfes: tuple[int, ...] = (8, 16, 32, 64)
     teacher_nfe: int = 1024
+    teacher_kind: str = "steps"  # "exact": the first-hitting teacher (masked models; one run serves every base)
     bases: tuple[str, ...] = ("euler", "tweedie")  # uniform-grid baselines
     methods: tuple[str, ...] = ("lsd", "lsd+")
     learn_bases: tuple[str, ...] | None = None  # bases of the learned samplers (None: same as ``bases``)
@@ -225,7 +226,12 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
                          "that does (text)")
     free = model.length if cond is None else cond.free_positions(cfg.num_samples)
     finest = _lcm(cfg.nfes)
-    if cfg.teacher_nfe % finest:
+    if cfg.teacher_kind not in ("steps", "exact"):
+        raise ValueError(f"teacher kind must be steps or exact, got {cfg.teacher_kind!r}")
+    if cfg.teacher_kind == "exact" and not model.graph.absorbing:
+        raise ValueError(f"the exact teacher (first hitting) needs a masked (absorbing) model, not the "
+                         f"{model.graph.name} graph")
+    if cfg.teacher_kind == "steps" and cfg.teacher_nfe % finest:
         raise ValueError(f"teacher nfe {cfg.teacher_nfe} must be a multiple of every student nfe {list(cfg.nfes)}")
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad:
@@ -280,19 +286,25 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
         m.check()
     eps = float(cfg.distill.get("eps", 1e-5))
     teacher_spec = Teacher(nfe=cfg.teacher_nfe, num_traj=cfg.num_samples, batch_size=cfg.batch_size, seed=cfg.seed,
-                           eps=eps, store=cfg.distill.get("teacher_store", "auto"), cache_dir=cfg.teacher_cache)
+                           eps=eps, store=cfg.distill.get("teacher_store", "auto"), cache_dir=cfg.teacher_cache,
+                           kind=cfg.teacher_kind)
     headline = task.pairs[0]
     learn_bases = cfg.bases if cfg.learn_bases is None else cfg.learn_bases
     teacher_bases = tuple(learn_bases) if learning and learn_bases else (cfg.bases[0],)
     caches, teacher_seconds, rows = {}, {}, []
+    exact = cfg.teacher_kind == "exact"
     for base in teacher_bases:  # one teacher run per base, on the finest grid: every NFE's grid nests in it
+        if exact and caches:  # the exact teacher has no base: its one run serves every base
+            caches[base] = next(iter(caches.values()))
+            continue
         caches[base], _ = get_teacher(model, uniform_times(finest, eps), cfg.teacher_nfe, cfg.num_samples,
                                       method=base, batch_size=cfg.batch_size, seed=cfg.seed,
                                       store=teacher_spec.store, folder=cfg.teacher_cache, progress=progress, log=log,
-                                      given=None if cond is None else cond.given)
-        teacher_seconds[base] = caches[base].seconds
+                                      given=None if cond is None else cond.given, kind=cfg.teacher_kind)
+        teacher_seconds["exact" if exact else base] = caches[base].seconds
     ref_base = teacher_bases[0]
-    teacher = BenchRow(f"teacher-{ref_base}", ref_base, "teacher", cfg.teacher_nfe,
+    teacher_nfe = model.length if exact else cfg.teacher_nfe  # exact: one call per token (+ the cache's M)
+    teacher = BenchRow("teacher-exact" if exact else f"teacher-{ref_base}", ref_base, "teacher", teacher_nfe,
                        _score(task, caches[ref_base].x_0, cond), caches[ref_base].seconds / cfg.num_samples)
     rows.append(teacher)
     jobs = [(m, b, "uniform") for m in cfg.nfes for b in cfg.bases]
@@ -367,7 +379,7 @@ def run_bench(model, task: Task, cfg: BenchConfig, progress: bool = True, log=pr
     if cfg.temperature_control:
         rows += _temperature_rows(model, task, cfg, rows, progress, eps, cond)
         rows[1:] = sorted(rows[1:], key=lambda r: r.nfe)  # stable: each NFE's rows stay in their order
-    teacher.steps = cfg.teacher_nfe
+    teacher.steps = teacher_nfe
     _fill_gap(rows, teacher, headline[0], task.spec(headline[0]).higher_is_better,
               log_scale=getattr(task, "gap_in_log", False))
     if cfg.frontier:

@@ -281,7 +281,7 @@ def write_report(result: BenchResult, task: Task, path: str | Path, model: str =
         samples = _samples(result, task, tmp)
     meta = (f"model <code>{html.escape(model)}</code> &middot; task {html.escape(result.task)} &middot; "
             f"{cfg.get('num_samples')} samples per row, seed {cfg.get('seed')} &middot; teacher "
-            f"{cfg.get('teacher_nfe')} NFE")
+            + ("exact (first hitting)" if cfg.get("teacher_kind") == "exact" else f"{cfg.get('teacher_nfe')} NFE"))
     body = [f"<h1>lsdd bench: {html.escape(result.task)}</h1>", f'<p class="meta">{meta}</p>',
             "<h2>Table</h2>", _table(result, task), _notes(result, task)]
     for title, img in figures:

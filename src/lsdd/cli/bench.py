@@ -101,6 +101,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                                   "(default: the bundled model's own task, digits for digit models, else tokens)")
     p.add_argument("--nfe", type=positive_int, nargs="+", default=[8, 16, 32, 64], help="student NFEs")
     p.add_argument("--teacher-nfe", type=positive_int, default=1024, help="teacher steps (a multiple of every NFE)")
+    p.add_argument("--teacher", choices=["steps", "exact"], default="steps",
+                   help="steps: --teacher-nfe steps of each learned base; exact (masked models only): the model's "
+                        "reverse process sampled by first hitting, one network call per token, one run for every "
+                        "base (as `lsdd distill --teacher exact`)")
     p.add_argument("--bases", nargs="+", choices=["euler", "tweedie"], default=["euler", "tweedie"])
     p.add_argument("--methods", nargs="*", choices=["lsd", "lsd+", "lsd-c", "jys", "counted", "spread", "theta-rk2",
                                                     "theta-trapezoidal", "dilated", "halton", "confidence",
@@ -202,7 +206,8 @@ def run(args) -> int:
 
     learned = tuple((Path(f).name, Sampler.load(f)) for f in args.learned)
     control = args.temperature_control if args.temperature_control is not None else task.temperature_control
-    cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, bases=tuple(args.bases),
+    cfg = BenchConfig(nfes=tuple(args.nfe), teacher_nfe=args.teacher_nfe, teacher_kind=args.teacher,
+                      bases=tuple(args.bases),
                       methods=tuple(args.methods),
                       learn_bases=tuple(args.learn_bases) if args.learn_bases else None, num_samples=args.num_samples, batch_size=args.batch_size,
                       seed=args.seed, timing_repeats=args.timing_repeats, temperature_control=control,

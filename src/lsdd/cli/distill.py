@@ -11,8 +11,9 @@ from .common import (PROMPTS_HELP, Formatter, PromptSpec, add_device_args, add_q
 DESCRIPTION = """\
 Distill a few-step sampler for a frozen score model (Learnable Sampler Distillation, arXiv 2509.19962).
 
-The teacher runs --teacher-nfe steps of the base sampler from the noise and records its scores at the
-student's --nfe times. The student runs --nfe steps from a start perturbed in --zeta of its positions
+The teacher runs --teacher-nfe steps of the base sampler from the noise (or, with --teacher exact on a masked
+model, samples the model's reverse process exactly by first hitting: one network call per token) and records
+its states and scores at the student's --nfe times. The student runs --nfe steps from a start perturbed in --zeta of its positions
 and learns one coefficient Phi_k per step (LSD) - and with --method lsd+ also its own time grid - so that
 its scores match the teacher's along the way. The model is never changed. The result is a small JSON file
 (a time grid and M coefficients) that `lsdd sample --learned` and `lsdd bench` use at no extra cost.
@@ -82,7 +83,18 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    "checkpoint as published) or hub id owner/name")
     p.add_argument("--base", choices=["euler", "tweedie"], default=d.base, help="base sampler of student and teacher")
     p.add_argument("--nfe", type=positive_int, default=d.nfe, help="student steps M (network calls per sample)")
-    p.add_argument("--teacher-nfe", type=positive_int, default=d.teacher_nfe, help="teacher steps N, a multiple of M")
+    p.add_argument("--teacher-nfe", type=positive_int, default=d.teacher_nfe,
+                   help="teacher steps N, a multiple of M (--teacher steps)")
+    p.add_argument("--teacher", choices=["steps", "exact"], default=d.teacher_kind,
+                   help="steps: --teacher-nfe steps of the base sampler; exact (masked models only): the model's "
+                        "continuous-time reverse process sampled by first hitting - every token's reveal time drawn "
+                        "from the noise schedule, one network call per token at its own time (L calls per "
+                        "trajectory, + M at the student times), no discretisation error; about N / L times fewer "
+                        "calls than a step teacher (measured against 1024 steps: 7x on text-absorb, L = 128; 15x "
+                        "on countdown, L = 64, same learned sampler). Use it on masked models with L well below "
+                        "--teacher-nfe. Exact for "
+                        "clean-token models (MDLM, RADD, masked LMs); for SEDD-style score networks it uses the "
+                        "network's token laws with the schedule's reveal clock (docs/methods.md, 'The teacher')")
     p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c", "jys"], default=d.method,
                    help="lsd+: also learn the time grid; lsd-c: per-step confidence slope and value temperature "
                         "(absorbing graph, fitted on the output distribution); jys: a Jump-Your-Steps time grid "
@@ -203,7 +215,8 @@ def teacher_from_args(args):
     from ..distillation.pipeline import Teacher
 
     return Teacher(nfe=args.teacher_nfe, num_traj=args.num_traj, batch_size=args.batch_size, chunk=args.chunk,
-                   seed=args.seed, eps=args.eps, store=args.teacher_store, cache_dir=args.teacher_cache)
+                   seed=args.seed, eps=args.eps, store=args.teacher_store, cache_dir=args.teacher_cache,
+                   kind=args.teacher)
 
 
 def run(args) -> int:

@@ -35,7 +35,7 @@ from .objective import OBJECTIVES, FeatureObjective, distance, minimise_cma, ste
 from ..sampling.samplers import PHI_MODES, sample_batched
 from ..sampling.schedules import check_times, uniform_times
 from ..sampling.steps import ONE_CALL
-from .teacher import STORES, TeacherCache, choose_store, run_teacher
+from .teacher import STORES, TEACHER_KINDS, TeacherCache, choose_store, run_exact_teacher, run_teacher
 from .validate import Validation, compare, model_nll
 
 METHODS = ("lsd", "lsd+", "lsd-c")  # lsd-c: state-conditioned steps (lsdd.sampling.conditioned), absorbing graph
@@ -73,6 +73,9 @@ class DistillConfig:
     # teacher cache: "scores" keeps the score rows, "states" only the states and recomputes the scores (one
     # extra network call per student call; lsdd.distillation.teacher); "auto": scores while they fit in 2 GiB
     teacher_store: str = "auto"
+    # "steps": teacher_nfe steps of the base rule; "exact": first hitting (absorbing graph: the model's reverse
+    # process exactly, one network call per token; lsdd.sampling.first_hitting), teacher_nfe then unused
+    teacher_kind: str = "steps"
     # distribution-level objective (lsdd.distillation.objective): auto = trajectory for lsd/lsd+, hellinger for lsd-c
     objective: str = "auto"  # auto | trajectory | hellinger | mmd
     basis: int = 2  # per-step parameters as a polynomial of this many terms in the step index
@@ -129,7 +132,7 @@ class DistillConfig:
             (self.phi_mode in PHI_MODES, f"phi mode must be one of {list(PHI_MODES)}, got {self.phi_mode!r}"),
             (self.loss in LOSSES, f"loss must be one of {list(LOSSES)}, got {self.loss!r}"),
             (self.nfe >= 1, f"nfe must be >= 1, got {self.nfe}"),
-            (self.teacher_nfe >= self.nfe and self.teacher_nfe % self.nfe == 0,
+            (self.teacher_kind == "exact" or (self.teacher_nfe >= self.nfe and self.teacher_nfe % self.nfe == 0),
              f"teacher nfe must be a multiple of the student nfe {self.nfe}, got {self.teacher_nfe}"),
             (0.0 <= self.zeta <= 1.0, f"zeta must lie in [0, 1], got {self.zeta}"),
             (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
@@ -146,6 +149,8 @@ class DistillConfig:
              f"val_level must lie strictly between 0 and 1, got {self.val_level!r}"),
             (not self.closed_form or (self.phi_mode == "linear" and self.loss == "l2" and self.method == "lsd"),
              "the closed-form fast path needs --method lsd --phi-mode linear --loss l2"),
+            (self.teacher_kind in TEACHER_KINDS,
+             f"teacher kind must be one of {list(TEACHER_KINDS)}, got {self.teacher_kind!r}"),
             (self.teacher_store in ("auto", *STORES),
              f"teacher store must be auto or one of {list(STORES)}, got {self.teacher_store!r}"),
             (self.objective in ("auto", *OBJECTIVES), f"objective must be one of {['auto', *OBJECTIVES]}, got "
@@ -401,6 +406,10 @@ def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg
                  device: torch.device | str = "cpu", progress: bool = True) -> TeacherCache:
     """The teacher trajectories for ``cfg``: base sampler, teacher_nfe steps, seeded with cfg.seed."""
     store = choose_store(cfg.teacher_store, cfg.num_traj, length, graph.num_tokens, cfg.nfe)
+    if cfg.teacher_kind == "exact":
+        return run_exact_teacher(score_fn, graph, noise, cfg.student_times(), cfg.num_traj, length,
+                                 batch_size=cfg.batch_size, seed=cfg.seed, device=device, progress=progress,
+                                 store=store, coupled_seed=cfg.coupling_seed())
     return run_teacher(score_fn, graph, noise, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj,
                        length, method=cfg.base, batch_size=cfg.batch_size,
                        seed=cfg.seed, device=device, progress=progress, store=store,
@@ -414,8 +423,9 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
     cfg.validate()
     cfg = cfg.resolve(graph)
-    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times) and not graph.absorbing:
-        raise ValueError("lsd-c, coupled trajectories and matched times are defined for the absorbing graph only")
+    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times or cfg.teacher_kind == "exact") and not graph.absorbing:
+        raise ValueError("lsd-c, coupled trajectories, matched times and the exact teacher are defined for the "
+                         "absorbing graph only")
     if cache is None:
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:
@@ -650,7 +660,8 @@ def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info
 
     provenance = {
         **(model_info or {}),
-        "method": cfg.method, "base": cfg.base, "teacher_nfe": cfg.teacher_nfe, "zeta": cfg.zeta, "loss": cfg.loss,
+        "method": cfg.method, "base": cfg.base, "teacher_kind": cfg.teacher_kind,
+        "teacher_nfe": cfg.teacher_nfe if cfg.teacher_kind == "steps" else None, "zeta": cfg.zeta, "loss": cfg.loss,
         "epochs": cfg.epochs, "seed": cfg.seed, "lsdd_version": __version__, "distill_config": asdict(cfg),
         "teacher_seconds": round(result.teacher_seconds, 3), "student_seconds": round(result.student_seconds, 3),
         "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history],

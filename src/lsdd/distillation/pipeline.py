@@ -44,7 +44,7 @@ from ..sampling.steps import ONE_CALL
 from . import distill as engine  # the fitting engine (looked up at call time: tests wrap it)
 from .distill import DistillConfig, DistillResult, to_sampler, validate_learned
 from .methods import JYS, get_method
-from .teacher import STORES, TeacherCache, get_teacher, load_cached, prompt_fingerprint, save_cached
+from .teacher import STORES, TEACHER_KINDS, TeacherCache, get_teacher, load_cached, prompt_fingerprint, save_cached
 from .validate import Validation
 
 
@@ -57,6 +57,9 @@ class Teacher:
     per student random stream (the unit spread over torchrun processes). store: "scores" keeps the teacher's score
     rows, "states" only its states (scores recomputed: one more call per student call), "auto" scores up to 2 GiB.
     cache_dir: keep the run in this folder and reuse it when a later command needs the same one.
+    kind: "steps" (the base rule's ``nfe`` steps) or "exact" (masked models only: the model's continuous-time
+    reverse process sampled by first hitting, one network call per token and no discretisation error,
+    ``lsdd.sampling.first_hitting``; ``nfe`` does not apply).
     """
 
     nfe: int = 1024
@@ -67,6 +70,7 @@ class Teacher:
     eps: float = 1e-5
     store: str = "auto"
     cache_dir: str | None = None
+    kind: str = "steps"
 
     def check(self) -> None:
         if self.nfe < 1 or self.num_traj < 1 or self.batch_size < 1 or self.chunk < 1:
@@ -74,6 +78,8 @@ class Teacher:
                             f"{self.num_traj}, {self.batch_size}, {self.chunk}")
         if not 0.0 < self.eps < 1.0:
             raise UserError(f"eps must lie in (0, 1), got {self.eps}")
+        if self.kind not in TEACHER_KINDS:
+            raise UserError(f"teacher kind must be one of {list(TEACHER_KINDS)}, got {self.kind!r}")
         if self.store not in ("auto", *STORES):
             raise UserError(f"teacher store must be auto or one of {list(STORES)}, got {self.store!r}")
         if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
@@ -147,7 +153,7 @@ def engine_config(method, nfe: int, base: str, teacher: Teacher, validate: bool,
     """The fitting engine's config for these settings (internal to the pipeline)."""
     cfg = DistillConfig(**method.engine_fields(), base=base, nfe=nfe, teacher_nfe=teacher.nfe, num_traj=teacher.num_traj,
                         batch_size=teacher.batch_size, chunk=teacher.chunk, seed=teacher.seed, eps=teacher.eps,
-                        teacher_store=teacher.store, validation=validate, val_frac=val_frac,
+                        teacher_store=teacher.store, teacher_kind=teacher.kind, validation=validate, val_frac=val_frac,
                         val_samples=val_samples, val_level=val_level, init_times=init_times, val_traj=val_traj)
     try:
         cfg.validate()
@@ -186,6 +192,9 @@ def _prepare(model, method, nfe, *, base, teacher, validate, val_frac, val_sampl
     if absorbing_only and not model.graph.absorbing:
         raise UserError(f"{', '.join(absorbing_only)} need an absorbing-graph model; {getattr(model, 'source', 'the model')} "
                         f"has a {model.graph.name} graph")
+    if teacher.kind == "exact" and not model.graph.absorbing:
+        raise UserError(f"the exact teacher (first hitting) needs a masked (absorbing) model; "
+                        f"{getattr(model, 'source', 'the model')} has a {model.graph.name} graph: use the step teacher")
     init_times = None
     if init_grid is not None:
         if init_grid.model is not None:
@@ -254,12 +263,15 @@ def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
     if ckpt is not None:
         cache, state = ckpt.open(resume, model.device, log)
     if cache is None and teacher_run is not None:
+        if teacher_run.kind != cfg.teacher_kind:
+            raise UserError(f"the teacher run given is a {teacher_run.kind!r} run; these settings ask for a "
+                            f"{cfg.teacher_kind!r} teacher")
         cache = teacher_run.subsample(cfg.nfe) if len(teacher_run.states) != cfg.nfe else teacher_run
     if cache is None:
         cache, kept = get_teacher(model, cfg.student_times(), cfg.teacher_nfe, cfg.num_traj, method=cfg.base,
                                   batch_size=cfg.batch_size, seed=cfg.seed, store=cfg.teacher_store,
                                   folder=teacher.cache_dir, coupled_seed=cfg.coupling_seed(), progress=progress,
-                                  log=log, given=given)
+                                  log=log, given=given, kind=cfg.teacher_kind)
         if ckpt is not None:
             ckpt.teacher_done(cache, kept)
     if split is not None:  # the training prompts' trajectories first, the held-out prompts' last (the engine's split)

@@ -53,10 +53,14 @@ class TeacherCache:
     store: str = "scores"  # "scores" (rows kept) or "states" (scores recomputed from the states)
     sq_stats: Tensor | None = None  # (M, 2) float64: sum of squared real-token score rows, number of rows
     given: Tensor | None = None  # (n, L) int64: each trajectory's given tokens (conditional teachers)
+    kind: str = "steps"  # "steps": the base rule's N steps (run_teacher); "exact": first hitting (run_exact_teacher)
+    reveal: Tensor | None = None  # "exact": (n, L) float64 reveal time of every position (its state at any time)
 
     def __post_init__(self) -> None:
         if self.store not in STORES:
             raise ValueError(f"unknown teacher store {self.store!r}; expected one of {list(STORES)}")
+        if self.kind not in TEACHER_KINDS:
+            raise ValueError(f"unknown teacher kind {self.kind!r}; expected one of {list(TEACHER_KINDS)}")
         self._score_fn = None
         self.recomputed_calls = 0
 
@@ -74,7 +78,8 @@ class TeacherCache:
         run's, as ``subsample`` keeps them)."""
         out = TeacherCache(self.x_T[idx], [s[idx] for s in self.states], [r[idx] for r in self.rows], self.scores,
                            self.x_0[idx], self.times, self.teacher_steps, self.nfe, self.seconds, self.store,
-                           self.sq_stats, None if self.given is None else self.given[idx])
+                           self.sq_stats, given=None if self.given is None else self.given[idx], kind=self.kind,
+                           reveal=None if self.reveal is None else self.reveal[idx])
         if self._score_fn is not None:
             out._score_fn, out._graph = self._score_fn, self._graph
         return out
@@ -127,7 +132,8 @@ class TeacherCache:
         r = m // nfe
         sq = None if self.sq_stats is None else self.sq_stats[::r]
         out = TeacherCache(self.x_T, self.states[::r], self.rows[::r], self.scores[::r], self.x_0,
-                           self.times[::r], self.teacher_steps, self.nfe, self.seconds, self.store, sq, self.given)
+                           self.times[::r], self.teacher_steps, self.nfe, self.seconds, self.store, sq,
+                           given=self.given, kind=self.kind, reveal=self.reveal)
         if self._score_fn is not None:
             out._score_fn, out._graph = self._score_fn, self._graph
         return out
@@ -140,6 +146,7 @@ class TeacherCache:
 
 
 STORES = ("scores", "states")
+TEACHER_KINDS = ("steps", "exact")  # the base rule's N steps, or first hitting (absorbing graph)
 
 
 def full_cache_bytes(num: int, length: int, num_tokens: int, nfe: int) -> float:
@@ -325,7 +332,8 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
 
 def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, method: str = "euler",
                 batch_size: int = 64, seed: int = 0, store: str = "auto", folder=None,
-                coupled_seed: int | None = None, progress: bool = True, log=print, given: Tensor | None = None):
+                coupled_seed: int | None = None, progress: bool = True, log=print, given: Tensor | None = None,
+                kind: str = "steps"):
     """The teacher run for these settings: read from ``folder`` when an earlier run saved the same one there (on
     this grid or a finer uniform one, in either store; ``find_cached``), else run it (``run_teacher``) and, with a
     ``folder``, save it there. The one place where a teacher run is looked up, run and kept.
@@ -333,9 +341,19 @@ def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, m
     ``model``: a model value (score_fn, graph, noise, length, device, fingerprint). ``student_times`` (M + 1,):
     a uniform grid when ``folder`` is given (cached runs are named by M and eps). Returns (cache, the file it is
     kept in or None). ``given`` (P, L) int64: a conditional teacher (``run_teacher``), kept under a name of its
-    own (``cache_file``'s ``prompts``).
+    own (``cache_file``'s ``prompts``). ``kind`` "exact": the first-hitting teacher instead
+    (``get_exact_teacher``; ``teacher_steps`` and ``method`` do not apply; unconditional only, for now).
     """
     from pathlib import Path
+
+    if kind == "exact" and given is not None:
+        raise errors.UserError("the exact (first-hitting) teacher does not take prompts yet; use the steps teacher "
+                               "(--teacher steps) for conditional distillation")
+    if kind == "exact":
+        return get_exact_teacher(model, student_times, num, batch_size=batch_size, seed=seed, store=store,
+                                 folder=folder, coupled_seed=coupled_seed, progress=progress, log=log)
+    if kind not in TEACHER_KINDS:
+        raise ValueError(f"unknown teacher kind {kind!r}; expected one of {list(TEACHER_KINDS)}")
 
     m = student_times.numel() - 1
     store = choose_store(store, num, model.length, model.graph.num_tokens, m)
@@ -363,6 +381,145 @@ def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, m
                         method=method, batch_size=batch_size, seed=seed, device=model.device, progress=progress,
                         store=store, coupled_seed=coupled_seed, given=given)
     log(f"teacher done in {cache.seconds:.1f} s; cache {cache.nbytes() / 2**20:.1f} MiB ({cache.store})")
+    if saved is not None:
+        if dist.is_main():
+            save_cached(cache, saved)
+            log(f"teacher run saved to {saved}")
+        return cache, Path(saved).resolve()
+    return cache, None
+
+
+# ---- the exact (first-hitting) teacher of masked models ---------------------------------------------------------
+EXACT_STREAM = 16  # derive_seed(seed, EXACT_STREAM): the uncoupled exact teacher's per-trajectory clocks
+
+
+def exact_cache_file(folder, fingerprint: str, nfe: int, num: int, seed: int, eps: float, store: str):
+    """Where an exact (first-hitting) teacher run is kept in ``folder``: like ``cache_file``, with "exact" where a
+    step teacher has its base and step count (so a run of one kind is never read as the other: ``find_cached``
+    only looks at names with the same head) and no batch size (each trajectory draws from its own stream)."""
+    from pathlib import Path
+
+    return Path(folder) / f"teacher_{fingerprint}_exact_m{nfe}_n{num}_s{seed}_e{eps:g}_{store}.pt"
+
+
+def _assemble(per_batch: list[tuple], m: int) -> tuple[list[Tensor], list[Tensor], list[Tensor], Tensor]:
+    """Concatenate per-batch (x_T, x_0, cached, ...) runs, cached[k] = (state, rows, scores, sq stats): the cache's
+    states, rows (renumbered into the concatenated scores), scores and (M, 2) squared-score sums."""
+    states, rows, scores = [], [], []
+    for k in range(m):
+        offset, r_k = 0, []
+        for part in per_batch:
+            rk = part[2][k][1].clone()
+            rk[rk >= 0] += offset
+            offset += part[2][k][2].shape[0]
+            r_k.append(rk)
+        states.append(torch.cat([p[2][k][0] for p in per_batch]))
+        rows.append(torch.cat(r_k))
+        scores.append(torch.cat([p[2][k][2] for p in per_batch]))
+    sq = torch.stack([sum(p[2][k][3] for p in per_batch) for k in range(m)])
+    return states, rows, scores, sq
+
+
+@torch.no_grad()
+def run_exact_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Tensor, num: int, length: int,
+                      *, batch_size: int = 64, seed: int = 0, device: torch.device | str = "cpu",
+                      progress: bool = True, store: str = "scores", coupled_seed: int | None = None) -> TeacherCache:
+    """The exact teacher of a masked model: ``num`` trajectories of its continuous-time reverse process, sampled by
+    first hitting (``lsdd.sampling.first_hitting``: one network call per revealed token, L per trajectory, no
+    discretisation), cached as ``run_teacher`` caches its runs - x_T (all masks), the states at the student times
+    t_0..t_{M-1} (a token is unmasked at t_k iff its reveal time is later than t_k), x_0 and, per ``store``, the
+    scores at those states and times (one more network call per student time and batch: L + M calls per batch in
+    all) - plus every reveal time (``TeacherCache.reveal``). The fit reads it exactly as a step teacher's cache.
+
+    Randomness: trajectory j draws its clocks and value uniforms from its own stream
+    (``coupling.clock_noise(derive_seed(seed, EXACT_STREAM), j)``), so a run does not depend on ``batch_size``
+    (up to the float rounding of a differently batched network). With ``coupled_seed`` they are the coupled
+    student's clocks (``clock_noise(coupled_seed, j)``): a token is revealed in student step k iff its reveal time
+    falls in [t_{k+1}, t_k), and the student's coupled draw unmasks it in the step where its own cumulative hazard
+    passes the same clock. Absorbing graph only. Under torch.distributed the batches are spread over the ranks.
+    """
+    from ..sampling.coupling import clock_noise
+    from ..sampling.draws import derive_seed
+    from ..sampling.first_hitting import first_hitting_loop, states_at
+
+    if not graph.absorbing:
+        raise ValueError(f"the exact (first-hitting) teacher needs a masked (absorbing) model, not the {graph.name} "
+                         "graph")
+    check_times(student_times)
+    m = student_times.numel() - 1
+    grid = student_times.to(torch.float64).cpu()
+    noise_seed = coupled_seed if coupled_seed is not None else derive_seed(seed, EXACT_STREAM)
+    n_batches = -(-num // batch_size)
+    mine = dist.my_items(n_batches)
+    per_batch: dict[int, tuple] = {}
+    calls, start = 0, time.perf_counter()
+    bar = tqdm(total=len(mine) * (length + m), desc="exact teacher", unit="call",
+               disable=not progress or not dist.is_main(), leave=False)
+    call = CountedScore(score_fn, graph, noise)
+    for i, b in enumerate(mine):
+        if not bar.disable:
+            bar.set_postfix_str(f"batch {i + 1}/{len(mine)}", refresh=False)
+        n = min(batch_size, num - b * batch_size)
+        x_T = graph.sample_limit(n, length, device=device)
+        clocks, values = clock_noise(noise_seed, torch.arange(b * batch_size, b * batch_size + n), length)
+        out = first_hitting_loop(call, graph, noise, x_T, clocks, values, t_start=float(grid[0]),
+                                 t_end=float(grid[-1]), on_call=lambda *a: bar.update(1))
+        cached = []
+        for k, x in enumerate(states_at(out.x, out.reveal, grid[:-1], graph.mask_id)):
+            score = call(x, grid[k])
+            if store == "states":
+                packed = (torch.zeros(n, 0, dtype=torch.long), torch.zeros(0, graph.num_tokens))
+            else:
+                packed = _pack(graph, x, score)
+            cached.append((x.cpu(), *packed, _sq_stats(graph, x, score)))
+            bar.update(1)
+        per_batch[b] = (x_T.cpu(), out.x.cpu(), cached, out.reveal.cpu())
+    calls = call.calls
+    bar.close()
+    per_batch = dist.gather_items(per_batch, n_batches)
+    calls = int(dist.all_reduce_sum(torch.tensor([calls]))[0])
+    ordered = [per_batch[b] for b in range(n_batches)]
+    states, rows, scores, sq = _assemble(ordered, m)
+    return TeacherCache(torch.cat([p[0] for p in ordered]), states, rows, scores, torch.cat([p[1] for p in ordered]),
+                        grid, length, calls, time.perf_counter() - start, store, sq, kind="exact",
+                        reveal=torch.cat([p[3] for p in ordered]))
+
+
+def get_exact_teacher(model, student_times: Tensor, num: int, *, batch_size: int = 64, seed: int = 0,
+                      store: str = "auto", folder=None, coupled_seed: int | None = None, progress: bool = True,
+                      log=print):
+    """``get_teacher`` for the exact teacher (``run_exact_teacher``): read from ``folder`` when an earlier run saved
+    the same one there (``exact_cache_file``; on this grid or a finer uniform one, in either store), else run it
+    and, with a ``folder``, save it there. Returns (cache, the file it is kept in or None)."""
+    from pathlib import Path
+
+    m = student_times.numel() - 1
+    store = choose_store(store, num, model.length, model.graph.num_tokens, m)
+    saved = None
+    if folder is not None:
+        if coupled_seed is not None:
+            raise ValueError("a teacher-cache folder keeps uncoupled teacher runs; it does not apply to coupled ones")
+        from .. import errors
+        from ..sampling.schedules import uniform_times
+
+        eps = float(student_times[-1])
+        if not torch.allclose(student_times.to(torch.float64), uniform_times(m, eps)):
+            raise errors.UserError("a teacher-cache folder keeps runs on uniform grids; it does not apply to a "
+                                   "non-uniform starting grid (--init-grid)")
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise errors.UserError(f"teacher cache {folder} is a file; it takes a folder")
+        saved = exact_cache_file(folder, model.fingerprint, m, num, seed, eps, store)
+        found = find_cached(saved, m)
+        if found is not None:
+            log(f"teacher: exact (first hitting) x {num} trajectories, from {found}")
+            return load_cached(found, m, model.device), Path(found).resolve()
+    log(f"teacher: exact (first hitting) x {num} trajectories of length {model.length}: {model.length} network "
+        f"calls per batch of up to {batch_size}, + {m} at the student times")
+    cache = run_exact_teacher(model.score_fn, model.graph, model.noise, student_times, num, model.length,
+                              batch_size=batch_size, seed=seed, device=model.device, progress=progress, store=store,
+                              coupled_seed=coupled_seed)
+    log(f"teacher done in {cache.seconds:.1f} s ({cache.nfe} network calls); cache "
+        f"{cache.nbytes() / 2**20:.1f} MiB ({cache.store})")
     if saved is not None:
         if dist.is_main():
             save_cached(cache, saved)
