@@ -24,12 +24,11 @@ import itertools
 import pytest
 import torch
 
-from lsdd.distillation.teacher import (TeacherCache, cache_file, exact_cache_file, find_cached, get_teacher,
-                                       run_exact_teacher, run_teacher)
+from lsdd.distillation.teacher import (cache_file, exact_cache_file, find_cached, get_teacher, run_exact_teacher,
+                                       run_teacher)
 from lsdd.graphs import make_graph
 from lsdd.noise import LogLinear
 from lsdd.sampling.coupling import ClockAdvance, clock_noise
-from lsdd.sampling.draws import make_generator
 from lsdd.sampling.exact import ExactScore, all_sequences, exact_sampler_law, seq_index
 from lsdd.sampling.first_hitting import first_hitting_loop, masked_fraction, reveal_times, states_at
 from lsdd.sampling.loop import reverse_loop
@@ -365,6 +364,10 @@ def test_pipeline_distills_from_the_exact_teacher():
                             batch_size=8, progress=False)
     with pytest.raises(UserError, match="'steps' run"):
         lsdd.distill(model, "lsd", 4, teacher=teacher, validate=False, progress=False, teacher_run=steps_run)
+    # prompts: the exact teacher does not hold given tokens yet, so a conditional distill with it is refused
+    with pytest.raises(UserError, match="does not take prompts"):
+        lsdd.distill(model, "lsd", 4, teacher=teacher, validate=False, progress=False, log=lambda *a: None,
+                     prompts=[[1, 0], [0, 1]])
 
 
 @pytest.fixture(scope="module")

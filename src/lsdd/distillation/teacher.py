@@ -347,8 +347,10 @@ def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, m
     from pathlib import Path
 
     if kind == "exact" and given is not None:
-        raise errors.UserError("the exact (first-hitting) teacher does not take prompts yet; use the steps teacher "
-                               "(--teacher steps) for conditional distillation")
+        from ..errors import UserError
+
+        raise UserError("the exact (first-hitting) teacher does not take prompts yet; use the steps teacher "
+                        "(--teacher steps) for conditional distillation")
     if kind == "exact":
         return get_exact_teacher(model, student_times, num, batch_size=batch_size, seed=seed, store=store,
                                  folder=folder, coupled_seed=coupled_seed, progress=progress, log=log)
