@@ -108,6 +108,8 @@ def plot_frontier(result, task, path: str | Path) -> None:
     drawn reversed, so more diverse is always to the right."""
     import math
 
+    import matplotlib
+
     plt = _plt()
     q, d = result.headline
     teacher = next(r for r in result.rows if r.method == "teacher")
@@ -118,6 +120,9 @@ def plot_frontier(result, task, path: str | Path) -> None:
     fig, axes = plt.subplots(1, len(nfes), figsize=(5.5 * len(nfes) + 0.5, 4.6), squeeze=False, sharey=True)
     ref_q, ref_d = _reference(teacher.metrics, q), _reference(teacher.metrics, d)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    most = max(sum(r.nfe == n for r in rows) for n in nfes)
+    if most > len(colors):  # more curves than the cycle has colours: one distinct colour each (tab20)
+        colors = [matplotlib.colormaps["tab20"](i) for i in range(20)]
     for ax, nfe in zip(axes[0], nfes):
         for i, r in enumerate(r for r in rows if r.nfe == nfe):
             pts = sorted((t, m[q], m[d]) for t, m in r.frontier)
