@@ -330,6 +330,25 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
     return out
 
 
+def _check_cache_folder(folder, student_times: Tensor, coupled_seed: int | None) -> float:
+    """Refuse what a teacher-cache folder cannot keep (coupled runs, non-uniform grids, a file for a folder);
+    returns the grid's eps, part of the cached runs' names."""
+    from pathlib import Path
+
+    from .. import errors
+    from ..sampling.schedules import uniform_times
+
+    if coupled_seed is not None:
+        raise ValueError("a teacher-cache folder keeps uncoupled teacher runs; it does not apply to coupled ones")
+    eps = float(student_times[-1])
+    if not torch.allclose(student_times.to(torch.float64), uniform_times(student_times.numel() - 1, eps)):
+        raise errors.UserError("a teacher-cache folder keeps runs on uniform grids; it does not apply to a "
+                               "non-uniform starting grid (--init-grid)")
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise errors.UserError(f"teacher cache {folder} is a file; it takes a folder")
+    return eps
+
+
 def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, method: str = "euler",
                 batch_size: int = 64, seed: int = 0, store: str = "auto", folder=None,
                 coupled_seed: int | None = None, progress: bool = True, log=print, given: Tensor | None = None,
@@ -361,17 +380,7 @@ def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, m
     store = choose_store(store, num, model.length, model.graph.num_tokens, m)
     saved = None
     if folder is not None:
-        if coupled_seed is not None:
-            raise ValueError("a teacher-cache folder keeps uncoupled teacher runs; it does not apply to coupled ones")
-        from .. import errors
-        from ..sampling.schedules import uniform_times
-
-        eps = float(student_times[-1])
-        if not torch.allclose(student_times.to(torch.float64), uniform_times(m, eps)):
-            raise errors.UserError("a teacher-cache folder keeps runs on uniform grids; it does not apply to a "
-                                   "non-uniform starting grid (--init-grid)")
-        if Path(folder).exists() and not Path(folder).is_dir():
-            raise errors.UserError(f"teacher cache {folder} is a file; it takes a folder")
+        eps = _check_cache_folder(folder, student_times, coupled_seed)
         saved = cache_file(folder, model.fingerprint, method, teacher_steps, m, num, batch_size, seed, eps, store,
                            None if given is None else prompt_fingerprint(given))
         found = find_cached(saved, m)
@@ -499,17 +508,7 @@ def get_exact_teacher(model, student_times: Tensor, num: int, *, batch_size: int
     store = choose_store(store, num, model.length, model.graph.num_tokens, m)
     saved = None
     if folder is not None:
-        if coupled_seed is not None:
-            raise ValueError("a teacher-cache folder keeps uncoupled teacher runs; it does not apply to coupled ones")
-        from .. import errors
-        from ..sampling.schedules import uniform_times
-
-        eps = float(student_times[-1])
-        if not torch.allclose(student_times.to(torch.float64), uniform_times(m, eps)):
-            raise errors.UserError("a teacher-cache folder keeps runs on uniform grids; it does not apply to a "
-                                   "non-uniform starting grid (--init-grid)")
-        if Path(folder).exists() and not Path(folder).is_dir():
-            raise errors.UserError(f"teacher cache {folder} is a file; it takes a folder")
+        eps = _check_cache_folder(folder, student_times, coupled_seed)
         saved = exact_cache_file(folder, model.fingerprint, m, num, seed, eps, store)
         found = find_cached(saved, m)
         if found is not None:
