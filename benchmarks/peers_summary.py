@@ -4,6 +4,9 @@ adaptive rows, and each row's share of the Euler -> teacher gap closed at matche
 
     python benchmarks/peers_summary.py runs/rec22/peers_text_absorb_nfe*.json > table.md
 
+Several files of one task merge row by row: a later file's row (same NFE, same name) replaces an earlier one's,
+so a rerun of some rows against the same cached teacher run updates the table; the teacher must be the same.
+
 Nothing is computed here but arithmetic on the files' numbers: the bench wrote every figure. The gap share is
 (f(euler) - f(row)) / (f(euler) - f(teacher)) on the matched values, f = log for tasks whose gap is read in log
 (text), left empty where Euler is not worse than the teacher.
@@ -27,6 +30,11 @@ def _label(row: dict) -> str:
     return label.removesuffix("-euler") if label.endswith("-euler") else label
 
 
+def _name(row: dict) -> str:
+    """The row's name in the table: the sampler's label, with the adaptive rows' matched parameter."""
+    return _label(row) if row.get("param") is None else row["label"]
+
+
 def _fmt(v: float | None, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
@@ -47,32 +55,41 @@ def summarise(files: list[str]) -> str:
         order: list[str] = []
         teachers = {}
         nfes: list[int] = []
+        # rows by (nfe, name), a later file's row replacing an earlier one's (a rerun of some rows with the same
+        # teacher and seeds); the teacher must be the same run in every file
+        merged: dict[int, dict[str, dict]] = defaultdict(dict)
+        t_val = None
         for d in runs:
             rows = d["rows"]
             teacher = next(r for r in rows if r["method"] == "teacher")
             teachers[teacher["label"]] = (teacher["metrics"][q], teacher["metrics"][div], teacher["nfe"])
+            if t_val is not None and teacher["metrics"][q] != t_val:
+                raise SystemExit(f"{task}: the files have different teacher runs ({t_val} vs {teacher['metrics'][q]})")
             t_val = teacher["metrics"][q]
-            for n in sorted({r["nfe"] for r in rows if r["method"] != "teacher"}):
-                nfes.append(n)
-                here = [r for r in rows if r["nfe"] == n and r["method"] != "teacher"]
-                euler = next((r for r in here if r["method"] == "uniform"), None)
-                e_val = euler.get("at_teacher_diversity") if euler else None
-                best = min((r["at_teacher_diversity"] for r in here if r.get("at_teacher_diversity") is not None
-                            and math.isfinite(r["at_teacher_diversity"])), default=None)
-                for r in here:
-                    name = _label(r) if r.get("param") is None else r["label"]
-                    if r.get("accepted") is False:
-                        name += " (rejected: base)"
-                    if name not in order:
-                        order.append(name)
-                    at = r.get("at_teacher_diversity")
-                    gap = ""
-                    if (at is not None and e_val is not None and math.isfinite(at) and math.isfinite(e_val)
-                            and f(e_val) > f(t_val)):
-                        gap = f", {100 * (f(e_val) - f(at)) / (f(e_val) - f(t_val)):.0f}%"
-                    nfe = f", NFE {r['nfe_mean']:.2f}/{r['nfe_max']}" if r.get("nfe_mean") is not None else ""
-                    cell = (f"**{_fmt(at)}**" if at is not None and best is not None and at == best else _fmt(at))
-                    cells[name][n] = (f"{cell} ({_fmt(r['metrics'][q])} @ {_fmt(r['metrics'][div])}{nfe}{gap})")
+            for r in rows:
+                if r["method"] != "teacher":
+                    merged[r["nfe"]][_name(r)] = r
+        for n in sorted(merged):
+            nfes.append(n)
+            here = list(merged[n].values())
+            euler = next((r for r in here if r["method"] == "uniform"), None)
+            e_val = euler.get("at_teacher_diversity") if euler else None
+            best = min((r["at_teacher_diversity"] for r in here if r.get("at_teacher_diversity") is not None
+                        and math.isfinite(r["at_teacher_diversity"])), default=None)
+            for r in here:
+                name = _name(r)
+                if r.get("accepted") is False:
+                    name += " (rejected: base)"
+                if name not in order:
+                    order.append(name)
+                at = r.get("at_teacher_diversity")
+                gap = ""
+                if (at is not None and e_val is not None and math.isfinite(at) and math.isfinite(e_val)
+                        and f(e_val) > f(t_val)):
+                    gap = f", {100 * (f(e_val) - f(at)) / (f(e_val) - f(t_val)):.0f}%"
+                nfe = f", NFE {r['nfe_mean']:.2f}/{r['nfe_max']}" if r.get("nfe_mean") is not None else ""
+                cell = (f"**{_fmt(at)}**" if at is not None and best is not None and at == best else _fmt(at))
+                cells[name][n] = (f"{cell} ({_fmt(r['metrics'][q])} @ {_fmt(r['metrics'][div])}{nfe}{gap})")
         nfes = sorted(set(nfes))
         out.append(f"## {task}: {q} at the teacher's {div}\n")
         for label, (tq, td, tn) in teachers.items():

@@ -44,7 +44,8 @@ def learned(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("learned") / "s.json"
     # --no-validate: these tests are about the artifact (tests/test_validate.py covers validation); --no-spread: a
     # plain LSD file (spread files: tests/test_spread.py)
-    rc = main(["distill", "--model", tiny, "--nfe", "4", "--teacher-nfe", "16", "--epochs", "2", "--num-traj", "32",
+    rc = main(["distill", "--model", tiny, "--nfe", "4", "--teacher", "steps", "--teacher-nfe", "16", "--epochs", "2",
+               "--num-traj", "32",
                "--batch-size", "16", "--no-validate", "--no-spread", "--out", str(out)])
     assert rc == 0
     return out
@@ -388,8 +389,8 @@ def test_distill_reads_the_bench_teacher_cache(tiny, tmp_path, capsys):
                                                       teacher_cache=str(cache)),
               progress=False, log=lambda *_: None)
     assert [f.name.split("_")[4] for f in cache.iterdir()] == ["m4"]
-    common = ["distill", "--model", tiny, "--teacher-nfe", "8", "--num-traj", "16", "--batch-size", "8",
-              "--epochs", "1", "--no-validate", "--teacher-cache", str(cache)]
+    common = ["distill", "--model", tiny, "--teacher", "steps", "--teacher-nfe", "8", "--num-traj", "16",
+              "--batch-size", "8", "--epochs", "1", "--no-validate", "--teacher-cache", str(cache)]
     assert main([*common, "--nfe", "2", "--out", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
     assert "from " in out and "_m4_" in out and (tmp_path / "a.json").is_file()

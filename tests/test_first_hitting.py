@@ -364,10 +364,77 @@ def test_pipeline_distills_from_the_exact_teacher():
                             batch_size=8, progress=False)
     with pytest.raises(UserError, match="'steps' run"):
         lsdd.distill(model, "lsd", 4, teacher=teacher, validate=False, progress=False, teacher_run=steps_run)
-    # prompts: the exact teacher does not hold given tokens yet, so a conditional distill with it is refused
-    with pytest.raises(UserError, match="does not take prompts"):
-        lsdd.distill(model, "lsd", 4, teacher=teacher, validate=False, progress=False, log=lambda *a: None,
-                     prompts=[[1, 0], [0, 1]])
+    # prompts: the exact teacher holds them (every output keeps its prompt), and the learned sampler says so
+    cond = lsdd.distill(model, "lsd", 4, teacher=teacher, validate=True, progress=False, log=lambda *a: None,
+                        prompts=[[1, 0], [0, 1], [2, 2], [3, 1]], force=True)
+    assert cond.sampler.provenance["teacher_kind"] == "exact"
+    assert cond.sampler.provenance["conditional"]["num_prompts"] == 4
+
+
+def test_exact_teacher_with_prompts_samples_the_conditional_law():
+    """Held tokens are never revealed: with the exact score the outputs of each prompt follow p0(x | prompt), the
+    held tokens sit in every cached state, their rows are never stored, and a row makes one call per free token."""
+    from lsdd.sampling.exact import exact_conditional_law
+
+    graph, _, exact, table = toy(3, 3, seed=4)
+    m = graph.mask_id
+    given = torch.tensor([[1, m, m], [m, m, 0]])
+    times = uniform_times(4, 1e-5)
+    cache = run_exact_teacher(table, graph, NOISE, times, N_MC, 3, batch_size=N_MC, seed=3, progress=False,
+                              store="scores", given=given)
+    assert cache.nfe == 2 + 4 and table.calls == 2 + 4  # L - K = 2 reveal calls (every row has 2 free), + M
+    assert torch.equal(cache.given, given[torch.arange(N_MC) % 2])
+    held = cache.given != m
+    for k in range(4):
+        assert torch.equal(cache.states[k][held], cache.given[held])
+        x, stored, _ = cache.score_at(k, torch.arange(N_MC))
+        assert not bool((stored & held).any()) and bool((stored == (x == m)).all())
+    assert bool(torch.isinf(cache.reveal[held]).all()) and bool(torch.isfinite(cache.reveal[~held]).all())
+    for p in range(2):
+        rows = cache.x_0[p::2]
+        law = exact_conditional_law(exact, given[p])
+        assert within_se(frequencies(rows, graph.num_states), law, rows.shape[0]) < Z, p
+
+
+def test_conditional_exact_runs_are_cached_apart(tmp_path):
+    from lsdd.distillation.teacher import prompt_fingerprint
+
+    model = _dit()
+    times, quiet = uniform_times(4, 1e-5), dict(progress=False, log=lambda *a: None)
+    m = model.graph.mask_id
+    given = torch.tensor([[1, 2, m, m, m, m, m, m], [3, m, m, m, m, m, m, m]])
+    plain, f_plain = get_teacher(model, times, 16, 8, batch_size=8, folder=tmp_path, kind="exact", **quiet)
+    cond, f_cond = get_teacher(model, times, 16, 8, batch_size=8, folder=tmp_path, kind="exact", given=given,
+                               **quiet)
+    assert f_cond != f_plain and f"_p{prompt_fingerprint(given)}_" in f_cond.name and plain.given is None
+    assert cond.nfe == 7 + 4  # one batch: as many reveal calls as its freest row has free tokens (7), + M
+    again, f_again = get_teacher(model, times, 16, 8, batch_size=8, folder=tmp_path, kind="exact", given=given,
+                                 **quiet)
+    assert f_again == f_cond and torch.equal(again.x_0, cond.x_0) and torch.equal(again.given, cond.given)
+    held = cond.given != m
+    assert torch.equal(cond.x_0[held], cond.given[held]) and torch.equal(cond.given, given[torch.arange(8) % 2])
+
+
+def test_auto_teacher_is_exact_on_masked_models_of_length_at_most_its_steps():
+    import lsdd
+
+    absorbing, uniform = _dit(), _dit("uniform")
+    assert lsdd.Teacher().kind == "auto"
+    assert lsdd.Teacher().resolved(absorbing).kind == "exact"
+    assert lsdd.Teacher(nfe=4).resolved(absorbing).kind == "steps"  # L = 8 > N = 4: the step teacher is cheaper
+    assert lsdd.Teacher().resolved(uniform).kind == "steps"
+    assert lsdd.Teacher(kind="steps").resolved(absorbing).kind == "steps"
+    quiet = dict(validate=False, progress=False, log=lambda *a: None)
+    out = lsdd.distill(absorbing, "lsd", 4, teacher=lsdd.Teacher(num_traj=16, batch_size=8, chunk=4), **quiet)
+    assert out.sampler.provenance["teacher_kind"] == "exact"
+    out = lsdd.distill(uniform, "lsd", 4, teacher=lsdd.Teacher(nfe=16, num_traj=16, batch_size=8, chunk=4), **quiet)
+    assert out.sampler.provenance["teacher_kind"] == "steps"
+    # a run given decides the kind under auto
+    steps_run = run_teacher(absorbing.score_fn, absorbing.graph, absorbing.noise, uniform_times(4, 1e-5), 16, 16, 8,
+                            batch_size=8, progress=False)
+    out = lsdd.distill(absorbing, "lsd", 4, teacher=lsdd.Teacher(num_traj=16, batch_size=8, chunk=4),
+                       teacher_run=steps_run, **quiet)
+    assert out.sampler.provenance["teacher_kind"] == "steps"
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ from .common import (PROMPTS_HELP, Formatter, PromptSpec, add_device_args, add_q
 DESCRIPTION = """\
 Distill a few-step sampler for a frozen score model (Learnable Sampler Distillation, arXiv 2509.19962).
 
-The teacher runs --teacher-nfe steps of the base sampler from the noise (or, with --teacher exact on a masked
-model, samples the model's reverse process exactly by first hitting: one network call per token) and records
-its states and scores at the student's --nfe times. The student runs --nfe steps from a start perturbed in --zeta of its positions
+The teacher samples the model's reverse process and records its states and scores at the student's --nfe times:
+by default (--teacher auto) exactly, by first hitting, on a masked model whose length L is at most --teacher-nfe
+(one network call per token: L + M calls per batch of trajectories, no discretisation error), and otherwise with
+--teacher-nfe steps of the base sampler from the noise (--teacher steps forces these). The student runs --nfe steps from a start perturbed in --zeta of its positions
 and learns one coefficient Phi_k per step (LSD) - and with --method lsd+ also its own time grid - so that
 its scores match the teacher's along the way. The model is never changed. The result is a small JSON file
 (a time grid and M coefficients) that `lsdd sample --learned` and `lsdd bench` use at no extra cost.
@@ -84,9 +85,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--base", choices=["euler", "tweedie"], default=d.base, help="base sampler of student and teacher")
     p.add_argument("--nfe", type=positive_int, default=d.nfe, help="student steps M (network calls per sample)")
     p.add_argument("--teacher-nfe", type=positive_int, default=d.teacher_nfe,
-                   help="teacher steps N, a multiple of M (--teacher steps)")
-    p.add_argument("--teacher", choices=["steps", "exact"], default=d.teacher_kind,
-                   help="steps: --teacher-nfe steps of the base sampler; exact (masked models only): the model's "
+                   help="teacher steps N, a multiple of M (--teacher steps; --teacher auto takes the exact teacher "
+                        "on masked models with L <= N)")
+    p.add_argument("--teacher", choices=["auto", "steps", "exact"], default="auto",
+                   help="auto (default): exact on a masked model whose length L is at most --teacher-nfe, else "
+                        "steps. steps: --teacher-nfe steps of the base sampler; exact (masked models only): the model's "
                         "continuous-time reverse process sampled by first hitting - every token's reveal time drawn "
                         "from the noise schedule, one network call per token at its own time (L calls per "
                         "trajectory, + M at the student times), no discretisation error; about N / L times fewer "

@@ -29,7 +29,7 @@ Learnable Sampler Distillation: Fu, Guo, Liu, NeurIPS 2025, arXiv 2509.19962.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -57,9 +57,12 @@ class Teacher:
     per student random stream (the unit spread over torchrun processes). store: "scores" keeps the teacher's score
     rows, "states" only its states (scores recomputed: one more call per student call), "auto" scores up to 2 GiB.
     cache_dir: keep the run in this folder and reuse it when a later command needs the same one.
-    kind: "steps" (the base rule's ``nfe`` steps) or "exact" (masked models only: the model's continuous-time
+    kind: "steps" (the base rule's ``nfe`` steps), "exact" (masked models only: the model's continuous-time
     reverse process sampled by first hitting, one network call per token and no discretisation error,
-    ``lsdd.sampling.first_hitting``; ``nfe`` does not apply).
+    ``lsdd.sampling.first_hitting``; ``nfe`` does not apply) or "auto" (the default): "exact" on a masked
+    (absorbing-graph) model whose length L is at most ``nfe`` - it then costs L + M calls per batch of
+    trajectories against the step teacher's N, with no discretisation error - and "steps" otherwise
+    (``resolved``).
     """
 
     nfe: int = 1024
@@ -70,7 +73,15 @@ class Teacher:
     eps: float = 1e-5
     store: str = "auto"
     cache_dir: str | None = None
-    kind: str = "steps"
+    kind: str = "auto"
+
+    def resolved(self, model) -> "Teacher":
+        """This teacher with ``kind`` "auto" made concrete for ``model`` (class docstring): "exact" on an
+        absorbing-graph model of length at most ``nfe``, else "steps"."""
+        if self.kind != "auto":
+            return self
+        exact = model.graph.absorbing and model.length <= self.nfe
+        return replace(self, kind="exact" if exact else "steps")
 
     def check(self) -> None:
         if self.nfe < 1 or self.num_traj < 1 or self.batch_size < 1 or self.chunk < 1:
@@ -78,8 +89,8 @@ class Teacher:
                             f"{self.num_traj}, {self.batch_size}, {self.chunk}")
         if not 0.0 < self.eps < 1.0:
             raise UserError(f"eps must lie in (0, 1), got {self.eps}")
-        if self.kind not in TEACHER_KINDS:
-            raise UserError(f"teacher kind must be one of {list(TEACHER_KINDS)}, got {self.kind!r}")
+        if self.kind not in ("auto", *TEACHER_KINDS):
+            raise UserError(f"teacher kind must be auto or one of {list(TEACHER_KINDS)}, got {self.kind!r}")
         if self.store not in ("auto", *STORES):
             raise UserError(f"teacher store must be auto or one of {list(STORES)}, got {self.store!r}")
         if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
@@ -178,6 +189,7 @@ def _prepare(model, method, nfe, *, base, teacher, validate, val_frac, val_sampl
     method.check()
     teacher = teacher or Teacher()
     teacher.check()
+    teacher = teacher.resolved(model)
     split = None
     cond = as_condition(model, prompts)  # a bad prompt: UserError, before any work
     if cond is not None:
@@ -226,7 +238,8 @@ def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
         method: "lsd", "lsd+", "lsd-c", "jys", or a method object (``LSD(epochs=5)``, ...).
         nfe: the student's network calls per sample (= steps: every learned rule makes one call per step).
         base: the one-call step rule of teacher and student ("euler" or "tweedie").
-        teacher: the teacher's settings (``Teacher()``: 1024 steps, 256 trajectories).
+        teacher: the teacher's settings (``Teacher()``: 256 trajectories of the exact first-hitting teacher on
+            a masked model of length at most 1024, else of 1024 base steps; ``Teacher.kind``).
         validate: compare the learned sampler with its base on held-out teacher outputs, and return the base
             when the learned one is not better beyond noise (except with ``force``; the rule:
             ``lsdd.distillation.validate``).
@@ -245,6 +258,8 @@ def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: 
     Returns:
         ``Distilled(sampler, validation)``.
     """
+    if teacher_run is not None and (teacher or Teacher()).kind == "auto":  # the run given decides
+        teacher = replace(teacher or Teacher(), kind=teacher_run.kind)
     method, cfg, split = _prepare(model, method, nfe, base=base, teacher=teacher, validate=validate,
                                   val_frac=val_frac, val_samples=val_samples, val_level=val_level,
                                   init_grid=init_grid, prompts=prompts)

@@ -361,18 +361,13 @@ def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, m
     a uniform grid when ``folder`` is given (cached runs are named by M and eps). Returns (cache, the file it is
     kept in or None). ``given`` (P, L) int64: a conditional teacher (``run_teacher``), kept under a name of its
     own (``cache_file``'s ``prompts``). ``kind`` "exact": the first-hitting teacher instead
-    (``get_exact_teacher``; ``teacher_steps`` and ``method`` do not apply; unconditional only, for now).
+    (``get_exact_teacher``; ``teacher_steps`` and ``method`` do not apply).
     """
     from pathlib import Path
 
-    if kind == "exact" and given is not None:
-        from ..errors import UserError
-
-        raise UserError("the exact (first-hitting) teacher does not take prompts yet; use the steps teacher "
-                        "(--teacher steps) for conditional distillation")
     if kind == "exact":
         return get_exact_teacher(model, student_times, num, batch_size=batch_size, seed=seed, store=store,
-                                 folder=folder, coupled_seed=coupled_seed, progress=progress, log=log)
+                                 folder=folder, coupled_seed=coupled_seed, progress=progress, log=log, given=given)
     if kind not in TEACHER_KINDS:
         raise ValueError(f"unknown teacher kind {kind!r}; expected one of {list(TEACHER_KINDS)}")
 
@@ -404,13 +399,16 @@ def get_teacher(model, student_times: Tensor, teacher_steps: int, num: int, *, m
 EXACT_STREAM = 16  # derive_seed(seed, EXACT_STREAM): the uncoupled exact teacher's per-trajectory clocks
 
 
-def exact_cache_file(folder, fingerprint: str, nfe: int, num: int, seed: int, eps: float, store: str):
+def exact_cache_file(folder, fingerprint: str, nfe: int, num: int, seed: int, eps: float, store: str,
+                     prompts: str | None = None):
     """Where an exact (first-hitting) teacher run is kept in ``folder``: like ``cache_file``, with "exact" where a
     step teacher has its base and step count (so a run of one kind is never read as the other: ``find_cached``
-    only looks at names with the same head) and no batch size (each trajectory draws from its own stream)."""
+    only looks at names with the same head) and no batch size (each trajectory draws from its own stream); a
+    conditional run carries its prompts' fingerprint (``_p<fp>``), as ``cache_file`` names them."""
     from pathlib import Path
 
-    return Path(folder) / f"teacher_{fingerprint}_exact_m{nfe}_n{num}_s{seed}_e{eps:g}_{store}.pt"
+    cond = "" if prompts is None else f"_p{prompts}"
+    return Path(folder) / f"teacher_{fingerprint}_exact_m{nfe}_n{num}_s{seed}_e{eps:g}{cond}_{store}.pt"
 
 
 def _assemble(per_batch: list[tuple], m: int) -> tuple[list[Tensor], list[Tensor], list[Tensor], Tensor]:
@@ -434,7 +432,8 @@ def _assemble(per_batch: list[tuple], m: int) -> tuple[list[Tensor], list[Tensor
 @torch.no_grad()
 def run_exact_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Tensor, num: int, length: int,
                       *, batch_size: int = 64, seed: int = 0, device: torch.device | str = "cpu",
-                      progress: bool = True, store: str = "scores", coupled_seed: int | None = None) -> TeacherCache:
+                      progress: bool = True, store: str = "scores", coupled_seed: int | None = None,
+                      given: Tensor | None = None) -> TeacherCache:
     """The exact teacher of a masked model: ``num`` trajectories of its continuous-time reverse process, sampled by
     first hitting (``lsdd.sampling.first_hitting``: one network call per revealed token, L per trajectory, no
     discretisation), cached as ``run_teacher`` caches its runs - x_T (all masks), the states at the student times
@@ -448,6 +447,11 @@ def run_exact_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_tim
     student's clocks (``clock_noise(coupled_seed, j)``): a token is revealed in student step k iff its reveal time
     falls in [t_{k+1}, t_k), and the student's coupled draw unmasks it in the step where its own cumulative hazard
     passes the same clock. Absorbing graph only. Under torch.distributed the batches are spread over the ranks.
+
+    ``given`` (P, L) int64 (``prompts.Condition.given``): trajectory j holds row j mod P fixed, as ``run_teacher``
+    does. A held token is never revealed (its reveal time is -inf, so it is in every cached state) and the network
+    reads it as given, which on the absorbing graph is exact conditioning: first hitting then samples the model's
+    reverse process given the prompt, with one call per free token (L - K calls for a prompt of K tokens).
     """
     from ..sampling.coupling import clock_noise
     from ..sampling.draws import derive_seed
@@ -456,6 +460,8 @@ def run_exact_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_tim
     if not graph.absorbing:
         raise ValueError(f"the exact (first-hitting) teacher needs a masked (absorbing) model, not the {graph.name} "
                          "graph")
+    if given is not None and coupled_seed is not None:
+        raise ValueError("coupled teacher paths (per-position clocks) do not hold given tokens; drop one of them")
     check_times(student_times)
     m = student_times.numel() - 1
     grid = student_times.to(torch.float64).cpu()
@@ -472,17 +478,24 @@ def run_exact_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_tim
             bar.set_postfix_str(f"batch {i + 1}/{len(mine)}", refresh=False)
         n = min(batch_size, num - b * batch_size)
         x_T = graph.sample_limit(n, length, device=device)
+        held = None
+        if given is not None:
+            rows_b = given[(b * batch_size + torch.arange(n)) % given.shape[0]].to(device)
+            held = rows_b != graph.num_tokens
+            x_T = torch.where(held, rows_b, x_T)
         clocks, values = clock_noise(noise_seed, torch.arange(b * batch_size, b * batch_size + n), length)
         out = first_hitting_loop(call, graph, noise, x_T, clocks, values, t_start=float(grid[0]),
-                                 t_end=float(grid[-1]), on_call=lambda *a: bar.update(1))
+                                 t_end=float(grid[-1]), fixed=held, on_call=lambda *a: bar.update(1))
+        if held is not None:  # rows with fewer free tokens finish early: the bar still counts L calls per batch
+            bar.update(length - out.calls)
         cached = []
         for k, x in enumerate(states_at(out.x, out.reveal, grid[:-1], graph.mask_id)):
             score = call(x, grid[k])
             if store == "states":
                 packed = (torch.zeros(n, 0, dtype=torch.long), torch.zeros(0, graph.num_tokens))
             else:
-                packed = _pack(graph, x, score)
-            cached.append((x.cpu(), *packed, _sq_stats(graph, x, score)))
+                packed = _pack(graph, x, score, held)
+            cached.append((x.cpu(), *packed, _sq_stats(graph, x, score, held)))
             bar.update(1)
         per_batch[b] = (x_T.cpu(), out.x.cpu(), cached, out.reveal.cpu())
     calls = call.calls
@@ -492,16 +505,18 @@ def run_exact_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_tim
     ordered = [per_batch[b] for b in range(n_batches)]
     states, rows, scores, sq = _assemble(ordered, m)
     return TeacherCache(torch.cat([p[0] for p in ordered]), states, rows, scores, torch.cat([p[1] for p in ordered]),
-                        grid, length, calls, time.perf_counter() - start, store, sq, kind="exact",
+                        grid, length, calls, time.perf_counter() - start, store, sq,
+                        None if given is None else given.cpu()[torch.arange(num) % given.shape[0]], kind="exact",
                         reveal=torch.cat([p[3] for p in ordered]))
 
 
 def get_exact_teacher(model, student_times: Tensor, num: int, *, batch_size: int = 64, seed: int = 0,
                       store: str = "auto", folder=None, coupled_seed: int | None = None, progress: bool = True,
-                      log=print):
+                      log=print, given: Tensor | None = None):
     """``get_teacher`` for the exact teacher (``run_exact_teacher``): read from ``folder`` when an earlier run saved
     the same one there (``exact_cache_file``; on this grid or a finer uniform one, in either store), else run it
-    and, with a ``folder``, save it there. Returns (cache, the file it is kept in or None)."""
+    and, with a ``folder``, save it there. ``given``: a conditional run (``run_exact_teacher``), kept under a name
+    of its own. Returns (cache, the file it is kept in or None)."""
     from pathlib import Path
 
     m = student_times.numel() - 1
@@ -509,7 +524,8 @@ def get_exact_teacher(model, student_times: Tensor, num: int, *, batch_size: int
     saved = None
     if folder is not None:
         eps = _check_cache_folder(folder, student_times, coupled_seed)
-        saved = exact_cache_file(folder, model.fingerprint, m, num, seed, eps, store)
+        saved = exact_cache_file(folder, model.fingerprint, m, num, seed, eps, store,
+                                 None if given is None else prompt_fingerprint(given))
         found = find_cached(saved, m)
         if found is not None:
             log(f"teacher: exact (first hitting) x {num} trajectories, from {found}")
@@ -518,7 +534,7 @@ def get_exact_teacher(model, student_times: Tensor, num: int, *, batch_size: int
         f"calls per batch of up to {batch_size}, + {m} at the student times")
     cache = run_exact_teacher(model.score_fn, model.graph, model.noise, student_times, num, model.length,
                               batch_size=batch_size, seed=seed, device=model.device, progress=progress, store=store,
-                              coupled_seed=coupled_seed)
+                              coupled_seed=coupled_seed, given=given)
     log(f"teacher done in {cache.seconds:.1f} s ({cache.nfe} network calls); cache "
         f"{cache.nbytes() / 2**20:.1f} MiB ({cache.store})")
     if saved is not None:
