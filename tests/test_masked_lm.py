@@ -445,3 +445,7 @@ def test_remote_code_model_with_the_flag(remote_dirs, kind, tmp_path):
     assert main(["sample", "--model", str(d), "--trust-remote-code", "--length", "10", "--steps", "3", "--num", "2",
                  "--device", "cpu", "--out", str(out), "--quiet"]) == 0
     assert np.load(out).shape == (2, 10)
+    if kind == "llada":  # eval reads the model from the sidecar: the flag lets it load, the samples give the length
+        assert main(["eval", str(out), "--quiet"]) == 2
+        assert main(["eval", str(out), "--trust-remote-code", "--quiet", "--json", str(tmp_path / "m.json")]) == 0
+        assert json.loads((tmp_path / "m.json").read_text())["task"] == "tokens"

@@ -139,6 +139,26 @@ def load(model: str, device: str = "cpu", precision: str = "auto", compile: bool
     return load_model(model, resolve_device(device), **options).configure(precision, compile)
 
 
+def load_for_samples(source: str, samples, args):
+    """The model that made ``samples`` (``lsdd decode`` / ``lsdd eval``, on the CPU): --trust-remote-code as given,
+    and a transformers masked-LM directory at the samples' own length unless --length says otherwise (its length
+    is a load option, and the samples fix it)."""
+    from pathlib import Path
+
+    from ..models import load_model
+
+    length = getattr(args, "length", None)
+    if length is None and Path(source).is_dir():
+        from ..models.external import detect_format
+
+        try:
+            if detect_format(Path(source)) == "masked-lm":
+                length = int(samples.shape[-1])
+        except UserError:
+            pass  # not a model directory of any kind: load_model says so
+    return load_model(source, trust_remote_code=getattr(args, "trust_remote_code", False), length=length)
+
+
 def load_args(args):
     """``load`` with the --model/--device/--precision/--compile/--length/--trust-remote-code flags of ``args``."""
     return load(args.model, args.device, getattr(args, "precision", "auto"), getattr(args, "compile", False),

@@ -46,15 +46,17 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="decode samples whose provenance (SAMPLES.json, written by lsdd sample) names another "
                         "tokenizer than --model's")
+    from .common import add_masked_lm_args
+
+    add_masked_lm_args(p)
     p.set_defaults(run=run)
     return p
 
 
 def run(args) -> int:
     from .. import atomic
-    from ..models import load_model
     from ..tasks import default_task, task_class
-    from .common import check_output
+    from .common import check_output, load_for_samples
     from .evaluate import load_samples
 
     check_output(args.out, flag="--out")
@@ -66,7 +68,7 @@ def run(args) -> int:
         if args.model is None:
             raise UserError(f"pass --model: {args.samples} has no provenance sidecar naming the model that made it "
                             "(written by lsdd sample beside the .npy)")
-    model = load_model(args.model)
+    model = load_for_samples(args.model, samples, args)
     info = _check_provenance(args, model)
     if args.num is not None:
         if args.num < 1:

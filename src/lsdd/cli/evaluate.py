@@ -81,6 +81,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     from .common import add_text_args
 
     add_text_args(parser)
+    from .common import add_masked_lm_args
+
+    add_masked_lm_args(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -149,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
     samples = load_samples(args.samples)
     model = None
     if args.model is not None:
-        from ..models import load_model
+        from .common import load_for_samples
 
-        model = load_model(args.model)
+        model = load_for_samples(args.model, samples, args)
         if int(samples.max()) >= model.graph.num_tokens or int(samples.min()) < 0:
             bad = int(samples.max()) if int(samples.max()) >= model.graph.num_tokens else int(samples.min())
             raise UserError(f"{args.samples}: token id {bad} is outside the vocabulary of model "
@@ -197,16 +200,16 @@ def run(args: argparse.Namespace) -> int:
 def _task_from_provenance(args) -> None:
     """No --task: the task of the model that made the samples, as their sidecar names it (and that model, for the
     tasks that read one: text). UserError when there is no sidecar, or its model is not here or has changed."""
-    from ..models import load_model
     from ..sampling.record import check_provenance, read_info
     from ..tasks import default_task, task_class
+    from .common import load_for_samples
 
     info = read_info(args.samples)
     source = args.model or (info or {}).get("model_source")
     if source is None:
         raise UserError(f"pass --task: {args.samples} has no provenance sidecar naming the model that made it "
                         f"(written by lsdd sample beside the .npy)")
-    model = load_model(source)
+    model = load_for_samples(source, load_samples(args.samples), args)
     check_provenance(info, fingerprint=model.fingerprint, force=args.force, what=args.samples,
                      against=f"the model {source} now")
     args.task = default_task(model)
