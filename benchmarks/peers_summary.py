@@ -41,7 +41,7 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
-def summarise(files: list[str]) -> str:
+def summarise(files: list[str], also: tuple[str, ...] = ()) -> str:
     by_task: dict[str, list[dict]] = defaultdict(list)
     for f in files:
         d = json.load(open(f))
@@ -89,14 +89,16 @@ def summarise(files: list[str]) -> str:
                     gap = f", {100 * (f(e_val) - f(at)) / (f(e_val) - f(t_val)):.0f}%"
                 nfe = f", NFE {r['nfe_mean']:.2f}/{r['nfe_max']}" if r.get("nfe_mean") is not None else ""
                 cell = (f"**{_fmt(at)}**" if at is not None and best is not None and at == best else _fmt(at))
-                cells[name][n] = (f"{cell} ({_fmt(r['metrics'][q])} @ {_fmt(r['metrics'][div])}{nfe}{gap})")
+                extra = "".join(f"; {m} {_fmt(r['metrics'][m])}" for m in also if m in r["metrics"])
+                cells[name][n] = (f"{cell} ({_fmt(r['metrics'][q])} @ {_fmt(r['metrics'][div])}{nfe}{gap}{extra})")
         nfes = sorted(set(nfes))
         out.append(f"## {task}: {q} at the teacher's {div}\n")
         for label, (tq, td, tn) in teachers.items():
-            out.append(f"Teacher ({label}, {tn} steps): {q} {_fmt(tq)}, {div} {_fmt(td)}.\n")
+            out.append(f"Teacher ({label}, {tn} NFE): {q} {_fmt(tq)}, {div} {_fmt(td)}.\n")
+        tail = "".join(f"; its {m} at T = 1" for m in also)
         out.append(f"Cell: {q} read on the row's temperature frontier at the teacher's {div} (bold: best at that "
                    f"NFE), then (its {q} @ {div} at T = 1[, mean/max NFE of adaptive rows], share of the Euler -> "
-                   f"teacher gap closed at matched {div}{' in log' if log else ''}).\n")
+                   f"teacher gap closed at matched {div}{' in log' if log else ''}{tail}).\n")
         out.append("| sampler | " + " | ".join(f"{n} NFE" for n in nfes) + " |")
         out.append("|---|" + "---|" * len(nfes))
         for name in order:
@@ -108,8 +110,10 @@ def summarise(files: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("files", nargs="+", help="lsdd bench --json files made with --frontier")
+    p.add_argument("--also", nargs="+", default=[], metavar="METRIC",
+                   help="also show these metrics of each row at T = 1 (e.g. violation_rate for countdown)")
     args = p.parse_args(argv)
-    sys.stdout.write(summarise(args.files) + "\n")
+    sys.stdout.write(summarise(args.files, tuple(args.also)) + "\n")
     return 0
 
 

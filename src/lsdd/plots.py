@@ -56,6 +56,16 @@ def plot_samplers(samplers: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
+def _distinct_colors(plt, curves: int) -> list:
+    """The colour cycle, or tab20's 20 colours when a panel has more curves than the cycle has colours."""
+    import matplotlib
+
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if curves > len(colors):
+        colors = [matplotlib.colormaps["tab20"](i) for i in range(20)]
+    return colors
+
+
 def plot_bench(result, task, path: str | Path) -> None:
     """Headline quality metric and its diversity partner against NFE, one line per sampler; the teacher
     as a horizontal reference."""
@@ -69,11 +79,13 @@ def plot_bench(result, task, path: str | Path) -> None:
     for r in result.rows:
         if r.method != "teacher" and key(r) not in labels:
             labels.append(key(r))
+    colors = _distinct_colors(plt, len(labels))
     for ax, metric in zip(axes, (q, d)):
-        for label in labels:
+        for i, label in enumerate(labels):
             pts = sorted((r.nfe, r.metrics[metric]) for r in result.rows if key(r) == label)
             style = "--" if label.startswith("uniform") else "-"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label,
+                    color=colors[i % len(colors)])
         ax.axhline(teacher.metrics[metric], color="k", lw=1, ls=":", label=f"teacher ({teacher.nfe} NFE)")
         spec = task.spec(metric)
         ax.set_title(f"{metric} ({spec.direction})")
@@ -108,8 +120,6 @@ def plot_frontier(result, task, path: str | Path) -> None:
     drawn reversed, so more diverse is always to the right."""
     import math
 
-    import matplotlib
-
     plt = _plt()
     q, d = result.headline
     teacher = next(r for r in result.rows if r.method == "teacher")
@@ -119,10 +129,7 @@ def plot_frontier(result, task, path: str | Path) -> None:
         raise ValueError("no row has a frontier (run the bench with frontier temperatures)")
     fig, axes = plt.subplots(1, len(nfes), figsize=(5.5 * len(nfes) + 0.5, 4.6), squeeze=False, sharey=True)
     ref_q, ref_d = _reference(teacher.metrics, q), _reference(teacher.metrics, d)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    most = max(sum(r.nfe == n for r in rows) for n in nfes)
-    if most > len(colors):  # more curves than the cycle has colours: one distinct colour each (tab20)
-        colors = [matplotlib.colormaps["tab20"](i) for i in range(20)]
+    colors = _distinct_colors(plt, max(sum(r.nfe == n for r in rows) for n in nfes))
     for ax, nfe in zip(axes[0], nfes):
         for i, r in enumerate(r for r in rows if r.nfe == nfe):
             pts = sorted((t, m[q], m[d]) for t, m in r.frontier)
