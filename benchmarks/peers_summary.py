@@ -41,7 +41,7 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
-def summarise(files: list[str], also: tuple[str, ...] = ()) -> str:
+def summarise(files: list[str], also: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> str:
     by_task: dict[str, list[dict]] = defaultdict(list)
     for f in files:
         d = json.load(open(f))
@@ -67,7 +67,7 @@ def summarise(files: list[str], also: tuple[str, ...] = ()) -> str:
                 raise SystemExit(f"{task}: the files have different teacher runs ({t_val} vs {teacher['metrics'][q]})")
             t_val = teacher["metrics"][q]
             for r in rows:
-                if r["method"] != "teacher":
+                if r["method"] != "teacher" and _name(r) not in drop:
                     merged[r["nfe"]][_name(r)] = r
         for n in sorted(merged):
             nfes.append(n)
@@ -112,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="+", help="lsdd bench --json files made with --frontier")
     p.add_argument("--also", nargs="+", default=[], metavar="METRIC",
                    help="also show these metrics of each row at T = 1 (e.g. violation_rate for countdown)")
+    p.add_argument("--drop", nargs="+", default=[], metavar="NAME",
+                   help="leave out the rows of these names (e.g. a row whose rule changed after its run)")
     args = p.parse_args(argv)
-    sys.stdout.write(summarise(args.files, tuple(args.also)) + "\n")
+    sys.stdout.write(summarise(args.files, tuple(args.also), tuple(args.drop)) + "\n")
     return 0
 
 
