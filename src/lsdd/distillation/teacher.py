@@ -486,7 +486,7 @@ def run_exact_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_tim
         clocks, values = clock_noise(noise_seed, torch.arange(b * batch_size, b * batch_size + n), length)
         out = first_hitting_loop(call, graph, noise, x_T, clocks, values, t_start=float(grid[0]),
                                  t_end=float(grid[-1]), fixed=held, on_call=lambda *a: bar.update(1))
-        if held is not None:  # rows with fewer free tokens finish early: the bar still counts L calls per batch
+        if held is not None:  # a batch makes as many calls as its freest row has free tokens: the bar counts L
             bar.update(length - out.calls)
         cached = []
         for k, x in enumerate(states_at(out.x, out.reveal, grid[:-1], graph.mask_id)):
