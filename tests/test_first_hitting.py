@@ -264,8 +264,9 @@ def test_reveal_times_follow_the_masking_law_and_couple_a_tweedie_student():
 
 
 # ---- 5. the teacher cache ----------------------------------------------------------------------------------
-def _dit(graph_name="absorbing", length=8):
-    from lsdd.models import DiTConfig, ScoreDiT, ScoreModel
+def _net(graph_name="absorbing", length=8):
+    """A tiny random DiT (6 tokens) and its config and noise dict."""
+    from lsdd.models import DiTConfig, ScoreDiT
 
     noise = {"type": "loglinear", "eps": 1e-3} if graph_name == "absorbing" else {"type": "geometric"}
     cfg = DiTConfig(num_tokens=6, graph=graph_name, noise=noise, length=length, hidden_size=16, cond_dim=16,
@@ -275,7 +276,13 @@ def _dit(graph_name="absorbing", length=8):
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.2)
-    net.eval()
+    return net.eval(), cfg, noise
+
+
+def _dit(graph_name="absorbing", length=8):
+    from lsdd.models import ScoreModel
+
+    net, _, noise = _net(graph_name, length)
 
     def score(x, sigma):
         with torch.no_grad():
@@ -440,18 +447,10 @@ def test_auto_teacher_is_exact_on_masked_models_of_length_at_most_its_steps():
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     from lsdd.models.checkpoint import save_model_dir
-    from lsdd.models import DiTConfig, ScoreDiT
 
     root = tmp_path_factory.mktemp("fh_models")
     for graph_name in ("absorbing", "uniform"):
-        noise = {"type": "loglinear", "eps": 1e-3} if graph_name == "absorbing" else {"type": "geometric"}
-        cfg = DiTConfig(num_tokens=6, graph=graph_name, noise=noise, length=8, hidden_size=16, cond_dim=16,
-                        n_blocks=1, n_heads=2)
-        torch.manual_seed(0)
-        net = ScoreDiT(cfg)
-        with torch.no_grad():
-            for p in net.parameters():
-                p.normal_(0, 0.2)
+        net, cfg, _ = _net(graph_name)
         save_model_dir(root / graph_name, net, cfg, {"note": "test model"})
     return root
 

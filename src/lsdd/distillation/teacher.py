@@ -241,6 +241,16 @@ def _pack(graph: Graph, x: Tensor, score: Tensor, held: Tensor | None = None) ->
     return rows, score[..., : graph.num_tokens][keep.to(score.device)].float().cpu()
 
 
+def _hold(graph: Graph, x_T: Tensor, given: Tensor | None, first: int) -> tuple[Tensor, Tensor | None]:
+    """The start x_T (n, L) of trajectories first .. first + n - 1 with trajectory j holding row j mod P of ``given``
+    (P, L) at its given positions, and those positions (n, L) bool; (x_T, None) without ``given``."""
+    if given is None:
+        return x_T, None
+    rows = given[(first + torch.arange(x_T.shape[0])) % given.shape[0]].to(x_T.device)
+    held = rows != graph.num_tokens
+    return torch.where(held, rows, x_T), held
+
+
 @torch.no_grad()
 def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Tensor, teacher_steps: int,
                 num: int, length: int, *, method: str = "euler", batch_size: int = 64, seed: int = 0,
@@ -279,12 +289,8 @@ def run_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_times: Te
         if not bar.disable:
             bar.set_postfix_str(f"batch {i + 1}/{len(mine)}", refresh=False)
         n = min(batch_size, num - b * batch_size)
-        x_T = graph.sample_limit(n, length, generator=make_generator(seed, device, b), device=device)
-        held = None
-        if given is not None:
-            rows_b = given[(b * batch_size + torch.arange(n)) % given.shape[0]].to(device)
-            held = rows_b != graph.num_tokens
-            x_T = torch.where(held, rows_b, x_T)
+        x_T, held = _hold(graph, graph.sample_limit(n, length, generator=make_generator(seed, device, b),
+                                                    device=device), given, b * batch_size)
         cached = []
 
         def keep(info: StepInfo) -> None:
@@ -477,12 +483,7 @@ def run_exact_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, student_tim
         if not bar.disable:
             bar.set_postfix_str(f"batch {i + 1}/{len(mine)}", refresh=False)
         n = min(batch_size, num - b * batch_size)
-        x_T = graph.sample_limit(n, length, device=device)
-        held = None
-        if given is not None:
-            rows_b = given[(b * batch_size + torch.arange(n)) % given.shape[0]].to(device)
-            held = rows_b != graph.num_tokens
-            x_T = torch.where(held, rows_b, x_T)
+        x_T, held = _hold(graph, graph.sample_limit(n, length, device=device), given, b * batch_size)
         clocks, values = clock_noise(noise_seed, torch.arange(b * batch_size, b * batch_size + n), length)
         out = first_hitting_loop(call, graph, noise, x_T, clocks, values, t_start=float(grid[0]),
                                  t_end=float(grid[-1]), fixed=held, on_call=lambda *a: bar.update(1))
