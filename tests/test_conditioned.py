@@ -22,6 +22,7 @@ from lsdd.models import DiTConfig, ScoreDiT
 from lsdd.models.checkpoint import save_model_dir
 from lsdd.noise import LogLinear
 from lsdd.distillation.objective import ngram_hellinger, minimise_cma
+from lsdd.sampling.samplers import sample
 from lsdd.sampling.schedules import uniform_times
 
 V, L, M = 2, 3, 4
@@ -127,14 +128,21 @@ def test_lsd_c_distill_artifact_round_trip(exact, tmp_path):
     art = to_sampler(res, cfg, None, {}, use_base=False)
     art.save(tmp_path / "c.json")
     back = Sampler.load(tmp_path / "c.json")
-    assert back == art and back.conditioning == res.conditioning and back.movers == res.movers == "spread"
-    law_a = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L, **back.loop_args(GRAPH))
+    assert back == art and back.conditioning == res.conditioning and back.movers == res.movers
+    # the movers were chosen among spread and the peer orders by the objective at the base parameters
+    assert list(res.choice) == ["spread", "halton", "dilated"] and res.movers == min(res.choice, key=res.choice.get)
+    assert art.provenance["discrete_choice"] == {k: round(v, 6) for k, v in res.choice.items()}
     # the reference: the conditioned rule built by hand from the fitted numbers, not through the Sampler
-    params = ConditionedParams.from_count(M, "spread", res.coeffs.log(), torch.tensor(res.conditioning["slope"], dtype=torch.float64),
+    params = ConditionedParams.from_count(M, res.movers, res.coeffs.log(), torch.tensor(res.conditioning["slope"], dtype=torch.float64),
                                           torch.tensor(res.conditioning["beta"], dtype=torch.float64).log()).requires_grad_(False)
-    law_b = exact_sampler_law(exact, GRAPH, NOISE, res.times, L, method=ConditionedRule("euler"),
-                              coeffs=params.coeff_fn(GRAPH))
-    assert torch.allclose(law_a, law_b, atol=1e-12)
+    if res.movers != "halton":  # exact laws (a Halton run keeps a random rotation that the exact law cannot follow)
+        law_a = exact_sampler_law(exact, GRAPH, NOISE, back.times_tensor(), L, **back.loop_args(GRAPH))
+        law_b = exact_sampler_law(exact, GRAPH, NOISE, res.times, L, method=ConditionedRule("euler"),
+                                  coeffs=params.coeff_fn(GRAPH))
+        assert torch.allclose(law_a, law_b, atol=1e-12)
+    draws = [sample(exact, GRAPH, NOISE, res.times, (64, L), generator=torch.Generator().manual_seed(5), **kw).x
+             for kw in (back.loop_args(GRAPH), {"method": ConditionedRule("euler"), "coeffs": params.coeff_fn(GRAPH)})]
+    assert torch.equal(draws[0], draws[1])
 
 
 def _v1_dict():
@@ -189,14 +197,24 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
                str(tmp_path / "x.npy")])
     x = np.load(tmp_path / "x.npy")
     assert rc == 0 and x.shape == (8, 8) and (x < 6).all()
-    # coupled LSD runs end to end; lsd-c on a uniform-graph model is a one-line error
+    # coupled LSD runs end to end; on a uniform-graph model lsd-c fits Phi and chooses the last step
     rc = main(["distill", "--model", model, "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32", "--epochs", "1",
                "--coupled", "--no-validate", "--out", str(tmp_path / "k.json")])
     assert rc == 0
     uni = _tiny_model(tmp_path / "u", "uniform")
-    rc = main(["distill", "--model", uni, "--nfe", "4", "--method", "lsd-c", "--out", str(tmp_path / "u.json")])
+    capsys.readouterr()
+    rc = main(["distill", "--model", uni, "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32", "--method", "lsd-c",
+               "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate", "--out",
+               str(tmp_path / "u.json")])
+    out_text = capsys.readouterr().out
+    art = json.loads((tmp_path / "u.json").read_text())
+    assert rc == 0 and art["conditioning"] is None and "confidence slope" not in out_text
+    assert set(art["provenance"]["discrete_choice"]) == {"independent", "independent+tweedie-final"}
+    assert art.get("final") == ("tweedie" if "last step" in out_text else None)
+    rc = main(["distill", "--model", uni, "--nfe", "4", "--teacher", "exact", "--method", "lsd-c", "--out",
+               str(tmp_path / "v.json")])
     assert rc == 2 and "absorbing" in capsys.readouterr().err
-    assert not (tmp_path / "u.json").exists()
+    assert not (tmp_path / "v.json").exists()
 
 
 def test_time_ratio_moves_the_absorbing_score_exactly(exact):

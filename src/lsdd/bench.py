@@ -48,7 +48,7 @@ from .sampling.adaptive import ADAPTIVE, match_budget
 from .sampling.prompts import Condition
 from .sampling.steps import THETA_RULES, get_rule
 
-DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs, absorbing graph)
+DISTILLED = ("lsd", "lsd+", "lsd-c")  # learned from the teacher (lsd-c: on its outputs)
 MOVERS = ("counted", "spread", *ORDERS)  # the base rule with counted movers (nothing learned); ORDERS: peer orders
 # (DUS dilated, Halton, confidence / margin / entropy top-K; absorbing graph)
 BLOCKED = ("dilated", "eb", "threshold")  # rows that BenchConfig.block repeats within semi-autoregressive blocks
@@ -205,7 +205,7 @@ def _method(name: str, options: dict[str, Any]):
     """The method object of a bench row, with the bench's method settings it has."""
     opts = method_options(METHOD_CLASSES[name], options)
     if opts.get("objective") == "auto":
-        opts["objective"] = "hellinger" if name == "lsd-c" else "trajectory"
+        opts["objective"] = "features" if name == "lsd-c" else "trajectory"
     return get_method(name, **opts)
 
 

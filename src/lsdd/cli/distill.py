@@ -99,15 +99,16 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "clean-token models (MDLM, RADD, masked LMs); for SEDD-style score networks it uses the "
                         "network's token laws with the schedule's reveal clock (docs/methods.md, 'The teacher')")
     p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c", "jys"], default=d.method,
-                   help="lsd+: also learn the time grid; lsd-c: per-step confidence slope and value temperature "
-                        "(absorbing graph, fitted on the output distribution); jys: a Jump-Your-Steps time grid "
+                   help="lsd+: also learn the time grid; lsd-c: per-step Phi (how many tokens move), confidence slope "
+                        "and value temperature (the last two on masked models), its movers (spread, Halton or DUS "
+                        "order) or, on the uniform graph, a Tweedie last step, fitted on the output distribution; jys: a Jump-Your-Steps time grid "
                         "searched on the teacher's outputs (Phi = 1)")
     p.add_argument("--max-iter", type=positive_int, default=16, help="jys: golden-section evaluations per grid point")
     p.add_argument("--objective", choices=["auto", *OBJECTIVES], default=d.objective,
                    help="trajectory: match the teacher's scores step by step (lsd, lsd+); the others match the "
                         "teacher's outputs (CMA-ES, common random numbers): hellinger / mmd on pooled n-grams (mmd is "
                         "unbiased; hellinger's sampling noise favours sharper samplers), features = energy distance "
-                        "of per-sample (model NLL, unigram entropy); auto: hellinger for lsd-c")
+                        "of per-sample (model NLL, unigram entropy), which sharpening cannot game; auto: features for lsd-c")
     p.add_argument("--basis", type=positive_int, default=d.basis,
                    help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step)")
     p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
@@ -121,6 +122,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--init-lsd", action="store_true", help="lsd+: fit LSD's Phi on the fixed grid first and start from it")
     p.add_argument("--select", action="store_true",
                    help="lsd+: also fit LSD and keep whichever is closer (n-gram Hellinger) to held-out teacher outputs")
+    p.add_argument("--choose", action=argparse.BooleanOptionalAction, default=True,
+                   help="lsd-c: choose the movers (spread, Halton, DUS order; masked models with spread movers) or the "
+                        "last step (Euler or Tweedie; other graphs) by the objective at the base parameters, then fit")
     p.add_argument("--counted", action="store_true",
                    help="lsd-c: each sequence unmasks a number of tokens set by rounding the expected number (its sum "
                         "of move probabilities), chosen without replacement by weight, instead of each token on its own")
@@ -195,7 +199,7 @@ def method_from_args(args):
     if args.method in ("lsd", "lsd+") and opts.get("objective") == "auto":
         opts["objective"] = "trajectory"
     if args.method == "lsd-c" and opts.get("objective") == "auto":
-        opts["objective"] = "hellinger"
+        opts["objective"] = "features"
     _refuse_foreign_flags(args, cls)
     return cls(**opts)
 
@@ -277,6 +281,14 @@ def run(args) -> int:
     print(f"  time grid:    {', '.join(f'{t:.4f}' for t in sampler.times)}")
     if sampler.movers == "spread":
         print("  movers:       counted, spread along the sequence (--spread)")
+    elif sampler.movers != "independent":
+        print(f"  movers:       counted, in {sampler.movers} order" if sampler.movers != "counted" else
+              "  movers:       counted, chosen by weight")
+    if sampler.final is not None:
+        print(f"  last step:    {sampler.final} (the posterior p(x0 | x_t) on the uniform graph)")
+    if prov.get("discrete_choice"):
+        print("  chosen among: " + ", ".join(f"{k} {v:.4g}" for k, v in prov["discrete_choice"].items())
+              + " (objective at the base parameters)")
     if sampler.conditioning is not None:
         print(f"  confidence slope: {', '.join(f'{a:.3f}' for a in sampler.conditioning['slope'])}")
         print(f"  value beta:       {', '.join(f'{b:.3f}' for b in sampler.conditioning['beta'])}")

@@ -102,6 +102,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="counted movers (implies --counted) chosen spread along the sequence instead of by weight: "
                         "systematic sampling in position order, so the tokens that move together in one step are about "
                         "L / K apart and rarely neighbours; each token keeps its base-rule move probability")
+    p.add_argument("--final-step", choices=("tweedie",), default=None,
+                   help="euler / tweedie: the rule of the last step (no extra call). tweedie on the uniform graph draws "
+                        "each token from the score's posterior p(x0 | x_t), removing the noise tokens an Euler step "
+                        "leaves; on masked models every last step already unmasks all")
     p.add_argument("--learned", metavar="SAMPLER.json", help="use a learned sampler (it brings its own sampler and grid)")
     p.add_argument("--force", action="store_true", help="use a learned sampler distilled for another model")
     p.add_argument("--num-samples", "--num", dest="num", type=positive_int, default=64,
@@ -218,9 +222,9 @@ def _describe_given(given: dict) -> str:
 
 def _no_base_flags(args) -> None:
     if (args.theta is not None or args.nfe is not None or args.steps is not None or args.counted or args.spread
-            or args.gamma is not None or args.threshold is not None):
+            or args.gamma is not None or args.threshold is not None or args.final_step):
         raise UserError("--learned brings its own sampler and grid; drop --steps, --nfe, --theta, --counted, "
-                        "--spread, --gamma and --threshold (--block runs its grid once per block)")
+                        "--spread, --final-step, --gamma and --threshold (--block runs its grid once per block)")
 
 
 def _base_sampler(args, free: int | None = None):
@@ -232,8 +236,8 @@ def _base_sampler(args, free: int | None = None):
 
     if args.sampler in ("eb", "threshold") or args.gamma is not None or args.threshold is not None:
         return _adaptive_sampler(args)
-    if (args.counted or args.spread) and args.sampler not in ("euler", "tweedie"):
-        flag = "--spread" if args.spread else "--counted"
+    if (args.counted or args.spread or args.final_step) and args.sampler not in ("euler", "tweedie", *ORDERS):
+        flag = "--spread" if args.spread else "--counted" if args.counted else "--final-step"
         raise UserError(f"{flag} applies to the one-call samplers euler and tweedie, not {args.sampler}")
     order = args.sampler if args.sampler in ORDERS else None
     if order is not None and args.theta is not None:
@@ -261,7 +265,8 @@ def _base_sampler(args, free: int | None = None):
         steps = per // rule.calls
     steps = 64 if steps is None else steps
     movers = order or ("spread" if args.spread else "counted" if args.counted else "independent")
-    return Sampler.base(name, steps * rule.calls, movers=movers, eps=args.eps, theta=args.theta, block=args.block)
+    return Sampler.base(name, steps * rule.calls, movers=movers, eps=args.eps, theta=args.theta, block=args.block,
+                        final=args.final_step)
 
 
 def _adaptive_sampler(args):
@@ -279,7 +284,8 @@ def _adaptive_sampler(args):
         raise UserError(f"{other[0]} does not apply to --sampler {args.sampler}")
     if param is None:
         raise UserError(f"--sampler {args.sampler} needs {flag}")
-    if (args.steps is not None or args.nfe is not None or args.theta is not None or args.counted or args.spread):
+    if (args.steps is not None or args.nfe is not None or args.theta is not None or args.counted or args.spread
+            or args.final_step):
         raise UserError(f"--sampler {args.sampler} is adaptive (its network calls depend on the sample); drop "
-                        "--steps, --nfe, --theta, --counted and --spread")
+                        "--steps, --nfe, --theta, --counted, --spread and --final-step")
     return Sampler.adaptive_rule(args.sampler, param, eps=args.eps, block=args.block)

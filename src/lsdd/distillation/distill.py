@@ -38,7 +38,7 @@ from ..sampling.steps import ONE_CALL
 from .teacher import STORES, TEACHER_KINDS, TeacherCache, choose_store, run_exact_teacher, run_teacher
 from .validate import Validation, compare, model_nll
 
-METHODS = ("lsd", "lsd+", "lsd-c")  # lsd-c: state-conditioned steps (lsdd.sampling.conditioned), absorbing graph
+METHODS = ("lsd", "lsd+", "lsd-c")  # lsd-c: state-conditioned steps (lsdd.sampling.conditioned)
 LOSSES = ("l2", "kl", "rkl")
 
 
@@ -88,6 +88,10 @@ class DistillConfig:
     init_lsd: bool = False  # LSD+: first fit LSD (Phi on the fixed grid), start LSD+ from its Phi
     select: bool = False  # LSD+: keep LSD instead when its held-out n-gram distance to the teacher is lower
     counted: bool = False  # lsd-c: each sequence moves a rounded number of tokens, chosen by weight (draws.CountedLaw)
+    # lsd-c: also choose the discrete parts of the sampler by the objective at the base parameters - the movers
+    # among spread / Halton / DUS orders (masked models with spread movers) and the last step's rule (Euler or
+    # Tweedie: the posterior p(x0 | x_t)) on the other graphs - before fitting the numbers
+    choose: bool = True
     # counted movers chosen spread along the sequence (systematic; any graph): lsd/lsd+ roll the student out
     # with them and write them into the artifact; for lsd-c it implies --counted. Validation's base has them too.
     # None (auto): on for absorbing-graph models with linear Phi, independent paths and no --counted
@@ -111,7 +115,7 @@ class DistillConfig:
     def resolved_objective(self) -> str:
         if self.objective != "auto":
             return self.objective
-        return "hellinger" if self.method == "lsd-c" else "trajectory"
+        return "features" if self.method == "lsd-c" else "trajectory"
 
     def num_val(self) -> int:
         """Teacher trajectories held out for validation (0 without validation)."""
@@ -156,7 +160,7 @@ class DistillConfig:
             (self.objective in ("auto", *OBJECTIVES), f"objective must be one of {['auto', *OBJECTIVES]}, got "
                                                        f"{self.objective!r}"),
             (self.method != "lsd-c" or self.resolved_objective() != "trajectory",
-             "lsd-c is fitted on the output distribution: use --objective hellinger or mmd"),
+             "lsd-c is fitted on the output distribution: use --objective features, hellinger or mmd"),
             (self.method != "lsd-c" or self.phi_mode == "linear", "lsd-c uses linear Phi (--phi-mode linear)"),
             (self.resolved_objective() == "trajectory" or self.method != "lsd+",
              "a distribution objective fits lsd or lsd-c on a fixed grid, not lsd+"),
@@ -264,13 +268,27 @@ class DistillResult:
     validation: Validation | None = None  # learned vs base on held-out teacher outputs (cfg.validation)
     conditioning: dict | None = None  # lsd-c: {"feature", "slope" (M,), "beta" (M,)} (lsdd.sampling.sampler)
     selection: dict | None = None  # LSD+ --select: held-out distances of LSD and LSD+, and which was kept
-    movers: str = "independent"  # independent | counted | spread (Sampler.movers)
+    movers: str = "independent"  # independent | counted | spread | a peer order (Sampler.movers)
+    final: str | None = None  # the last step's rule (Sampler.final), None: the base rule's
+    choice: dict | None = None  # lsd-c: the objective of each discrete candidate at the base parameters
 
     def sampler(self, cfg: DistillConfig) -> Sampler:
         """The learned sampler as a ``Sampler`` value (not yet bound to a model; no provenance)."""
         return Sampler(self.times.tolist(), cfg.base, self.coeffs.tolist(), movers=self.movers,
                        phi_mode=cfg.phi_mode, conditioning=self.conditioning,
-                       provenance={"method": cfg.method})
+                       provenance={"method": cfg.method}, final=self.final)
+
+
+def discrete_options(cfg: DistillConfig, graph: Graph) -> list[tuple[str, str | None]]:
+    """The (movers, final step) pairs a distribution fit chooses among, the base's first: lsd-c with
+    ``cfg.choose`` tries, on masked models with spread movers, the Halton and DUS (dilated) orders as well, and on
+    the other graphs a Tweedie last step (the posterior p(x0 | x_t)) as well; otherwise only the base's."""
+    movers = movers_of(cfg)
+    if cfg.method != "lsd-c" or not cfg.choose:
+        return [(movers, None)]
+    if graph.absorbing:
+        return [(movers, None)] + ([("halton", None), ("dilated", None)] if movers == "spread" else [])
+    return [(movers, None), (movers, "tweedie")] if cfg.base == "euler" else [(movers, None)]
 
 
 def movers_of(cfg: DistillConfig) -> str:
@@ -423,9 +441,9 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
     cfg.validate()
     cfg = cfg.resolve(graph)
-    if (cfg.method == "lsd-c" or cfg.coupled or cfg.match_times or cfg.teacher_kind == "exact") and not graph.absorbing:
-        raise ValueError("lsd-c, coupled trajectories, matched times and the exact teacher are defined for the "
-                         "absorbing graph only")
+    if (cfg.coupled or cfg.match_times or cfg.teacher_kind == "exact") and not graph.absorbing:
+        raise ValueError("coupled trajectories, matched times and the exact teacher are defined for the absorbing "
+                         "graph only")
     if cache is None:
         cache = make_teacher(score_fn, graph, noise, length, cfg, device=device, progress=progress)
     if cache.num < 1 or len(cache.states) != cfg.nfe:
@@ -556,7 +574,7 @@ def unpack_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor, Tensor]:
 def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | None]:
     log_phi, slope, log_beta = unpack_flat(v, cfg)
     cond = None
-    if cfg.method == "lsd-c":
+    if cfg.method == "lsd-c" and v.numel() > cfg.basis:  # Phi alone (lsd-c off the absorbing graph): no conditioning
         cond = {"feature": "confidence", "slope": [float(a) for a in slope],
                 "beta": [float(b) for b in log_beta.exp()]}
     return log_phi.exp(), cond
@@ -575,9 +593,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     given = _given(cache, 0, n_train)  # candidates continue the training trajectories' prompts, cyclically
     free, target_free = _free_of(given, cfg.obj_samples, graph), _free_of(given, n_train, graph)
     times = cfg.student_times()
-    families = 3 if cfg.method == "lsd-c" else 1
+    families = 3 if cfg.method == "lsd-c" and graph.absorbing else 1
     seed = derive_seed(cfg.seed, 11)
-    movers = movers_of(cfg)
     call = CountedScore(score_fn, graph, noise)
     t0 = time.perf_counter()
 
@@ -588,12 +605,27 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
         score = lambda x: distance(cfg.resolved_objective(), x, target, graph.num_states, free,  # noqa: E731
                                    target_free)
 
-    def objective(v: Tensor) -> float:
+    def evaluate(v: Tensor, movers: str, final: str | None) -> float:
         coeffs, cond = _result_from_flat(v, cfg)
-        res = DistillResult(times, coeffs, conditioning=cond, movers=movers)
+        res = DistillResult(times, coeffs, conditioning=cond, movers=movers, final=final)
         out = sample_batched(call, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
                              seed=seed, device=device, given=given, **res.sampler(cfg).loop_args(graph))
         return score(out.x)
+
+    start = torch.zeros(families * cfg.basis, dtype=torch.float64)
+    options = discrete_options(cfg, graph)
+    choice = None
+    if len(options) > 1:  # the discrete parts, chosen at the base parameters (the same random streams for each)
+        choice = {f"{m}" + (f"+{f}-final" if f else ""): evaluate(start, m, f) for m, f in options}
+        movers, final = options[min(range(len(options)), key=lambda i: list(choice.values())[i])]
+        if progress and dist.is_main():
+            print(f"{cfg.resolved_objective()} objective at the base parameters: "
+                  + ", ".join(f"{k} {v:.5f}" for k, v in choice.items()))
+    else:
+        (movers, final), = options
+
+    def objective(v: Tensor) -> float:
+        return evaluate(v, movers, final)
 
     bar = tqdm(total=cfg.cma_iters, desc=f"{cfg.method} M={cfg.nfe} ({cfg.resolved_objective()}, CMA-ES)",
                disable=not progress or not dist.is_main())
@@ -602,8 +634,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
         bar.update(1)
         bar.set_postfix(best=f"{rec['best_so_far']:.4g}", sigma=f"{rec['sigma']:.3g}")
 
-    fit = minimise_cma(objective, torch.zeros(families * cfg.basis, dtype=torch.float64), cfg.cma_sigma,
-                       cfg.cma_iters, cfg.cma_popsize, seed, on_generation=generation)
+    fit = minimise_cma(objective, start, cfg.cma_sigma, cfg.cma_iters, cfg.cma_popsize, seed,
+                       on_generation=generation)
     bar.close()
     coeffs, cond = _result_from_flat(fit.x, cfg)
     history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0, "best_so_far": fit.start_value}]
@@ -614,7 +646,7 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     if history:
         history[-1]["seconds"] = seconds
     result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
-                           conditioning=cond, movers=movers)
+                           conditioning=cond, movers=movers, final=final, choice=choice)
     if progress and dist.is_main():
         print(f"{cfg.resolved_objective()} objective: base {fit.start_value:.5f} -> learned {fit.value:.5f} "
               f"({fit.evaluations} candidates, {seconds:.0f} s)")
@@ -670,13 +702,16 @@ def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info
     }
     if result.selection is not None:
         provenance["selection"] = result.selection
+    if result.choice is not None:
+        provenance["discrete_choice"] = {k: round(v, 6) for k, v in result.choice.items()}
     learned = result.sampler(cfg)
     if use_base:
         out = base_sampler(cfg)
         provenance["written"] = ("base sampler" + (" with spread movers" if cfg.spread else "") +
                                  ": validation found the learned one no better")
         provenance["rejected_learned"] = {"times": list(learned.times), "coeffs": list(learned.coeffs),
-                                          "movers": learned.movers, "conditioning": learned.conditioning}
+                                          "movers": learned.movers, "conditioning": learned.conditioning,
+                                          "final": learned.final}
     else:
         out = learned
         provenance["written"] = "learned sampler"

@@ -7,8 +7,8 @@ runs teacher -> fit -> validate -> accept around it, the same for every method a
   trajectories (``objective="trajectory"``, the paper) or its outputs (``"hellinger"``/``"mmd"``/``"features"``,
   CMA-ES with common random numbers).
 - ``LSDPlus``: LSD that also learns the time grid (trajectory objective).
-- ``LSDC``: per-step Phi, confidence slope and value temperature (state-conditioned, absorbing graph), fitted on
-  the output distribution.
+- ``LSDC``: per-step Phi, confidence slope and value temperature (state-conditioned, the last two on the absorbing
+  graph), its movers or last step chosen among training-free ones, fitted on the output distribution.
 - ``JYS``: a time grid from Jump Your Steps' KLUB search on the teacher's outputs (Phi = 1).
 
 ``engine_fields`` maps a method onto the fields of the fitting engine's config (``distill.DistillConfig``); that
@@ -114,14 +114,20 @@ class LSDPlus(LSD):
 
 @dataclass(frozen=True)
 class LSDC(_CMA):
-    """lsd-c: per-step Phi, confidence slope and value temperature (absorbing graph), fitted on the output
-    distribution by CMA-ES. objective: "hellinger" or "mmd" on pooled n-grams, or "features". counted: movers
-    counted and chosen by weight; spread: counted and spread along the sequence (None: on unless counted)."""
+    """lsd-c: per-step Phi (how many tokens move), confidence slope and value temperature (the last two on the
+    absorbing graph), fitted on the output distribution by CMA-ES from the base sampler (all at their base values,
+    which stay a candidate). objective: "features" (default: the energy distance of per-sample model NLL bound and
+    unigram entropy to the teacher's outputs, which sharpening cannot game), or "hellinger" / "mmd" on pooled
+    n-grams. counted: movers counted and chosen by weight; spread: counted and spread along the sequence (None: on
+    unless counted, absorbing graph). choose: first pick the movers among spread / Halton / DUS order (masked
+    models with spread movers) or, on the other graphs, a Tweedie last step (the posterior p(x0 | x_t)), by the
+    objective at the base parameters."""
 
     name: ClassVar[str] = "lsd-c"
-    objective: str = "hellinger"
+    objective: str = "features"
     counted: bool = False
     spread: bool | None = None
+    choose: bool = True
 
     def check(self) -> None:
         _need(self.objective in OBJECTIVES and self.objective != "trajectory",
@@ -130,7 +136,7 @@ class LSDC(_CMA):
         self._check_cma()
 
     def needs_absorbing(self) -> list[str]:
-        return ["lsd-c"]
+        return []
 
     def engine_fields(self) -> dict[str, Any]:
         return {**asdict(self), "method": self.name}

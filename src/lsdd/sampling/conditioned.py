@@ -141,15 +141,16 @@ class ConditionedRule:
     """One-call step rule on the absorbing graph: the base rule's rate law with per-token Phi, then values drawn
     from tempered scores. Accepts a ``ConditionedCoeff`` or a plain coefficient (then it is the base rule).
     On the other graphs only the counted movers apply (one Phi per step, beta = 1): the base rule's per-token law,
-    with the number of tokens that change and which ones decided jointly (``draws.CountedLaw``)."""
+    with the number of tokens that change and which ones decided jointly (``draws.CountedLaw``). ``final``: the
+    one-call rule of the last step (``steps.WithFinal``; None: the base rule)."""
 
     calls = 1
 
-    def __init__(self, base: str = "euler"):
-        if base not in ONE_CALL:
-            raise ValueError(f"a conditioned step builds on one of {list(ONE_CALL)}, not {base!r}")
-        self.base = base
-        self.name = f"{base}-c"
+    def __init__(self, base: str = "euler", final: str | None = None):
+        if base not in ONE_CALL or (final is not None and final not in ONE_CALL):
+            raise ValueError(f"a conditioned step builds on one of {list(ONE_CALL)}, not {base!r} (final {final!r})")
+        self.base, self.final = base, final
+        self.name = f"{base}-c" + (f"+{final}-final" if final else "")
 
     def __call__(self, graph: Graph, noise: Noise, x: Tensor, score: Tensor, t: Tensor, s: Tensor,
                  coeff=1.0, mode: str = "linear", last: bool = False, call=None) -> StepLaw:
@@ -160,7 +161,7 @@ class ConditionedRule:
                              "(slope 0, beta 1)")
         if mode != "linear":
             raise ValueError(f"state-conditioned steps use linear Phi, got phi mode {mode!r}")
-        rule = get_rule(self.base)
+        rule = get_rule(self.final if last and self.final else self.base)
         if not isinstance(coeff, ConditionedCoeff):
             return rule(graph, noise, x, score, t, s, coeff, mode, last, call)
         law = rule(graph, noise, x, score, t, s, coeff.phi, mode, last, call)

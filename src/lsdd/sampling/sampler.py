@@ -34,7 +34,7 @@ from ..noise import noise_from_dict
 from .adaptive import ADAPTIVE, check_rule
 from .orders import ORDERS
 from .schedules import check_times, uniform_times
-from .steps import ONE_CALL, PHI_MODES, RULES, THETA_RULES, get_rule
+from .steps import ONE_CALL, PHI_MODES, RULES, THETA_RULES, WithFinal, get_rule
 
 FORMAT = "lsdd-sampler"
 FORMAT_VERSION = 3
@@ -69,6 +69,9 @@ class Sampler:
         provenance: how it was made (method, teacher, settings, validation figures, lsdd version).
         adaptive: an adaptive rule of ``lsdd.sampling.adaptive`` and its parameter, {"rule": "eb", "gamma": g} or
             {"rule": "threshold", "tau": t}, or None for a fixed grid (then rule, coeffs and movers are unused).
+        final: the one-call rule of the last step (the one landing on eps), or None for ``rule``'s own:
+            "tweedie" on the uniform graph makes the last step the score's posterior p(x0_i | x_t) per token, which
+            removes the noise tokens an Euler step would leave (``steps.WithFinal``); no extra network call.
         block: semi-autoregressive blocks of this many free positions (after a prompt: the positions not held
             fixed), decoded left to right, or None for the whole sequence at once. A fixed-grid sampler runs its
             whole grid once per block, every position outside the block held (earlier blocks at their decoded
@@ -89,6 +92,7 @@ class Sampler:
     provenance: dict[str, Any] = field(default_factory=dict)
     adaptive: dict[str, Any] | None = None
     block: int | None = None
+    final: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("times", "coeffs"):
@@ -103,9 +107,11 @@ class Sampler:
     # ---- constructors of the training-free samplers -------------------------------------------------------
     @classmethod
     def base(cls, rule: str, nfe: int, *, movers: str = "independent", eps: float = 1e-5,
-             theta: float | None = None, temperature: float = 1.0, block: int | None = None) -> "Sampler":
+             theta: float | None = None, temperature: float = 1.0, block: int | None = None,
+             final: str | None = None) -> "Sampler":
         """``rule`` on the uniform grid with ``nfe`` network calls per sample (nfe / 2 steps for theta-*);
-        ``block``: semi-autoregressive blocks of that many tokens, the grid (``nfe`` calls) run once per block."""
+        ``block``: semi-autoregressive blocks of that many tokens, the grid (``nfe`` calls) run once per block;
+        ``final``: the rule of the last step ("tweedie": denoise on the uniform graph)."""
         if rule not in RULES:
             raise UserError(f"unknown step rule {rule!r}; expected one of {sorted(RULES)}")
         calls = get_rule(rule).calls
@@ -113,8 +119,10 @@ class Sampler:
             raise UserError(f"{rule} makes {calls} network call{'s' * (calls > 1)} per step; nfe must be a positive "
                             f"multiple of {calls}, got {nfe!r}")
         label = rule if movers == "independent" else movers
+        label += f"+{final}-final" if final is not None else ""
         return cls(uniform_times(nfe // calls, eps).tolist(), rule, movers=movers, theta=theta,
-                   temperature=temperature, provenance={"method": label, "note": "nothing learned"}, block=block)
+                   temperature=temperature, provenance={"method": label, "note": "nothing learned"}, block=block,
+                   final=final)
 
     @classmethod
     def euler(cls, nfe: int, eps: float = 1e-5) -> "Sampler":
@@ -235,6 +243,8 @@ class Sampler:
             parts.append(f"learned Phi ({self.phi_mode})")
         if self.conditioning is not None:
             parts.append("state-conditioned")
+        if self.final is not None:
+            parts.append(f"{self.final} last step")
         if self.temperature != 1.0:
             parts.append(f"temperature {self.temperature:g}")
         if self.block is not None:
@@ -251,6 +261,8 @@ class Sampler:
                             "lsdd.sample (lsdd.sampling.adaptive)")
         if self.movers == "independent" and self.conditioning is None:
             rule = get_rule(self.rule, self.theta) if self.theta is not None else self.rule
+            if self.final is not None:
+                rule = WithFinal(self.rule, self.final)
             coeffs = None if self.coeffs is None else self.coeffs_tensor()
             return {"method": rule, "coeffs": coeffs, "phi_mode": self.phi_mode, "block": self.block}
         from .conditioned import ConditionedParams, ConditionedRule
@@ -265,7 +277,7 @@ class Sampler:
         log_phi = None if self.coeffs is None else self.coeffs_tensor().log()
         params = ConditionedParams.from_count(m, _COUNT[self.movers], log_phi, slope, log_beta)
         params.requires_grad_(False)
-        return {"method": ConditionedRule(self.rule), "coeffs": params.coeff_fn(graph), "phi_mode": "linear",
+        return {"method": ConditionedRule(self.rule, self.final), "coeffs": params.coeff_fn(graph), "phi_mode": "linear",
                 "block": self.block}
 
     # ---- the model it fits --------------------------------------------------------------------------------
@@ -296,6 +308,8 @@ class Sampler:
             d["block"] = self.block
         if self.adaptive is not None:  # likewise for adaptive samplers
             d["adaptive"] = self.adaptive
+        if self.final is not None:  # and for a last step of another rule
+            d["final"] = self.final
         return d
 
     def save(self, path: str | Path) -> None:
@@ -314,7 +328,7 @@ class Sampler:
                 raise UserError(f"unsupported format_version {d.get('format_version')!r} (this lsdd reads "
                                 f"{FORMAT_VERSION} and the {OLD_FORMAT!r} versions 1-2)")
             known = {"times", "rule", "coeffs", "movers", "phi_mode", "theta", "conditioning", "temperature",
-                     "model", "provenance", "adaptive", "block"}
+                     "model", "provenance", "adaptive", "block", "final"}
             if "times" not in d:
                 raise UserError("missing field 'times'")
             out = cls(**{k: v for k, v in d.items() if k in known})
@@ -378,6 +392,9 @@ def _check(s: Sampler) -> None:
             raise UserError(str(e)) from None
     if not (isinstance(s.temperature, (int, float)) and math.isfinite(s.temperature) and s.temperature > 0):
         raise UserError(f"temperature must be > 0, got {s.temperature!r}")
+    if s.final is not None and (s.final not in ONE_CALL or s.rule not in ONE_CALL):
+        raise UserError(f"final (the last step's rule) must be one of {list(ONE_CALL)} on a one-call rule; got final "
+                        f"{s.final!r} on rule {s.rule!r}")
     special = s.movers != "independent" or s.conditioning is not None
     if special and s.rule not in ONE_CALL:
         raise UserError(f"counted/spread movers and conditioning need a one-call rule {list(ONE_CALL)}, not {s.rule!r}")
@@ -404,9 +421,9 @@ def _check_adaptive(s: Sampler) -> None:
         raise UserError(f"field 'adaptive' of rule {a['rule']!r} takes exactly 'rule' and {name!r}, got {sorted(a)}")
     check_rule(a["rule"], a[name])
     if (len(s.times) != 2 or s.rule != "euler" or s.coeffs is not None or s.movers != "independent"
-            or s.theta is not None or s.conditioning is not None or s.phi_mode != "linear"):
+            or s.theta is not None or s.final is not None or s.conditioning is not None or s.phi_mode != "linear"):
         raise UserError(f"an adaptive ({a['rule']}) sampler has times (1, eps) and no rule, coeffs, movers, theta, "
-                        "conditioning or phi_mode of its own")
+                        "final step, conditioning or phi_mode of its own")
     if s.model is not None and s.model["graph"] != "absorbing":
         raise UserError(f"adaptive samplers need a masked (absorbing) model, not the {s.model['graph']!r} graph")
 

@@ -249,6 +249,27 @@ class Tweedie:
         return uniform_tweedie_law(graph, x, score, dsigma, coeff, mode)
 
 
+class WithFinal:
+    """A one-call rule whose last step (the one landing on the grid's end) uses another one-call rule: ``final``
+    "tweedie" on the uniform graph denoises - Tweedie's step from t to the end eps ~ 0 is, per token, the
+    posterior p(x0_i | x_t) of the score (for the exact score exactly the true one; ``tests/test_steps.py``), so
+    no noise token is left in by a step that moves only dt sigma(t) of them. The same one network call per step.
+    On the absorbing graph every rule's last step already unmasks every remaining token from the same values, so
+    Euler with a Tweedie last step draws what Euler draws."""
+
+    calls = 1
+
+    def __init__(self, body: str, final: str):
+        for name in (body, final):
+            if name not in ONE_CALL:
+                raise ValueError(f"a final step builds on the one-call rules {list(ONE_CALL)}, not {name!r}")
+        self.body, self.final = RULES[body], RULES[final]
+        self.name = f"{body}+{final}-final"
+
+    def __call__(self, graph, noise, x, score, t, s, coeff=1.0, mode="linear", last=False, call=None):
+        return (self.final if last else self.body)(graph, noise, x, score, t, s, coeff, mode, last, call)
+
+
 RULES: dict[str, StepRule] = {"euler": Euler(), "tweedie": Tweedie(), "theta-rk2": ThetaRK2(),
                                "theta-trapezoidal": ThetaTrapezoidal()}
 ONE_CALL = ("euler", "tweedie")  # the rules a learned sampler can build on (one network call per step)
@@ -266,5 +287,5 @@ def get_rule(name: str, theta: float | None = None) -> StepRule:
     return RULES[name]
 
 
-__all__ = ["PHI_MODES", "ScoreCall", "StepRule", "Euler", "Tweedie", "RULES", "ONE_CALL", "THETA_RULES", "get_rule", "rate_law",
+__all__ = ["PHI_MODES", "ScoreCall", "StepRule", "Euler", "Tweedie", "WithFinal", "RULES", "ONE_CALL", "THETA_RULES", "get_rule", "rate_law",
            "uniform_tweedie_law", "kernel_tweedie_law", "dense_rates"]
