@@ -208,7 +208,8 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
                str(tmp_path / "u.json")])
     out_text = capsys.readouterr().out
     art = json.loads((tmp_path / "u.json").read_text())
-    assert rc == 0 and art["conditioning"] is None and "confidence slope" not in out_text
+    assert rc == 0 and not any(art["conditioning"]["slope"]) and "confidence slope" not in out_text
+    assert "value beta" in out_text  # a per-step value temperature of the jump targets, fitted
     assert set(art["provenance"]["discrete_choice"]) == {"independent", "independent+tweedie-final"}
     assert art.get("final") == ("tweedie" if "last step" in out_text else None)
     rc = main(["distill", "--model", uni, "--nfe", "4", "--teacher", "exact", "--method", "lsd-c", "--out",

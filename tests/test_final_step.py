@@ -135,3 +135,26 @@ def test_seeded_draws_repeat(p0):
     smp = Sampler.base("euler", 3, final="tweedie")
     a, b = sample(model, smp, 16, seed=3), sample(model, smp, 16, seed=3)
     assert torch.equal(a.x, b.x) and a.nfe == 3
+
+
+@pytest.mark.parametrize("rule", ["euler", "tweedie"])
+def test_value_temperature_on_the_uniform_graph(p0, rule):
+    """lsd-c's beta off the absorbing graph: the move probability is the rule's, the jump target ~ s_y ** beta over
+    y != x_i (Euler) or the staggered score ** beta (Tweedie); exact score, every state."""
+    from lsdd.sampling.conditioned import ConditionedCoeff, ConditionedRule
+
+    exact = ExactScore(p0, UNI, L)
+    states = all_sequences(V, L)
+    t, s = torch.tensor(0.6, dtype=torch.float64), torch.tensor(0.35, dtype=torch.float64)
+    score = exact(states, NOISE.total(t).expand(states.shape[0]))
+    beta = torch.tensor(1.7, dtype=torch.float64)
+    plain = get_rule(rule)(UNI, NOISE, states, score, t, s)
+    coeff = ConditionedCoeff(torch.tensor(1.0, dtype=torch.float64), beta)
+    got = ConditionedRule(rule)(UNI, NOISE, states, score, t, s, coeff).dense()
+    w = plain.weights.to(torch.float64).scatter(-1, states[..., None], 0.0) ** beta
+    want = (1 - plain.move[..., None]) * torch.nn.functional.one_hot(states, V).to(torch.float64) \
+        + plain.move[..., None] * w / w.sum(-1, keepdim=True)
+    assert torch.allclose(got, want, atol=1e-12)
+    with pytest.raises(ValueError, match="absorbing graph only"):
+        ConditionedRule(rule)(UNI, NOISE, states, score, t, s,
+                              ConditionedCoeff(torch.ones(states.shape, dtype=torch.float64), beta))

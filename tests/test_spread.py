@@ -236,5 +236,11 @@ def test_spread_on_the_uniform_graph_keeps_each_tokens_law_and_its_sampler_match
     assert Sampler.from_dict(d).movers == "spread"
     from lsdd.errors import UserError
 
-    with pytest.raises(UserError, match="may only count its movers"):
-        Sampler.from_dict({**d, "conditioning": {"feature": "confidence", "slope": [0.0, 0.0], "beta": [1.2, 1.0]}})
+    with pytest.raises(UserError, match="confidence slopes must be 0"):
+        Sampler.from_dict({**d, "conditioning": {"feature": "confidence", "slope": [0.5, 0.0], "beta": [1.0, 1.0]}})
+    # a per-step value temperature of the jump targets is allowed off the absorbing graph, and changes the law (at the
+    # first step from t = 1 the scores are nearly flat: tempered at the last)
+    tempered = Sampler.from_dict({**d, "conditioning": {"feature": "confidence", "slope": [0.0, 0.0], "beta": [1.0, 2.0]}})
+    law_t = exact_sampler_law(exact, graph, noise, times, length, **tempered.loop_args(graph))
+    law_s = exact_sampler_law(exact, graph, noise, times, length, **Sampler.spread(2).loop_args(graph))
+    assert float((law_t - law_s).abs().sum()) > 0.003 and abs(float(law_t.sum()) - 1.0) < 1e-12

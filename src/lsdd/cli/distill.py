@@ -290,7 +290,8 @@ def run(args) -> int:
         print("  chosen among: " + ", ".join(f"{k} {v:.4g}" for k, v in prov["discrete_choice"].items())
               + " (objective at the base parameters)")
     if sampler.conditioning is not None:
-        print(f"  confidence slope: {', '.join(f'{a:.3f}' for a in sampler.conditioning['slope'])}")
+        if any(sampler.conditioning["slope"]) or (sampler.model or {}).get("graph") == "absorbing":
+            print(f"  confidence slope: {', '.join(f'{a:.3f}' for a in sampler.conditioning['slope'])}")
         print(f"  value beta:       {', '.join(f'{b:.3f}' for b in sampler.conditioning['beta'])}")
     t_s, s_s = prov.get("teacher_seconds", 0.0), prov.get("student_seconds", 0.0)
     print(f"  final loss: phi {last.get('loss_phi', float('nan')):.4g}, time {last.get('loss_time', 0.0):.4g}; "

@@ -562,10 +562,13 @@ def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus:
 
 
 def unpack_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """The CMA vector (k * basis,) -> per-step (log_phi, slope, log_beta), each (M,) (zeros where not learned)."""
+    """The CMA vector (k * basis,) -> per-step (log_phi, slope, log_beta), each (M,) (zeros where not learned):
+    k = 1 is Phi alone, 2 Phi and beta (lsd-c off the absorbing graph: no slope), 3 all three."""
     basis = step_basis(cfg.nfe, cfg.basis)
     parts = [basis @ v[i * cfg.basis : (i + 1) * cfg.basis] for i in range(v.numel() // cfg.basis)]
     zero = torch.zeros(cfg.nfe, dtype=torch.float64)
+    if len(parts) == 2:
+        parts.insert(1, zero)
     while len(parts) < 3:
         parts.append(zero)
     return parts[0], parts[1], parts[2]
@@ -574,7 +577,7 @@ def unpack_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor, Tensor]:
 def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | None]:
     log_phi, slope, log_beta = unpack_flat(v, cfg)
     cond = None
-    if cfg.method == "lsd-c" and v.numel() > cfg.basis:  # Phi alone (lsd-c off the absorbing graph): no conditioning
+    if cfg.method == "lsd-c":
         cond = {"feature": "confidence", "slope": [float(a) for a in slope],
                 "beta": [float(b) for b in log_beta.exp()]}
     return log_phi.exp(), cond
@@ -593,7 +596,7 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     given = _given(cache, 0, n_train)  # candidates continue the training trajectories' prompts, cyclically
     free, target_free = _free_of(given, cfg.obj_samples, graph), _free_of(given, n_train, graph)
     times = cfg.student_times()
-    families = 3 if cfg.method == "lsd-c" and graph.absorbing else 1
+    families = (3 if graph.absorbing else 2) if cfg.method == "lsd-c" else 1  # off the absorbing graph: no slope
     seed = derive_seed(cfg.seed, 11)
     call = CountedScore(score_fn, graph, noise)
     t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """State-conditioned steps (``--method lsd-c``): per step, a few parameters that let each masked token's unmask
-probability depend on its own confidence, and a per-step value temperature. Absorbing graph only, except the
-counted movers (``counted``, slope 0, beta 1), which apply to any graph's one-call step.
+probability depend on its own confidence, and a per-step value temperature. The confidence slope needs the
+absorbing graph; the counted movers and the value temperature (of the jump targets: s_y ** beta_k over y != x_i)
+apply to any graph's one-call step.
 
 At step k a masked token i with real-token scores s_i (its clean-token probabilities up to a common factor) has
 
@@ -124,8 +125,9 @@ class ConditionedParams(nn.Module):
 
 
 def _tempered(graph: Graph, score: Tensor, beta: Tensor) -> Tensor:
-    """Value weights s_y ** beta over the real tokens (computed in log space, row maximum 1), 0 at the mask
-    column and where s_y = 0. (B, L, S)."""
+    """Value weights w_y ** beta over the real tokens (computed in log space, row maximum 1), 0 at the mask
+    column and where w_y = 0, for a step law's weights w ((B, L, S): the score on the absorbing graph and in
+    Euler's uniform step, the staggered score in Tweedie's). (B, L, S)."""
     real = score[..., : graph.num_tokens]
     pos = real > 0
     log_s = torch.log(torch.where(pos, real, torch.ones_like(real))).to(torch.float64) * beta
@@ -140,8 +142,9 @@ def _tempered(graph: Graph, score: Tensor, beta: Tensor) -> Tensor:
 class ConditionedRule:
     """One-call step rule on the absorbing graph: the base rule's rate law with per-token Phi, then values drawn
     from tempered scores. Accepts a ``ConditionedCoeff`` or a plain coefficient (then it is the base rule).
-    On the other graphs only the counted movers apply (one Phi per step, beta = 1): the base rule's per-token law,
-    with the number of tokens that change and which ones decided jointly (``draws.CountedLaw``). ``final``: the
+    On the other graphs the slope is 0 (one Phi per step): the base rule's per-token law with its jump targets
+    tempered by beta, and with counted movers the number of tokens that change and which ones decided jointly
+    (``draws.CountedLaw``). ``final``: the
     one-call rule of the last step (``steps.WithFinal``; None: the base rule)."""
 
     calls = 1
@@ -154,11 +157,10 @@ class ConditionedRule:
 
     def __call__(self, graph: Graph, noise: Noise, x: Tensor, score: Tensor, t: Tensor, s: Tensor,
                  coeff=1.0, mode: str = "linear", last: bool = False, call=None) -> StepLaw:
-        if not graph.absorbing and isinstance(coeff, ConditionedCoeff) and (
-                coeff.phi.dim() > 0 or coeff.beta.requires_grad or float(coeff.beta) != 1.0):
-            raise ValueError("confidence-conditioned Phi and value temperatures (lsd-c) are defined for the absorbing "
-                             f"graph only; on the {graph.name} graph a conditioned step may only count its movers "
-                             "(slope 0, beta 1)")
+        if not graph.absorbing and isinstance(coeff, ConditionedCoeff) and coeff.phi.dim() > 0:
+            raise ValueError("confidence-conditioned Phi (lsd-c's slope) is defined for the absorbing graph only; on "
+                             f"the {graph.name} graph a conditioned step counts its movers and tempers its jump "
+                             "targets (slope 0)")
         if mode != "linear":
             raise ValueError(f"state-conditioned steps use linear Phi, got phi mode {mode!r}")
         rule = get_rule(self.final if last and self.final else self.base)
@@ -168,7 +170,7 @@ class ConditionedRule:
         if coeff.beta.requires_grad or float(coeff.beta) != 1.0:
             # beta = 1 keeps the base rule's value weights: on the absorbing graph they are proportional to the
             # scores over the real tokens too, and no float64 (B, L, S) copy is made (real vocabularies: 50k)
-            law.weights = _tempered(graph, score, coeff.beta)
+            law.weights = _tempered(graph, law.weights, coeff.beta)  # the rule's own value weights (absorbing: score)
         if coeff.counted:
             step = coeff.phi_step if coeff.phi_step is not None else coeff.phi
             how_many = law.move if step is coeff.phi else \

@@ -452,10 +452,9 @@ def _check_model_ref(ref: Any, s: Sampler) -> None:
         noise_from_dict(ref["noise"])
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise UserError(f"bad noise {ref['noise']!r}: {e}") from None
-    if ref["graph"] != "absorbing" and s.conditioning is not None and (
-            any(s.conditioning["slope"]) or any(b != 1 for b in s.conditioning["beta"])):
-        raise UserError(f"on the {ref['graph']!r} graph a sampler may only count its movers; confidence slopes and "
-                        "value temperatures need the absorbing graph")
+    if ref["graph"] != "absorbing" and s.conditioning is not None and any(s.conditioning["slope"]):
+        raise UserError(f"on the {ref['graph']!r} graph a sampler's confidence slopes must be 0 (they read a masked "
+                        "token's confidence: absorbing graph only)")
 
 
 _OLD_REQUIRED = {"format_version": int, "base": str, "graph": str, "num_tokens": int, "noise": dict, "times": list,
