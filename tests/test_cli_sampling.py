@@ -44,7 +44,7 @@ def learned(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("learned") / "s.json"
     # --no-validate: these tests are about the artifact (tests/test_validate.py covers validation); --no-spread: a
     # plain LSD file (spread files: tests/test_spread.py)
-    rc = main(["distill", "--model", tiny, "--nfe", "4", "--teacher", "steps", "--teacher-nfe", "16", "--epochs", "2",
+    rc = main(["distill", "--method", "lsd", "--model", tiny, "--nfe", "4", "--teacher", "steps", "--teacher-nfe", "16", "--epochs", "2",
                "--num-traj", "32",
                "--batch-size", "16", "--no-validate", "--no-spread", "--out", str(out)])
     assert rc == 0
@@ -149,7 +149,7 @@ def test_bad_sample_input(tiny, tmp_path, capsys):
     assert not out.exists() and not (tmp_path / "x.txt").exists()
 
 
-DISTILL_ARGS = ["--nfe", "4", "--teacher-nfe", "8", "--epochs", "2", "--num-traj", "16", "--batch-size", "8",
+DISTILL_ARGS = ["--method", "lsd", "--nfe", "4", "--teacher-nfe", "8", "--epochs", "2", "--num-traj", "16", "--batch-size", "8",
                 "--no-validate"]
 
 
@@ -219,7 +219,7 @@ def test_distill_when_teacher_unmasks_everything_early(tmp_path):
     # rows for student steps 1..3; distillation must still finish (nothing to compare at those steps)
     model = str(_tiny(tmp_path / "m", 0, std=0.3))
     out = tmp_path / "s.json"
-    assert main(["distill", "--model", model, "--nfe", "4", "--teacher-nfe", "16", "--epochs", "1", "--num-traj",
+    assert main(["distill", "--method", "lsd", "--model", model, "--nfe", "4", "--teacher-nfe", "16", "--epochs", "1", "--num-traj",
                  "32", "--batch-size", "16", "--out", str(out)]) == 0
     assert Sampler.load(out).nfe == 4
 
@@ -389,7 +389,7 @@ def test_distill_reads_the_bench_teacher_cache(tiny, tmp_path, capsys):
                                                       teacher_cache=str(cache)),
               progress=False, log=lambda *_: None)
     assert [f.name.split("_")[4] for f in cache.iterdir()] == ["m4"]
-    common = ["distill", "--model", tiny, "--teacher", "steps", "--teacher-nfe", "8", "--num-traj", "16",
+    common = ["distill", "--method", "lsd", "--model", tiny, "--teacher", "steps", "--teacher-nfe", "8", "--num-traj", "16",
               "--batch-size", "8", "--epochs", "1", "--no-validate", "--teacher-cache", str(cache)]
     assert main([*common, "--nfe", "2", "--out", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out

@@ -366,7 +366,7 @@ def test_cli_distill_with_prompts(text_model, corpus, tmp_path, capsys):  # noqa
     f = tmp_path / "p.txt"
     f.write_text("To be\nThe slings\n\nWhether\nOr to take\n")
     out, cache = tmp_path / "s.json", tmp_path / "tc"
-    common = ["distill", "--model", str(text_model), "--nfe", "2", "--teacher-nfe", "4", "--num-traj", "12",
+    common = ["distill", "--method", "lsd", "--model", str(text_model), "--nfe", "2", "--teacher-nfe", "4", "--num-traj", "12",
               "--batch-size", "4", "--chunk", "4", "--epochs", "1", "--val-samples", "8"]
     rc, text, err = _run([*common, "--prompts", str(f), "--teacher-cache", str(cache), "--out", str(out)], capsys)
     assert rc == 0, err

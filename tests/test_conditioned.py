@@ -199,7 +199,7 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     assert rc == 0 and x.shape == (8, 8) and (x < 6).all()
     # coupled LSD runs end to end; on a uniform-graph model lsd-c fits Phi and chooses the last step
     rc = main(["distill", "--model", model, "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32", "--epochs", "1",
-               "--coupled", "--no-validate", "--out", str(tmp_path / "k.json")])
+               "--method", "lsd", "--coupled", "--no-validate", "--out", str(tmp_path / "k.json")])
     assert rc == 0
     uni = _tiny_model(tmp_path / "u", "uniform")
     capsys.readouterr()
@@ -210,7 +210,8 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     art = json.loads((tmp_path / "u.json").read_text())
     assert rc == 0 and not any(art["conditioning"]["slope"]) and "confidence slope" not in out_text
     assert "value beta" in out_text  # a per-step value temperature of the jump targets, fitted
-    assert set(art["provenance"]["discrete_choice"]) == {"independent", "independent+tweedie-final"}
+    assert set(art["provenance"]["discrete_choice"]) == {"independent", "independent+tweedie-final", "spread",
+                                                         "spread+tweedie-final"}
     assert art.get("final") == ("tweedie" if "last step" in out_text else None)
     rc = main(["distill", "--model", uni, "--nfe", "4", "--teacher", "exact", "--method", "lsd-c", "--out",
                str(tmp_path / "v.json")])

@@ -460,7 +460,7 @@ def test_cli_distill_with_the_exact_teacher(model_dirs, tmp_path, capsys):
     from lsdd.sampling.sampler import Sampler
 
     out = tmp_path / "s.json"
-    args = ["distill", "--nfe", "4", "--teacher", "exact", "--epochs", "1", "--num-traj", "16", "--batch-size", "8",
+    args = ["distill", "--method", "lsd", "--nfe", "4", "--teacher", "exact", "--epochs", "1", "--num-traj", "16", "--batch-size", "8",
             "--no-validate", "--quiet"]
     assert main([*args, "--model", str(model_dirs / "absorbing"), "--out", str(out)]) == 0
     assert Sampler.load(out).provenance["teacher_kind"] == "exact"

@@ -130,7 +130,7 @@ def test_cli_schedule_sample_distill_from_the_grid(tiny, tmp_path, capsys):
     assert "3 network calls per sample" in capsys.readouterr().out
     # LSD starts from the JYS grid: without LSD+ the grid stays exactly that one
     out = tmp_path / "lsd.json"
-    assert main(["distill", "--model", tiny, "--nfe", "3", "--teacher-nfe", "6", "--init-grid", str(s), "--epochs", "1",
+    assert main(["distill", "--method", "lsd", "--model", tiny, "--nfe", "3", "--teacher-nfe", "6", "--init-grid", str(s), "--epochs", "1",
                  "--num-traj", "16", "--batch-size", "16", "--no-validate", "--out", str(out)]) == 0
     lsd = Sampler.load(out)
     assert lsd.times == art.times and lsd.provenance["init_grid"]["method"] == "jys"

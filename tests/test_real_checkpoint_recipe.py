@@ -25,7 +25,7 @@ def test_recipe_end_to_end(tmp_path, capsys):
     m = ["--model", str(d)]
     assert main(["sample", *m, "--sampler", "euler", "--steps", "4", "--num", "8", "--seed", "0",
                  "--out", str(tmp_path / "base.npy")]) == 0
-    assert main(["distill", *m, "--nfe", "4", "--teacher-nfe", "16", "--num-traj", "16", "--batch-size", "8",
+    assert main(["distill", "--method", "lsd", *m, "--nfe", "4", "--teacher-nfe", "16", "--num-traj", "16", "--batch-size", "8",
                  "--chunk", "4", "--epochs", "2", "--no-validate", "--teacher-store", "states",
                  "--out", str(tmp_path / "lsd4.json")]) == 0
     out = capsys.readouterr().out

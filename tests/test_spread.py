@@ -169,8 +169,8 @@ def test_distill_spread_writes_spread_movers(tmp_path, capsys):
     model_dir = _tiny_model(tmp_path / "m", "absorbing")
     common = ["--model", model_dir, "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32", "--epochs", "2",
               "--val-samples", "16", "--spread"]
-    for extra in ([], ["--method", "lsd+", "--select"], ["--force"]):
-        out = tmp_path / f"s{len(extra)}.json"
+    for i, extra in enumerate((["--method", "lsd"], ["--method", "lsd+", "--select"], ["--method", "lsd", "--force"])):
+        out = tmp_path / f"s{i}.json"
         assert main(["distill", *common, *extra, "--out", str(out)]) == 0
         art = json.loads(out.read_text())
         assert art["movers"] == "spread" and art["conditioning"] is None

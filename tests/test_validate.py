@@ -161,7 +161,7 @@ def test_model_nll_separates_data_from_noise():
 def test_cli_writes_base_when_learned_is_no_better(tmp_path, capsys):
     # with 0 epochs the "learned" sampler is the base itself: not better, so the base is written, said plainly
     out = tmp_path / "s.json"
-    args = ["distill", "--model", "countdown", "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32",
+    args = ["distill", "--method", "lsd", "--model", "countdown", "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32",
             "--batch-size", "16", "--epochs", "0", "--val-samples", "32"]
     assert main([*args, "--out", str(out)]) == 0
     text = capsys.readouterr().out

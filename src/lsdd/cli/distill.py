@@ -98,7 +98,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "--teacher-nfe. Exact for "
                         "clean-token models (MDLM, RADD, masked LMs); for SEDD-style score networks it uses the "
                         "network's token laws with the schedule's reveal clock (docs/methods.md, 'The teacher')")
-    p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c", "jys"], default=d.method,
+    p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c", "jys"], default="lsd-c",
                    help="lsd+: also learn the time grid; lsd-c: per-step Phi (how many tokens move), confidence slope "
                         "and value temperature (the last two on masked models), its movers (spread, Halton or DUS "
                         "order) or, on the uniform graph, a Tweedie last step, fitted on the output distribution; jys: a Jump-Your-Steps time grid "
@@ -123,8 +123,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--select", action="store_true",
                    help="lsd+: also fit LSD and keep whichever is closer (n-gram Hellinger) to held-out teacher outputs")
     p.add_argument("--choose", action=argparse.BooleanOptionalAction, default=True,
-                   help="lsd-c: choose the movers (spread, Halton, DUS order; masked models with spread movers) or the "
-                        "last step (Euler or Tweedie; other graphs) by the objective at the base parameters, then fit")
+                   help="lsd-c: choose the movers (spread, Halton or DUS order on masked models with spread movers; "
+                        "independent or spread on the other graphs) and there the last step (Euler or Tweedie) by the "
+                        "objective at the base parameters, then fit the numbers (--no-choose: the base's)")
     p.add_argument("--counted", action="store_true",
                    help="lsd-c: each sequence unmasks a number of tokens set by rounding the expected number (its sum "
                         "of move probabilities), chosen without replacement by weight, instead of each token on its own")

@@ -282,13 +282,16 @@ class DistillResult:
 def discrete_options(cfg: DistillConfig, graph: Graph) -> list[tuple[str, str | None]]:
     """The (movers, final step) pairs a distribution fit chooses among, the base's first: lsd-c with
     ``cfg.choose`` tries, on masked models with spread movers, the Halton and DUS (dilated) orders as well, and on
-    the other graphs a Tweedie last step (the posterior p(x0 | x_t)) as well; otherwise only the base's."""
+    the other graphs a Tweedie last step (the posterior p(x0 | x_t)) and spread movers as well (``choose=False``:
+    only the base's)."""
     movers = movers_of(cfg)
     if cfg.method != "lsd-c" or not cfg.choose:
         return [(movers, None)]
     if graph.absorbing:
         return [(movers, None)] + ([("halton", None), ("dilated", None)] if movers == "spread" else [])
-    return [(movers, None), (movers, "tweedie")] if cfg.base == "euler" else [(movers, None)]
+    moves = [movers] + (["spread"] if movers == "independent" else [])
+    finals = [None, "tweedie"] if cfg.base == "euler" else [None]
+    return [(m, f) for m in moves for f in finals]
 
 
 def movers_of(cfg: DistillConfig) -> str:

@@ -173,7 +173,7 @@ def engine_config(method, nfe: int, base: str, teacher: Teacher, validate: bool,
     return cfg
 
 
-def prepare(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
+def prepare(model, method="lsd-c", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
             validate: bool = True, val_frac: float = 0.25, val_samples: int = 512, val_level: float = 0.95,
             init_grid: Sampler | None = None, prompts: Any = None) -> tuple[Any, DistillConfig]:
     """Check every setting against the model before any work; returns (method object, engine config)."""
@@ -226,7 +226,7 @@ def _prepare(model, method, nfe, *, base, teacher, validate, val_frac, val_sampl
     return method, cfg, split
 
 
-def distill(model, method="lsd", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
+def distill(model, method="lsd-c", nfe: int = 8, *, base: str = "euler", teacher: Teacher | None = None,
             validate: bool = True, val_frac: float = 0.25, val_samples: int = 512, val_level: float = 0.95,
             force: bool = False, init_grid: Sampler | None = None, teacher_run: TeacherCache | None = None,
             checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True,
