@@ -213,6 +213,10 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     assert set(art["provenance"]["discrete_choice"]) == {"independent", "independent+tweedie-final", "spread",
                                                          "spread+tweedie-final"}
     assert art.get("final") == ("tweedie" if "last step" in out_text else None)
+    # lsd-c (the default) refuses the settings of lsd / lsd+ instead of ignoring them, before any work
+    rc = main(["distill", "--model", model, "--nfe", "4", "--epochs", "3", "--out", str(tmp_path / "e.json")])
+    assert rc == 2 and "--epochs does not apply to --method lsd-c" in capsys.readouterr().err
+    assert not (tmp_path / "e.json").exists()
     rc = main(["distill", "--model", uni, "--nfe", "4", "--teacher", "exact", "--method", "lsd-c", "--out",
                str(tmp_path / "v.json")])
     assert rc == 2 and "absorbing" in capsys.readouterr().err

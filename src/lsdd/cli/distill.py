@@ -139,14 +139,21 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--coupled", action="store_true",
                    help="teacher and student share per-position unmasking clocks and value uniforms (absorbing graph; "
                         "each path keeps its exact law)")
-    p.add_argument("--phi-mode", choices=["linear", "log"], default=d.phi_mode, help="how Phi enters the step")
-    p.add_argument("--loss", choices=["l2", "kl", "rkl"], default=d.loss, help="trajectory-matching distance")
-    p.add_argument("--zeta", type=fraction, default=d.zeta, help="fraction of student start tokens perturbed")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the teacher trajectories")
+    # the settings of lsd / lsd+ alone: None when not given, so that another method refuses them instead of ignoring
+    p.add_argument("--phi-mode", choices=["linear", "log"], default=None,
+                   help=f"lsd / lsd+: how Phi enters the step (default: {d.phi_mode})")
+    p.add_argument("--loss", choices=["l2", "kl", "rkl"], default=None,
+                   help=f"lsd / lsd+: trajectory-matching distance (default: {d.loss})")
+    p.add_argument("--zeta", type=fraction, default=None,
+                   help=f"lsd / lsd+: fraction of student start tokens perturbed (default: {d.zeta})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"lsd / lsd+: passes over the teacher trajectories (default: {d.epochs})")
     p.add_argument("--num-traj", type=positive_int, default=d.num_traj, help="teacher trajectories")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="trajectories per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of the coefficients")
-    p.add_argument("--lr-time", type=float, default=d.lr_time, help="Adam learning rate of the grid (lsd+)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"lsd / lsd+: Adam learning rate of the coefficients (default: {d.lr})")
+    p.add_argument("--lr-time", type=float, default=None,
+                   help=f"lsd+: Adam learning rate of the grid (default: {d.lr_time})")
     p.add_argument("--alternate", action="store_true", help="lsd+: alternate epochs of Phi and grid updates")
     p.add_argument("--closed-form", action="store_true",
                    help="lsd + linear + l2 only: refit Phi exactly while simulating instead of Adam")
@@ -191,12 +198,22 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     return p
 
 
+_VALUE_FLAGS = ("phi_mode", "loss", "zeta", "epochs", "lr", "lr_time")  # lsd / lsd+ settings; None when not given
+
+
 def method_from_args(args):
-    """The method object (LSD, LSDPlus, LSDC, JYS) with the settings the flags give."""
+    """The method object (LSD, LSDPlus, LSDC, JYS) with the settings the flags give (UserError for a flag of
+    another method)."""
+    from dataclasses import fields
+
     from ..distillation.methods import METHODS, method_options
 
     cls = METHODS[args.method]
-    opts = method_options(cls, vars(args))
+    own = {f.name for f in fields(cls)}
+    for name in _VALUE_FLAGS:
+        if getattr(args, name) is not None and name not in own:
+            raise UserError(f"--{name.replace('_', '-')} does not apply to --method {args.method} (it sets lsd / lsd+)")
+    opts = method_options(cls, {k: v for k, v in vars(args).items() if not (k in _VALUE_FLAGS and v is None)})
     if args.method in ("lsd", "lsd+") and opts.get("objective") == "auto":
         opts["objective"] = "trajectory"
     if args.method == "lsd-c" and opts.get("objective") == "auto":
