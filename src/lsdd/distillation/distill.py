@@ -89,8 +89,9 @@ class DistillConfig:
     select: bool = False  # LSD+: keep LSD instead when its held-out n-gram distance to the teacher is lower
     counted: bool = False  # lsd-c: each sequence moves a rounded number of tokens, chosen by weight (draws.CountedLaw)
     # lsd-c: also choose the discrete parts of the sampler by the objective at the base parameters - the movers
-    # among spread / Halton / DUS orders (masked models with spread movers) and the last step's rule (Euler or
-    # Tweedie: the posterior p(x0 | x_t)) on the other graphs - before fitting the numbers
+    # among spread / Halton / DUS orders (masked models with spread movers); on the other graphs independent or
+    # spread movers and the last step's rule (Euler or Tweedie: the posterior p(x0 | x_t)) - before fitting
+    # (discrete_options)
     choose: bool = True
     # counted movers chosen spread along the sequence (systematic; any graph): lsd/lsd+ roll the student out
     # with them and write them into the artifact; for lsd-c it implies --counted. Validation's base has them too.
