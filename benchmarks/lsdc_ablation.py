@@ -1,15 +1,16 @@
 """What does each learned part of an lsd-c sampler do? Its parts switched off one at a time, beside the base
 (spread movers) swept in temperature so that every row can be read at the learned sampler's entropy.
 
-usage: python benchmarks/lsdc_ablation.py --model text-absorb --learned lsdc_feat4.json [--num 512] [--seed 1]
-           [--temps 0.97 0.98 0.99 1.0] [--json out.json]
+usage: python benchmarks/lsdc_ablation.py --model text-absorb --learned lsdc_feat4.json [--num 512] [--seeds 1 2 3]
+           [--temps 0.97 0.98 0.99 1.0] [--teacher-ppl 94.6] [--json out.json]
 
 Rows (same seed, same batches, so rows differ only by the sampler): the learned sampler; Phi only (slope 0,
 beta 1: the per-step count schedule); Phi + beta (no confidence slope); Phi + slope (beta 1); the learned numbers
 with spread movers (when it chose another order); and the base (Euler, spread movers, uniform grid) at each
 temperature of --temps. Each row: the task's metrics (text: gen PPL under the bundled evaluator, entropy,
-MAUVE, distinct-2); then the base's gen PPL interpolated (in log PPL, linearly in entropy between the two temps
-that bracket it) at the learned sampler's entropy, and the share of the base -> --teacher-ppl log gap closed.
+MAUVE, distinct-2); then, per row and seed, the base's gen PPL interpolated (in log PPL, linearly in entropy
+between the two temperatures that bracket it) at the row's entropy, the row's log ratio to it (mean and standard
+error over seeds: paired) and the share of the base -> --teacher-ppl log gap closed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main() -> None:
     p.add_argument("--model", default="text-absorb")
     p.add_argument("--learned", required=True)
     p.add_argument("--num", type=int, default=512)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="sampling seeds (rows are paired per seed)")
     p.add_argument("--temps", type=float, nargs="+", default=[0.97, 0.98, 0.99, 1.0])
     p.add_argument("--teacher-ppl", type=float, default=None, help="the teacher's gen PPL, for the gap closed")
     p.add_argument("--batch-size", type=int, default=128)
@@ -51,37 +52,64 @@ def main() -> None:
     model = lsdd.load_model(args.model)
     learned = lsdd.Sampler.load(args.learned)
     task = make_task("text", model)
-    results = {}
     samplers = {**rows_for(learned),
                 **{f"spread T={t:g}": lsdd.Sampler.spread(learned.nfe).with_temperature(t) for t in args.temps}}
-    for name, smp in samplers.items():
-        out = lsdd.sample(model, smp, args.num, seed=args.seed, batch_size=args.batch_size, force=True)
-        assert out.nfe == learned.nfe, (name, out.nfe)
-        results[name] = {k: float(v) for k, v in task.compute(out.x).items()}
-        r = results[name]
-        print(f"{name:28s} NFE {out.nfe}  gen PPL {r['gen_ppl']:8.2f}  entropy {r['entropy']:.4f}  "
-              f"MAUVE {r.get('mauve', float('nan')):.3f}  distinct-2 {r.get('distinct_2', float('nan')):.3f}", flush=True)
-    base = sorted((results[f"spread T={t:g}"]["entropy"], math.log(results[f"spread T={t:g}"]["gen_ppl"]))
-                  for t in args.temps)
-    h = results["learned"]["entropy"]
+    per_seed = []
+    for seed in args.seeds:
+        results = {}
+        for name, smp in samplers.items():
+            out = lsdd.sample(model, smp, args.num, seed=seed, batch_size=args.batch_size, force=True)
+            assert out.nfe == learned.nfe, (name, out.nfe)
+            results[name] = {k: float(v) for k, v in task.compute(out.x).items()}
+            r = results[name]
+            print(f"seed {seed}  {name:26s} NFE {out.nfe}  gen PPL {r['gen_ppl']:8.2f}  entropy {r['entropy']:.4f}  "
+                  f"MAUVE {r.get('mauve', float('nan')):.3f}  distinct-2 {r.get('distinct_2', float('nan')):.3f}",
+                  flush=True)
+        per_seed.append({"seed": seed, "rows": results, "matched": matched(results, args)})
+    print("\nat each row's own entropy, the base (spread, temperature-swept) interpolated there; ratio = row / base:")
     summary = {}
-    for (h0, l0), (h1, l1) in zip(base, base[1:]):
-        if h0 <= h <= h1:
-            at = l0 + (l1 - l0) * (h - h0) / (h1 - h0)
-            summary = {"base_ppl_at_learned_entropy": math.exp(at), "learned_entropy": h}
-            line = f"base (spread) at the learned sampler's entropy {h:.4f}: gen PPL {math.exp(at):.2f}"
-            if args.teacher_ppl:
-                gap = (at - math.log(results["learned"]["gen_ppl"])) / (at - math.log(args.teacher_ppl))
-                summary["gap_closed"] = gap
-                line += f"; learned {results['learned']['gen_ppl']:.2f} closes {100 * gap:.0f}% of the log gap to the teacher ({args.teacher_ppl:g})"
-            print(line)
-            break
-    else:
-        print(f"the learned sampler's entropy {h:.4f} lies outside the swept base entropies {[b[0] for b in base]}")
+    for name in rows_for(learned):
+        logs = [p["matched"][name]["log_ratio"] for p in per_seed if name in p["matched"]]
+        if len(logs) < len(per_seed):
+            print(f"  {name:26s} entropy outside the swept base range on some seed")
+            continue
+        mean = sum(logs) / len(logs)
+        se = (sum((v - mean) ** 2 for v in logs) / (len(logs) - 1) / len(logs)) ** 0.5 if len(logs) > 1 else float("nan")
+        ppl = sum(p["rows"][name]["gen_ppl"] for p in per_seed) / len(per_seed)
+        base = sum(p["matched"][name]["base_ppl"] for p in per_seed) / len(per_seed)
+        ent = sum(p["rows"][name]["entropy"] for p in per_seed) / len(per_seed)
+        line = (f"  {name:26s} gen PPL {ppl:7.2f}  base at its entropy {base:7.2f}  entropy {ent:.4f}  "
+                f"log ratio {mean:+.4f} +- {se:.4f} (se over {len(logs)} seeds)")
+        summary[name] = {"gen_ppl": ppl, "base_at_entropy": base, "entropy": ent, "log_ratio": mean, "se": se}
+        if args.teacher_ppl:
+            gaps = [p["matched"][name]["gap_closed"] for p in per_seed]
+            summary[name]["gap_closed"] = sum(gaps) / len(gaps)
+            line += f"  gap closed {100 * summary[name]['gap_closed']:.0f}%"
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": results, "summary": summary,
+            json.dump({"args": vars(args), "per_seed": per_seed, "summary": summary,
                        "learned": learned.to_dict()}, f, indent=1)
+
+
+def matched(results: dict, args) -> dict:
+    """Per learned row: the base's log gen PPL interpolated linearly in entropy between the two swept temperatures
+    that bracket the row's entropy, the row's log ratio to it, and the share of the base -> teacher gap closed."""
+    base = sorted((results[f"spread T={t:g}"]["entropy"], math.log(results[f"spread T={t:g}"]["gen_ppl"]))
+                  for t in args.temps)
+    out = {}
+    for name, r in results.items():
+        if name.startswith("spread T="):
+            continue
+        h = r["entropy"]
+        for (h0, l0), (h1, l1) in zip(base, base[1:]):
+            if h0 <= h <= h1:
+                at = l0 + (l1 - l0) * (h - h0) / (h1 - h0)
+                out[name] = {"base_ppl": math.exp(at), "log_ratio": math.log(r["gen_ppl"]) - at}
+                if args.teacher_ppl:
+                    out[name]["gap_closed"] = (at - math.log(r["gen_ppl"])) / (at - math.log(args.teacher_ppl))
+                break
+    return out
 
 
 if __name__ == "__main__":

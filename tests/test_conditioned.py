@@ -2,6 +2,7 @@
 trajectories: checked on exact laws of tiny toys where possible."""
 
 import json
+from dataclasses import replace
 import math
 
 import numpy as np
@@ -117,12 +118,20 @@ def test_cma_never_worse_than_start():
     assert res.value <= res.start_value and res.value < 0.05
 
 
-def test_lsd_c_distill_artifact_round_trip(exact, tmp_path):
+def test_lsd_c_distill_artifact_round_trip(exact, tmp_path, monkeypatch):
     cfg = DistillConfig(nfe=M, teacher_nfe=16, num_traj=64, method="lsd-c", obj_samples=64, cma_iters=3,
                         cma_popsize=4, val_samples=32)
     res = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     again = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     assert torch.equal(res.coeffs, again.coeffs) and res.conditioning == again.conditioning  # seeded
+    assert not any(res.conditioning["slope"])  # the slope is fitted only when asked for (slope=True)
+    import lsdd.distillation.distill as engine
+
+    sizes, real = [], engine.minimise_cma
+    monkeypatch.setattr(engine, "minimise_cma", lambda fn, x0, *a, **k: (sizes.append(x0.numel()), real(fn, x0, *a, **k))[1])
+    for slope in (False, True):
+        distill(exact, GRAPH, NOISE, L, replace(cfg, slope=slope, validation=False), progress=False)
+    assert sizes == [2 * cfg.basis, 3 * cfg.basis]  # (Phi, beta), then (Phi, slope, beta): basis numbers each
     start, best = res.history[0]["loss_phi"], res.history[-1]["best_so_far"]
     assert best <= start and best == min(h["loss_phi"] for h in res.history)  # never worse than the base
     art = to_sampler(res, cfg, None, {}, use_base=False)
@@ -189,7 +198,7 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     model = _tiny_model(tmp_path / "m", "absorbing")
     out = tmp_path / "c.json"
     rc = main(["distill", "--model", model, "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32", "--method",
-               "lsd-c", "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate", "--out", str(out)])
+               "lsd-c", "--slope", "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate", "--out", str(out)])
     assert rc == 0 and "confidence slope" in capsys.readouterr().out
     art = json.loads(out.read_text())
     assert art["format_version"] == 3 and art["conditioning"]["feature"] == "confidence"

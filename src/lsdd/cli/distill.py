@@ -99,10 +99,12 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "clean-token models (MDLM, RADD, masked LMs); for SEDD-style score networks it uses the "
                         "network's token laws with the schedule's reveal clock (docs/methods.md, 'The teacher')")
     p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c", "jys"], default="lsd-c",
-                   help="lsd+: also learn the time grid; lsd-c: per-step Phi (how many tokens move), confidence slope "
-                        "and value temperature (the last two on masked models), its movers (spread, Halton or DUS "
-                        "order) or, on the uniform graph, a Tweedie last step, fitted on the output distribution; jys: a Jump-Your-Steps time grid "
-                        "searched on the teacher's outputs (Phi = 1)")
+                   help="lsd-c (the default): its movers (spread, Halton or DUS order; on the uniform graph independent "
+                        "or spread movers and an Euler or Tweedie last step), then per step how many tokens move (Phi) "
+                        "and a value temperature (and with --slope a confidence slope), fitted on the output "
+                        "distribution by CMA-ES; lsd: one Phi per step fitted on the teacher's scores (seconds); "
+                        "lsd+: also learn the time grid; jys: a Jump-Your-Steps time grid searched on the teacher's "
+                        "outputs (Phi = 1)")
     p.add_argument("--max-iter", type=positive_int, default=16, help="jys: golden-section evaluations per grid point")
     p.add_argument("--objective", choices=["auto", *OBJECTIVES], default=d.objective,
                    help="trajectory: match the teacher's scores step by step (lsd, lsd+); the others match the "
@@ -122,6 +124,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--init-lsd", action="store_true", help="lsd+: fit LSD's Phi on the fixed grid first and start from it")
     p.add_argument("--select", action="store_true",
                    help="lsd+: also fit LSD and keep whichever is closer (n-gram Hellinger) to held-out teacher outputs")
+    p.add_argument("--slope", action=argparse.BooleanOptionalAction, default=False,
+                   help="lsd-c (masked models): also fit a per-step confidence slope, which sets which tokens a step "
+                        "reveals (off by default: it cost 3-4%% gen PPL on text at 4 NFE; benchmarks/lsdc_features.md)")
     p.add_argument("--choose", action=argparse.BooleanOptionalAction, default=True,
                    help="lsd-c: choose the movers (spread, Halton or DUS order on masked models with spread movers; "
                         "independent or spread on the other graphs) and there the last step (Euler or Tweedie) by the "
@@ -223,7 +228,7 @@ def method_from_args(args):
 
 
 # flags that belong to some methods only: given to another method, they are an error rather than ignored
-_METHOD_FLAGS = {"match_times": "--match-times", "init_lsd": "--init-lsd", "select": "--select", "counted": "--counted",
+_METHOD_FLAGS = {"slope": "--slope", "match_times": "--match-times", "init_lsd": "--init-lsd", "select": "--select", "counted": "--counted",
                  "alternate": "--alternate", "closed_form": "--closed-form", "coupled": "--coupled"}
 
 

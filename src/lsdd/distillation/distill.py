@@ -93,6 +93,7 @@ class DistillConfig:
     # spread movers and the last step's rule (Euler or Tweedie: the posterior p(x0 | x_t)) - before fitting
     # (discrete_options)
     choose: bool = True
+    slope: bool = False  # lsd-c: also fit the confidence slope (absorbing graph); off: Phi and beta per step
     # counted movers chosen spread along the sequence (systematic; any graph): lsd/lsd+ roll the student out
     # with them and write them into the artifact; for lsd-c it implies --counted. Validation's base has them too.
     # None (auto): on for absorbing-graph models with linear Phi, independent paths and no --counted
@@ -567,7 +568,7 @@ def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus:
 
 def unpack_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor, Tensor]:
     """The CMA vector (k * basis,) -> per-step (log_phi, slope, log_beta), each (M,) (zeros where not learned):
-    k = 1 is Phi alone, 2 Phi and beta (lsd-c off the absorbing graph: no slope), 3 all three."""
+    k = 1 is Phi alone, 2 Phi and beta (lsd-c without its slope), 3 all three."""
     basis = step_basis(cfg.nfe, cfg.basis)
     parts = [basis @ v[i * cfg.basis : (i + 1) * cfg.basis] for i in range(v.numel() // cfg.basis)]
     zero = torch.zeros(cfg.nfe, dtype=torch.float64)
@@ -600,7 +601,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     given = _given(cache, 0, n_train)  # candidates continue the training trajectories' prompts, cyclically
     free, target_free = _free_of(given, cfg.obj_samples, graph), _free_of(given, n_train, graph)
     times = cfg.student_times()
-    families = (3 if graph.absorbing else 2) if cfg.method == "lsd-c" else 1  # off the absorbing graph: no slope
+    # lsd-c: Phi and beta, and the slope where asked for (it reads a masked token's confidence: absorbing graph)
+    families = (3 if graph.absorbing and cfg.slope else 2) if cfg.method == "lsd-c" else 1
     seed = derive_seed(cfg.seed, 11)
     call = CountedScore(score_fn, graph, noise)
     t0 = time.perf_counter()

@@ -121,13 +121,15 @@ class LSDC(_CMA):
     n-grams. counted: movers counted and chosen by weight; spread: counted and spread along the sequence (None: on
     unless counted, absorbing graph). choose: first pick the movers among spread / Halton / DUS order (masked
     models with spread movers) or, on the other graphs, a Tweedie last step (the posterior p(x0 | x_t)), by the
-    objective at the base parameters."""
+    objective at the base parameters. slope: also fit the confidence slope (absorbing graph; off by default: on text
+    at 4 NFE it cost 3-4% gen PPL at equal entropy and at 2 NFE it does nothing, benchmarks/lsdc_features.md)."""
 
     name: ClassVar[str] = "lsd-c"
     objective: str = "features"
     counted: bool = False
     spread: bool | None = None
     choose: bool = True
+    slope: bool = False
 
     def check(self) -> None:
         _need(self.objective in OBJECTIVES and self.objective != "trajectory",
