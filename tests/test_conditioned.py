@@ -120,7 +120,7 @@ def test_cma_never_worse_than_start():
 
 def test_lsd_c_distill_artifact_round_trip(exact, tmp_path, monkeypatch):
     cfg = DistillConfig(nfe=M, teacher_nfe=16, num_traj=64, method="lsd-c", obj_samples=64, cma_iters=3,
-                        cma_popsize=4, val_samples=32)
+                        cma_popsize=4, val_samples=32, choose=True)
     res = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     again = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     assert torch.equal(res.coeffs, again.coeffs) and res.conditioning == again.conditioning  # seeded
@@ -202,6 +202,7 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     assert rc == 0 and "confidence slope" in capsys.readouterr().out
     art = json.loads(out.read_text())
     assert art["format_version"] == 3 and art["conditioning"]["feature"] == "confidence"
+    assert art["movers"] == "spread" and "discrete_choice" not in art["provenance"]  # movers chosen only with --choose
     rc = main(["sample", "--model", model, "--learned", str(out), "--num", "8", "--seed", "1", "--out",
                str(tmp_path / "x.npy")])
     x = np.load(tmp_path / "x.npy")
@@ -213,7 +214,7 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     uni = _tiny_model(tmp_path / "u", "uniform")
     capsys.readouterr()
     rc = main(["distill", "--model", uni, "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32", "--method", "lsd-c",
-               "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate", "--out",
+               "--choose", "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate", "--out",
                str(tmp_path / "u.json")])
     out_text = capsys.readouterr().out
     art = json.loads((tmp_path / "u.json").read_text())

@@ -127,10 +127,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--slope", action=argparse.BooleanOptionalAction, default=False,
                    help="lsd-c (masked models): also fit a per-step confidence slope, which sets which tokens a step "
                         "reveals (off by default: it cost 3-4%% gen PPL on text at 4 NFE; benchmarks/lsdc_features.md)")
-    p.add_argument("--choose", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--choose", action=argparse.BooleanOptionalAction, default=False,
                    help="lsd-c: choose the movers (spread, Halton or DUS order on masked models with spread movers; "
                         "independent or spread on the other graphs) and there the last step (Euler or Tweedie) by the "
-                        "objective at the base parameters, then fit the numbers (--no-choose: the base's)")
+                        "objective at the base parameters, then fit the numbers (off by default: on text at 4 NFE it picked "
+                        "Halton within noise and the fit found nothing; benchmarks/lsdc_features.md)")
     p.add_argument("--counted", action="store_true",
                    help="lsd-c: each sequence unmasks a number of tokens set by rounding the expected number (its sum "
                         "of move probabilities), chosen without replacement by weight, instead of each token on its own")
@@ -228,7 +229,7 @@ def method_from_args(args):
 
 
 # flags that belong to some methods only: given to another method, they are an error rather than ignored
-_METHOD_FLAGS = {"slope": "--slope", "match_times": "--match-times", "init_lsd": "--init-lsd", "select": "--select", "counted": "--counted",
+_METHOD_FLAGS = {"slope": "--slope", "choose": "--choose", "match_times": "--match-times", "init_lsd": "--init-lsd", "select": "--select", "counted": "--counted",
                  "alternate": "--alternate", "closed_form": "--closed-form", "coupled": "--coupled"}
 
 

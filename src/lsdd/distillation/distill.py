@@ -92,7 +92,7 @@ class DistillConfig:
     # among spread / Halton / DUS orders (masked models with spread movers); on the other graphs independent or
     # spread movers and the last step's rule (Euler or Tweedie: the posterior p(x0 | x_t)) - before fitting
     # (discrete_options)
-    choose: bool = True
+    choose: bool = False
     slope: bool = False  # lsd-c: also fit the confidence slope (absorbing graph); off: Phi and beta per step
     # counted movers chosen spread along the sequence (systematic; any graph): lsd/lsd+ roll the student out
     # with them and write them into the artifact; for lsd-c it implies --counted. Validation's base has them too.

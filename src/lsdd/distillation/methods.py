@@ -120,15 +120,16 @@ class LSDC(_CMA):
     unigram entropy to the teacher's outputs, which sharpening cannot game), or "hellinger" / "mmd" on pooled
     n-grams. counted: movers counted and chosen by weight; spread: counted and spread along the sequence (None: on
     unless counted, absorbing graph). choose: first pick the movers among spread / Halton / DUS order (masked
-    models with spread movers) or, on the other graphs, a Tweedie last step (the posterior p(x0 | x_t)), by the
-    objective at the base parameters. slope: also fit the confidence slope (absorbing graph; off by default: on text
+    models with spread movers) or, on the other graphs, independent or spread movers and a Tweedie last step (the
+    posterior p(x0 | x_t)), by the objective at the base parameters (off by default: on text at 4 NFE it picked
+    Halton by a margin within noise and the fit then found nothing better, benchmarks/lsdc_features.md). slope: also fit the confidence slope (absorbing graph; off by default: on text
     at 4 NFE it cost 3-4% gen PPL at equal entropy and at 2 NFE it does nothing, benchmarks/lsdc_features.md)."""
 
     name: ClassVar[str] = "lsd-c"
     objective: str = "features"
     counted: bool = False
     spread: bool | None = None
-    choose: bool = True
+    choose: bool = False
     slope: bool = False
 
     def check(self) -> None:
