@@ -6,8 +6,8 @@ usage: python benchmarks/lsdc_ablation.py --model text-absorb --learned lsdc_fea
 
 Rows (same seed, same batches, so rows differ only by the sampler): the learned sampler; Phi only (slope 0,
 beta 1: the per-step count schedule); Phi + beta (no confidence slope); Phi + slope (beta 1); the learned numbers
-with spread movers (when it chose another order); and the base (Euler, spread movers, uniform grid) at each
-temperature of --temps. Each row: the task's metrics (text: gen PPL under the bundled evaluator, entropy,
+with spread movers (when it chose another order); and the base (--base: Euler with spread movers, or plain Euler
+for uniform-graph models, on the uniform grid) at each temperature of --temps. Each row: the task's metrics (text: gen PPL under the bundled evaluator, entropy,
 MAUVE, distinct-2); then, per row and seed, the base's gen PPL interpolated (in log PPL, linearly in entropy
 between the two temperatures that bracket it) at the row's entropy, the row's log ratio to it (mean and standard
 error over seeds: paired) and the share of the base -> --teacher-ppl log gap closed.
@@ -31,7 +31,7 @@ def rows_for(learned: lsdd.Sampler) -> dict[str, lsdd.Sampler]:
         out["phi only"] = learned.replace(conditioning=None)
         out["phi + beta"] = learned.replace(conditioning={**cond, "slope": [0.0] * m})
         out["phi + slope"] = learned.replace(conditioning={**cond, "beta": [1.0] * m})
-    if learned.movers != "spread":
+    if learned.movers not in ("spread", "independent"):
         out["learned, spread movers"] = learned.replace(movers="spread")
     return out
 
@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--num", type=int, default=512)
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="sampling seeds (rows are paired per seed)")
     p.add_argument("--temps", type=float, nargs="+", default=[0.97, 0.98, 0.99, 1.0])
+    p.add_argument("--base", choices=("spread", "euler"), default="spread",
+                   help="the training-free rule swept in temperature: spread movers (masked models) or Euler")
     p.add_argument("--teacher-ppl", type=float, default=None, help="the teacher's gen PPL, for the gap closed")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--json", default=None)
@@ -53,7 +55,8 @@ def main() -> None:
     learned = lsdd.Sampler.load(args.learned)
     task = make_task("text", model)
     samplers = {**rows_for(learned),
-                **{f"spread T={t:g}": lsdd.Sampler.spread(learned.nfe).with_temperature(t) for t in args.temps}}
+                **{f"base T={t:g}": (lsdd.Sampler.spread(learned.nfe) if args.base == "spread" else
+                                     lsdd.Sampler.euler(learned.nfe)).with_temperature(t) for t in args.temps}}
     per_seed = []
     for seed in args.seeds:
         results = {}
@@ -66,7 +69,7 @@ def main() -> None:
                   f"MAUVE {r.get('mauve', float('nan')):.3f}  distinct-2 {r.get('distinct_2', float('nan')):.3f}",
                   flush=True)
         per_seed.append({"seed": seed, "rows": results, "matched": matched(results, args)})
-    print("\nat each row's own entropy, the base (spread, temperature-swept) interpolated there; ratio = row / base:")
+    print(f"\nat each row's own entropy, the base ({args.base}, temperature-swept) interpolated there; ratio = row / base:")
     summary = {}
     for name in rows_for(learned):
         logs = [p["matched"][name]["log_ratio"] for p in per_seed if name in p["matched"]]
@@ -95,11 +98,11 @@ def main() -> None:
 def matched(results: dict, args) -> dict:
     """Per learned row: the base's log gen PPL interpolated linearly in entropy between the two swept temperatures
     that bracket the row's entropy, the row's log ratio to it, and the share of the base -> teacher gap closed."""
-    base = sorted((results[f"spread T={t:g}"]["entropy"], math.log(results[f"spread T={t:g}"]["gen_ppl"]))
+    base = sorted((results[f"base T={t:g}"]["entropy"], math.log(results[f"base T={t:g}"]["gen_ppl"]))
                   for t in args.temps)
     out = {}
     for name, r in results.items():
-        if name.startswith("spread T="):
+        if name.startswith("base T="):
             continue
         h = r["entropy"]
         for (h0, l0), (h1, l1) in zip(base, base[1:]):
