@@ -236,7 +236,7 @@ def _base_sampler(args, free: int | None = None):
 
     if args.sampler in ("eb", "threshold") or args.gamma is not None or args.threshold is not None:
         return _adaptive_sampler(args)
-    if (args.counted or args.spread or args.final_step) and args.sampler not in ("euler", "tweedie", *ORDERS):
+    if (args.counted or args.spread or args.final_step) and args.sampler not in ("euler", "tweedie"):
         flag = "--spread" if args.spread else "--counted" if args.counted else "--final-step"
         raise UserError(f"{flag} applies to the one-call samplers euler and tweedie, not {args.sampler}")
     order = args.sampler if args.sampler in ORDERS else None
