@@ -101,7 +101,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c", "jys"], default="lsd-c",
                    help="lsd-c (the default): its movers (spread, Halton or DUS order; on the uniform graph independent "
                         "or spread movers and an Euler or Tweedie last step), then per step how many tokens move (Phi) "
-                        "and a value temperature (and with --slope a confidence slope), fitted on the output "
+                        "and a value temperature (and on masked models a confidence slope), fitted on the output "
                         "distribution by CMA-ES; lsd: one Phi per step fitted on the teacher's scores (seconds); "
                         "lsd+: also learn the time grid; jys: a Jump-Your-Steps time grid searched on the teacher's "
                         "outputs (Phi = 1)")
@@ -124,9 +124,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--init-lsd", action="store_true", help="lsd+: fit LSD's Phi on the fixed grid first and start from it")
     p.add_argument("--select", action="store_true",
                    help="lsd+: also fit LSD and keep whichever is closer (n-gram Hellinger) to held-out teacher outputs")
-    p.add_argument("--slope", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--slope", action=argparse.BooleanOptionalAction, default=True,
                    help="lsd-c (masked models): also fit a per-step confidence slope, which sets which tokens a step "
-                        "reveals (off by default: it cost 3-4%% gen PPL on text at 4 NFE; benchmarks/lsdc_features.md)")
+                        "reveals (--no-slope: Phi and the value temperature only; benchmarks/lsdc_features.md)")
     p.add_argument("--choose", action=argparse.BooleanOptionalAction, default=False,
                    help="lsd-c: choose the movers (spread, Halton or DUS order on masked models with spread movers; "
                         "independent or spread on the other graphs) and there the last step (Euler or Tweedie) by the "
@@ -229,7 +229,7 @@ def method_from_args(args):
 
 
 # flags that belong to some methods only: given to another method, they are an error rather than ignored
-_METHOD_FLAGS = {"slope": "--slope", "choose": "--choose", "match_times": "--match-times", "init_lsd": "--init-lsd", "select": "--select", "counted": "--counted",
+_METHOD_FLAGS = {"choose": "--choose", "match_times": "--match-times", "init_lsd": "--init-lsd", "select": "--select", "counted": "--counted",
                  "alternate": "--alternate", "closed_form": "--closed-form", "coupled": "--coupled"}
 
 

@@ -93,7 +93,7 @@ class DistillConfig:
     # spread movers and the last step's rule (Euler or Tweedie: the posterior p(x0 | x_t)) - before fitting
     # (discrete_options)
     choose: bool = False
-    slope: bool = False  # lsd-c: also fit the confidence slope (absorbing graph); off: Phi and beta per step
+    slope: bool = True  # lsd-c: also fit the confidence slope (absorbing graph); off: Phi and beta per step
     # counted movers chosen spread along the sequence (systematic; any graph): lsd/lsd+ roll the student out
     # with them and write them into the artifact; for lsd-c it implies --counted. Validation's base has them too.
     # None (auto): on for absorbing-graph models with linear Phi, independent paths and no --counted

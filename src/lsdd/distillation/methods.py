@@ -122,15 +122,16 @@ class LSDC(_CMA):
     unless counted, absorbing graph). choose: first pick the movers among spread / Halton / DUS order (masked
     models with spread movers) or, on the other graphs, independent or spread movers and a Tweedie last step (the
     posterior p(x0 | x_t)), by the objective at the base parameters (off by default: on text at 4 NFE it picked
-    Halton by a margin within noise and the fit then found nothing better, benchmarks/lsdc_features.md). slope: also fit the confidence slope (absorbing graph; off by default: on text
-    at 4 NFE it cost 3-4% gen PPL at equal entropy and at 2 NFE it does nothing, benchmarks/lsdc_features.md)."""
+    Halton by a margin within noise and the fit then found nothing better, benchmarks/lsdc_features.md). slope: also fit the confidence slope (absorbing graph; on by default, the configuration
+    validation accepted on text at 4 NFE and countdown at 8; setting the fitted slope to 0 scored better on text, but
+    a fresh fit without it was rejected; benchmarks/lsdc_features.md)."""
 
     name: ClassVar[str] = "lsd-c"
     objective: str = "features"
     counted: bool = False
     spread: bool | None = None
     choose: bool = False
-    slope: bool = False
+    slope: bool = True
 
     def check(self) -> None:
         _need(self.objective in OBJECTIVES and self.objective != "trajectory",
