@@ -185,7 +185,7 @@ def test_distill_spread_writes_spread_movers(tmp_path, capsys):
     assert not torch.allclose(spread.coeffs, indep.coeffs) and indep.conditioning is None
     uni = _tiny_model(tmp_path / "u", "uniform")
     out = tmp_path / "u.json"
-    assert main(["distill", *common[2:], "--model", uni, "--out", str(out)]) == 0
+    assert main(["distill", *common[2:], "--method", "lsd", "--model", uni, "--out", str(out)]) == 0
     art = json.loads(out.read_text())
     assert art["model"]["graph"] == "uniform" and art["movers"] == "spread"
     assert main(["sample", "--model", uni, "--learned", str(out), "--num", "8", "--out", str(tmp_path / "x.npy")]) == 0
