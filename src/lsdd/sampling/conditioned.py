@@ -144,8 +144,8 @@ class ConditionedRule:
     from tempered scores. Accepts a ``ConditionedCoeff`` or a plain coefficient (then it is the base rule).
     On the other graphs the slope is 0 (one Phi per step): the base rule's per-token law with its jump targets
     tempered by beta, and with counted movers the number of tokens that change and which ones decided jointly
-    (``draws.CountedLaw``). ``final``: the
-    one-call rule of the last step (``steps.WithFinal``; None: the base rule)."""
+    (``draws.CountedLaw``). ``final``: the one-call rule of the last step (``steps.WithFinal``; None: the base
+    rule)."""
 
     calls = 1
 
