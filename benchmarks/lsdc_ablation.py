@@ -29,8 +29,9 @@ def rows_for(learned: lsdd.Sampler) -> dict[str, lsdd.Sampler]:
     if cond is not None:
         m = learned.steps
         out["phi only"] = learned.replace(conditioning=None)
-        out["phi + beta"] = learned.replace(conditioning={**cond, "slope": [0.0] * m})
-        out["phi + slope"] = learned.replace(conditioning={**cond, "beta": [1.0] * m})
+        if any(cond["slope"]):  # without a slope, Phi + beta is the learned sampler and Phi + slope is Phi only
+            out["phi + beta"] = learned.replace(conditioning={**cond, "slope": [0.0] * m})
+            out["phi + slope"] = learned.replace(conditioning={**cond, "beta": [1.0] * m})
     if learned.movers not in ("spread", "independent"):
         out["learned, spread movers"] = learned.replace(movers="spread")
     return out

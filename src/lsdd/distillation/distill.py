@@ -625,8 +625,9 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     options = discrete_options(cfg, graph)
     choice = None
     if len(options) > 1:  # the discrete parts, chosen at the base parameters (the same random streams for each)
-        choice = {f"{m}" + (f"+{f}-final" if f else ""): evaluate(start, m, f) for m, f in options}
-        movers, final = options[min(range(len(options)), key=lambda i: list(choice.values())[i])]
+        values = [evaluate(start, m, f) for m, f in options]
+        movers, final = options[values.index(min(values))]
+        choice = {m + (f"+{f}-final" if f else ""): v for (m, f), v in zip(options, values)}
         if progress and dist.is_main():
             print(f"{cfg.resolved_objective()} objective at the base parameters: "
                   + ", ".join(f"{k} {v:.5f}" for k, v in choice.items()))
