@@ -120,7 +120,7 @@ def test_cma_never_worse_than_start():
 
 def test_lsd_c_distill_artifact_round_trip(exact, tmp_path, monkeypatch):
     cfg = DistillConfig(nfe=M, teacher_nfe=16, num_traj=64, method="lsd-c", obj_samples=64, cma_iters=3,
-                        cma_popsize=4, val_samples=32, choose=True)
+                        cma_popsize=4, val_samples=32, choose=True, early_exit=False)
     res = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     again = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     assert torch.equal(res.coeffs, again.coeffs) and res.conditioning == again.conditioning  # seeded
@@ -197,7 +197,8 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     model = _tiny_model(tmp_path / "m", "absorbing")
     out = tmp_path / "c.json"
     rc = main(["distill", "--model", model, "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32", "--method",
-               "lsd-c", "--slope", "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate", "--out", str(out)])
+               "lsd-c", "--slope", "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate",
+               "--no-early-exit", "--out", str(out)])
     assert rc == 0 and "confidence slope" in capsys.readouterr().out
     art = json.loads(out.read_text())
     assert art["format_version"] == 3 and art["conditioning"]["feature"] == "confidence"
@@ -213,8 +214,8 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     uni = _tiny_model(tmp_path / "u", "uniform")
     capsys.readouterr()
     rc = main(["distill", "--model", uni, "--nfe", "4", "--teacher-nfe", "8", "--num-traj", "32", "--method", "lsd-c",
-               "--choose", "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate", "--out",
-               str(tmp_path / "u.json")])
+               "--choose", "--obj-samples", "32", "--cma-iters", "2", "--cma-popsize", "4", "--no-validate",
+               "--no-early-exit", "--out", str(tmp_path / "u.json")])
     out_text = capsys.readouterr().out
     art = json.loads((tmp_path / "u.json").read_text())
     assert rc == 0 and not any(art["conditioning"]["slope"]) and "confidence slope" not in out_text
@@ -252,7 +253,8 @@ def test_bench_runs_lsd_c_rows(tmp_path):
     model = load_model(_tiny_model(tmp_path / "m", "absorbing"))
     cfg = BenchConfig(nfes=(4,), teacher_nfe=8, bases=("euler",), methods=("lsd", "lsd-c"), num_samples=16,
                       batch_size=16, timing_repeats=0,
-                      distill={"epochs": 1, "cma_iters": 1, "cma_popsize": 2, "obj_samples": 16}, validate=False)
+                      distill={"epochs": 1, "cma_iters": 1, "cma_popsize": 2, "obj_samples": 16, "early_exit": False},
+                      validate=False)
     res = run_bench(model, get_task("tokens"), cfg, progress=False, log=lambda *a: None)
     row = next(r for r in res.rows if r.method == "lsd-c")
     assert row.nfe == 4 and row.sampler.conditioning is not None and row.sampler.method == "lsd-c"

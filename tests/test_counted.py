@@ -141,7 +141,7 @@ def test_lsd_c_counted_fitted_on_features_end_to_end(exact, tmp_path):
     from lsdd.distillation.distill import distill, to_sampler
 
     cfg = DistillConfig(nfe=M, teacher_nfe=16, num_traj=64, method="lsd-c", counted=True, objective="features",
-                        obj_samples=64, cma_iters=2, cma_popsize=4, validation=False)
+                        obj_samples=64, cma_iters=2, cma_popsize=4, validation=False, early_exit=False)
     res = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     again = distill(exact, GRAPH, NOISE, L, cfg, progress=False)
     assert torch.equal(res.coeffs, again.coeffs) and res.conditioning == again.conditioning

@@ -110,7 +110,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="trajectory: match the teacher's scores step by step (lsd, lsd+); the others match the "
                         "teacher's outputs (CMA-ES, common random numbers): hellinger / mmd on pooled n-grams (mmd is "
                         "unbiased; hellinger's sampling noise favours sharper samplers), features = energy distance "
-                        "of per-sample (model NLL, unigram entropy), which sharpening cannot game; auto: features for lsd-c")
+                        "of per-sample (model NLL, unigram entropy), which sharpening cannot game; features+mmd adds the "
+                        "n-gram MMD^2 that validation guards, each term in units of its own noise; auto: features for "
+                        "lsd-c")
     p.add_argument("--basis", type=positive_int, default=d.basis,
                    help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step)")
     p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
@@ -118,6 +120,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--cma-iters", type=positive_int, default=d.cma_iters, help="distribution objective: CMA-ES generations")
     p.add_argument("--cma-popsize", type=positive_int, default=d.cma_popsize, help="distribution objective: candidates per generation")
     p.add_argument("--cma-sigma", type=float, default=d.cma_sigma, help="distribution objective: CMA-ES initial step size")
+    p.add_argument("--early-exit", action=argparse.BooleanOptionalAction, default=True,
+                   help="lsd-c and distribution objectives: first test the base's outputs against the teacher's with "
+                        "the objective itself (a permutation test); when they cannot be told apart (p-value >= 0.25) "
+                        "write the base without fitting (text-absorb at 8 NFE: spread movers, minutes saved)")
     p.add_argument("--match-times", action="store_true",
                    help="lsd+ (absorbing graph): compare the student's score with the teacher's moved exactly to the "
                         "student's own time (the score scales as 1/(e^sigma_bar - 1)), so Phi does not absorb the grid")
@@ -287,6 +293,13 @@ def run(args) -> int:
     prov = sampler.provenance
     if val is not None:
         print(val.summary())
+    early = prov.get("early_exit") or {}
+    if early.get("skipped") and early.get("base") and val is None:
+        print(f"lsdd distill: the {prov['objective']} objective cannot tell the base's outputs from the teacher's "
+              f"at {cfg.nfe} NFE (start {early['objective']:.5f}, permutation p-value {early['p']:.3f} >= "
+              f"{early['threshold']:g}), so nothing is left to fit: {out} holds the base sampler"
+              f"{' with spread movers' if sampler.movers == 'spread' else ''}. Pass --no-early-exit to fit anyway.")
+        return 0
     if val is not None and not sampler.learned and not args.force:
         base = f"{cfg.base} with spread movers" if cfg.spread else f"plain {cfg.base}"
         grid = "the --init-grid" if args.init_grid else "uniform"

@@ -31,7 +31,8 @@ from ..graphs import Graph
 from ..sampling.loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from ..noise import Noise
 from .losses import N_STATS, LossSpec, step_losses, step_stats
-from .objective import OBJECTIVES, FeatureObjective, distance, minimise_cma, step_basis
+from .objective import (AT_TEACHER_P, OBJECTIVES, PERMUTATIONS, CombinedObjective, FeatureObjective, NgramObjective,
+                        at_teacher, distance, minimise_cma, step_basis)
 from ..sampling.samplers import PHI_MODES, sample_batched
 from ..sampling.schedules import check_times, uniform_times
 from ..sampling.steps import ONE_CALL
@@ -83,6 +84,7 @@ class DistillConfig:
     cma_iters: int = 12  # CMA-ES generations
     cma_popsize: int = 8
     cma_sigma: float = 0.5
+    early_exit: bool = True  # skip CMA-ES when the base is already at the teacher's level (objective.at_teacher)
     coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.sampling.coupling)
     match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing
     init_lsd: bool = False  # LSD+: first fit LSD (Phi on the fixed grid), start LSD+ from its Phi
@@ -273,6 +275,8 @@ class DistillResult:
     movers: str = "independent"  # independent | counted | spread | a peer order (Sampler.movers)
     final: str | None = None  # the last step's rule (Sampler.final), None: the base rule's
     choice: dict | None = None  # lsd-c: the objective of each discrete candidate at the base parameters
+    # distribution fits: the early exit's test of the start {"objective", "p", "permutations", "skipped"}
+    early_exit: dict | None = None
 
     def sampler(self, cfg: DistillConfig) -> Sampler:
         """The learned sampler as a ``Sampler`` value (not yet bound to a model; no provenance)."""
@@ -595,7 +599,9 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     distribution: CMA-ES over ``cfg.basis`` numbers per parameter family, each candidate scored by
     ``objective.distance`` between its ``cfg.obj_samples`` samples (the same random streams for every
     candidate) and the training teacher outputs. Starts from the base sampler (all zero), which stays a
-    candidate, so the fit is never worse than the base on this objective."""
+    candidate, so the fit is never worse than the base on this objective. With ``cfg.early_exit`` the start is
+    first tested against the teacher (``objective.at_teacher``); when it is already at the teacher's level the fit
+    and, unless the chosen movers differ from the base's, validation are skipped (``result.early_exit``)."""
     n_train = cache.num - cfg.num_val()
     target = cache.x_0[:n_train]
     given = _given(cache, 0, n_train)  # candidates continue the training trajectories' prompts, cyclically
@@ -607,25 +613,31 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     call = CountedScore(score_fn, graph, noise)
     t0 = time.perf_counter()
 
-    if cfg.resolved_objective() == "features":  # the NLL feature's network calls are not sampling calls
+    name = cfg.resolved_objective()
+    if name.startswith("features"):  # the NLL feature's network calls are not sampling calls
         score = FeatureObjective(score_fn, graph, noise, target, seed=derive_seed(cfg.seed, 14),
                                  batch_size=cfg.batch_size, device=device, target_free=target_free, free=free)
+        if name == "features+mmd":
+            score = CombinedObjective(score, NgramObjective("mmd", graph.num_states, target, target_free=target_free,
+                                                            free=free))
     else:
-        score = lambda x: distance(cfg.resolved_objective(), x, target, graph.num_states, free,  # noqa: E731
-                                   target_free)
+        score = NgramObjective(name, graph.num_states, target, target_free=target_free, free=free)
 
-    def evaluate(v: Tensor, movers: str, final: str | None) -> float:
+    def draw(v: Tensor, movers: str, final: str | None) -> Tensor:
         coeffs, cond = _result_from_flat(v, cfg)
         res = DistillResult(times, coeffs, conditioning=cond, movers=movers, final=final)
-        out = sample_batched(call, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
-                             seed=seed, device=device, given=given, **res.sampler(cfg).loop_args(graph))
-        return score(out.x)
+        return sample_batched(call, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
+                              seed=seed, device=device, given=given, **res.sampler(cfg).loop_args(graph)).x
 
     start = torch.zeros(families * cfg.basis, dtype=torch.float64)
     options = discrete_options(cfg, graph)
     choice = None
+    if isinstance(score, CombinedObjective):  # each term's noise, from the base's outputs pooled with the target
+        sd = score.calibrate(draw(start, *options[0]), PERMUTATIONS, seed=derive_seed(cfg.seed, 17))
+        if progress and dist.is_main():
+            print(f"features+mmd: noise of the features term {sd[0]:.4g}, of the n-gram MMD^2 term {sd[1]:.4g}")
     if len(options) > 1:  # the discrete parts, chosen at the base parameters (the same random streams for each)
-        values = [evaluate(start, m, f) for m, f in options]
+        values = [score(draw(start, m, f)) for m, f in options]
         movers, final = options[values.index(min(values))]
         choice = {m + (f"+{f}-final" if f else ""): v for (m, f), v in zip(options, values)}
         if progress and dist.is_main():
@@ -634,8 +646,32 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     else:
         (movers, final), = options
 
+    early = None
+    if cfg.early_exit:  # is the start already at the teacher's level on this objective?
+        value, p = score.test(draw(start, movers, final), PERMUTATIONS, seed=derive_seed(cfg.seed, 16))
+        base = base_sampler(cfg)
+        early = {"objective": value, "p": p, "permutations": PERMUTATIONS, "threshold": AT_TEACHER_P,
+                 "skipped": at_teacher(p), "base": (movers, final) == (base.movers, base.final)}
+        if progress and dist.is_main():
+            print(f"{cfg.resolved_objective()} objective of the start {value:.5f}, permutation p-value against the "
+                  f"teacher {p:.3f}" + (f" >= {AT_TEACHER_P:g}: already at the teacher's level, CMA-ES skipped"
+                                        if early["skipped"] else ""))
+    if early is not None and early["skipped"]:
+        seconds = time.perf_counter() - t0
+        coeffs, cond = _result_from_flat(start, cfg)
+        history = [{"epoch": 0, "loss_phi": early["objective"], "loss_time": 0.0,
+                    "best_so_far": early["objective"], "seconds": seconds}]
+        result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
+                               conditioning=cond, movers=movers, final=final, choice=choice, early_exit=early)
+        if cfg.validation and not early["base"]:  # the start's movers differ from the base's: still validated
+            result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg,
+                                                 result.sampler(cfg), device, given=_given(cache, n_train))
+        return result
+
     def objective(v: Tensor) -> float:
-        return evaluate(v, movers, final)
+        if early is not None and torch.equal(v, start):  # the start, already drawn and scored for the test
+            return early["objective"]
+        return score(draw(v, movers, final))
 
     bar = tqdm(total=cfg.cma_iters, desc=f"{cfg.method} M={cfg.nfe} ({cfg.resolved_objective()}, CMA-ES)",
                disable=not progress or not dist.is_main())
@@ -656,7 +692,7 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     if history:
         history[-1]["seconds"] = seconds
     result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
-                           conditioning=cond, movers=movers, final=final, choice=choice)
+                           conditioning=cond, movers=movers, final=final, choice=choice, early_exit=early)
     if progress and dist.is_main():
         print(f"{cfg.resolved_objective()} objective: base {fit.start_value:.5f} -> learned {fit.value:.5f} "
               f"({fit.evaluations} candidates, {seconds:.0f} s)")
@@ -691,6 +727,12 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
                    seed=derive_seed(cfg.seed, 15), free=free, ref_free=ref_free)
 
 
+def skipped(result: DistillResult) -> bool:
+    """True when the early exit kept the base sampler as it is (nothing fitted, nothing to validate)."""
+    e = result.early_exit
+    return bool(e and e["skipped"] and e["base"] and result.validation is None)
+
+
 def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info: dict[str, Any] | None = None,
                use_base: bool = False) -> Sampler:
     """Package a distillation result as a ``Sampler`` bound to ``model`` (its graph, noise and fingerprint), with
@@ -715,7 +757,16 @@ def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info
     if result.choice is not None:
         provenance["discrete_choice"] = {k: round(v, 6) for k, v in result.choice.items()}
     learned = result.sampler(cfg)
-    if use_base:
+    if result.early_exit is not None:
+        provenance["early_exit"] = {k: (round(v, 6) if isinstance(v, float) else v)
+                                    for k, v in result.early_exit.items()}
+    if skipped(result):
+        out = base_sampler(cfg)
+        e = result.early_exit
+        provenance["written"] = ("base sampler" + (" with spread movers" if cfg.spread else "") +
+                                 f": already at the teacher's level on the {cfg.resolved_objective()} objective "
+                                 f"(permutation p-value {e['p']:.3f} >= {e['threshold']:g}), so nothing was fitted")
+    elif use_base:
         out = base_sampler(cfg)
         provenance["written"] = ("base sampler" + (" with spread movers" if cfg.spread else "") +
                                  ": validation found the learned one no better")

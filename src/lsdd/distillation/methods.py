@@ -33,13 +33,16 @@ def _need(ok: bool, msg: str) -> None:
 
 @dataclass(frozen=True)
 class _CMA:
-    """Settings of the distribution-level fit (CMA-ES over ``basis`` numbers per parameter family)."""
+    """Settings of the distribution-level fit (CMA-ES over ``basis`` numbers per parameter family). early_exit:
+    skip the fit and keep the base when the base's outputs cannot be told from the teacher's by the objective
+    (permutation p-value >= 0.25, ``objective.at_teacher``)."""
 
     basis: int = 2
     obj_samples: int = 256
     cma_iters: int = 12
     cma_popsize: int = 8
     cma_sigma: float = 0.5
+    early_exit: bool = True
 
     def _check_cma(self) -> None:
         _need(self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2

@@ -13,11 +13,18 @@ Distances between sample sets a (n, L) and b (m, L):
   Unbiased: its expectation is the squared L2 distance of the two laws' n-gram frequencies, so unlike the plug-in
   Hellinger (whose sparse-cell noise shrinks when a sampler sharpens: on text it falls monotonically from T = 1.15
   to T = 0.7) it is not pulled towards sharper samplers.
+- ``features+mmd``: ``features`` plus the unbiased n-gram MMD^2, each in units of its own sampling noise
+  (``CombinedObjective``), so that a fit cannot trade n-gram drift (what validation's guard rejects) for NLL.
 - ``features``: the energy distance between per-sample features of the two sets - the frozen model's own
   denoising NLL bound per token (``validate.model_nll``, 2 noise levels, common random numbers) and the sample's
   unigram entropy, each divided by its spread over the teacher's outputs. Matches quality *and* diversity
   jointly: a sharper sampler lowers the NLL but moves the entropy away from the teacher's. Costs one network
   call per sample per noise level on top of the sampling.
+
+**Early exit.** Before the fit, the base sampler's outputs are tested against the teacher's with the objective
+itself as a two-sample statistic (``PERMUTATIONS`` random relabellings of the pooled sets). When its p-value is
+at least ``AT_TEACHER_P`` the base is already at the teacher's level on everything the objective sees, no fit can
+be shown better, and the fit is skipped (text-absorb at 8 NFE: spread movers, benchmarks/lsdc_features.md).
 
 The parameter vector is mapped to per-step parameters through a small basis in the step index (``basis`` = 1:
 one value for all steps; 2: affine in k), so a few numbers describe any M.
@@ -32,10 +39,13 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .statistics import energy_distance, mmd2, ngram_hellinger, pooled_ngrams, unigram_entropy  # noqa: F401
+from .statistics import (energy_distance, mmd2, ngram_hellinger, permutation_p, pooled_ngrams,  # noqa: F401
+                         unigram_entropy)
 
-OBJECTIVES = ("trajectory", "hellinger", "mmd", "features")
+OBJECTIVES = ("trajectory", "hellinger", "mmd", "features", "features+mmd")
 FEATURE_TIMES = 2  # noise levels of the NLL feature
+PERMUTATIONS = 200  # random relabellings of the early exit's permutation test
+AT_TEACHER_P = 0.25  # the early exit's p-value threshold (``at_teacher``)
 
 
 def distance(name: str, a: Tensor, b: Tensor, num_states: int, free_a: Tensor | None = None,
@@ -73,6 +83,111 @@ class FeatureObjective:
 
     def __call__(self, x: Tensor) -> float:
         return energy_distance(self.features(x, self.free) / self.scale, self.target)
+
+    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
+        """(objective of x, permutation p-value of x's features against the target's; see ``at_teacher``)."""
+        f = self.features(x, self.free) / self.scale
+        pooled, n = torch.cat([f, self.target.to(f.dtype)]), f.shape[0]
+        observed = energy_distance(f, self.target)
+        p = permutation_p(lambda i, j: energy_distance(pooled[i], pooled[j]), pooled.shape[0], n, observed,
+                          permutations=permutations, seed=seed)
+        return observed, p
+
+
+class NgramObjective:
+    """``hellinger`` / ``mmd``: x (n, L) -> the pooled n-gram distance ``name`` to the target (m, L), of the
+    generated positions ``free`` / ``target_free`` when given."""
+
+    def __init__(self, name: str, num_states: int, target: Tensor, *, target_free: Tensor | None = None,
+                 free: Tensor | None = None):
+        if name not in ("hellinger", "mmd"):
+            raise ValueError(f"unknown distribution objective {name!r}; expected hellinger or mmd")
+        self.name, self.num_states, self.target, self.target_free, self.free = name, num_states, target, target_free, free
+
+    def __call__(self, x: Tensor) -> float:
+        return distance(self.name, x, self.target, self.num_states, self.free, self.target_free)
+
+    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
+        """(objective of x, permutation p-value of x against the target; see ``at_teacher``)."""
+        pooled, n = torch.cat([x.cpu(), self.target.cpu()]), x.shape[0]
+        fr = None
+        if self.free is not None or self.target_free is not None:
+            fr = torch.cat([(torch.ones_like(x, dtype=torch.bool) if self.free is None else self.free).cpu(),
+                            (torch.ones_like(self.target, dtype=torch.bool) if self.target_free is None
+                             else self.target_free).cpu()])
+
+        def stat(i: Tensor, j: Tensor) -> float:
+            return distance(self.name, pooled[i], pooled[j], self.num_states, None if fr is None else fr[i],
+                            None if fr is None else fr[j])
+
+        observed = self(x)
+        return observed, permutation_p(stat, pooled.shape[0], n, observed, permutations=permutations, seed=seed)
+
+
+class CombinedObjective:
+    """``features+mmd``: the features objective plus the pooled n-gram MMD^2 (what validation's n-gram guard reads),
+    each divided by its own noise: the standard deviation of that term over random relabellings of a reference
+    sample set pooled with the target (``calibrate``; the start's outputs, at the candidates' sample size). Each
+    term so counts in units of its sampling noise, and the fit cannot buy NLL with n-gram drift."""
+
+    def __init__(self, features: FeatureObjective, ngrams: NgramObjective):
+        self.feat, self.ngram = features, ngrams
+        self.noise: tuple[float, float] | None = None
+
+    def _pooled(self, x: Tensor):
+        f = self.feat.features(x, self.feat.free) / self.feat.scale
+        tok = torch.cat([x.cpu(), self.ngram.target.cpu()])
+        fr = None
+        if self.ngram.free is not None or self.ngram.target_free is not None:
+            fr = torch.cat([(torch.ones_like(x, dtype=torch.bool) if self.ngram.free is None else self.ngram.free).cpu(),
+                            (torch.ones_like(self.ngram.target, dtype=torch.bool) if self.ngram.target_free is None
+                             else self.ngram.target_free).cpu()])
+        pooled = torch.cat([f, self.feat.target.to(f.dtype)])
+
+        def parts(i: Tensor, j: Tensor) -> tuple[float, float]:
+            return (energy_distance(pooled[i], pooled[j]),
+                    distance(self.ngram.name, tok[i], tok[j], self.ngram.num_states,
+                             None if fr is None else fr[i], None if fr is None else fr[j]))
+
+        return parts, pooled.shape[0], x.shape[0]
+
+    def calibrate(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
+        """Set (and return) the two terms' noise from ``permutations`` relabellings of x pooled with the target."""
+        parts, total, n = self._pooled(x)
+        g = torch.Generator().manual_seed(int(seed))
+        draws = []
+        for _ in range(permutations):
+            perm = torch.randperm(total, generator=g)
+            draws.append(parts(perm[:n], perm[n:]))
+        sd = torch.tensor(draws, dtype=torch.float64).std(0).clamp_min(1e-12)
+        self.noise = (float(sd[0]), float(sd[1]))
+        return self.noise
+
+    def _combine(self, ed: float, m: float) -> float:
+        if self.noise is None:
+            raise RuntimeError("calibrate the combined objective first")
+        return ed / self.noise[0] + m / self.noise[1]
+
+    def __call__(self, x: Tensor) -> float:
+        return self._combine(self.feat(x), self.ngram(x))
+
+    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
+        """(objective of x, permutation p-value of the combined statistic against the target)."""
+        if self.noise is None:
+            self.calibrate(x, permutations, seed)
+        parts, total, n = self._pooled(x)
+        observed = self._combine(*parts(torch.arange(n), torch.arange(n, total)))
+        p = permutation_p(lambda i, j: self._combine(*parts(i, j)), total, n, observed, permutations=permutations,
+                          seed=seed + 1)
+        return observed, p
+
+
+def at_teacher(p: float) -> bool:
+    """The early exit of a distribution fit: True when the base sampler's outputs cannot be told from the
+    teacher's by the fit's own objective - its permutation p-value is at least ``AT_TEACHER_P`` (the base's
+    distance to the teacher is smaller than in a quarter of random relabellings of the two sets). Nothing a fit
+    finds can then be shown better beyond noise, so the fit is skipped and the base kept."""
+    return p >= AT_TEACHER_P
 
 
 def step_basis(nfe: int, size: int) -> Tensor:
@@ -132,4 +247,4 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
 
 
 __all__ = ["OBJECTIVES", "pooled_ngrams", "ngram_hellinger", "distance", "unigram_entropy", "energy_distance",
-           "FeatureObjective", "step_basis", "CMAResult", "minimise_cma"]
+           "FeatureObjective", "NgramObjective", "CombinedObjective", "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult", "minimise_cma"]

@@ -1,6 +1,7 @@
 """Statistics of sample sets, shared by validation (``validate``) and the distribution objectives (``objective``):
 pooled n-gram laws and their Hellinger distance, the unbiased n-gram MMD^2, per-sample unigram entropy, the
-energy distance of feature vectors, and the frozen model's own NLL bound per sample.
+energy distance of feature vectors, a permutation test of any of them, and the frozen model's own NLL bound per
+sample.
 
 Conditional samples (a prompt held fixed): every statistic takes ``free`` (n, L) bool, the generated positions,
 and then measures the generation only - n-grams of generated tokens (a bigram when both of its tokens are
@@ -119,6 +120,21 @@ def energy_distance(a: Tensor, b: Tensor) -> float:
 
     a, b = a.to(torch.float64), b.to(torch.float64)
     return 2.0 * mean_dist(a, b, False) - mean_dist(a, a, True) - mean_dist(b, b, True)
+
+
+def permutation_p(stat, total: int, n: int, observed: float, *, permutations: int = 200, seed: int = 0) -> float:
+    """Permutation p-value of a two-sample statistic: the share, with the +1 correction, of ``permutations``
+    random splits of the pooled ``total`` items into n and total - n whose ``stat(idx_a, idx_b)`` is at least
+    ``observed`` (the statistic of the real split). Large p: the two sets look like one law. The splits depend
+    only on ``seed`` (a CPU generator), so every process draws the same ones."""
+    if not 0 < n < total:
+        raise ValueError(f"a permutation test needs items on both sides, got {n} of {total}")
+    g = torch.Generator().manual_seed(int(seed))
+    hits = 0
+    for _ in range(permutations):
+        perm = torch.randperm(total, generator=g)
+        hits += stat(perm[:n], perm[n:]) >= observed
+    return (1.0 + hits) / (1.0 + permutations)
 
 
 def model_nll(score_fn, graph, noise, x: Tensor, *, num_times: int = 8, seed: int = 0, batch_size: int = 64,
