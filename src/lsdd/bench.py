@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from . import dist
 from .distillation.methods import METHODS as METHOD_CLASSES, get_method, method_options
+from .distillation.objective import resolve_objective
 from .distillation.pipeline import Teacher, distill
 from .distillation.teacher import get_teacher
 from .sampling.draws import make_generator
@@ -205,7 +206,7 @@ def _method(name: str, options: dict[str, Any]):
     """The method object of a bench row, with the bench's method settings it has."""
     opts = method_options(METHOD_CLASSES[name], options)
     if opts.get("objective") == "auto":
-        opts["objective"] = "features" if name == "lsd-c" else "trajectory"
+        opts["objective"] = resolve_objective(name, "auto")
     return get_method(name, **opts)
 
 

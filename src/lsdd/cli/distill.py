@@ -101,8 +101,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["lsd", "lsd+", "lsd-c", "jys"], default="lsd-c",
                    help="lsd-c (the default): its movers (spread, Halton or DUS order; on the uniform graph independent "
                         "or spread movers and an Euler or Tweedie last step), then per step how many tokens move (Phi) "
-                        "and a value temperature (and on masked models a confidence slope), fitted on the output "
-                        "distribution by CMA-ES; lsd: one Phi per step fitted on the teacher's scores (seconds); "
+                        "and a value temperature (on masked models also a confidence slope with --slope), fitted on "
+                        "the output distribution by CMA-ES (features+mmd objective); lsd: one Phi per step fitted on the teacher's scores (seconds); "
                         "lsd+: also learn the time grid; jys: a Jump-Your-Steps time grid searched on the teacher's "
                         "outputs (Phi = 1)")
     p.add_argument("--max-iter", type=positive_int, default=16, help="jys: golden-section evaluations per grid point")
@@ -111,8 +111,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "teacher's outputs (CMA-ES, common random numbers): hellinger / mmd on pooled n-grams (mmd is "
                         "unbiased; hellinger's sampling noise favours sharper samplers), features = energy distance "
                         "of per-sample (model NLL, unigram entropy), which sharpening cannot game; features+mmd adds the "
-                        "n-gram MMD^2 that validation guards, each term in units of its own noise; auto: features for "
-                        "lsd-c")
+                        "n-gram MMD^2 that validation guards, each term in units of its own noise (it also sees images, "
+                        "where features alone cannot); auto: features+mmd for lsd-c")
     p.add_argument("--basis", type=positive_int, default=d.basis,
                    help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step)")
     p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
@@ -130,9 +130,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--init-lsd", action="store_true", help="lsd+: fit LSD's Phi on the fixed grid first and start from it")
     p.add_argument("--select", action="store_true",
                    help="lsd+: also fit LSD and keep whichever is closer (n-gram Hellinger) to held-out teacher outputs")
-    p.add_argument("--slope", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--slope", action=argparse.BooleanOptionalAction, default=False,
                    help="lsd-c (masked models): also fit a per-step confidence slope, which sets which tokens a step "
-                        "reveals (--no-slope: Phi and the value temperature only; benchmarks/lsdc_features.md)")
+                        "reveals (off by default: it hurt text at 4 NFE; benchmarks/issue24_bench.md)")
     p.add_argument("--choose", action=argparse.BooleanOptionalAction, default=False,
                    help="lsd-c: choose the movers (spread, Halton or DUS order on masked models with spread movers; "
                         "independent or spread on the other graphs) and there the last step (Euler or Tweedie) by the "
@@ -226,10 +226,10 @@ def method_from_args(args):
         if getattr(args, name) is not None and name not in own:
             raise UserError(f"--{name.replace('_', '-')} does not apply to --method {args.method} (it sets lsd / lsd+)")
     opts = method_options(cls, {k: v for k, v in vars(args).items() if not (k in _VALUE_FLAGS and v is None)})
-    if args.method in ("lsd", "lsd+") and opts.get("objective") == "auto":
-        opts["objective"] = "trajectory"
-    if args.method == "lsd-c" and opts.get("objective") == "auto":
-        opts["objective"] = "features"
+    if opts.get("objective") == "auto":
+        from ..distillation.objective import resolve_objective
+
+        opts["objective"] = resolve_objective(args.method, "auto")
     _refuse_foreign_flags(args, cls)
     return cls(**opts)
 

@@ -32,7 +32,7 @@ from ..sampling.loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from ..noise import Noise
 from .losses import N_STATS, LossSpec, step_losses, step_stats
 from .objective import (AT_TEACHER_P, OBJECTIVES, PERMUTATIONS, CombinedObjective, FeatureObjective, NgramObjective,
-                        at_teacher, distance, minimise_cma, step_basis)
+                        at_teacher, distance, minimise_cma, resolve_objective, step_basis)
 from ..sampling.samplers import PHI_MODES, sample_batched
 from ..sampling.schedules import check_times, uniform_times
 from ..sampling.steps import ONE_CALL
@@ -77,8 +77,8 @@ class DistillConfig:
     # "steps": teacher_nfe steps of the base rule; "exact": first hitting (absorbing graph: the model's reverse
     # process exactly, one network call per token; lsdd.sampling.first_hitting), teacher_nfe then unused
     teacher_kind: str = "steps"
-    # distribution-level objective (lsdd.distillation.objective): auto = trajectory for lsd/lsd+, hellinger for lsd-c
-    objective: str = "auto"  # auto | trajectory | hellinger | mmd
+    # distribution-level objective (lsdd.distillation.objective): auto = trajectory for lsd/lsd+, features+mmd for lsd-c
+    objective: str = "auto"  # auto | trajectory | hellinger | mmd | features | features+mmd
     basis: int = 2  # per-step parameters as a polynomial of this many terms in the step index
     obj_samples: int = 256  # samples per candidate (common random numbers)
     cma_iters: int = 12  # CMA-ES generations
@@ -95,7 +95,7 @@ class DistillConfig:
     # spread movers and the last step's rule (Euler or Tweedie: the posterior p(x0 | x_t)) - before fitting
     # (discrete_options)
     choose: bool = False
-    slope: bool = True  # lsd-c: also fit the confidence slope (absorbing graph); off: Phi and beta per step
+    slope: bool = False  # lsd-c: also fit the confidence slope (absorbing graph); off: Phi and beta per step
     # counted movers chosen spread along the sequence (systematic; any graph): lsd/lsd+ roll the student out
     # with them and write them into the artifact; for lsd-c it implies --counted. Validation's base has them too.
     # None (auto): on for absorbing-graph models with linear Phi, independent paths and no --counted
@@ -117,9 +117,7 @@ class DistillConfig:
         return derive_seed(self.seed, 12) if self.coupled else None
 
     def resolved_objective(self) -> str:
-        if self.objective != "auto":
-            return self.objective
-        return "features" if self.method == "lsd-c" else "trajectory"
+        return resolve_objective(self.method, self.objective)
 
     def num_val(self) -> int:
         """Teacher trajectories held out for validation (0 without validation)."""

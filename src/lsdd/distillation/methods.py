@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from ..errors import UserError
-from .objective import OBJECTIVES
+from .objective import DEFAULT_OUTPUT_OBJECTIVE, OBJECTIVES
 
 LOSSES = ("l2", "kl", "rkl")
 
@@ -117,24 +117,25 @@ class LSDPlus(LSD):
 
 @dataclass(frozen=True)
 class LSDC(_CMA):
-    """lsd-c: per-step Phi (how many tokens move), confidence slope and value temperature (the last two on the
-    absorbing graph), fitted on the output distribution by CMA-ES from the base sampler (all at their base values,
-    which stay a candidate). objective: "features" (default: the energy distance of per-sample model NLL bound and
-    unigram entropy to the teacher's outputs, which sharpening cannot game), or "hellinger" / "mmd" on pooled
-    n-grams. counted: movers counted and chosen by weight; spread: counted and spread along the sequence (None: on
-    unless counted, absorbing graph). choose: first pick the movers among spread / Halton / DUS order (masked
-    models with spread movers) or, on the other graphs, independent or spread movers and a Tweedie last step (the
-    posterior p(x0 | x_t)), by the objective at the base parameters (off by default: on text at 4 NFE it picked
-    Halton by a margin within noise and the fit then found nothing better, benchmarks/lsdc_features.md). slope: also fit the confidence slope (absorbing graph; on by default, the configuration
-    validation accepted on text at 4 NFE and countdown at 8; setting the fitted slope to 0 scored better on text, but
-    a fresh fit without it was rejected; benchmarks/lsdc_features.md)."""
+    """lsd-c: per-step Phi (how many tokens move) and value temperature, and on request a confidence slope (absorbing
+    graph), fitted on the output distribution by CMA-ES from the base sampler (all at their base values, which stay a
+    candidate). objective: "features+mmd" (default: the energy distance of per-sample model NLL bound and unigram
+    entropy to the teacher's outputs, plus the pooled n-gram MMD^2 that validation guards, each in units of its own
+    noise; sharpening cannot game it, and it sees images, where "features" alone cannot tell 8-step Euler from the
+    teacher), "features", or "hellinger" / "mmd" on pooled n-grams. counted: movers counted and chosen by weight;
+    spread: counted and spread along the sequence (None: on unless counted, absorbing graph). choose: first pick the
+    movers among spread / Halton / DUS order (masked models with spread movers) or, on the other graphs, independent or
+    spread movers and a Tweedie last step (the posterior p(x0 | x_t)), by the objective at the base parameters (off by
+    default: on text at 4 NFE it picked Halton by a margin within noise, benchmarks/lsdc_features.md). slope: also fit
+    the confidence slope (absorbing graph; off by default since stop 29: it hurt text at 4 NFE in the ablation, and
+    without it the features+mmd fits were accepted at 2 and 4 NFE; benchmarks/issue24_bench.md)."""
 
     name: ClassVar[str] = "lsd-c"
-    objective: str = "features"
+    objective: str = DEFAULT_OUTPUT_OBJECTIVE
     counted: bool = False
     spread: bool | None = None
     choose: bool = False
-    slope: bool = True
+    slope: bool = False
 
     def check(self) -> None:
         _need(self.objective in OBJECTIVES and self.objective != "trajectory",

@@ -44,8 +44,17 @@ from .statistics import (energy_distance, mmd2, ngram_hellinger, permutation_p, 
 
 OBJECTIVES = ("trajectory", "hellinger", "mmd", "features", "features+mmd")
 FEATURE_TIMES = 2  # noise levels of the NLL feature
+DEFAULT_OUTPUT_OBJECTIVE = "features+mmd"  # what "auto" means for lsd-c (lsd / lsd+: "trajectory")
 PERMUTATIONS = 200  # random relabellings of the early exit's permutation test
 AT_TEACHER_P = 0.25  # the early exit's p-value threshold (``at_teacher``)
+
+
+def resolve_objective(method: str, objective: str) -> str:
+    """``objective`` with "auto" decided for ``method``: ``DEFAULT_OUTPUT_OBJECTIVE`` for lsd-c, "trajectory" for
+    lsd / lsd+ (the one place that decides it, for the CLI, the bench and the engine)."""
+    if objective != "auto":
+        return objective
+    return DEFAULT_OUTPUT_OBJECTIVE if method == "lsd-c" else "trajectory"
 
 
 def distance(name: str, a: Tensor, b: Tensor, num_states: int, free_a: Tensor | None = None,
@@ -246,5 +255,5 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
     return CMAResult(best_x, best, start, n_eval, history)
 
 
-__all__ = ["OBJECTIVES", "pooled_ngrams", "ngram_hellinger", "distance", "unigram_entropy", "energy_distance",
+__all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger", "distance", "unigram_entropy", "energy_distance",
            "FeatureObjective", "NgramObjective", "CombinedObjective", "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult", "minimise_cma"]
