@@ -227,6 +227,8 @@ def test_cli_lsd_c_distill_and_sample(tmp_path, capsys):
     rc = main(["distill", "--model", model, "--nfe", "4", "--epochs", "3", "--out", str(tmp_path / "e.json")])
     assert rc == 2 and "--epochs does not apply to --method lsd-c" in capsys.readouterr().err
     assert not (tmp_path / "e.json").exists()
+    rc = main(["distill", "--model", model, "--nfe", "4", "--method", "lsd", "--slope", "--out", str(tmp_path / "e.json")])
+    assert rc == 2 and "--slope does not apply to --method lsd" in capsys.readouterr().err  # refused, not ignored
     rc = main(["distill", "--model", uni, "--nfe", "4", "--teacher", "exact", "--method", "lsd-c", "--out",
                str(tmp_path / "v.json")])
     assert rc == 2 and "absorbing" in capsys.readouterr().err

@@ -235,7 +235,7 @@ def method_from_args(args):
 
 
 # flags that belong to some methods only: given to another method, they are an error rather than ignored
-_METHOD_FLAGS = {"choose": "--choose", "match_times": "--match-times", "init_lsd": "--init-lsd", "select": "--select", "counted": "--counted",
+_METHOD_FLAGS = {"slope": "--slope", "choose": "--choose", "match_times": "--match-times", "init_lsd": "--init-lsd", "select": "--select", "counted": "--counted",
                  "alternate": "--alternate", "closed_form": "--closed-form", "coupled": "--coupled"}
 
 
