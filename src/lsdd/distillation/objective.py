@@ -116,14 +116,18 @@ class NgramObjective:
     def __call__(self, x: Tensor) -> float:
         return distance(self.name, x, self.target, self.num_states, self.free, self.target_free)
 
+    def pooled_free(self, x: Tensor) -> Tensor | None:
+        """(n + m, L) bool: the generated positions of x's rows then the target's (None when both are whole)."""
+        if self.free is None and self.target_free is None:
+            return None
+        return torch.cat([(torch.ones_like(x, dtype=torch.bool) if self.free is None else self.free).cpu(),
+                          (torch.ones_like(self.target, dtype=torch.bool) if self.target_free is None
+                           else self.target_free).cpu()])
+
     def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
         """(objective of x, permutation p-value of x against the target; see ``at_teacher``)."""
         pooled, n = torch.cat([x.cpu(), self.target.cpu()]), x.shape[0]
-        fr = None
-        if self.free is not None or self.target_free is not None:
-            fr = torch.cat([(torch.ones_like(x, dtype=torch.bool) if self.free is None else self.free).cpu(),
-                            (torch.ones_like(self.target, dtype=torch.bool) if self.target_free is None
-                             else self.target_free).cpu()])
+        fr = self.pooled_free(x)
 
         def stat(i: Tensor, j: Tensor) -> float:
             return distance(self.name, pooled[i], pooled[j], self.num_states, None if fr is None else fr[i],
@@ -146,11 +150,7 @@ class CombinedObjective:
     def _pooled(self, x: Tensor):
         f = self.feat.features(x, self.feat.free) / self.feat.scale
         tok = torch.cat([x.cpu(), self.ngram.target.cpu()])
-        fr = None
-        if self.ngram.free is not None or self.ngram.target_free is not None:
-            fr = torch.cat([(torch.ones_like(x, dtype=torch.bool) if self.ngram.free is None else self.ngram.free).cpu(),
-                            (torch.ones_like(self.ngram.target, dtype=torch.bool) if self.ngram.target_free is None
-                             else self.ngram.target_free).cpu()])
+        fr = self.ngram.pooled_free(x)
         pooled = torch.cat([f, self.feat.target.to(f.dtype)])
 
         def parts(i: Tensor, j: Tensor) -> tuple[float, float]:
