@@ -273,7 +273,8 @@ class DistillResult:
     movers: str = "independent"  # independent | counted | spread | a peer order (Sampler.movers)
     final: str | None = None  # the last step's rule (Sampler.final), None: the base rule's
     choice: dict | None = None  # lsd-c: the objective of each discrete candidate at the base parameters
-    # distribution fits: the early exit's test of the start {"objective", "p", "permutations", "skipped"}
+    # distribution fits: the early exit's test of the start {"objective", "p", "permutations", "threshold",
+    # "skipped", "base" (the start is the base sampler)}
     early_exit: dict | None = None
 
     def sampler(self, cfg: DistillConfig) -> Sampler:
@@ -652,8 +653,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
                  "skipped": at_teacher(p), "base": (movers, final) == (base.movers, base.final)}
         if progress and dist.is_main():
             print(f"{cfg.resolved_objective()} objective of the start {value:.5f}, permutation p-value against the "
-                  f"teacher {p:.3f}" + (f" >= {AT_TEACHER_P:g}: already at the teacher's level, CMA-ES skipped"
-                                        if early["skipped"] else ""))
+                  f"teacher {p:.3f}" + (f" >= {AT_TEACHER_P:g}: the objective cannot tell them apart, CMA-ES "
+                                        "skipped" if early["skipped"] else ""))
     if early is not None and early["skipped"]:
         seconds = time.perf_counter() - t0
         coeffs, cond = _result_from_flat(start, cfg)
@@ -762,8 +763,9 @@ def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info
         out = base_sampler(cfg)
         e = result.early_exit
         provenance["written"] = ("base sampler" + (" with spread movers" if cfg.spread else "") +
-                                 f": already at the teacher's level on the {cfg.resolved_objective()} objective "
-                                 f"(permutation p-value {e['p']:.3f} >= {e['threshold']:g}), so nothing was fitted")
+                                 f": the {cfg.resolved_objective()} objective cannot tell its outputs from the "
+                                 f"teacher's (permutation p-value {e['p']:.3f} >= {e['threshold']:g}), so nothing "
+                                 "was fitted")
     elif use_base:
         out = base_sampler(cfg)
         provenance["written"] = ("base sampler" + (" with spread movers" if cfg.spread else "") +
