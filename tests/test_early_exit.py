@@ -59,7 +59,7 @@ def test_clearly_different_sets_get_the_smallest_p_and_copies_a_large_one():
     twins = torch.cat([a, a])
     near = permutation_p(lambda i, j: energy_distance(twins[i], twins[j]), 80, 40, energy_distance(a, a),
                          permutations=99)
-    assert near > 0.9 and at_teacher(near) and AT_TEACHER_P == 0.25
+    assert near > 0.9 and at_teacher(near)
 
 
 def test_objective_tests_report_the_objective_itself(exact):

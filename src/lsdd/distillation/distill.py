@@ -631,12 +631,15 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     start = torch.zeros(families * cfg.basis, dtype=torch.float64)
     options = discrete_options(cfg, graph)
     choice = None
+    # the first option's outputs at the base parameters: drawn once for the calibration, the choice and the test
+    first = draw(start, *options[0]) if isinstance(score, CombinedObjective) or cfg.early_exit or len(options) > 1 \
+        else None
     if isinstance(score, CombinedObjective):  # each term's noise, from the base's outputs pooled with the target
-        sd = score.calibrate(draw(start, *options[0]), PERMUTATIONS, seed=derive_seed(cfg.seed, 17))
+        sd = score.calibrate(first, PERMUTATIONS, seed=derive_seed(cfg.seed, 17))
         if progress and dist.is_main():
             print(f"features+mmd: noise of the features term {sd[0]:.4g}, of the n-gram MMD^2 term {sd[1]:.4g}")
     if len(options) > 1:  # the discrete parts, chosen at the base parameters (the same random streams for each)
-        values = [score(draw(start, m, f)) for m, f in options]
+        values = [score(first if (m, f) == options[0] else draw(start, m, f)) for m, f in options]
         movers, final = options[values.index(min(values))]
         choice = {m + (f"+{f}-final" if f else ""): v for (m, f), v in zip(options, values)}
         if progress and dist.is_main():
@@ -647,7 +650,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
 
     early = None
     if cfg.early_exit:  # is the start already at the teacher's level on this objective?
-        value, p = score.test(draw(start, movers, final), PERMUTATIONS, seed=derive_seed(cfg.seed, 16))
+        x0 = first if (movers, final) == options[0] else draw(start, movers, final)
+        value, p = score.test(x0, PERMUTATIONS, seed=derive_seed(cfg.seed, 16))
         base = base_sampler(cfg)
         early = {"objective": value, "p": p, "permutations": PERMUTATIONS, "threshold": AT_TEACHER_P,
                  "skipped": at_teacher(p), "base": (movers, final) == (base.movers, base.final)}

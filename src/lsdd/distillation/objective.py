@@ -24,7 +24,7 @@ Distances between sample sets a (n, L) and b (m, L):
 **Early exit.** Before the fit, the base sampler's outputs are tested against the teacher's with the objective
 itself as a two-sample statistic (``PERMUTATIONS`` random relabellings of the pooled sets). When its p-value is
 at least ``AT_TEACHER_P`` the base is already at the teacher's level on everything the objective sees, no fit can
-be shown better, and the fit is skipped (text-absorb at 8 NFE: spread movers, benchmarks/lsdc_features.md).
+be shown better, and the fit is skipped (text-absorb at 8 NFE: spread movers, benchmarks/issue24_bench.md).
 
 The parameter vector is mapped to per-step parameters through a small basis in the step index (``basis`` = 1:
 one value for all steps; 2: affine in k), so a few numbers describe any M.
@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from .statistics import (energy_distance, mmd2, ngram_hellinger, permutation_p, pooled_ngrams,  # noqa: F401
-                         unigram_entropy)
+                         random_splits, unigram_entropy)
 
 OBJECTIVES = ("trajectory", "hellinger", "mmd", "features", "features+mmd")
 FEATURE_TIMES = 2  # noise levels of the NLL feature
@@ -146,8 +146,13 @@ class CombinedObjective:
     def __init__(self, features: FeatureObjective, ngrams: NgramObjective):
         self.feat, self.ngram = features, ngrams
         self.noise: tuple[float, float] | None = None
+        self._last: tuple[Tensor, tuple] | None = None  # the last set pooled (its features cost network calls)
 
     def _pooled(self, x: Tensor):
+        """(parts(idx_a, idx_b) -> (energy distance, MMD^2), total, n) for x pooled with the target; the last set's
+        pooling is kept, so calibrating on x and then testing x computes its features once."""
+        if self._last is not None and self._last[0] is x:
+            return self._last[1]
         f = self.feat.features(x, self.feat.free) / self.feat.scale
         tok = torch.cat([x.cpu(), self.ngram.target.cpu()])
         fr = self.ngram.pooled_free(x)
@@ -158,16 +163,13 @@ class CombinedObjective:
                     distance(self.ngram.name, tok[i], tok[j], self.ngram.num_states,
                              None if fr is None else fr[i], None if fr is None else fr[j]))
 
-        return parts, pooled.shape[0], x.shape[0]
+        self._last = (x, (parts, pooled.shape[0], x.shape[0]))
+        return self._last[1]
 
     def calibrate(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
         """Set (and return) the two terms' noise from ``permutations`` relabellings of x pooled with the target."""
         parts, total, n = self._pooled(x)
-        g = torch.Generator().manual_seed(int(seed))
-        draws = []
-        for _ in range(permutations):
-            perm = torch.randperm(total, generator=g)
-            draws.append(parts(perm[:n], perm[n:]))
+        draws = [parts(i, j) for i, j in random_splits(total, n, permutations, seed)]
         sd = torch.tensor(draws, dtype=torch.float64).std(0).clamp_min(1e-12)
         self.noise = (float(sd[0]), float(sd[1]))
         return self.noise
@@ -178,14 +180,15 @@ class CombinedObjective:
         return ed / self.noise[0] + m / self.noise[1]
 
     def __call__(self, x: Tensor) -> float:
-        return self._combine(self.feat(x), self.ngram(x))
+        parts, total, n = self._pooled(x)
+        return self._combine(*parts(torch.arange(n), torch.arange(n, total)))
 
     def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
         """(objective of x, permutation p-value of the combined statistic against the target)."""
         if self.noise is None:
             self.calibrate(x, permutations, seed)
         parts, total, n = self._pooled(x)
-        observed = self._combine(*parts(torch.arange(n), torch.arange(n, total)))
+        observed = self(x)
         p = permutation_p(lambda i, j: self._combine(*parts(i, j)), total, n, observed, permutations=permutations,
                           seed=seed + 1)
         return observed, p
@@ -255,5 +258,7 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
     return CMAResult(best_x, best, start, n_eval, history)
 
 
-__all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger", "distance", "unigram_entropy", "energy_distance",
-           "FeatureObjective", "NgramObjective", "CombinedObjective", "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult", "minimise_cma"]
+__all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger",
+           "distance", "unigram_entropy", "energy_distance", "FeatureObjective", "NgramObjective",
+           "CombinedObjective", "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult",
+           "minimise_cma"]

@@ -122,18 +122,22 @@ def energy_distance(a: Tensor, b: Tensor) -> float:
     return 2.0 * mean_dist(a, b, False) - mean_dist(a, a, True) - mean_dist(b, b, True)
 
 
-def permutation_p(stat, total: int, n: int, observed: float, *, permutations: int = 200, seed: int = 0) -> float:
-    """Permutation p-value of a two-sample statistic: the share, with the +1 correction, of ``permutations``
-    random splits of the pooled ``total`` items into n and total - n whose ``stat(idx_a, idx_b)`` is at least
-    ``observed`` (the statistic of the real split). Large p: the two sets look like one law. The splits depend
-    only on ``seed`` (a CPU generator), so every process draws the same ones."""
+def random_splits(total: int, n: int, permutations: int, seed: int):
+    """``permutations`` random splits (idx_a (n,), idx_b (total - n,)) of ``total`` pooled items. They depend only
+    on ``seed`` (a CPU generator), so every process draws the same ones."""
     if not 0 < n < total:
         raise ValueError(f"a permutation test needs items on both sides, got {n} of {total}")
     g = torch.Generator().manual_seed(int(seed))
-    hits = 0
     for _ in range(permutations):
         perm = torch.randperm(total, generator=g)
-        hits += stat(perm[:n], perm[n:]) >= observed
+        yield perm[:n], perm[n:]
+
+
+def permutation_p(stat, total: int, n: int, observed: float, *, permutations: int = 200, seed: int = 0) -> float:
+    """Permutation p-value of a two-sample statistic: the share, with the +1 correction, of ``random_splits`` of
+    the pooled ``total`` items into n and total - n whose ``stat(idx_a, idx_b)`` is at least ``observed`` (the
+    statistic of the real split). Large p: the two sets look like one law."""
+    hits = sum(stat(i, j) >= observed for i, j in random_splits(total, n, permutations, seed))
     return (1.0 + hits) / (1.0 + permutations)
 
 
