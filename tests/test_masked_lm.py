@@ -449,3 +449,18 @@ def test_remote_code_model_with_the_flag(remote_dirs, kind, tmp_path):
         assert main(["eval", str(out), "--quiet"]) == 2
         assert main(["eval", str(out), "--trust-remote-code", "--quiet", "--json", str(tmp_path / "m.json")]) == 0
         assert json.loads((tmp_path / "m.json").read_text())["task"] == "tokens"
+
+
+def test_hidden_states_of_a_transformers_masked_lm_are_its_last_hidden_layer_after_the_head_transform(bert):
+    """The ``network`` objective's features on a BERT directory: the input of the vocabulary projection, which for
+    BertForMaskedLM is the prediction head's transform of the last hidden layer (transformers computes it itself)."""
+    from lsdd.models.features import hidden_states
+
+    model = lsdd.load_model(str(bert), length=8)
+    x, sigma = _lsdd_inputs()
+    h = hidden_states(model)(x, sigma)
+    net = transformers.AutoModelForMaskedLM.from_pretrained(str(bert), local_files_only=True).eval()
+    with torch.no_grad():
+        last = net(input_ids=model.ids.model_ids(x), output_hidden_states=True).hidden_states[-1]
+        want = net.cls.predictions.transform(last)
+    assert h.shape == (3, 8, 16) and torch.allclose(h, want, atol=1e-5)

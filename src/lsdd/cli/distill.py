@@ -112,7 +112,12 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "unbiased; hellinger's sampling noise favours sharper samplers), features = energy distance "
                         "of per-sample (model NLL, unigram entropy), which sharpening cannot game; features+mmd adds the "
                         "n-gram MMD^2 that validation guards, each term in units of its own noise (it also sees images, "
-                        "where features alone cannot); auto: features+mmd for lsd-c")
+                        "where features alone cannot); network = energy distance of the frozen network's own pooled "
+                        "hidden states (a FID in the model's feature space, no evaluator: it tells 8-step digits samplers from "
+                        "the teacher where features cannot); nll@entropy = the model's NLL bound moved along the base's temperature frontier to "
+                        "the teacher's entropy (quality at matched diversity, what the bench reads); network+mmd, "
+                        "features+network+mmd, nll@entropy+mmd: sums, each term in units of its noise; auto: "
+                        "features+mmd for lsd-c")
     p.add_argument("--basis", type=positive_int, default=d.basis,
                    help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step)")
     p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,

@@ -31,9 +31,10 @@ from ..graphs import Graph
 from ..sampling.loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from ..noise import Noise
 from .losses import N_STATS, LossSpec, step_losses, step_stats
-from .objective import (AT_TEACHER_P, OBJECTIVES, PERMUTATIONS, CombinedObjective, FeatureObjective, NgramObjective,
+from .objective import (AT_TEACHER_P, OBJECTIVES, PERMUTATIONS, SLOPE_TEMPERATURES, CombinedObjective, make_objective,
+                        slope_terms,
                         at_teacher, distance, minimise_cma, resolve_objective, step_basis)
-from ..sampling.samplers import PHI_MODES, sample_batched
+from ..sampling.samplers import PHI_MODES, sample_batched, tempered_score
 from ..sampling.schedules import check_times, uniform_times
 from ..sampling.steps import ONE_CALL
 from .teacher import STORES, TEACHER_KINDS, TeacherCache, choose_store, run_exact_teacher, run_teacher
@@ -78,7 +79,7 @@ class DistillConfig:
     # process exactly, one network call per token; lsdd.sampling.first_hitting), teacher_nfe then unused
     teacher_kind: str = "steps"
     # distribution-level objective (lsdd.distillation.objective): auto = trajectory for lsd/lsd+, features+mmd for lsd-c
-    objective: str = "auto"  # auto | trajectory | hellinger | mmd | features | features+mmd
+    objective: str = "auto"  # auto | trajectory | one of objective.OBJECTIVES (hellinger, mmd, features, network, ...)
     basis: int = 2  # per-step parameters as a polynomial of this many terms in the step index
     obj_samples: int = 256  # samples per candidate (common random numbers)
     cma_iters: int = 12  # CMA-ES generations
@@ -276,6 +277,9 @@ class DistillResult:
     # distribution fits: the early exit's test of the start {"objective", "p", "permutations", "threshold",
     # "skipped", "base" (the start is the base sampler)}
     early_exit: dict | None = None
+    # distribution fits: how the objective was calibrated on the start's outputs {"noise": {term: sd},
+    # "slope": dNLL/dH of the base's temperature frontier (nll@entropy)}
+    calibration: dict | None = None
 
     def sampler(self, cfg: DistillConfig) -> Sampler:
         """The learned sampler as a ``Sampler`` value (not yet bound to a model; no provenance)."""
@@ -444,9 +448,11 @@ def make_teacher(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg
 
 def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig, *,
             device: torch.device | str = "cpu", progress: bool = True, cache: TeacherCache | None = None,
-            state: dict | None = None, on_epoch: Callable[[dict, dict], None] | None = None) -> DistillResult:
+            state: dict | None = None, on_epoch: Callable[[dict, dict], None] | None = None,
+            hidden_fn=None) -> DistillResult:
     """Distill a learned M-step sampler. ``cache`` reuses teacher trajectories; ``state`` resumes from a
-    checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch)."""
+    checkpoint dict given earlier to ``on_epoch(record, state)`` (called after every epoch). ``hidden_fn``: the
+    network's hidden states (``lsdd.models.features.hidden_states``), read by the ``network`` objective."""
     cfg.validate()
     cfg = cfg.resolve(graph)
     if (cfg.coupled or cfg.match_times or cfg.teacher_kind == "exact") and not graph.absorbing:
@@ -458,7 +464,8 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
         raise ValueError(f"teacher cache has {len(cache.states)} steps, the student {cfg.nfe}")
     cache.attach(score_fn, graph, noise)  # a "states" cache recomputes the teacher's scores with it
     if cfg.resolved_objective() != "trajectory":
-        return distill_distribution(score_fn, graph, noise, length, cfg, cache, device=device, progress=progress)
+        return distill_distribution(score_fn, graph, noise, length, cfg, cache, device=device, progress=progress,
+                                    hidden_fn=hidden_fn)
     n_train = cache.num - cfg.num_val()
     if n_train < 1:
         raise ValueError(f"the teacher cache holds {cache.num} trajectories; {cfg.num_val()} are held out for "
@@ -593,7 +600,7 @@ def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | Non
 
 def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig,
                          cache: TeacherCache, *, device: torch.device | str = "cpu",
-                         progress: bool = True) -> DistillResult:
+                         progress: bool = True, hidden_fn=None) -> DistillResult:
     """Fit lsd (Phi per step) or lsd-c (Phi, confidence slope, value temperature per step) on the output
     distribution: CMA-ES over ``cfg.basis`` numbers per parameter family, each candidate scored by
     ``objective.distance`` between its ``cfg.obj_samples`` samples (the same random streams for every
@@ -613,19 +620,16 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     t0 = time.perf_counter()
 
     name = cfg.resolved_objective()
-    if name.startswith("features"):  # the NLL feature's network calls are not sampling calls
-        score = FeatureObjective(score_fn, graph, noise, target, seed=derive_seed(cfg.seed, 14),
-                                 batch_size=cfg.batch_size, device=device, target_free=target_free, free=free)
-        if name == "features+mmd":
-            score = CombinedObjective(score, NgramObjective("mmd", graph.num_states, target, target_free=target_free,
-                                                            free=free))
-    else:
-        score = NgramObjective(name, graph.num_states, target, target_free=target_free, free=free)
+    # the NLL feature's and the hidden states' network calls are not sampling calls
+    score = make_objective(name, score_fn=score_fn, graph=graph, noise=noise, target=target,
+                           seed=derive_seed(cfg.seed, 14), batch_size=cfg.batch_size, device=device,
+                           target_free=target_free, free=free, hidden_fn=hidden_fn)
 
-    def draw(v: Tensor, movers: str, final: str | None) -> Tensor:
+    def draw(v: Tensor, movers: str, final: str | None, temperature: float = 1.0) -> Tensor:
         coeffs, cond = _result_from_flat(v, cfg)
         res = DistillResult(times, coeffs, conditioning=cond, movers=movers, final=final)
-        return sample_batched(call, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
+        fn = call if temperature == 1.0 else tempered_score(call, temperature)
+        return sample_batched(fn, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
                               seed=seed, device=device, given=given, **res.sampler(cfg).loop_args(graph)).x
 
     start = torch.zeros(families * cfg.basis, dtype=torch.float64)
@@ -634,10 +638,18 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     # the first option's outputs at the base parameters: drawn once for the calibration, the choice and the test
     first = draw(start, *options[0]) if isinstance(score, CombinedObjective) or cfg.early_exit or len(options) > 1 \
         else None
+    calibration = {}
+    for term in slope_terms(score):  # nll@entropy: the base's frontier slope, from its outputs at two temperatures
+        calibration["slope"] = term.calibrate_slope(*(draw(start, *options[0], temperature=t)
+                                                      for t in SLOPE_TEMPERATURES))
+        if progress and dist.is_main():
+            print(f"nll@entropy: slope dNLL/dH of the base's temperature frontier {calibration['slope']:.4g} "
+                  f"(temperatures {SLOPE_TEMPERATURES[0]:g}, {SLOPE_TEMPERATURES[1]:g})")
     if isinstance(score, CombinedObjective):  # each term's noise, from the base's outputs pooled with the target
         sd = score.calibrate(first, PERMUTATIONS, seed=derive_seed(cfg.seed, 17))
+        calibration["noise"] = dict(zip(score.labels, sd))
         if progress and dist.is_main():
-            print(f"features+mmd: noise of the features term {sd[0]:.4g}, of the n-gram MMD^2 term {sd[1]:.4g}")
+            print(f"{name}: noise of each term: " + ", ".join(f"{k} {v:.4g}" for k, v in zip(score.labels, sd)))
     if len(options) > 1:  # the discrete parts, chosen at the base parameters (the same random streams for each)
         values = [score(first if (m, f) == options[0] else draw(start, m, f)) for m, f in options]
         movers, final = options[values.index(min(values))]
@@ -665,7 +677,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
         history = [{"epoch": 0, "loss_phi": early["objective"], "loss_time": 0.0,
                     "best_so_far": early["objective"], "seconds": seconds}]
         result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
-                               conditioning=cond, movers=movers, final=final, choice=choice, early_exit=early)
+                               conditioning=cond, movers=movers, final=final, choice=choice, early_exit=early,
+                               calibration=calibration or None)
         if cfg.validation and not early["base"]:  # the start's movers differ from the base's: still validated
             result.validation = validate_learned(score_fn, graph, noise, cache.x_0[n_train:], cfg,
                                                  result.sampler(cfg), device, given=_given(cache, n_train))
@@ -695,7 +708,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     if history:
         history[-1]["seconds"] = seconds
     result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
-                           conditioning=cond, movers=movers, final=final, choice=choice, early_exit=early)
+                           conditioning=cond, movers=movers, final=final, choice=choice, early_exit=early,
+                           calibration=calibration or None)
     if progress and dist.is_main():
         print(f"{cfg.resolved_objective()} objective: base {fit.start_value:.5f} -> learned {fit.value:.5f} "
               f"({fit.evaluations} candidates, {seconds:.0f} s)")
@@ -759,6 +773,10 @@ def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info
         provenance["selection"] = result.selection
     if result.choice is not None:
         provenance["discrete_choice"] = {k: round(v, 6) for k, v in result.choice.items()}
+    if result.calibration is not None:
+        provenance["objective_calibration"] = {
+            k: ({t: float(f"{x:.6g}") for t, x in v.items()} if isinstance(v, dict) else float(f"{v:.6g}"))
+            for k, v in result.calibration.items()}
     learned = result.sampler(cfg)
     if result.early_exit is not None:
         provenance["early_exit"] = {k: (round(v, 6) if isinstance(v, float) else v)

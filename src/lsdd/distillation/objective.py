@@ -15,6 +15,12 @@ Distances between sample sets a (n, L) and b (m, L):
   to T = 0.7) it is not pulled towards sharper samplers.
 - ``features+mmd``: ``features`` plus the unbiased n-gram MMD^2, each in units of its own sampling noise
   (``CombinedObjective``), so that a fit cannot trade n-gram drift (what validation's guard rejects) for NLL.
+- ``network``: the energy distance between the frozen network's own hidden states, pooled per sample
+  (``NetworkObjective``): a FID in the model's feature space, with no evaluator.
+- ``nll@entropy``: the model's NLL bound moved along the base's temperature frontier to the teacher's entropy
+  (``MatchedNLLObjective``): quality at matched diversity, what the bench reads.
+- names joined by "+" (``network+mmd``, ``nll@entropy+mmd``, ``features+network+mmd``): ``CombinedObjective``,
+  each term in units of its noise.
 - ``features``: the energy distance between per-sample features of the two sets - the frozen model's own
   denoising NLL bound per token (``validate.model_nll``, 2 noise levels, common random numbers) and the sample's
   unigram entropy, each divided by its spread over the teacher's outputs. Matches quality *and* diversity
@@ -42,8 +48,11 @@ from torch import Tensor
 from .statistics import (energy_distance, mmd2, ngram_hellinger, permutation_p, pooled_ngrams,  # noqa: F401
                          random_splits, unigram_entropy)
 
-OBJECTIVES = ("trajectory", "hellinger", "mmd", "features", "features+mmd")
+OBJECTIVES = ("trajectory", "hellinger", "mmd", "features", "features+mmd", "network", "network+mmd",
+              "features+network+mmd", "nll@entropy", "nll@entropy+mmd")
 FEATURE_TIMES = 2  # noise levels of the NLL feature
+NETWORK_T = 0.05  # the time whose noise level the network objective conditions on (its input stays clean)
+SLOPE_TEMPERATURES = (0.97, 1.03)  # the base's temperatures whose outputs give nll@entropy its frontier slope
 DEFAULT_OUTPUT_OBJECTIVE = "features+mmd"  # what "auto" means for lsd-c (lsd / lsd+: "trajectory")
 PERMUTATIONS = 200  # random relabellings of the early exit's permutation test
 AT_TEACHER_P = 0.25  # the early exit's p-value threshold (``at_teacher``)
@@ -68,20 +77,53 @@ def distance(name: str, a: Tensor, b: Tensor, num_states: int, free_a: Tensor | 
     raise ValueError(f"unknown distribution objective {name!r}; expected hellinger or mmd")
 
 
-class FeatureObjective:
-    """``features``: x (n, L) -> energy distance between its features and the target's (see the module doc).
-    The target's features and their spread are computed once. Conditional samples: ``target_free`` (m, L) bool
-    the target's generated positions, ``free`` (n, L) those of the candidates' samples (both features then read
-    the generation only)."""
+class EnergyObjective:
+    """x (n, L) -> the energy distance between per-sample feature vectors of x and of the target (m, L), each
+    feature divided by its spread over the target. Subclasses say what the features are (``features``). The
+    target's features and their spread are computed once. Conditional samples: ``target_free`` (m, L) bool the
+    target's generated positions, ``free`` (n, L) those of the candidates' samples (the features then read the
+    generation only)."""
+
+    label = "energy"
+
+    def __init__(self, target: Tensor, *, target_free: Tensor | None = None, free: Tensor | None = None):
+        self.free = free
+        feats = self.features(target, target_free)
+        spread = feats.std(0)
+        # a feature constant over the target must not blow up: floor the spread at 1e-3 of the median one
+        self.scale = spread.clamp_min(max(1e-8, 1e-3 * float(spread.median())))
+        self.target = feats / self.scale
+
+    def features(self, x: Tensor, free: Tensor | None = None) -> Tensor:  # (n, L) -> (n, d)
+        raise NotImplementedError
+
+    def pooled_stat(self, x: Tensor):
+        """(stat(idx_a, idx_b) -> float, total, n): the distance between any two parts of x pooled with the
+        target (rows 0..n-1 are x's)."""
+        f = self.features(x, self.free) / self.scale
+        pooled = torch.cat([f, self.target.to(f.dtype)])
+        return (lambda i, j: energy_distance(pooled[i], pooled[j])), pooled.shape[0], f.shape[0]
+
+    def __call__(self, x: Tensor) -> float:
+        return energy_distance(self.features(x, self.free) / self.scale, self.target)
+
+    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
+        """(objective of x, permutation p-value of x's features against the target's; see ``at_teacher``)."""
+        stat, total, n = self.pooled_stat(x)
+        observed = stat(torch.arange(n), torch.arange(n, total))
+        return observed, permutation_p(stat, total, n, observed, permutations=permutations, seed=seed)
+
+
+class FeatureObjective(EnergyObjective):
+    """``features``: per-sample (frozen model's NLL bound per token, unigram entropy) (see the module doc)."""
+
+    label = "features"
 
     def __init__(self, score_fn, graph, noise, target: Tensor, *, seed: int, batch_size: int, device="cpu",
                  target_free: Tensor | None = None, free: Tensor | None = None):
         self.score_fn, self.graph, self.noise = score_fn, graph, noise
         self.seed, self.batch_size, self.device = seed, batch_size, device
-        self.free = free
-        feats = self.features(target, target_free)
-        self.scale = feats.std(0).clamp_min(1e-8)
-        self.target = feats / self.scale
+        super().__init__(target, target_free=target_free, free=free)
 
     def features(self, x: Tensor, free: Tensor | None = None) -> Tensor:
         from .statistics import model_nll
@@ -90,17 +132,91 @@ class FeatureObjective:
                         batch_size=self.batch_size, device=self.device, free=free)
         return torch.stack([nll, unigram_entropy(x.to(self.device), self.graph.num_states, free)], 1)
 
+
+class NetworkObjective(EnergyObjective):
+    """``network``: the frozen network's hidden states feeding its output layer (``lsdd.models.features``), read
+    on the clean sample at the noise level of time ``NETWORK_T``, pooled per sample (mean and standard deviation
+    over the generated positions): (n, 2D). A distance in the model's own feature space, like FID in an evaluator's,
+    with no evaluator: it sees what the per-sample NLL bound averages away (on digits, 8-step Euler against the
+    teacher: permutation p 0.01, where ``features`` gives 0.448)."""
+
+    label = "network"
+
+    def __init__(self, hidden_fn, noise, target: Tensor, *, batch_size: int, device="cpu",
+                 target_free: Tensor | None = None, free: Tensor | None = None):
+        self.hidden_fn, self.noise, self.batch_size, self.device = hidden_fn, noise, batch_size, device
+        super().__init__(target, target_free=target_free, free=free)
+
+    def features(self, x: Tensor, free: Tensor | None = None) -> Tensor:
+        from ..models.features import pooled
+
+        out = []
+        for b in range(0, x.shape[0], self.batch_size):
+            xb = x[b : b + self.batch_size].to(self.device)
+            sigma = self.noise.total(torch.full((xb.shape[0],), NETWORK_T, dtype=torch.float64))
+            h = self.hidden_fn(xb, sigma.to(device=self.device, dtype=torch.float32))
+            out.append(pooled(h, None if free is None else free[b : b + self.batch_size]).cpu())
+        return torch.cat(out)
+
+
+class MatchedNLLObjective:
+    """``nll@entropy``: the frozen model's NLL bound of the samples *at the teacher's entropy*, against the
+    teacher's. Quality is a frontier (a colder sampler has a lower NLL and a lower entropy), so the NLL alone rewards
+    sharpening, and the gains that matter are moves of the whole frontier. For sets a, b with mean per-sample NLL
+    bound N and unigram entropy H (``FeatureObjective``'s features, unscaled), dN = N_a - N_b, dH = H_a - H_b:
+
+        J(a, b) = dN - s dH + s dH^2 / tol
+
+    - ``s``: the slope dN/dH of the base sampler's temperature frontier (``calibrate_slope``: the base's outputs at
+      temperatures ``SLOPE_TEMPERATURES``, common random numbers). ``dN - s dH`` is a's NLL moved along that frontier
+      to b's entropy (first order);
+    - ``s dH^2 / tol`` (tol = ``ENTROPY_TOL`` of the teacher's entropy, what validation allows) keeps the fit where the
+      first order holds: along the frontier J grows like s dH^2 / tol, so the fit is pulled to the teacher's entropy.
+
+    On text-absorb at 4 NFE it ranks fitted samplers as gen PPL at matched entropy does (benchmarks/issue24_bench.md).
+    Conditional samples: the features read the generation only (``free``, ``target_free``)."""
+
+    label = "nll@entropy"
+
+    def __init__(self, features: FeatureObjective):
+        from .validate import ENTROPY_TOL
+
+        self.feat = features
+        self.target = features.target * features.scale  # (m, 2): NLL bound, entropy
+        self.entropy_teacher = float(self.target[:, 1].mean())
+        self.tol = ENTROPY_TOL * self.entropy_teacher
+        self.slope: float | None = None
+
+    def calibrate_slope(self, cold: Tensor, warm: Tensor) -> float:
+        """Set (and return) ``slope`` from the base's outputs at the colder and the warmer of
+        ``SLOPE_TEMPERATURES`` (same random streams); 0 when the warmer set is not more diverse (nothing to trade)."""
+        fc, fw = self.feat.features(cold, self.feat.free), self.feat.features(warm, self.feat.free)
+        dn, dh = float(fw[:, 0].mean() - fc[:, 0].mean()), float(fw[:, 1].mean() - fc[:, 1].mean())
+        self.slope = max(dn / dh, 0.0) if dh > 0 and math.isfinite(dn / dh) else 0.0
+        return self.slope
+
+    def _stat(self, fa: Tensor, fb: Tensor) -> float:
+        if self.slope is None:
+            raise RuntimeError("calibrate the nll@entropy objective's slope first")
+        dn = float(fa[:, 0].mean() - fb[:, 0].mean())
+        dh = float(fa[:, 1].mean() - fb[:, 1].mean())
+        return dn - self.slope * dh + self.slope * dh * dh / self.tol
+
+    def pooled_stat(self, x: Tensor):
+        """(stat(idx_a, idx_b) -> J, total, n) over x pooled with the target (rows 0..n-1 are x's)."""
+        f = self.feat.features(x, self.feat.free)
+        pooled = torch.cat([f, self.target.to(f.dtype)])
+        return (lambda i, j: self._stat(pooled[i], pooled[j])), pooled.shape[0], f.shape[0]
+
     def __call__(self, x: Tensor) -> float:
-        return energy_distance(self.features(x, self.free) / self.scale, self.target)
+        stat, total, n = self.pooled_stat(x)
+        return stat(torch.arange(n), torch.arange(n, total))
 
     def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
-        """(objective of x, permutation p-value of x's features against the target's; see ``at_teacher``)."""
-        f = self.features(x, self.free) / self.scale
-        pooled, n = torch.cat([f, self.target.to(f.dtype)]), f.shape[0]
-        observed = energy_distance(f, self.target)
-        p = permutation_p(lambda i, j: energy_distance(pooled[i], pooled[j]), pooled.shape[0], n, observed,
-                          permutations=permutations, seed=seed)
-        return observed, p
+        """(objective of x, permutation p-value of J against the target; see ``at_teacher``)."""
+        stat, total, n = self.pooled_stat(x)
+        observed = stat(torch.arange(n), torch.arange(n, total))
+        return observed, permutation_p(stat, total, n, observed, permutations=permutations, seed=seed)
 
 
 class NgramObjective:
@@ -112,6 +228,7 @@ class NgramObjective:
         if name not in ("hellinger", "mmd"):
             raise ValueError(f"unknown distribution objective {name!r}; expected hellinger or mmd")
         self.name, self.num_states, self.target, self.target_free, self.free = name, num_states, target, target_free, free
+        self.label = name
 
     def __call__(self, x: Tensor) -> float:
         return distance(self.name, x, self.target, self.num_states, self.free, self.target_free)
@@ -124,8 +241,9 @@ class NgramObjective:
                           (torch.ones_like(self.target, dtype=torch.bool) if self.target_free is None
                            else self.target_free).cpu()])
 
-    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
-        """(objective of x, permutation p-value of x against the target; see ``at_teacher``)."""
+    def pooled_stat(self, x: Tensor):
+        """(stat(idx_a, idx_b) -> float, total, n): the distance between any two parts of x pooled with the
+        target."""
         pooled, n = torch.cat([x.cpu(), self.target.cpu()]), x.shape[0]
         fr = self.pooled_free(x)
 
@@ -133,51 +251,59 @@ class NgramObjective:
             return distance(self.name, pooled[i], pooled[j], self.num_states, None if fr is None else fr[i],
                             None if fr is None else fr[j])
 
+        return stat, pooled.shape[0], n
+
+    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
+        """(objective of x, permutation p-value of x against the target; see ``at_teacher``)."""
+        stat, total, n = self.pooled_stat(x)
         observed = self(x)
-        return observed, permutation_p(stat, pooled.shape[0], n, observed, permutations=permutations, seed=seed)
+        return observed, permutation_p(stat, total, n, observed, permutations=permutations, seed=seed)
 
 
 class CombinedObjective:
-    """``features+mmd``: the features objective plus the pooled n-gram MMD^2 (what validation's n-gram guard reads),
-    each divided by its own noise: the standard deviation of that term over random relabellings of a reference
-    sample set pooled with the target (``calibrate``; the start's outputs, at the candidates' sample size). Each
-    term so counts in units of its sampling noise, and the fit cannot buy NLL with n-gram drift."""
+    """A sum of terms (``features``, ``network``, the n-gram ``mmd``: objective names joined by "+"), each divided by
+    its own noise: the standard deviation of that term over random relabellings of a reference sample set pooled
+    with the target (``calibrate``; the start's outputs, at the candidates' sample size). Each term so counts in
+    units of its sampling noise, and the fit cannot buy one (say the NLL) with another (n-gram drift, which
+    validation's guard rejects)."""
 
-    def __init__(self, features: FeatureObjective, ngrams: NgramObjective):
-        self.feat, self.ngram = features, ngrams
-        self.noise: tuple[float, float] | None = None
+    def __init__(self, *terms):
+        if len(terms) < 2:
+            raise ValueError("a combined objective needs at least two terms")
+        self.terms = terms
+        self.noise: tuple[float, ...] | None = None
         self._last: tuple[Tensor, tuple] | None = None  # the last set pooled (its features cost network calls)
 
+    @property
+    def labels(self) -> list[str]:
+        return [t.label for t in self.terms]
+
     def _pooled(self, x: Tensor):
-        """(parts(idx_a, idx_b) -> (energy distance, MMD^2), total, n) for x pooled with the target; the last set's
-        pooling is kept, so calibrating on x and then testing x computes its features once."""
+        """(parts(idx_a, idx_b) -> (term values), total, n) for x pooled with the target; the last set's pooling
+        is kept, so calibrating on x and then testing x computes its features once."""
         if self._last is not None and self._last[0] is x:
             return self._last[1]
-        f = self.feat.features(x, self.feat.free) / self.feat.scale
-        tok = torch.cat([x.cpu(), self.ngram.target.cpu()])
-        fr = self.ngram.pooled_free(x)
-        pooled = torch.cat([f, self.feat.target.to(f.dtype)])
+        stats = [t.pooled_stat(x) for t in self.terms]
+        total, n = stats[0][1], stats[0][2]
 
-        def parts(i: Tensor, j: Tensor) -> tuple[float, float]:
-            return (energy_distance(pooled[i], pooled[j]),
-                    distance(self.ngram.name, tok[i], tok[j], self.ngram.num_states,
-                             None if fr is None else fr[i], None if fr is None else fr[j]))
+        def parts(i: Tensor, j: Tensor) -> tuple[float, ...]:
+            return tuple(s[0](i, j) for s in stats)
 
-        self._last = (x, (parts, pooled.shape[0], x.shape[0]))
+        self._last = (x, (parts, total, n))
         return self._last[1]
 
-    def calibrate(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
-        """Set (and return) the two terms' noise from ``permutations`` relabellings of x pooled with the target."""
+    def calibrate(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, ...]:
+        """Set (and return) the terms' noise from ``permutations`` relabellings of x pooled with the target."""
         parts, total, n = self._pooled(x)
         draws = [parts(i, j) for i, j in random_splits(total, n, permutations, seed)]
         sd = torch.tensor(draws, dtype=torch.float64).std(0).clamp_min(1e-12)
-        self.noise = (float(sd[0]), float(sd[1]))
+        self.noise = tuple(float(v) for v in sd)
         return self.noise
 
-    def _combine(self, ed: float, m: float) -> float:
+    def _combine(self, *values: float) -> float:
         if self.noise is None:
             raise RuntimeError("calibrate the combined objective first")
-        return ed / self.noise[0] + m / self.noise[1]
+        return sum(v / s for v, s in zip(values, self.noise))
 
     def __call__(self, x: Tensor) -> float:
         parts, total, n = self._pooled(x)
@@ -192,6 +318,45 @@ class CombinedObjective:
         p = permutation_p(lambda i, j: self._combine(*parts(i, j)), total, n, observed, permutations=permutations,
                           seed=seed + 1)
         return observed, p
+
+
+def slope_terms(objective) -> list:
+    """The ``MatchedNLLObjective`` terms of an objective (itself, or among a combination's terms)."""
+    terms = objective.terms if isinstance(objective, CombinedObjective) else (objective,)
+    return [t for t in terms if isinstance(t, MatchedNLLObjective)]
+
+
+def needs_network(name: str) -> bool:
+    """True when the objective ``name`` reads the network's hidden states (``network`` among its terms)."""
+    return "network" in name.split("+")
+
+
+def make_objective(name: str, *, score_fn, graph, noise, target: Tensor, seed: int, batch_size: int,
+                   device="cpu", target_free: Tensor | None = None, free: Tensor | None = None, hidden_fn=None):
+    """The distribution objective ``name`` (one of ``OBJECTIVES`` but "trajectory") against the target outputs
+    (m, L); a name with "+" is a ``CombinedObjective`` (calibrate it before use). ``hidden_fn``: the network's
+    hidden states (``lsdd.models.features.hidden_states``), needed by ``network``."""
+    if name not in OBJECTIVES or name == "trajectory":
+        raise ValueError(f"unknown distribution objective {name!r}; expected one of "
+                         f"{[o for o in OBJECTIVES if o != 'trajectory']}")
+    terms = []
+    for term in name.split("+"):
+        if term == "nll@entropy":
+            terms.append(MatchedNLLObjective(FeatureObjective(score_fn, graph, noise, target, seed=seed,
+                                                              batch_size=batch_size, device=device,
+                                                              target_free=target_free, free=free)))
+        elif term == "features":
+            terms.append(FeatureObjective(score_fn, graph, noise, target, seed=seed, batch_size=batch_size,
+                                          device=device, target_free=target_free, free=free))
+        elif term == "network":
+            if hidden_fn is None:
+                raise ValueError("the network objective reads the network's hidden states, and this model is a "
+                                 "bare score function; use --objective features+mmd")
+            terms.append(NetworkObjective(hidden_fn, noise, target, batch_size=batch_size, device=device,
+                                          target_free=target_free, free=free))
+        else:
+            terms.append(NgramObjective(term, graph.num_states, target, target_free=target_free, free=free))
+    return terms[0] if len(terms) == 1 else CombinedObjective(*terms)
 
 
 def at_teacher(p: float) -> bool:
@@ -260,5 +425,7 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
 
 __all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger",
            "distance", "unigram_entropy", "energy_distance", "FeatureObjective", "NgramObjective",
-           "CombinedObjective", "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult",
+           "CombinedObjective", "EnergyObjective", "NetworkObjective", "make_objective", "needs_network", "NETWORK_T",
+           "MatchedNLLObjective", "SLOPE_TEMPERATURES", "slope_terms",
+           "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult",
            "minimise_cma"]

@@ -38,12 +38,14 @@ from torch import Tensor
 
 from .. import atomic, dist
 from ..errors import UserError
+from ..models.features import hidden_states
 from ..sampling.prompts import Condition
 from ..sampling.sampler import Sampler
 from ..sampling.steps import ONE_CALL
 from . import distill as engine  # the fitting engine (looked up at call time: tests wrap it)
 from .distill import DistillConfig, DistillResult, to_sampler, validate_learned
 from .methods import JYS, get_method
+from .objective import needs_network
 from .teacher import STORES, TEACHER_KINDS, TeacherCache, get_teacher, load_cached, prompt_fingerprint, save_cached
 from .validate import Validation
 
@@ -223,6 +225,9 @@ def _prepare(model, method, nfe, *, base, teacher, validate, val_frac, val_sampl
         raise UserError(f"a teacher cache keeps uncoupled teacher runs on uniform grids; it does not apply with {what}")
     if split is not None and cfg.coupled:
         raise UserError("--prompts does not apply with --coupled (coupled paths do not hold given tokens)")
+    if needs_network(cfg.resolved_objective()) and hidden_states(model) is None:
+        raise UserError(f"--objective {cfg.resolved_objective()} reads the network's hidden states, and "
+                        f"{getattr(model, 'source', 'the model')} is a bare score function; use --objective features+mmd")
     return method, cfg, split
 
 
@@ -296,7 +301,8 @@ def distill(model, method="lsd-c", nfe: int = 8, *, base: str = "euler", teacher
     else:
         result = engine.distill(model.score_fn, model.graph, model.noise, model.length, cfg, device=model.device,
                      progress=progress, cache=cache, state=state,
-                     on_epoch=None if ckpt is None else (lambda rec, st: ckpt.save(st)))
+                     on_epoch=None if ckpt is None else (lambda rec, st: ckpt.save(st)),
+                     hidden_fn=hidden_states(model))
     val = result.validation
     use_base = val is not None and not val.learned_better and not force
     sampler = to_sampler(result, cfg, model, info, use_base=use_base)
