@@ -188,3 +188,12 @@ def test_nll_at_entropy_fit_records_its_calibration(tiny):
                               progress=False)
     cal = sampler.provenance["objective_calibration"]
     assert cal["slope"] >= 0 and set(cal["noise"]) == {"nll@entropy", "mmd"} and min(cal["noise"].values()) > 0
+    # CMA-ES's first step: this objective's own default unless given
+    from lsdd.distillation.objective import default_sigma
+
+    assert cal["cma_sigma"] == default_sigma("nll@entropy+mmd") == 0.2 and default_sigma("features+mmd") == 0.5
+    given = lsdd.LSDC(objective="nll@entropy", obj_samples=32, cma_iters=1, cma_popsize=4, early_exit=False,
+                      cma_sigma=0.3)
+    sampler, _ = lsdd.distill(tiny, given, nfe=2, teacher=lsdd.Teacher(nfe=8, num_traj=32), validate=False,
+                              progress=False)
+    assert sampler.provenance["objective_calibration"]["cma_sigma"] == 0.3

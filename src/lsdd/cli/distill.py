@@ -113,18 +113,20 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "of per-sample (model NLL, unigram entropy), which sharpening cannot game; features+mmd adds the "
                         "n-gram MMD^2 that validation guards, each term in units of its own noise (it also sees images, "
                         "where features alone cannot); network = energy distance of the frozen network's own pooled "
-                        "hidden states (a FID in the model's feature space, no evaluator: it tells 8-step digits samplers from "
-                        "the teacher where features cannot); nll@entropy = the model's NLL bound moved along the base's temperature frontier to "
-                        "the teacher's entropy (quality at matched diversity, what the bench reads); network+mmd, "
-                        "features+network+mmd, nll@entropy+mmd: sums, each term in units of its noise; auto: "
-                        "features+mmd for lsd-c")
+                        "hidden states (a FID in the model's feature space, no evaluator: it tells 8-step digits "
+                        "samplers from the teacher where features cannot); nll@entropy = the model's NLL bound moved "
+                        "along the base's temperature frontier to the teacher's entropy (quality at matched diversity, "
+                        "what the bench reads); network+mmd, features+network+mmd, "
+                        "nll@entropy+mmd: sums, each term in units of its noise; auto: features+mmd for lsd-c")
     p.add_argument("--basis", type=positive_int, default=d.basis,
                    help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step)")
     p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
                    help="distribution objective: samples per candidate")
     p.add_argument("--cma-iters", type=positive_int, default=d.cma_iters, help="distribution objective: CMA-ES generations")
     p.add_argument("--cma-popsize", type=positive_int, default=d.cma_popsize, help="distribution objective: candidates per generation")
-    p.add_argument("--cma-sigma", type=float, default=d.cma_sigma, help="distribution objective: CMA-ES initial step size")
+    p.add_argument("--cma-sigma", type=float, default=d.cma_sigma,
+                   help="distribution objective: CMA-ES initial step size (default: 0.5; 0.2 for the nll@entropy "
+                        "objectives, whose scale needs a smaller first step)")
     p.add_argument("--early-exit", action=argparse.BooleanOptionalAction, default=True,
                    help="lsd-c and distribution objectives: first test the base's outputs against the teacher's with "
                         "the objective itself (a permutation test); when they cannot be told apart (p-value >= 0.25) "

@@ -32,7 +32,7 @@ from ..sampling.loop import CountedScore, ScoreFn, StepInfo, reverse_loop
 from ..noise import Noise
 from .losses import N_STATS, LossSpec, step_losses, step_stats
 from .objective import (AT_TEACHER_P, OBJECTIVES, PERMUTATIONS, SLOPE_TEMPERATURES, CombinedObjective, make_objective,
-                        slope_terms,
+                        default_sigma, slope_terms,
                         at_teacher, distance, minimise_cma, resolve_objective, step_basis)
 from ..sampling.samplers import PHI_MODES, sample_batched, tempered_score
 from ..sampling.schedules import check_times, uniform_times
@@ -84,7 +84,7 @@ class DistillConfig:
     obj_samples: int = 256  # samples per candidate (common random numbers)
     cma_iters: int = 12  # CMA-ES generations
     cma_popsize: int = 8
-    cma_sigma: float = 0.5
+    cma_sigma: float | None = None  # CMA-ES first step; None: objective.default_sigma (0.5; 0.2 for nll@entropy)
     early_exit: bool = True  # skip CMA-ES when the base is already at the teacher's level (objective.at_teacher)
     coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.sampling.coupling)
     match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing
@@ -173,7 +173,7 @@ class DistillConfig:
              "--spread uses linear Phi and independent teacher/student paths (drop --phi-mode log / --coupled)"),
             (not self.select or self.validation, "--select compares on held-out teacher outputs: drop --no-validate"),
             (self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2
-             and self.cma_sigma > 0, f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
+             and (self.cma_sigma is None or self.cma_sigma > 0), f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
                                      f"cma_sigma > 0; got {self.basis}, {self.obj_samples}, {self.cma_iters}, "
                                      f"{self.cma_popsize}, {self.cma_sigma}"),
         ]
@@ -696,7 +696,9 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
         bar.update(1)
         bar.set_postfix(best=f"{rec['best_so_far']:.4g}", sigma=f"{rec['sigma']:.3g}")
 
-    fit = minimise_cma(objective, start, cfg.cma_sigma, cfg.cma_iters, cfg.cma_popsize, seed,
+    sigma = cfg.cma_sigma if cfg.cma_sigma is not None else default_sigma(name)
+    calibration["cma_sigma"] = sigma
+    fit = minimise_cma(objective, start, sigma, cfg.cma_iters, cfg.cma_popsize, seed,
                        on_generation=generation)
     bar.close()
     coeffs, cond = _result_from_flat(fit.x, cfg)
@@ -709,7 +711,7 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
         history[-1]["seconds"] = seconds
     result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
                            conditioning=cond, movers=movers, final=final, choice=choice, early_exit=early,
-                           calibration=calibration or None)
+                           calibration=calibration)
     if progress and dist.is_main():
         print(f"{cfg.resolved_objective()} objective: base {fit.start_value:.5f} -> learned {fit.value:.5f} "
               f"({fit.evaluations} candidates, {seconds:.0f} s)")

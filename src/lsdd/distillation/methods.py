@@ -41,12 +41,12 @@ class _CMA:
     obj_samples: int = 256
     cma_iters: int = 12
     cma_popsize: int = 8
-    cma_sigma: float = 0.5
+    cma_sigma: float | None = None  # None: objective.default_sigma (0.5; 0.2 for nll@entropy)
     early_exit: bool = True
 
     def _check_cma(self) -> None:
         _need(self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2
-              and self.cma_sigma > 0, f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
+              and (self.cma_sigma is None or self.cma_sigma > 0), f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
                                       f"cma_sigma > 0; got {self.basis}, {self.obj_samples}, {self.cma_iters}, "
                                       f"{self.cma_popsize}, {self.cma_sigma}")
 

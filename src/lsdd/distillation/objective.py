@@ -320,6 +320,13 @@ class CombinedObjective:
         return observed, p
 
 
+def default_sigma(name: str) -> float:
+    """CMA-ES's first step for the objective ``name`` when none is given: 0.5, or 0.2 when ``nll@entropy`` is among
+    its terms - its quadratic entropy term makes a step of 0.5 in log beta cost more than any gain, so at 0.5 no
+    candidate of the first five generations beat the start on text at 4 NFE (benchmarks/issue24_bench.md)."""
+    return 0.2 if "nll@entropy" in name.split("+") else 0.5
+
+
 def slope_terms(objective) -> list:
     """The ``MatchedNLLObjective`` terms of an objective (itself, or among a combination's terms)."""
     terms = objective.terms if isinstance(objective, CombinedObjective) else (objective,)
@@ -426,6 +433,6 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
 __all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger",
            "distance", "unigram_entropy", "energy_distance", "FeatureObjective", "NgramObjective",
            "CombinedObjective", "EnergyObjective", "NetworkObjective", "make_objective", "needs_network", "NETWORK_T",
-           "MatchedNLLObjective", "SLOPE_TEMPERATURES", "slope_terms",
+           "MatchedNLLObjective", "SLOPE_TEMPERATURES", "slope_terms", "default_sigma",
            "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult",
            "minimise_cma"]

@@ -39,7 +39,7 @@ def hidden_states(model) -> HiddenFn | None:
             if (isinstance(output, Tensor) and output.ndim == 3 and output.shape[:2] == (batch, length)
                     and output.shape[-1] >= min_out and inputs and isinstance(inputs[0], Tensor)
                     and inputs[0].shape[:2] == (batch, length)):
-                seen.append(inputs[0].detach())
+                seen[:] = [inputs[0].detach()]  # keep the last only: earlier layers' inputs would pile up
 
         handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.Linear)]
         try:
