@@ -173,9 +173,9 @@ class DistillConfig:
              "--spread uses linear Phi and independent teacher/student paths (drop --phi-mode log / --coupled)"),
             (not self.select or self.validation, "--select compares on held-out teacher outputs: drop --no-validate"),
             (self.basis >= 1 and self.obj_samples >= 2 and self.cma_iters >= 1 and self.cma_popsize >= 2
-             and (self.cma_sigma is None or self.cma_sigma > 0), f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, "
-                                     f"cma_sigma > 0; got {self.basis}, {self.obj_samples}, {self.cma_iters}, "
-                                     f"{self.cma_popsize}, {self.cma_sigma}"),
+             and (self.cma_sigma is None or self.cma_sigma > 0),
+             f"need basis >= 1, obj_samples >= 2, cma_iters >= 1, cma_popsize >= 2, cma_sigma > 0; got "
+             f"{self.basis}, {self.obj_samples}, {self.cma_iters}, {self.cma_popsize}, {self.cma_sigma}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -278,7 +278,7 @@ class DistillResult:
     # "skipped", "base" (the start is the base sampler)}
     early_exit: dict | None = None
     # distribution fits: how the objective was calibrated on the start's outputs {"noise": {term: sd},
-    # "slope": dNLL/dH of the base's temperature frontier (nll@entropy)}
+    # "slope": dNLL/dH of the base's temperature frontier (nll@entropy), "cma_sigma": CMA-ES's first step}
     calibration: dict | None = None
 
     def sampler(self, cfg: DistillConfig) -> Sampler:
