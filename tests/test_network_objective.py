@@ -107,7 +107,7 @@ def test_make_objective_builds_every_name_and_combines_terms(tiny):
     three = make_objective("features+network+mmd", **kw)
     assert isinstance(three, CombinedObjective) and three.labels == ["features", "network", "mmd"]
     noise = three.calibrate(x, permutations=40, seed=0)
-    assert len(noise) == 3 and min(noise) > 0
+    assert len(noise) == 3 and min(noise) > 1e-9  # a real spread, not the 1e-12 floor
     parts = [t(x) for t in three.terms]
     assert three(x) == pytest.approx(sum(v / s for v, s in zip(parts, noise)), rel=1e-9)
     with pytest.raises(ValueError, match="bare score function"):
@@ -187,7 +187,8 @@ def test_nll_at_entropy_fit_records_its_calibration(tiny):
     sampler, _ = lsdd.distill(tiny, method, nfe=2, teacher=lsdd.Teacher(nfe=8, num_traj=32), validate=False,
                               progress=False)
     cal = sampler.provenance["objective_calibration"]
-    assert cal["slope"] >= 0 and set(cal["noise"]) == {"nll@entropy", "mmd"} and min(cal["noise"].values()) > 0
+    # the calibration reaches the file (the slope's value is checked exactly on fixed features above)
+    assert "slope" in cal and set(cal["noise"]) == {"nll@entropy", "mmd"} and min(cal["noise"].values()) > 1e-9
     # CMA-ES's first step: this objective's own default unless given
     from lsdd.distillation.objective import default_sigma
 

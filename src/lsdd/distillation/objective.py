@@ -77,7 +77,18 @@ def distance(name: str, a: Tensor, b: Tensor, num_states: int, free_a: Tensor | 
     raise ValueError(f"unknown distribution objective {name!r}; expected hellinger or mmd")
 
 
-class EnergyObjective:
+class _PermutationTested:
+    """An objective with ``pooled_stat(x) -> (stat(idx_a, idx_b), total, n)`` (x's rows first, then the target's)
+    gets the early exit's test from it."""
+
+    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
+        """(objective of x, permutation p-value of x against the target; see ``at_teacher``)."""
+        stat, total, n = self.pooled_stat(x)
+        observed = stat(torch.arange(n), torch.arange(n, total))
+        return observed, permutation_p(stat, total, n, observed, permutations=permutations, seed=seed)
+
+
+class EnergyObjective(_PermutationTested):
     """x (n, L) -> the energy distance between per-sample feature vectors of x and of the target (m, L), each
     feature divided by its spread over the target. Subclasses say what the features are (``features``). The
     target's features and their spread are computed once. Conditional samples: ``target_free`` (m, L) bool the
@@ -106,12 +117,6 @@ class EnergyObjective:
 
     def __call__(self, x: Tensor) -> float:
         return energy_distance(self.features(x, self.free) / self.scale, self.target)
-
-    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
-        """(objective of x, permutation p-value of x's features against the target's; see ``at_teacher``)."""
-        stat, total, n = self.pooled_stat(x)
-        observed = stat(torch.arange(n), torch.arange(n, total))
-        return observed, permutation_p(stat, total, n, observed, permutations=permutations, seed=seed)
 
 
 class FeatureObjective(EnergyObjective):
@@ -159,7 +164,7 @@ class NetworkObjective(EnergyObjective):
         return torch.cat(out)
 
 
-class MatchedNLLObjective:
+class MatchedNLLObjective(_PermutationTested):
     """``nll@entropy``: the frozen model's NLL bound of the samples *at the teacher's entropy*, against the
     teacher's. Quality is a frontier (a colder sampler has a lower NLL and a lower entropy), so the NLL alone rewards
     sharpening, and the gains that matter are moves of the whole frontier. For sets a, b with mean per-sample NLL
@@ -212,14 +217,8 @@ class MatchedNLLObjective:
         stat, total, n = self.pooled_stat(x)
         return stat(torch.arange(n), torch.arange(n, total))
 
-    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
-        """(objective of x, permutation p-value of J against the target; see ``at_teacher``)."""
-        stat, total, n = self.pooled_stat(x)
-        observed = stat(torch.arange(n), torch.arange(n, total))
-        return observed, permutation_p(stat, total, n, observed, permutations=permutations, seed=seed)
 
-
-class NgramObjective:
+class NgramObjective(_PermutationTested):
     """``hellinger`` / ``mmd``: x (n, L) -> the pooled n-gram distance ``name`` to the target (m, L), of the
     generated positions ``free`` / ``target_free`` when given."""
 
@@ -252,12 +251,6 @@ class NgramObjective:
                             None if fr is None else fr[j])
 
         return stat, pooled.shape[0], n
-
-    def test(self, x: Tensor, permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float]:
-        """(objective of x, permutation p-value of x against the target; see ``at_teacher``)."""
-        stat, total, n = self.pooled_stat(x)
-        observed = self(x)
-        return observed, permutation_p(stat, total, n, observed, permutations=permutations, seed=seed)
 
 
 class CombinedObjective:
