@@ -12,7 +12,7 @@ from conftest import countdown_law
 from lsdd.cli import main
 from lsdd.distillation import distill as engine
 from lsdd.distillation.distill import DistillConfig, distill, skipped, to_sampler
-from lsdd.distillation.objective import (AT_TEACHER_P, CombinedObjective, FeatureObjective, NgramObjective,
+from lsdd.distillation.objective import (AT_TEACHER_P, CombinedObjective, FeatureObjective, Guard, NgramObjective,
                                         at_teacher)
 from lsdd.distillation.statistics import energy_distance, permutation_p
 from lsdd.graphs import Absorbing
@@ -91,6 +91,28 @@ def test_combined_objective_counts_each_term_in_units_of_its_noise(exact):
     # a far set: the smallest p; the fit runs end to end on it
     far = torch.zeros(16, L, dtype=torch.long)
     assert both.test(far, permutations=30)[1] == 1 / 31
+
+
+def test_a_guard_term_counts_only_where_it_is_worse_than_at_the_start(exact):
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(0, V, (24, L), generator=g)
+    start = torch.randint(0, V, (16, L), generator=g)
+    feat = FeatureObjective(exact, GRAPH, NOISE, target, seed=0, batch_size=8)
+    ngram = NgramObjective("mmd", GRAPH.num_states, target)
+    guarded = CombinedObjective(feat, Guard(ngram))
+    assert [t.label for t in guarded.terms] == ["features", "mmd-guard"]
+    s_f, s_m = guarded.calibrate(start, permutations=50, seed=0)
+    assert s_m == CombinedObjective(feat, ngram).calibrate(start, permutations=50, seed=0)[1]  # the same noise
+    # at the start the guard adds nothing; a set farther from the target's n-grams pays its excess in noise units,
+    # one nearer gets no credit for it
+    assert guarded(start) == pytest.approx(feat(start) / s_f, rel=1e-12)
+    far = torch.zeros(16, L, dtype=torch.long)
+    assert ngram(far) > ngram(start)
+    assert guarded(far) == pytest.approx(feat(far) / s_f + (ngram(far) - ngram(start)) / s_m, rel=1e-12)
+    near = target[:16]
+    assert ngram(near) < ngram(start) and guarded(near) == pytest.approx(feat(near) / s_f, rel=1e-12)
+    with pytest.raises(ValueError, match="not a guard"):
+        CombinedObjective(Guard(ngram), Guard(ngram))
 
 
 def _cfg(**kw):

@@ -219,3 +219,15 @@ def test_bench_frontier_reads_log_quality_for_gap_in_log_tasks(tiny):
     assert math.isfinite(want)  # the wide sweep brackets the teacher here, so the check below is not vacuous
     assert row.at_teacher_diversity == pytest.approx(want)
     assert want != pytest.approx(value_at_diversity(curve, target), rel=1e-9)
+
+
+def test_a_learned_row_that_is_its_base_says_why():
+    from lsdd.bench import BenchRow, display_label
+
+    base = Sampler.spread(4)
+    row = lambda accepted, prov: BenchRow("LSD-C-euler", "euler", "lsd-c", 4, {}, 0.0,
+                                          sampler=base.replace(provenance=prov), accepted=accepted)
+    assert display_label(row(True, {})) == "LSD-C-euler"
+    assert display_label(row(False, {"written": "base sampler"})) == "LSD-C-euler (rejected: base)"
+    early = {"early_exit": {"skipped": True, "base": True, "p": 0.6}}
+    assert display_label(row(False, early)) == "LSD-C-euler (early exit: base)"

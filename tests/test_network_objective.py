@@ -198,3 +198,26 @@ def test_nll_at_entropy_fit_records_its_calibration(tiny):
     sampler, _ = lsdd.distill(tiny, given, nfe=2, teacher=lsdd.Teacher(nfe=8, num_traj=32), validate=False,
                               progress=False)
     assert sampler.provenance["objective_calibration"]["cma_sigma"] == 0.3
+
+
+def test_lsdc_default_objective_is_decided_by_the_graph(tiny):
+    from lsdd.distillation.distill import DistillConfig
+    from lsdd.distillation.objective import DEFAULT_OUTPUT_OBJECTIVE, MASKED_OUTPUT_OBJECTIVE, resolve_objective
+    from lsdd.graphs import make_graph
+
+    assert lsdd.LSDC().objective == "auto"
+    assert resolve_objective("lsd", "auto") == resolve_objective("lsd+", "auto", True) == "trajectory"
+    assert resolve_objective("lsd-c", "auto") == "auto"  # the model is not known yet
+    assert resolve_objective("lsd-c", "auto", True) == MASKED_OUTPUT_OBJECTIVE
+    assert resolve_objective("lsd-c", "auto", False) == DEFAULT_OUTPUT_OBJECTIVE
+    assert resolve_objective("lsd-c", "mmd", True) == "mmd"  # a name given is kept
+    cfg = DistillConfig(nfe=2, method="lsd-c")
+    absorbing, uniform = make_graph("absorbing", 8), make_graph("uniform", 8)
+    assert cfg.resolve(absorbing).resolved_objective() == MASKED_OUTPUT_OBJECTIVE
+    assert cfg.resolve(uniform).resolved_objective() == DEFAULT_OUTPUT_OBJECTIVE
+    # the file records the objective that was fitted, not "auto" (tiny is a uniform-graph model)
+    method = lsdd.LSDC(obj_samples=32, cma_iters=1, cma_popsize=4, early_exit=False)
+    sampler, _ = lsdd.distill(tiny, method, nfe=2, teacher=lsdd.Teacher(nfe=8, num_traj=32), validate=False,
+                              progress=False)
+    assert sampler.provenance["objective"] == DEFAULT_OUTPUT_OBJECTIVE
+    assert sampler.provenance["distill_config"]["objective"] == DEFAULT_OUTPUT_OBJECTIVE

@@ -7,10 +7,11 @@ import torch
 
 from lsdd.cli import main
 from lsdd.data.markov import generate_markov, markov_chain
-from lsdd.distillation.distill import DistillConfig, make_teacher, validate_learned
+from lsdd.distillation.distill import DistillConfig, base_sampler, make_teacher, validate_learned
 from lsdd.sampling.sampler import Sampler
 from lsdd.models import load_model
-from lsdd.distillation.validate import compare, mmd2, unigram_entropy
+from lsdd.distillation.validate import (compare, frontier_slope, matched_nll_interval, mmd2, unigram_entropy)
+from lsdd.distillation.bootstrap import resample_counts
 
 
 def _phi(x, s):
@@ -85,7 +86,8 @@ def test_compare_records_everything():
     assert set(d) == {"num_reference", "num_samples", "nfe", "nll_base", "nll_learned", "nll_teacher", "mmd2_base",
                       "mmd2_learned", "entropy_base", "entropy_learned", "entropy_teacher", "learned_better", "reasons",
                       "level", "resamples", "primary", "nll_diff", "nll_low", "nll_high", "mmd2_diff", "mmd2_low",
-                      "mmd2_high", "entropy_diff", "entropy_low", "entropy_high"}
+                      "mmd2_high", "entropy_diff", "entropy_low", "entropy_high", "slope", "nll_matched_diff",
+                      "nll_matched_low", "nll_matched_high"}
     assert d["num_reference"] == 10 and d["num_samples"] == 6 and d["nfe"] == 3
     assert d["level"] == 0.95 and d["resamples"] == 1000
     # without NLLs the MMD^2 is the primary figure; its interval brackets the point difference
@@ -140,6 +142,50 @@ def test_mmd_worse_beyond_noise_vetoes_a_better_nll():
     v = compare(base, learned, ref, 12, nfe=4, nll=_nlls(256, 64, 2.0, -0.5, 0.1))
     assert v.nll_high < 0 and v.mmd2_low > 0 and not v.learned_better
     assert len(v.reasons) == 1 and v.reasons[0].startswith("MMD^2 x1e3 difference +") and "above 0" in v.reasons[0]
+
+
+def test_frontier_slope_and_matched_nll_by_hand():
+    assert frontier_slope(0.3, 0.1) == pytest.approx(3.0)
+    assert frontier_slope(-0.3, 0.1) == 0.0  # a frontier that would reward sharpening reads as flat
+    assert frontier_slope(0.3, 0.0) == 0.0 and frontier_slope(0.3, -0.1) == 0.0 and frontier_slope(float("inf"), 1) == 0
+    f64 = lambda *v: torch.tensor(v, dtype=torch.float64)
+    nll_b, nll_l, h_b, h_l = f64(2.0, 2.2, 2.4, 2.6), f64(1.9, 2.0, 2.3, 2.4), f64(3.0, 3.1, 3.2, 3.3), \
+        f64(2.9, 3.0, 3.1, 3.0)
+    # the frontier: warm - cold NLL differences mean 0.2, entropy differences mean 0.1 -> slope 2
+    frontier = (f64(1.0, 1.0, 1.0, 1.0), f64(1.1, 1.3, 1.2, 1.2), f64(5.0, 5.0, 5.0, 5.0), f64(5.1, 5.1, 5.05, 5.15))
+    ones = torch.ones(1, 4, dtype=torch.float64)  # the one resample that draws every pair once
+    slope, iv = matched_nll_interval(nll_b, nll_l, h_b, h_l, frontier, ones, 0.95)
+    # learned - base: NLL -0.15, entropy -0.15; at matched entropy -0.15 - 2 * (-0.15) = +0.15
+    assert slope == pytest.approx(2.0) and iv.estimate == pytest.approx(0.15)
+    assert iv.low == pytest.approx(0.15) and iv.high == pytest.approx(0.15)
+    # resampling pairs recomputes the slope from the same pairs: every resample's figure by hand
+    counts = resample_counts(4, 50, torch.Generator().manual_seed(0))
+    _, iv = matched_nll_interval(nll_b, nll_l, h_b, h_l, frontier, counts, 1.0 - 1e-9)
+    mean = lambda v: counts @ v / 4
+    by_hand = mean(nll_l - nll_b) - (mean(frontier[1] - frontier[0]) / mean(frontier[3] - frontier[2])).clamp_min(0) \
+        * mean(h_l - h_b).clamp_max(0)
+    assert iv.low == pytest.approx(float(by_hand.min())) and iv.high == pytest.approx(float(by_hand.max()))
+    # a learned sampler more diverse than its base gets no credit for it: the plain NLL difference
+    slope, iv = matched_nll_interval(nll_b, nll_l, h_b, h_b + 0.2, frontier, ones, 0.95)
+    assert slope == pytest.approx(2.0) and iv.estimate == pytest.approx(-0.15) == iv.low == iv.high
+
+
+def test_a_learned_temperature_is_not_a_gain():
+    # the markov model at 4 NFE: its base is more diverse than the teacher, and sharpening the values (beta 1.2 at
+    # every step) lowers the NLL beyond noise and the MMD^2 with the entropy still within the guard - what the
+    # plain NLL rule accepted. Read at matched entropy, it is the base's own frontier: rejected
+    model = load_model("markov")
+    cfg = DistillConfig(nfe=4, teacher_nfe=32, num_traj=96, batch_size=64, val_samples=256, seed=0, method="lsd-c")
+    cache = make_teacher(model.score_fn, model.graph, model.noise, model.config.length, cfg, progress=False)
+    base = base_sampler(cfg.resolve(model.graph))
+    hot = base.replace(conditioning={"feature": "confidence", "slope": [0.0] * 4, "beta": [1.2] * 4})
+    v = validate_learned(model.score_fn, model.graph, model.noise, cache.x_0, cfg, hot)
+    assert v.primary == "nll@entropy" and v.slope > 0
+    assert v.nll_high < 0 and v.mmd2_high < 0 and not any("sharpened" in r for r in v.reasons)
+    assert v.nll_matched_diff > v.nll_diff and not v.nll_matched_high < 0 and not v.learned_better
+    assert v.reasons == [f"model NLL difference at matched entropy {v.interval('nll_matched')} not below 0 beyond "
+                         "noise"]
+    assert "at matched entropy (base frontier slope dNLL/dH" in v.summary()
 
 
 def test_model_nll_separates_data_from_noise():

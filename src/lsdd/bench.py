@@ -177,9 +177,12 @@ def nfe_cell(row: BenchRow) -> str:
 
 
 def display_label(row: BenchRow) -> str:
-    """The row's label as the tables show it: the temperature control's matched row, a rejected learned sampler,
-    an adaptive row's matched parameter."""
-    out = row.label + (f" (~{row.matches})" if row.matches else "") + (" (rejected: base)" if row.accepted is False else "")
+    """The row's label as the tables show it: the temperature control's matched row, a learned row that is its base
+    (validation rejected the fit, or the early exit fitted nothing), an adaptive row's matched parameter."""
+    out = row.label + (f" (~{row.matches})" if row.matches else "")
+    if row.accepted is False:
+        early = (row.sampler.provenance.get("early_exit") if row.sampler is not None else None) or {}
+        out += " (early exit: base)" if early.get("skipped") and early.get("base") else " (rejected: base)"
     if row.param is not None:
         out += f" ({ADAPTIVE[row.method]}={row.param:.4g})"
     return out

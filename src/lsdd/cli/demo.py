@@ -130,6 +130,9 @@ def _print_verdicts(result) -> None:
               f"{v['nll_teacher']:.4f}{_interval(v, 'nll')}; n-gram MMD^2 x1e3: base {1e3 * v['mmd2_base']:.4f}, "
               f"learned {1e3 * v['mmd2_learned']:.4f}; entropy: base {v['entropy_base']:.4f}, learned "
               f"{v['entropy_learned']:.4f}")
+        if _interval(v, "nll_matched"):
+            print(f"  model NLL at matched entropy (base frontier slope dNLL/dH {v['slope']:.3f})"
+                  f"{_interval(v, 'nll_matched')}")
         if v.get("reasons"):
             print(f"  why: {'; '.join(v['reasons'])}")
 

@@ -40,8 +40,13 @@ Validation (on by default): --val-frac of the teacher trajectories are held out 
 the learned sampler and its base (uniform grid or --init-grid, Phi = 1) each draw --val-samples samples at the
 same NFE from the same random streams, so sample i of each forms a pair; every figure's difference learned -
 base gets a paired bootstrap interval at --val-level (1000 resamples of the pairs and of the held-out outputs,
-seeded: the same run gives the same verdict). The learned one counts as better only if (1) the interval of the
-difference of the frozen model's own NLL bound per token lies wholly below 0 (lower beyond noise), (2) that of
+seeded: the same run gives the same verdict). The NLL is read at matched entropy: the base is also drawn at value
+temperatures 0.97 and 1.03 (same streams), whose outputs give its frontier's slope s = dNLL/dH, and the figure is
+(NLL learned - NLL base) - s min(H learned - H base, 0): a learned sampler sharper than its base is compared with
+the base sharpened to its entropy, so a learned temperature scores about 0 (a more diverse one gets no credit for
+its extra entropy). The learned one
+counts as better only if (1) the interval of that difference of the frozen model's own NLL bound per token at
+matched entropy lies wholly below 0 (lower beyond noise), (2) that of
 the unigram+bigram MMD^2 to the held-out teacher outputs does not lie wholly above 0 (not worse beyond noise),
 and (3) that of its unigram entropy minus min(base, teacher) does not lie wholly below -1% of the teacher's (not
 sharpened beyond noise). A gain within noise is rejected. If it is not better, OUT holds the base sampler
@@ -102,7 +107,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="lsd-c (the default): its movers (spread, Halton or DUS order; on the uniform graph independent "
                         "or spread movers and an Euler or Tweedie last step), then per step how many tokens move (Phi) "
                         "and a value temperature (on masked models also a confidence slope with --slope), fitted on "
-                        "the output distribution by CMA-ES (features+mmd objective); lsd: one Phi per step fitted on the teacher's scores (seconds); "
+                        "the output distribution by CMA-ES (--objective auto); lsd: one Phi per step fitted on the teacher's scores (seconds); "
                         "lsd+: also learn the time grid; jys: a Jump-Your-Steps time grid searched on the teacher's "
                         "outputs (Phi = 1)")
     p.add_argument("--max-iter", type=positive_int, default=16, help="jys: golden-section evaluations per grid point")
@@ -117,7 +122,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "samplers from the teacher where features cannot); nll@entropy = the model's NLL bound moved "
                         "along the base's temperature frontier to the teacher's entropy (quality at matched diversity, "
                         "what the bench reads); network+mmd, features+network+mmd, "
-                        "nll@entropy+mmd: sums, each term in units of its noise; auto: features+mmd for lsd-c")
+                        "nll@entropy+mmd: sums, each term in units of its noise; nll@entropy+mmd-guard: the MMD^2 "
+                        "counts only where it is worse than at the start, as validation reads it (the NLL at "
+                        "matched entropy decides, the n-grams must not get worse); auto (the default): for lsd-c "
+                        "nll@entropy+mmd-guard on masked models, features+mmd on the other graphs; trajectory for "
+                        "lsd / lsd+")
     p.add_argument("--basis", type=positive_int, default=d.basis,
                    help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step)")
     p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
@@ -195,7 +204,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--val-level", type=level, default=d.val_level,
                    help="level of the paired bootstrap intervals (two-sided, equal tails) of learned - base that "
                         "validation reads, in (0, 1): the learned sampler is written only if the interval of its model "
-                        "NLL bound's difference lies wholly below 0 and no guard is worse beyond noise")
+                        "NLL bound's difference at matched entropy lies wholly below 0 and no guard is worse beyond "
+                        "noise")
     p.add_argument("--force", action="store_true",
                    help="write the learned sampler even when validation finds it no better than its base")
     p.add_argument("--chunk", type=positive_int, default=d.chunk,

@@ -78,7 +78,8 @@ class DistillConfig:
     # "steps": teacher_nfe steps of the base rule; "exact": first hitting (absorbing graph: the model's reverse
     # process exactly, one network call per token; lsdd.sampling.first_hitting), teacher_nfe then unused
     teacher_kind: str = "steps"
-    # distribution-level objective (lsdd.distillation.objective): auto = trajectory for lsd/lsd+, features+mmd for lsd-c
+    # distribution-level objective (lsdd.distillation.objective): auto = trajectory for lsd/lsd+; for lsd-c
+    # nll@entropy+mmd-guard on masked models, features+mmd otherwise (decided by resolve(graph))
     objective: str = "auto"  # auto | trajectory | one of objective.OBJECTIVES (hellinger, mmd, features, network, ...)
     basis: int = 2  # per-step parameters as a polynomial of this many terms in the step index
     obj_samples: int = 256  # samples per candidate (common random numbers)
@@ -108,11 +109,15 @@ class DistillConfig:
         return "spread" if self.spread else "rounded" if self.counted else "independent"
 
     def resolve(self, graph: Graph) -> "DistillConfig":
-        """This config with ``spread`` decided (None -> on for the absorbing graph when nothing rules it out)."""
-        if self.spread is not None:
-            return self
-        auto = graph.absorbing and self.phi_mode == "linear" and not self.coupled and not self.counted
-        return replace(self, spread=auto)
+        """This config with ``spread`` decided (None -> on for the absorbing graph when nothing rules it out) and
+        the objective ("auto" -> ``objective.resolve_objective`` for this graph)."""
+        cfg = self
+        if self.objective == "auto":
+            cfg = replace(cfg, objective=resolve_objective(self.method, "auto", graph.absorbing))
+        if cfg.spread is not None:
+            return cfg
+        auto = graph.absorbing and cfg.phi_mode == "linear" and not cfg.coupled and not cfg.counted
+        return replace(cfg, spread=auto)
 
     def coupling_seed(self) -> int | None:
         return derive_seed(self.seed, 12) if self.coupled else None
@@ -726,7 +731,9 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
                      given: Tensor | None = None) -> Validation:
     """Compare the ``learned`` sampler with its base (``base_sampler(cfg)``: the starting grid - uniform unless
     ``cfg.init_times`` -, Phi = 1, the same movers) at the same NFE on held-out teacher outputs ``reference``
-    (m, L), with paired bootstrap intervals at ``cfg.val_level``. Common random numbers: both draw
+    (m, L), with paired bootstrap intervals at ``cfg.val_level``, the NLL read at matched entropy (the base is
+    also drawn at the two ``SLOPE_TEMPERATURES``: four sample sets and five NLL bounds in all). Common random
+    numbers: all draw
     ``cfg.val_samples`` samples from the same streams (batch b from ``make_generator(seed, device, b)``, so row i
     of each uses the same generator), and their NLL bounds see the same noise levels and masks row by row.
 
@@ -736,14 +743,18 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
     cfg = cfg.resolve(graph)
     length = reference.shape[1]
     common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device, given=given)
-    outs = [sample_batched(score_fn, graph, noise, smp.times_tensor(), cfg.val_samples, length,
-                           **common, **smp.loop_args(graph)).x for smp in (base_sampler(cfg), learned)]
+    base = base_sampler(cfg)
+    # base, learned, then the base at the frontier's two temperatures (the NLL read at matched entropy)
+    runs = [(score_fn, base), (score_fn, learned), *((tempered_score(score_fn, t), base) for t in SLOPE_TEMPERATURES)]
+    outs = [sample_batched(fn, graph, noise, smp.times_tensor(), cfg.val_samples, length,
+                           **common, **smp.loop_args(graph)).x for fn, smp in runs]
     free, ref_free = _free_of(given, cfg.val_samples, graph), _free_of(given, reference.shape[0], graph)
     nll_seed = derive_seed(cfg.seed, 10)
     nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device, free=f)
-           for x, f in ((outs[0], free), (outs[1], free), (reference, ref_free))]
-    return compare(outs[0], outs[1], reference, graph.num_states, cfg.nfe, tuple(nll), level=cfg.val_level,
-                   seed=derive_seed(cfg.seed, 15), free=free, ref_free=ref_free)
+           for x, f in ((outs[0], free), (outs[1], free), (reference, ref_free), (outs[2], free), (outs[3], free))]
+    return compare(outs[0], outs[1], reference, graph.num_states, cfg.nfe, tuple(nll[:3]), level=cfg.val_level,
+                   seed=derive_seed(cfg.seed, 15), free=free, ref_free=ref_free,
+                   frontier=(outs[2], outs[3], nll[3], nll[4]))
 
 
 def skipped(result: DistillResult) -> bool:

@@ -47,23 +47,30 @@ from torch import Tensor
 
 from .statistics import (energy_distance, mmd2, ngram_hellinger, permutation_p, pooled_ngrams,  # noqa: F401
                          random_splits, unigram_entropy)
+from .validate import ENTROPY_TOL, SLOPE_TEMPERATURES, frontier_slope
 
 OBJECTIVES = ("trajectory", "hellinger", "mmd", "features", "features+mmd", "network", "network+mmd",
-              "features+network+mmd", "nll@entropy", "nll@entropy+mmd")
+              "features+network+mmd", "nll@entropy", "nll@entropy+mmd", "nll@entropy+mmd-guard")
 FEATURE_TIMES = 2  # noise levels of the NLL feature
 NETWORK_T = 0.05  # the time whose noise level the network objective conditions on (its input stays clean)
-SLOPE_TEMPERATURES = (0.97, 1.03)  # the base's temperatures whose outputs give nll@entropy its frontier slope
-DEFAULT_OUTPUT_OBJECTIVE = "features+mmd"  # what "auto" means for lsd-c (lsd / lsd+: "trajectory")
+DEFAULT_OUTPUT_OBJECTIVE = "features+mmd"  # what "auto" means for lsd-c on graphs other than the absorbing one
+MASKED_OUTPUT_OBJECTIVE = "nll@entropy+mmd-guard"  # what "auto" means for lsd-c on masked (absorbing-graph) models
 PERMUTATIONS = 200  # random relabellings of the early exit's permutation test
 AT_TEACHER_P = 0.25  # the early exit's p-value threshold (``at_teacher``)
 
 
-def resolve_objective(method: str, objective: str) -> str:
-    """``objective`` with "auto" decided for ``method``: ``DEFAULT_OUTPUT_OBJECTIVE`` for lsd-c, "trajectory" for
-    lsd / lsd+ (the one place that decides it, for the CLI, the bench and the engine)."""
+def resolve_objective(method: str, objective: str, absorbing: bool | None = None) -> str:
+    """``objective`` with "auto" decided for ``method`` (the one place that decides it, for the CLI, the bench and
+    the engine): "trajectory" for lsd / lsd+; for lsd-c it depends on the graph - ``MASKED_OUTPUT_OBJECTIVE`` on
+    a masked model (``absorbing``), ``DEFAULT_OUTPUT_OBJECTIVE`` otherwise -, so with ``absorbing`` None (the
+    model not known yet) lsd-c's "auto" stays "auto" (``DistillConfig.resolve`` decides it)."""
     if objective != "auto":
         return objective
-    return DEFAULT_OUTPUT_OBJECTIVE if method == "lsd-c" else "trajectory"
+    if method != "lsd-c":
+        return "trajectory"
+    if absorbing is None:
+        return "auto"
+    return MASKED_OUTPUT_OBJECTIVE if absorbing else DEFAULT_OUTPUT_OBJECTIVE
 
 
 def distance(name: str, a: Tensor, b: Tensor, num_states: int, free_a: Tensor | None = None,
@@ -184,8 +191,6 @@ class MatchedNLLObjective(_PermutationTested):
     label = "nll@entropy"
 
     def __init__(self, features: FeatureObjective):
-        from .validate import ENTROPY_TOL
-
         self.feat = features
         self.target = features.target * features.scale  # (m, 2): NLL bound, entropy
         self.entropy_teacher = float(self.target[:, 1].mean())
@@ -196,8 +201,7 @@ class MatchedNLLObjective(_PermutationTested):
         """Set (and return) ``slope`` from the base's outputs at the colder and the warmer of
         ``SLOPE_TEMPERATURES`` (same random streams); 0 when the warmer set is not more diverse (nothing to trade)."""
         fc, fw = self.feat.features(cold, self.feat.free), self.feat.features(warm, self.feat.free)
-        dn, dh = float(fw[:, 0].mean() - fc[:, 0].mean()), float(fw[:, 1].mean() - fc[:, 1].mean())
-        self.slope = max(dn / dh, 0.0) if dh > 0 and math.isfinite(dn / dh) else 0.0
+        self.slope = frontier_slope(float(fw[:, 0].mean() - fc[:, 0].mean()), float(fw[:, 1].mean() - fc[:, 1].mean()))
         return self.slope
 
     def _stat(self, fa: Tensor, fb: Tensor) -> float:
@@ -263,8 +267,11 @@ class CombinedObjective:
     def __init__(self, *terms):
         if len(terms) < 2:
             raise ValueError("a combined objective needs at least two terms")
+        if all(isinstance(t, Guard) for t in terms):
+            raise ValueError("a combined objective needs a term that is not a guard")
         self.terms = terms
         self.noise: tuple[float, ...] | None = None
+        self.baseline: tuple[float, ...] | None = None  # each term's value at the calibration set (the start's)
         self._last: tuple[Tensor, tuple] | None = None  # the last set pooled (its features cost network calls)
 
     @property
@@ -291,12 +298,14 @@ class CombinedObjective:
         draws = [parts(i, j) for i, j in random_splits(total, n, permutations, seed)]
         sd = torch.tensor(draws, dtype=torch.float64).std(0).clamp_min(1e-12)
         self.noise = tuple(float(v) for v in sd)
+        self.baseline = parts(torch.arange(n), torch.arange(n, total))
         return self.noise
 
     def _combine(self, *values: float) -> float:
         if self.noise is None:
             raise RuntimeError("calibrate the combined objective first")
-        return sum(v / s for v, s in zip(values, self.noise))
+        return sum((max(v - b, 0.0) if isinstance(t, Guard) else v) / s
+                   for t, v, b, s in zip(self.terms, values, self.baseline, self.noise))
 
     def __call__(self, x: Tensor) -> float:
         parts, total, n = self._pooled(x)
@@ -311,6 +320,21 @@ class CombinedObjective:
         p = permutation_p(lambda i, j: self._combine(*parts(i, j)), total, n, observed, permutations=permutations,
                           seed=seed + 1)
         return observed, p
+
+
+class Guard:
+    """``<term>-guard``: a term that a ``CombinedObjective`` counts only where it is worse than at the start - the
+    hinge max(0, v - v_start) in units of its noise -, as validation reads its guards (the MMD^2 must not be worse;
+    the primary figure decides). A plain sum lets a term far above its noise at the start dominate the fit: at 2
+    NFE on text the n-gram term (40 times its noise) did, and the fit traded the model's NLL for n-grams (rejected).
+    Delegates its statistic to the wrapped term."""
+
+    def __init__(self, term):
+        self.term = term
+        self.label = f"{term.label}-guard"
+
+    def pooled_stat(self, x: Tensor):
+        return self.term.pooled_stat(x)
 
 
 def default_sigma(name: str) -> float:
@@ -354,6 +378,8 @@ def make_objective(name: str, *, score_fn, graph, noise, target: Tensor, seed: i
                                  "bare score function; use --objective features+mmd")
             terms.append(NetworkObjective(hidden_fn, noise, target, batch_size=batch_size, device=device,
                                           target_free=target_free, free=free))
+        elif term == "mmd-guard":
+            terms.append(Guard(NgramObjective("mmd", graph.num_states, target, target_free=target_free, free=free)))
         else:
             terms.append(NgramObjective(term, graph.num_states, target, target_free=target_free, free=free))
     return terms[0] if len(terms) == 1 else CombinedObjective(*terms)
@@ -423,9 +449,9 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
     return CMAResult(best_x, best, start, n_eval, history)
 
 
-__all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger",
+__all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "MASKED_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger",
            "distance", "unigram_entropy", "energy_distance", "FeatureObjective", "NgramObjective",
-           "CombinedObjective", "EnergyObjective", "NetworkObjective", "make_objective", "needs_network", "NETWORK_T",
+           "CombinedObjective", "Guard", "EnergyObjective", "NetworkObjective", "make_objective", "needs_network", "NETWORK_T",
            "MatchedNLLObjective", "SLOPE_TEMPERATURES", "slope_terms", "default_sigma",
            "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult",
            "minimise_cma"]

@@ -12,6 +12,17 @@ teacher trajectories that training never saw:
   distributions, estimated with U-statistics, so it does not reward concentrating on frequent n-grams).
 - ``entropy``: the mean per-sample unigram entropy (diversity), beside the teacher's.
 
+- ``nll@entropy`` (the primary figure when the NLL is computed): the NLL difference read *at matched entropy*.
+  Quality is a frontier: a colder sampler has both a lower NLL and a lower entropy, so a learned sampler that
+  only moved along the base's temperature frontier has a lower NLL and no better sampler. The base is therefore
+  also drawn at the value temperatures ``SLOPE_TEMPERATURES`` (0.97, 1.03; ``sampling.tempered_score``, the same
+  random streams), which gives the frontier's local slope s = dNLL/dH (clamped at 0: a frontier that would
+  reward sharpening is read as flat). The figure is (NLL_learned - NLL_base) - s min(H_learned - H_base, 0): a
+  learned sampler less diverse than its base is compared with the base moved along its frontier to the same
+  entropy (first order), so a learned temperature scores about 0 and is rejected; a more diverse one gets no
+  credit for its extra entropy (the plain NLL difference: the line is a local fit, and its extrapolation over a
+  large entropy gain could be far off - 3.7 nats per token on countdown, whose NLL is 0.35).
+
 Base and learned samples are drawn from the same random streams (sample i of each from the same generator, and
 their NLL bounds from the same noise levels and masks): common random numbers, so each figure's difference
 learned - base gets a paired bootstrap interval (``lsdd.distillation.bootstrap``: ``RESAMPLES`` = 1000 joint
@@ -20,8 +31,9 @@ resamples of the pairs and of the reference, seeded).
 **Decision rule** at ``level`` (default 0.95; each interval two-sided with equal tails). The learned sampler is
 accepted only if
 
-1. its primary figure is lower beyond noise: the whole interval of the NLL difference (learned - base) lies
-   below 0 (the MMD^2 difference when the NLL is not computed);
+1. its primary figure is lower beyond noise: the whole interval of the NLL difference at matched entropy
+   (learned - base) lies below 0 (of the plain NLL difference when no frontier was drawn; of the MMD^2 difference
+   when the NLL is not computed);
 2. its MMD^2 to the held-out teacher outputs is not higher beyond noise: the interval of its difference does not
    lie wholly above 0;
 3. it is not sharpened beyond noise: the interval of (learned entropy - min(base, teacher entropy)) does not lie
@@ -35,6 +47,7 @@ Shapes: samples (n, L) int64; per-sample values (n,) float64.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -47,6 +60,7 @@ from .statistics import mmd2, model_nll
 from .statistics import unigram_entropy as per_sample_entropy
 
 ENTROPY_TOL = 0.01  # relative to the teacher's unigram entropy
+SLOPE_TEMPERATURES = (0.97, 1.03)  # the base's value temperatures whose outputs give the frontier's slope
 LEVEL = 0.95  # default level of the intervals the verdict reads
 
 
@@ -91,9 +105,13 @@ class Validation:
     entropy_diff: float = _NAN
     entropy_low: float = _NAN
     entropy_high: float = _NAN
+    slope: float = _NAN  # dNLL/dH of the base's temperature frontier (NaN: no frontier drawn)
+    nll_matched_diff: float = _NAN  # learned - base NLL at matched entropy, and its interval
+    nll_matched_low: float = _NAN
+    nll_matched_high: float = _NAN
 
     def interval(self, figure: str) -> Interval:
-        """The recorded interval of ``figure`` ("nll", "mmd2" or "entropy")."""
+        """The recorded interval of ``figure`` ("nll", "nll_matched", "mmd2" or "entropy")."""
         return Interval(*(getattr(self, f"{figure}_{k}") for k in ("diff", "low", "high")), self.level)
 
     def to_dict(self) -> dict:
@@ -103,16 +121,19 @@ class Validation:
     def summary(self) -> str:
         pct = f"{100 * self.level:g}%"
         if self.learned_better:
-            verdict = (f"better than its base beyond noise ({self.primary.replace('mmd2', 'MMD^2').upper()} lower "
-                       f"at {pct}; no guard worse beyond noise)")
+            primary = {"mmd2": "MMD^2", "nll": "NLL", "nll@entropy": "NLL at matched entropy"}[self.primary]
+            verdict = f"better than its base beyond noise ({primary} lower at {pct}; no guard worse beyond noise)"
         else:
             verdict = f"NOT better than its base ({'; '.join(self.reasons)})"
         nll = "" if math.isnan(self.nll_diff) else f"  difference {self.interval('nll')}"
+        matched = "" if math.isnan(self.nll_matched_diff) else (
+            f"  at matched entropy (base frontier slope dNLL/dH {self.slope:.3f}): difference "
+            f"{self.interval('nll_matched')}\n")
         return (f"validation at {self.nfe} NFE, {self.num_samples} samples each, against {self.num_reference} "
                 f"held-out teacher outputs (learned - base: paired bootstrap, {self.resamples} resamples, "
                 f"{pct} intervals):\n"
                 f"  model NLL bound per token  base {self.nll_base:.4f}  learned {self.nll_learned:.4f}  "
-                f"teacher {self.nll_teacher:.4f}{nll}\n"
+                f"teacher {self.nll_teacher:.4f}{nll}\n{matched}"
                 f"  n-gram MMD^2 x1e3          base {1e3 * self.mmd2_base:.4f}  learned {1e3 * self.mmd2_learned:.4f}"
                 f"  difference {self.interval('mmd2').scaled(1e3)}\n"
                 f"  unigram entropy (nats)     base {self.entropy_base:.4f}  learned {self.entropy_learned:.4f}  "
@@ -120,12 +141,15 @@ class Validation:
                 f"  the learned sampler is {verdict}")
 
 
-def verdict(nll: Interval | None, mmd: Interval, entropy: Interval, entropy_teacher: float) -> list[str]:
+def verdict(nll: Interval | None, mmd: Interval, entropy: Interval, entropy_teacher: float,
+            matched: bool = False) -> list[str]:
     """The reasons (none: accepted) the decision rule (module docstring) gives for these intervals of
-    learned - base (entropy: learned - min(base, teacher)); ``nll`` None: not computed, the MMD^2 is primary."""
+    learned - base (entropy: learned - min(base, teacher)); ``nll`` None: not computed, the MMD^2 is primary;
+    ``matched``: ``nll`` is the NLL difference at matched entropy."""
     reasons = []
     if nll is not None and not nll.high < 0:
-        reasons.append(f"model NLL difference {nll} not below 0 beyond noise")
+        what = "model NLL difference at matched entropy" if matched else "model NLL difference"
+        reasons.append(f"{what} {nll} not below 0 beyond noise")
     if nll is None and not mmd.high < 0:
         reasons.append(f"MMD^2 x1e3 difference {mmd.scaled(1e3)} not below 0 beyond noise")
     if nll is not None and mmd.low > 0:
@@ -137,12 +161,45 @@ def verdict(nll: Interval | None, mmd: Interval, entropy: Interval, entropy_teac
     return reasons
 
 
+def frontier_slope(d_nll: float, d_entropy: float) -> float:
+    """The slope dNLL/dH of a temperature frontier from the differences warm - cold of two of its points: 0 when
+    the warmer point is not more diverse or the ratio is not finite (nothing to trade), and clamped at 0 (a
+    frontier whose NLL falls as entropy rises would reward sharpening)."""
+    if not d_entropy > 0:
+        return 0.0
+    s = d_nll / d_entropy
+    return max(s, 0.0) if math.isfinite(s) else 0.0
+
+
+def matched_nll_interval(nll_base: Tensor, nll_learned: Tensor, h_base: Tensor, h_learned: Tensor,
+                         frontier: Sequence[Tensor], counts: Tensor, level: float) -> tuple[float, Interval]:
+    """(slope, interval of dNLL - s min(dH, 0), the NLL difference learned - base at matched entropy; module
+    docstring) from per-sample (n,) NLLs and
+    entropies of base and learned samples and ``frontier`` = (NLL cold, NLL warm, entropy cold, entropy warm),
+    each (n,), of the base at the two ``SLOPE_TEMPERATURES`` (row i of all six from the same random stream). Every
+    resample ``counts`` (B, n) recomputes the slope from its own pairs, so the interval carries its noise."""
+    nc, nw, hc, hw = (v.to(torch.float64) for v in frontier)
+    dn, dh = nll_learned.to(torch.float64) - nll_base.to(torch.float64), \
+        h_learned.to(torch.float64) - h_base.to(torch.float64)
+    slope = frontier_slope(float((nw - nc).mean()), float((hw - hc).mean()))
+    rn, rh = resampled_means(nw - nc, counts), resampled_means(hw - hc, counts)
+    ratio = torch.where(rh > 0, rn / rh.where(rh > 0, torch.ones_like(rh)), torch.zeros_like(rh))
+    slopes = torch.nan_to_num(ratio, nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0)
+    estimate = float(dn.mean()) - slope * min(float(dh.mean()), 0.0)
+    return slope, percentile_interval(estimate, resampled_means(dn, counts)
+                                      - slopes * resampled_means(dh, counts).clamp_max(0.0), level)
+
+
 def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, nfe: int,
             nll: tuple[Tensor, Tensor, Tensor] | None = None, *, level: float = LEVEL, resamples: int = RESAMPLES,
-            seed: int = 0, free: Tensor | None = None, ref_free: Tensor | None = None) -> Validation:
+            seed: int = 0, free: Tensor | None = None, ref_free: Tensor | None = None,
+            frontier: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Validation:
     """The verdict from paired samples (n, L) of base and learned sampler (row i of each from the same random
     stream), the held-out teacher outputs ``reference`` (m, L), and their per-sample model NLLs
-    ``(base (n,), learned (n,), teacher (m,))`` (None: not computed, not used). The bootstrap draws from a
+    ``(base (n,), learned (n,), teacher (m,))`` (None: not computed, not used). ``frontier``: the base's samples
+    at the colder and the warmer of ``SLOPE_TEMPERATURES`` and their NLLs, ``(cold (n, L), warm (n, L),
+    nll cold (n,), nll warm (n,))``, row i from the same stream as the pairs: the NLL is then read at matched
+    entropy (module docstring). The bootstrap draws from a
     generator seeded with ``seed``: the same inputs and seed give the same verdict. Conditional samples:
     ``free`` (n, L) bool the generated positions of the pairs (row i of each continues the same prompt),
     ``ref_free`` (m, L) those of the reference; the MMD^2 and the entropy then read the continuations only (the
@@ -165,9 +222,18 @@ def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, n
     entropy = percentile_interval(h_learned - min(h_base, h_teacher), resampled_means(h_l, counts) - floor, level)
     nll_iv = None if nll is None else paired_mean_interval(nll[0], nll[1], counts, level)
     means = (_NAN,) * 3 if nll is None else tuple(float(v.to(torch.float64).mean()) for v in nll)
-    reasons = verdict(nll_iv, mmd, entropy, h_teacher)
-    figures = {"primary": "mmd2" if nll is None else "nll"}
-    for name, iv in (("nll", nll_iv), ("mmd2", mmd), ("entropy", entropy)):
+    matched_iv, slope = None, _NAN
+    if nll is not None and frontier is not None:
+        cold, warm, n_cold, n_warm = frontier
+        if cold.shape != base.shape or warm.shape != base.shape:
+            raise ValueError(f"the frontier's samples must pair up with the base's {tuple(base.shape)}, got "
+                             f"{tuple(cold.shape)} and {tuple(warm.shape)}")
+        h_c, h_w = (per_sample_entropy(x.long(), num_states, free) for x in (cold, warm))
+        slope, matched_iv = matched_nll_interval(nll[0], nll[1], h_b, h_l, (n_cold, n_warm, h_c, h_w), counts, level)
+    primary = matched_iv if matched_iv is not None else nll_iv
+    reasons = verdict(primary, mmd, entropy, h_teacher, matched=matched_iv is not None)
+    figures = {"primary": "mmd2" if nll is None else "nll" if matched_iv is None else "nll@entropy", "slope": slope}
+    for name, iv in (("nll", nll_iv), ("nll_matched", matched_iv), ("mmd2", mmd), ("entropy", entropy)):
         if iv is not None:
             figures.update({f"{name}_diff": iv.estimate, f"{name}_low": iv.low, f"{name}_high": iv.high})
     return Validation(reference.shape[0], base.shape[0], nfe, *means, d_base, d_learned, h_base, h_learned, h_teacher,
@@ -175,4 +241,4 @@ def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, n
 
 
 __all__ = ["mmd2", "unigram_entropy", "model_nll", "Validation", "compare", "verdict", "check_level", "ENTROPY_TOL",
-           "LEVEL", "RESAMPLES"]
+           "LEVEL", "RESAMPLES", "SLOPE_TEMPERATURES", "frontier_slope", "matched_nll_interval"]
