@@ -1,6 +1,7 @@
 """Validation of learned samplers against their base (lsdd.distillation.validate, DistillConfig.validation, lsdd distill)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -168,6 +169,28 @@ def test_frontier_slope_and_matched_nll_by_hand():
     # a learned sampler more diverse than its base gets no credit for it: the plain NLL difference
     slope, iv = matched_nll_interval(nll_b, nll_l, h_b, h_b + 0.2, frontier, ones, 0.95)
     assert slope == pytest.approx(2.0) and iv.estimate == pytest.approx(-0.15) == iv.low == iv.high
+
+
+def test_the_frontier_is_drawn_only_when_the_learned_sampler_is_less_diverse():
+    g = torch.Generator().manual_seed(4)
+    ref = torch.randint(0, 6, (32, 10), generator=g)
+    flat, varied = torch.randint(0, 2, (64, 10), generator=g), torch.randint(0, 6, (64, 10), generator=g)
+    nll = _nlls(64, 32, 2.0, -0.3, 0.1)
+
+    def never():
+        raise AssertionError("the frontier was drawn although the learned samples are more diverse in every resample")
+
+    v = compare(flat, varied, ref, 6, nfe=4, nll=nll, frontier=never)
+    assert v.primary == "nll@entropy" and math.isnan(v.slope) and v.interval("nll_matched") == v.interval("nll")
+    assert "more diverse than the base in every resample" in v.summary()
+    calls = []
+
+    def frontier():  # the base at two temperatures: the warmer set is more diverse and has a higher NLL
+        calls.append(1)
+        return flat, varied, nll[0], nll[0] + 1.0
+
+    w = compare(varied, flat, ref, 6, nfe=4, nll=nll, frontier=frontier)
+    assert calls == [1] and w.slope > 0 and w.nll_matched_diff > w.nll_diff
 
 
 def test_a_learned_temperature_is_not_a_gain():

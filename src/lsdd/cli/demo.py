@@ -131,8 +131,10 @@ def _print_verdicts(result) -> None:
               f"learned {1e3 * v['mmd2_learned']:.4f}; entropy: base {v['entropy_base']:.4f}, learned "
               f"{v['entropy_learned']:.4f}")
         if _interval(v, "nll_matched"):
-            print(f"  model NLL at matched entropy (base frontier slope dNLL/dH {v['slope']:.3f})"
-                  f"{_interval(v, 'nll_matched')}")
+            slope = v.get("slope")
+            how = "more diverse than the base: the plain difference" if slope is None or slope != slope else \
+                f"base frontier slope dNLL/dH {slope:.3f}"
+            print(f"  model NLL at matched entropy ({how}){_interval(v, 'nll_matched')}")
         if v.get("reasons"):
             print(f"  why: {'; '.join(v['reasons'])}")
 

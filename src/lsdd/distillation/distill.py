@@ -731,9 +731,9 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
                      given: Tensor | None = None) -> Validation:
     """Compare the ``learned`` sampler with its base (``base_sampler(cfg)``: the starting grid - uniform unless
     ``cfg.init_times`` -, Phi = 1, the same movers) at the same NFE on held-out teacher outputs ``reference``
-    (m, L), with paired bootstrap intervals at ``cfg.val_level``, the NLL read at matched entropy (the base is
-    also drawn at the two ``SLOPE_TEMPERATURES``: four sample sets and five NLL bounds in all). Common random
-    numbers: all draw
+    (m, L), with paired bootstrap intervals at ``cfg.val_level``, the NLL read at matched entropy (unless the
+    learned sampler is more diverse in every resample, the base is also drawn at the two ``SLOPE_TEMPERATURES``:
+    four sample sets and five NLL bounds in all). Common random numbers: all draw
     ``cfg.val_samples`` samples from the same streams (batch b from ``make_generator(seed, device, b)``, so row i
     of each uses the same generator), and their NLL bounds see the same noise levels and masks row by row.
 
@@ -744,17 +744,21 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
     length = reference.shape[1]
     common = dict(batch_size=cfg.batch_size, seed=derive_seed(cfg.seed, 9), device=device, given=given)
     base = base_sampler(cfg)
-    # base, learned, then the base at the frontier's two temperatures (the NLL read at matched entropy)
-    runs = [(score_fn, base), (score_fn, learned), *((tempered_score(score_fn, t), base) for t in SLOPE_TEMPERATURES)]
-    outs = [sample_batched(fn, graph, noise, smp.times_tensor(), cfg.val_samples, length,
-                           **common, **smp.loop_args(graph)).x for fn, smp in runs]
+    draw = lambda fn, smp: sample_batched(fn, graph, noise, smp.times_tensor(), cfg.val_samples, length,  # noqa: E731
+                                          **common, **smp.loop_args(graph)).x
+    outs = [draw(score_fn, base), draw(score_fn, learned)]
     free, ref_free = _free_of(given, cfg.val_samples, graph), _free_of(given, reference.shape[0], graph)
     nll_seed = derive_seed(cfg.seed, 10)
-    nll = [model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size, device=device, free=f)
-           for x, f in ((outs[0], free), (outs[1], free), (reference, ref_free), (outs[2], free), (outs[3], free))]
-    return compare(outs[0], outs[1], reference, graph.num_states, cfg.nfe, tuple(nll[:3]), level=cfg.val_level,
-                   seed=derive_seed(cfg.seed, 15), free=free, ref_free=ref_free,
-                   frontier=(outs[2], outs[3], nll[3], nll[4]))
+    bound = lambda x, f: model_nll(score_fn, graph, noise, x, seed=nll_seed, batch_size=cfg.batch_size,  # noqa: E731
+                                   device=device, free=f)
+    nll = (bound(outs[0], free), bound(outs[1], free), bound(reference, ref_free))
+
+    def frontier():  # the base at the two temperatures (drawn only when the learned sampler is less diverse)
+        cold, warm = (draw(tempered_score(score_fn, t), base) for t in SLOPE_TEMPERATURES)
+        return cold, warm, bound(cold, free), bound(warm, free)
+
+    return compare(outs[0], outs[1], reference, graph.num_states, cfg.nfe, nll, level=cfg.val_level,
+                   seed=derive_seed(cfg.seed, 15), free=free, ref_free=ref_free, frontier=frontier)
 
 
 def skipped(result: DistillResult) -> bool:

@@ -262,7 +262,8 @@ class CombinedObjective:
     its own noise: the standard deviation of that term over random relabellings of a reference sample set pooled
     with the target (``calibrate``; the start's outputs, at the candidates' sample size). Each term so counts in
     units of its sampling noise, and the fit cannot buy one (say the NLL) with another (n-gram drift, which
-    validation's guard rejects)."""
+    validation's guard rejects). A ``Guard`` term counts only where it is worse than at the calibration set (the
+    start's outputs): max(0, v - v_start) / noise."""
 
     def __init__(self, *terms):
         if len(terms) < 2:

@@ -48,7 +48,7 @@ Shapes: samples (n, L) int64; per-sample values (n,) float64.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -106,7 +106,7 @@ class Validation:
     entropy_diff: float = _NAN
     entropy_low: float = _NAN
     entropy_high: float = _NAN
-    slope: float = _NAN  # dNLL/dH of the base's temperature frontier (NaN: no frontier drawn)
+    slope: float = _NAN  # dNLL/dH of the base's temperature frontier (NaN: no frontier drawn or needed)
     nll_matched_diff: float = _NAN  # learned - base NLL at matched entropy, and its interval
     nll_matched_low: float = _NAN
     nll_matched_high: float = _NAN
@@ -127,9 +127,10 @@ class Validation:
         else:
             verdict = f"NOT better than its base ({'; '.join(self.reasons)})"
         nll = "" if math.isnan(self.nll_diff) else f"  difference {self.interval('nll')}"
+        slope = ("more diverse than the base in every resample: the plain difference" if math.isnan(self.slope)
+                 else f"base frontier slope dNLL/dH {self.slope:.3f}")
         matched = "" if math.isnan(self.nll_matched_diff) else (
-            f"  at matched entropy (base frontier slope dNLL/dH {self.slope:.3f}): difference "
-            f"{self.interval('nll_matched')}\n")
+            f"  at matched entropy ({slope}): difference {self.interval('nll_matched')}\n")
         return (f"validation at {self.nfe} NFE, {self.num_samples} samples each, against {self.num_reference} "
                 f"held-out teacher outputs (learned - base: paired bootstrap, {self.resamples} resamples, "
                 f"{pct} intervals):\n"
@@ -194,13 +195,15 @@ def matched_nll_interval(nll_base: Tensor, nll_learned: Tensor, h_base: Tensor, 
 def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, nfe: int,
             nll: tuple[Tensor, Tensor, Tensor] | None = None, *, level: float = LEVEL, resamples: int = RESAMPLES,
             seed: int = 0, free: Tensor | None = None, ref_free: Tensor | None = None,
-            frontier: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Validation:
+            frontier: tuple[Tensor, Tensor, Tensor, Tensor] | Callable[[], tuple] | None = None) -> Validation:
     """The verdict from paired samples (n, L) of base and learned sampler (row i of each from the same random
     stream), the held-out teacher outputs ``reference`` (m, L), and their per-sample model NLLs
     ``(base (n,), learned (n,), teacher (m,))`` (None: not computed, not used). ``frontier``: the base's samples
     at the colder and the warmer of ``SLOPE_TEMPERATURES`` and their NLLs, ``(cold (n, L), warm (n, L),
     nll cold (n,), nll warm (n,))``, row i from the same stream as the pairs: the NLL is then read at matched
-    entropy (module docstring). The bootstrap draws from a
+    entropy (module docstring). It may be a function returning them, called only when needed: when the learned
+    samples are more diverse than the base's in every resample, min(dH, 0) = 0 and the figure is the plain NLL
+    difference (``slope`` NaN; the frontier's draws are saved). The bootstrap draws from a
     generator seeded with ``seed``: the same inputs and seed give the same verdict. Conditional samples:
     ``free`` (n, L) bool the generated positions of the pairs (row i of each continues the same prompt),
     ``ref_free`` (m, L) those of the reference; the MMD^2 and the entropy then read the continuations only (the
@@ -224,8 +227,12 @@ def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, n
     nll_iv = None if nll is None else paired_mean_interval(nll[0], nll[1], counts, level)
     means = (_NAN,) * 3 if nll is None else tuple(float(v.to(torch.float64).mean()) for v in nll)
     matched_iv, slope = None, _NAN
-    if nll is not None and frontier is not None:
-        cold, warm, n_cold, n_warm = frontier
+    more_diverse = nll is not None and float((h_l - h_b).mean()) >= 0 and bool(
+        (resampled_means(h_l - h_b, counts) >= 0).all())
+    if nll is not None and frontier is not None and more_diverse:
+        matched_iv = nll_iv
+    elif nll is not None and frontier is not None:
+        cold, warm, n_cold, n_warm = frontier() if callable(frontier) else frontier
         if cold.shape != base.shape or warm.shape != base.shape:
             raise ValueError(f"the frontier's samples must pair up with the base's {tuple(base.shape)}, got "
                              f"{tuple(cold.shape)} and {tuple(warm.shape)}")
