@@ -74,12 +74,17 @@ def test_objective_tests_report_the_objective_itself(exact):
         NgramObjective("kl", GRAPH.num_states, target)
 
 
-def test_combined_objective_counts_each_term_in_units_of_its_noise(exact):
-    g = torch.Generator().manual_seed(2)
+def _terms(exact, seed: int):
+    """(target (24, L), a sample set (16, L), the features term, the n-gram MMD^2 term) from random tokens."""
+    g = torch.Generator().manual_seed(seed)
     target = torch.randint(0, V, (24, L), generator=g)
     x = torch.randint(0, V, (16, L), generator=g)
-    feat = FeatureObjective(exact, GRAPH, NOISE, target, seed=0, batch_size=8)
-    ngram = NgramObjective("mmd", GRAPH.num_states, target)
+    return target, x, FeatureObjective(exact, GRAPH, NOISE, target, seed=0, batch_size=8), \
+        NgramObjective("mmd", GRAPH.num_states, target)
+
+
+def test_combined_objective_counts_each_term_in_units_of_its_noise(exact):
+    target, x, feat, ngram = _terms(exact, 2)
     both = CombinedObjective(feat, ngram)
     with pytest.raises(RuntimeError, match="calibrate"):
         both(x)
@@ -94,11 +99,7 @@ def test_combined_objective_counts_each_term_in_units_of_its_noise(exact):
 
 
 def test_a_guard_term_counts_only_where_it_is_worse_than_at_the_start(exact):
-    g = torch.Generator().manual_seed(3)
-    target = torch.randint(0, V, (24, L), generator=g)
-    start = torch.randint(0, V, (16, L), generator=g)
-    feat = FeatureObjective(exact, GRAPH, NOISE, target, seed=0, batch_size=8)
-    ngram = NgramObjective("mmd", GRAPH.num_states, target)
+    target, start, feat, ngram = _terms(exact, 3)
     guarded = CombinedObjective(feat, Guard(ngram))
     assert [t.label for t in guarded.terms] == ["features", "mmd-guard"]
     s_f, s_m = guarded.calibrate(start, permutations=50, seed=0)
