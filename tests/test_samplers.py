@@ -182,3 +182,29 @@ def test_bad_grid_and_coeffs_rejected():
         sample(exact, graph, noise, uniform_times(4), (2, 1), coeffs=torch.ones(3))
     with pytest.raises(ValueError, match="positive integer"):
         uniform_times(0)
+
+
+@pytest.mark.parametrize("setup", ["absorbing-loglinear", "uniform-geometric"])
+def test_tempered_counted_score_is_fed_noise_levels_and_counted(setup):
+    """tempered_score over a CountedScore tempers inside the count: the model still sees sigma_bar(t) (a plain
+    wrapper around it was fed sigma_bar(sigma_bar(t)), NaN on log-linear noise: the nll@entropy fit's frontier
+    slope came from such draws until stop 32), and its calls count in the wrapped CountedScore."""
+    from lsdd.sampling.loop import CountedScore
+    from lsdd.sampling.samplers import tempered_score
+
+    graph, noise = SETUPS[setup]
+    exact = ExactScore(toy_law(graph.num_tokens, 3), graph, 3)
+    seen = []
+
+    def score(x, sigma):
+        seen.append(sigma)
+        return exact(x, sigma)
+
+    times = uniform_times(4)
+    counted = CountedScore(score, graph, noise)
+    a = sample(tempered_score(counted, 0.7), graph, noise, times, (64, 3), generator=torch.Generator().manual_seed(3))
+    b = sample(tempered_score(exact, 0.7), graph, noise, times, (64, 3), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.x, b.x) and counted.calls == a.nfe == 4
+    sigmas = torch.stack([s[0].double() for s in seen])
+    want = torch.stack([noise.total(t) for t in times[:-1]]).to(sigmas.dtype)
+    assert torch.isfinite(sigmas).all() and torch.allclose(sigmas, want, rtol=1e-5)

@@ -51,10 +51,17 @@ Coeffs = Union[Tensor, CoeffFn, None]
 class CountedScore:
     """Wraps a score function: counts every call (NFE), feeds it sigma_bar(t), enforces the contract."""
 
-    def __init__(self, score_fn: ScoreFn, graph: Graph, noise: Noise):
+    def __init__(self, score_fn: ScoreFn, graph: Graph, noise: Noise, *, parent: "CountedScore | None" = None):
         self.score_fn, self.graph, self.noise = score_fn, graph, noise
         self.calls = 0
         self.step = -1  # the loop's current step, for error messages
+        self.parent = parent  # also counted there (``wrap``)
+
+    def wrap(self, transform: Callable[[ScoreFn], ScoreFn]) -> "CountedScore":
+        """A counted score over ``transform(self.score_fn)`` whose calls also count here. A wrapper must go
+        inside the count: a plain function around a ``CountedScore`` is fed noise levels where it expects times
+        (``reverse_loop`` counts it again, converting t -> sigma_bar(t) twice)."""
+        return CountedScore(transform(self.score_fn), self.graph, self.noise, parent=self)
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         """x (B, L) int64, t 0-d time -> score (B, L, S) with score[b, i, x[b, i]] == 1."""
@@ -62,6 +69,8 @@ class CountedScore:
         sigma = sigma.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
         score = self.score_fn(x, sigma)
         self.calls += 1
+        if self.parent is not None:
+            self.parent.calls += 1
         want = (*x.shape, self.graph.num_states)
         if tuple(score.shape) != want:
             raise ScoreContractError(f"step {self.step}: the score function returned shape {tuple(score.shape)}, "

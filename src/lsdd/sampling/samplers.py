@@ -23,7 +23,7 @@ from torch import Tensor
 from .draws import Generators, RowStreams, check_generator, make_generator, sample_categorical
 from ..errors import UserError
 from ..graphs import Graph
-from .loop import Coeffs, ScoreFn, StepInfo, count_blocks, free_token, reverse_loop
+from .loop import Coeffs, CountedScore, ScoreFn, StepInfo, count_blocks, free_token, reverse_loop
 from ..noise import Noise
 from .steps import PHI_MODES, RULES, get_rule
 
@@ -166,6 +166,8 @@ def tempered_score(score_fn: ScoreFn, temperature: float) -> ScoreFn:
         raise UserError(f"temperature must be > 0, got {temperature!r}")
     if temperature == 1.0:
         return score_fn
+    if isinstance(score_fn, CountedScore):  # temper inside the count, which feeds the function noise levels
+        return score_fn.wrap(lambda f: tempered_score(f, temperature))
     inv = 1.0 / float(temperature)
 
     def score(x: Tensor, sigma: Tensor) -> Tensor:
