@@ -208,3 +208,7 @@ def test_tempered_counted_score_is_fed_noise_levels_and_counted(setup):
     sigmas = torch.stack([s[0].double() for s in seen])
     want = torch.stack([noise.total(t) for t in times[:-1]]).to(sigmas.dtype)
     assert torch.isfinite(sigmas).all() and torch.allclose(sigmas, want, rtol=1e-5)
+    from lsdd.sampling.loop import ScoreContractError
+
+    with pytest.raises(ScoreContractError, match="outside"):  # the old mistake is refused at the first step
+        sample(lambda x, t: counted(x, t), graph, noise, times, (4, 3), generator=torch.Generator().manual_seed(3))
