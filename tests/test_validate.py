@@ -319,3 +319,13 @@ def test_old_sampler_files_with_point_verdicts_still_load_and_print(capsys):
     assert "nll_z" in v and "nll_low" not in v and _interval(v, "nll") == ""
     new = compare(*(torch.zeros(4, 3, dtype=torch.long),) * 3, 2, nfe=1, nll=_nlls(4, 4, 1.0, -0.5, 0.1)).to_dict()
     assert _interval(new, "nll").startswith(", difference -0.5000 [95% CI -0.")
+
+
+def test_match_temperature_is_linear_in_t_and_clamped():
+    from lsdd.distillation.validate import MIN_MATCH_TEMPERATURE, PROBE_TEMPERATURE, match_temperature
+
+    # entropy 4.35 at T = 1, 4.32 at the probe (0.97): 0.01 nats per 0.01 of T
+    assert match_temperature(4.35, 4.32, 4.30) == pytest.approx(1 - 0.05)
+    assert match_temperature(4.35, 4.32, 4.33) == PROBE_TEMPERATURE  # within the probe's reach: the probe itself
+    assert match_temperature(4.35, 4.32, 3.0) == MIN_MATCH_TEMPERATURE  # never colder than the floor
+    assert match_temperature(4.35, 4.36, 4.0) == PROBE_TEMPERATURE  # the probe did not lower the entropy

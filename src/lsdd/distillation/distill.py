@@ -38,7 +38,7 @@ from ..sampling.samplers import PHI_MODES, sample_batched, tempered_score
 from ..sampling.schedules import check_times, uniform_times
 from ..sampling.steps import ONE_CALL
 from .teacher import STORES, TEACHER_KINDS, TeacherCache, choose_store, run_exact_teacher, run_teacher
-from .validate import Validation, compare, model_nll
+from .validate import PROBE_TEMPERATURE, Validation, compare, match_temperature, model_nll, per_sample_entropy
 
 METHODS = ("lsd", "lsd+", "lsd-c")  # lsd-c: state-conditioned steps (lsdd.sampling.conditioned)
 LOSSES = ("l2", "kl", "rkl")
@@ -732,8 +732,9 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
     """Compare the ``learned`` sampler with its base (``base_sampler(cfg)``: the starting grid - uniform unless
     ``cfg.init_times`` -, Phi = 1, the same movers) at the same NFE on held-out teacher outputs ``reference``
     (m, L), with paired bootstrap intervals at ``cfg.val_level``, the NLL read at matched entropy (unless the
-    learned sampler is more diverse in every resample, the base is also drawn at the two ``SLOPE_TEMPERATURES``:
-    four sample sets and five NLL bounds in all). Common random numbers: all draw
+    learned sampler is more diverse in every resample, the base is also drawn colder: at ``PROBE_TEMPERATURE``,
+    then, unless that already reaches the learned entropy, at the temperature that does (``match_temperature``);
+    four sample sets and four NLL bounds in all). Common random numbers: all draw
     ``cfg.val_samples`` samples from the same streams (batch b from ``make_generator(seed, device, b)``, so row i
     of each uses the same generator), and their NLL bounds see the same noise levels and masks row by row.
 
@@ -753,9 +754,13 @@ def validate_learned(score_fn: ScoreFn, graph: Graph, noise: Noise, reference: T
                                    device=device, free=f)
     nll = (bound(outs[0], free), bound(outs[1], free), bound(reference, ref_free))
 
-    def frontier():  # the base at the two temperatures (drawn only when the learned sampler is less diverse)
-        cold, warm = (draw(tempered_score(score_fn, t), base) for t in SLOPE_TEMPERATURES)
-        return cold, warm, bound(cold, free), bound(warm, free)
+    def frontier():  # drawn only when the learned sampler is less diverse: the base colder, where its entropy
+        # meets the learned sampler's (a probe at PROBE_TEMPERATURE locates it), and the base itself: the chord
+        h = [float(per_sample_entropy(x, graph.num_states, free).mean()) for x in outs]
+        probe = draw(tempered_score(score_fn, PROBE_TEMPERATURE), base)
+        t = match_temperature(h[0], float(per_sample_entropy(probe, graph.num_states, free).mean()), h[1])
+        cold = probe if t == PROBE_TEMPERATURE else draw(tempered_score(score_fn, t), base)
+        return cold, outs[0], bound(cold, free), nll[0]
 
     return compare(outs[0], outs[1], reference, graph.num_states, cfg.nfe, nll, level=cfg.val_level,
                    seed=derive_seed(cfg.seed, 15), free=free, ref_free=ref_free, frontier=frontier)

@@ -15,14 +15,18 @@ teacher trajectories that training never saw:
 - ``nll@entropy`` (the primary figure when the NLL is computed): the NLL difference read *at matched entropy*.
   Quality is a frontier: a colder sampler has both a lower NLL and a lower entropy, so a learned sampler that
   only moved along the base's temperature frontier has a lower NLL and no better sampler. The base is therefore
-  also drawn at the value temperatures ``SLOPE_TEMPERATURES`` (0.97, 1.03; ``sampling.tempered_score``, the same
-  random streams), which gives the frontier's local slope s = dNLL/dH (clamped at 0: a frontier that would
-  reward sharpening is read as flat). The figure is (NLL_learned - NLL_base) - s min(H_learned - H_base, 0): a
-  learned sampler less diverse than its base is compared with the base moved along its frontier to the same
-  entropy (first order), so a learned temperature scores about 0 and is rejected; a more diverse one gets no
-  credit for its extra entropy (the plain NLL difference: the line is a local fit, and its extrapolation over a
-  large entropy gain could be far off - it would have credited the LSD quick-start sampler on countdown, +0.14
-  nats more diverse, with 2.2 nats per token against an NLL of 0.35).
+  also drawn colder (``sampling.tempered_score``, the same random streams), at the value temperature where its
+  entropy meets the learned sampler's (``distill.validate_learned``: located from a probe at ``PROBE_TEMPERATURE``,
+  linearly in T), and s = dNLL/dH is the slope of the chord from the base to that point (clamped at 0: a frontier
+  that would reward sharpening is read as flat). The figure is (NLL_learned - NLL_base) - s min(H_learned -
+  H_base, 0): a learned sampler less diverse than its base is compared with the base moved along its frontier to
+  the same entropy (an interpolation when the colder point reaches it), so a learned temperature scores about 0
+  and is rejected. The chord, not the local slope: the frontier is curved (text-uniform at 8 NFE: dNLL/dH 7.2
+  between T = 1.03 and 1, 1.8 between 1 and 0.97, 2.6 between 0.97 and 0.94), and the symmetric slope of stop 31
+  (T = 0.97 and 1.03) credited the base with the steep warm side. A more diverse learned sampler gets no credit
+  for its extra entropy (the plain NLL difference: an extrapolation over a large entropy gain could be far off -
+  it would have credited the LSD quick-start sampler on countdown, +0.14 nats more diverse, with 2.2 nats per
+  token against an NLL of 0.35).
 
 Base and learned samples are drawn from the same random streams (sample i of each from the same generator, and
 their NLL bounds from the same noise levels and masks): common random numbers, so each figure's difference
@@ -61,7 +65,9 @@ from .statistics import mmd2, model_nll
 from .statistics import unigram_entropy as per_sample_entropy
 
 ENTROPY_TOL = 0.01  # relative to the teacher's unigram entropy
-SLOPE_TEMPERATURES = (0.97, 1.03)  # the base's value temperatures whose outputs give the frontier's slope
+SLOPE_TEMPERATURES = (0.97, 1.03)  # the base's value temperatures whose outputs give the fit's frontier slope
+PROBE_TEMPERATURE = 0.97  # validation: the base's colder draw that locates the temperature matching the learned entropy
+MIN_MATCH_TEMPERATURE = 0.5  # ... never colder than this
 LEVEL = 0.95  # default level of the intervals the verdict reads
 
 
@@ -192,16 +198,27 @@ def matched_nll_interval(nll_base: Tensor, nll_learned: Tensor, h_base: Tensor, 
                                       - slopes * resampled_means(dh, counts).clamp_max(0.0), level)
 
 
+def match_temperature(h_base: float, h_probe: float, h_target: float) -> float:
+    """The value temperature at which the base's mean entropy reaches ``h_target``, linear in T through (1,
+    ``h_base``) and (``PROBE_TEMPERATURE``, ``h_probe``), clamped to [``MIN_MATCH_TEMPERATURE``,
+    ``PROBE_TEMPERATURE``] (the probe itself when the entropy did not fall, or the target is within its reach)."""
+    drop = h_base - h_probe
+    if not drop > 0:
+        return PROBE_TEMPERATURE
+    t = 1.0 - (h_base - h_target) * (1.0 - PROBE_TEMPERATURE) / drop
+    return min(PROBE_TEMPERATURE, max(MIN_MATCH_TEMPERATURE, t))
+
+
 def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, nfe: int,
             nll: tuple[Tensor, Tensor, Tensor] | None = None, *, level: float = LEVEL, resamples: int = RESAMPLES,
             seed: int = 0, free: Tensor | None = None, ref_free: Tensor | None = None,
             frontier: tuple[Tensor, Tensor, Tensor, Tensor] | Callable[[], tuple] | None = None) -> Validation:
     """The verdict from paired samples (n, L) of base and learned sampler (row i of each from the same random
     stream), the held-out teacher outputs ``reference`` (m, L), and their per-sample model NLLs
-    ``(base (n,), learned (n,), teacher (m,))`` (None: not computed, not used). ``frontier``: the base's samples
-    at the colder and the warmer of ``SLOPE_TEMPERATURES`` and their NLLs, ``(cold (n, L), warm (n, L),
-    nll cold (n,), nll warm (n,))``, row i from the same stream as the pairs: the NLL is then read at matched
-    entropy (module docstring). It may be a function returning them, called only when needed: when the learned
+    ``(base (n,), learned (n,), teacher (m,))`` (None: not computed, not used). ``frontier``: two points of the
+    base's temperature frontier and their NLLs, ``(cold (n, L), warm (n, L), nll cold (n,), nll warm (n,))``
+    (``validate_learned``: the base drawn colder, and the base itself), row i from the same stream as the pairs:
+    the NLL is then read at matched entropy along the line through them (module docstring). It may be a function returning them, called only when needed: when the learned
     samples are more diverse than the base's in every resample, min(dH, 0) = 0 and the figure is the plain NLL
     difference (``slope`` NaN; the frontier's draws are saved). The bootstrap draws from a
     generator seeded with ``seed``: the same inputs and seed give the same verdict. Conditional samples:
@@ -249,4 +266,5 @@ def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, n
 
 
 __all__ = ["mmd2", "unigram_entropy", "model_nll", "Validation", "compare", "verdict", "check_level", "ENTROPY_TOL",
-           "LEVEL", "RESAMPLES", "SLOPE_TEMPERATURES", "frontier_slope", "matched_nll_interval"]
+           "LEVEL", "RESAMPLES", "SLOPE_TEMPERATURES", "PROBE_TEMPERATURE", "MIN_MATCH_TEMPERATURE", "frontier_slope",
+           "matched_nll_interval", "match_temperature"]
