@@ -122,8 +122,8 @@ class LSDC(_CMA):
     candidate). objective: "auto" (the default) decides by the model's graph (``objective.resolve_objective``):
     on masked models "nll@entropy+mmd-guard" (the model's NLL bound moved along the base's temperature frontier to
     the teacher's entropy - quality at matched diversity, what validation reads -, with the n-gram MMD^2 counted only
-    where it is worse than at the start; since stop 31: 48% and 36% (two fits) of spread movers' gap to the teacher
-    at 2 NFE on text and 61% at 4, where "features+mmd" gave 28% and 35%), elsewhere "features+mmd" (the energy distance of per-sample
+    where it is worse than at the start; since stop 31, re-fitted at stop 32: 48% and 31% (two fits) of spread movers'
+    gap to the teacher at 2 NFE on text and 61% at 4, where "features+mmd" gave 28% and 35%), elsewhere "features+mmd" (the energy distance of per-sample
     model NLL bound and unigram entropy to the teacher's outputs plus the pooled n-gram MMD^2, each in units of its
     own noise; it sees images, where "features" alone cannot tell 8-step Euler from the teacher). Or any name of
     ``objective.OBJECTIVES``. counted: movers counted and chosen by weight;
