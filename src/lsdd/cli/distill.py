@@ -40,9 +40,9 @@ Validation (on by default): --val-frac of the teacher trajectories are held out 
 the learned sampler and its base (uniform grid or --init-grid, Phi = 1) each draw --val-samples samples at the
 same NFE from the same random streams, so sample i of each forms a pair; every figure's difference learned -
 base gets a paired bootstrap interval at --val-level (1000 resamples of the pairs and of the held-out outputs,
-seeded: the same run gives the same verdict). The NLL is read at matched entropy: the base is also drawn colder (same
-streams), at the value temperature where its entropy meets the learned sampler's (located from a probe at 0.94, never closer),
-s = dNLL/dH is the slope of the chord from the base to that point, and the figure is
+seeded: the same run gives the same verdict). The NLL is read at matched entropy: the base is also drawn colder
+(same streams), at the value temperature where its entropy meets the learned sampler's (located from a probe at
+0.94, never closer), s = dNLL/dH is the slope of the chord from the base to that point, and the figure is
 (NLL learned - NLL base) - s min(H learned - H base, 0): a learned sampler sharper than its base is compared with
 the base sharpened to its entropy, so a learned temperature scores about 0 (a more diverse one gets no credit for
 its extra entropy). The learned one

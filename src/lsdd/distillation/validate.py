@@ -184,7 +184,8 @@ def matched_nll_interval(nll_base: Tensor, nll_learned: Tensor, h_base: Tensor, 
     """(slope, interval of dNLL - s min(dH, 0), the NLL difference learned - base at matched entropy; module
     docstring) from per-sample (n,) NLLs and
     entropies of base and learned samples and ``frontier`` = (NLL cold, NLL warm, entropy cold, entropy warm),
-    each (n,), of the base at the two ``SLOPE_TEMPERATURES`` (row i of all six from the same random stream). Every
+    each (n,), of two points of the base's temperature frontier (``compare``; row i of all six from the same
+    random stream). Every
     resample ``counts`` (B, n) recomputes the slope from its own pairs, so the interval carries its noise."""
     nc, nw, hc, hw = (v.to(torch.float64) for v in frontier)
     dn, dh = nll_learned.to(torch.float64) - nll_base.to(torch.float64), \
@@ -218,8 +219,8 @@ def compare(base: Tensor, learned: Tensor, reference: Tensor, num_states: int, n
     ``(base (n,), learned (n,), teacher (m,))`` (None: not computed, not used). ``frontier``: two points of the
     base's temperature frontier and their NLLs, ``(cold (n, L), warm (n, L), nll cold (n,), nll warm (n,))``
     (``validate_learned``: the base drawn colder, and the base itself), row i from the same stream as the pairs:
-    the NLL is then read at matched entropy along the line through them (module docstring). It may be a function returning them, called only when needed: when the learned
-    samples are more diverse than the base's in every resample, min(dH, 0) = 0 and the figure is the plain NLL
+    the NLL is then read at matched entropy along the line through them (module docstring). It may be a function
+    returning them, called only when needed: when the learned samples are more diverse than the base's in every resample, min(dH, 0) = 0 and the figure is the plain NLL
     difference (``slope`` NaN; the frontier's draws are saved). The bootstrap draws from a
     generator seeded with ``seed``: the same inputs and seed give the same verdict. Conditional samples:
     ``free`` (n, L) bool the generated positions of the pairs (row i of each continues the same prompt),
