@@ -324,9 +324,9 @@ def test_old_sampler_files_with_point_verdicts_still_load_and_print(capsys):
 def test_match_temperature_is_linear_in_t_and_clamped():
     from lsdd.distillation.validate import MIN_MATCH_TEMPERATURE, PROBE_TEMPERATURE, match_temperature
 
-    # entropy 4.35 at T = 1, 4.29 at the probe (0.94): 0.01 nats per 0.01 of T
-    assert PROBE_TEMPERATURE == 0.94
-    assert match_temperature(4.35, 4.29, 4.25) == pytest.approx(1 - 0.10)
-    assert match_temperature(4.35, 4.29, 4.33) == PROBE_TEMPERATURE  # within the probe's reach: the probe itself
-    assert match_temperature(4.35, 4.29, 3.0) == MIN_MATCH_TEMPERATURE  # never colder than the floor
+    # entropy 4.35 at T = 1, falling 1 nat per unit of T down to the probe
+    probe = 4.35 - (1.0 - PROBE_TEMPERATURE)
+    assert match_temperature(4.35, probe, 4.25) == pytest.approx(0.90)  # beyond the probe: where the line meets it
+    assert match_temperature(4.35, probe, 4.35 - (1.0 - PROBE_TEMPERATURE) / 2) == PROBE_TEMPERATURE  # within reach
+    assert match_temperature(4.35, probe, 3.0) == MIN_MATCH_TEMPERATURE  # never colder than the floor
     assert match_temperature(4.35, 4.36, 4.0) == PROBE_TEMPERATURE  # the probe did not lower the entropy

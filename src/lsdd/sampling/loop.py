@@ -66,7 +66,8 @@ class CountedScore:
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         """x (B, L) int64, t 0-d time -> score (B, L, S) with score[b, i, x[b, i]] == 1."""
         t = torch.as_tensor(t, dtype=torch.float64).detach()
-        if not bool(((t >= 0) & (t <= 1)).all()):
+        # checked where it costs no device sync (grids live on the CPU; a time on an accelerator is not checked)
+        if t.device.type == "cpu" and not bool(((t >= 0) & (t <= 1)).all()):
             raise ScoreContractError(f"step {self.step}: time {t.tolist()} outside [0, 1]: a plain function around a "
                                      "CountedScore is fed noise levels, not times (use CountedScore.wrap)")
         sigma = self.noise.total(t)
