@@ -200,6 +200,30 @@ def test_nll_at_entropy_fit_records_its_calibration(tiny):
     assert sampler.provenance["objective_calibration"]["cma_sigma"] == 0.3
 
 
+def test_nll_at_entropy_fit_reads_the_slope_on_validations_chord(tiny, monkeypatch):
+    """The fit's frontier slope comes from the base at T = 1 (the start's own outputs, reused) and at validation's
+    colder probe: the side of the curved frontier that validation reads, not a secant across T = 1."""
+    from lsdd.distillation import distill as distill_mod
+    from lsdd.distillation.objective import MatchedNLLObjective
+    from lsdd.distillation.validate import PROBE_TEMPERATURE, SLOPE_TEMPERATURES
+
+    assert SLOPE_TEMPERATURES == (PROBE_TEMPERATURE, 1.0)
+    temps, pairs = [], []
+    tempered = distill_mod.tempered_score
+    monkeypatch.setattr(distill_mod, "tempered_score", lambda fn, t: temps.append(t) or tempered(fn, t))
+    calibrate = MatchedNLLObjective.calibrate_slope
+    monkeypatch.setattr(MatchedNLLObjective, "calibrate_slope",
+                        lambda self, cold, warm: pairs.append((cold, warm)) or calibrate(self, cold, warm))
+    method = lsdd.LSDC(objective="nll@entropy+mmd", obj_samples=32, cma_iters=1, cma_popsize=4, early_exit=False)
+    sampler, _ = lsdd.distill(tiny, method, nfe=2, teacher=lsdd.Teacher(nfe=8, num_traj=32), validate=False,
+                              progress=False)
+    assert temps == [PROBE_TEMPERATURE]  # one colder draw; T = 1 is the start's outputs
+    (cold, warm), = pairs
+    base = distill_mod.base_sampler(distill_mod.DistillConfig(nfe=2, method="lsd-c"))
+    again = lsdd.sample(tiny, base, num=32, seed=distill_mod.derive_seed(0, 11)).x
+    assert torch.equal(warm, again.to(warm.device)) and not torch.equal(cold, warm)
+
+
 def test_lsdc_default_objective_is_decided_by_the_graph(tiny):
     from lsdd.distillation.distill import DistillConfig
     from lsdd.distillation.objective import DEFAULT_OUTPUT_OBJECTIVE, MASKED_OUTPUT_OBJECTIVE, resolve_objective

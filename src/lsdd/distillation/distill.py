@@ -645,7 +645,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
         else None
     calibration = {}
     for term in slope_terms(score):  # nll@entropy: the base's frontier slope, from its outputs at two temperatures
-        calibration["slope"] = term.calibrate_slope(*(draw(start, *options[0], temperature=t)
+        calibration["slope"] = term.calibrate_slope(*(first if t == 1.0 and first is not None
+                                                      else draw(start, *options[0], temperature=t)
                                                       for t in SLOPE_TEMPERATURES))
         if progress and dist.is_main():
             print(f"nll@entropy: slope dNLL/dH of the base's temperature frontier {calibration['slope']:.4g} "

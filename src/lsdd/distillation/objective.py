@@ -180,8 +180,10 @@ class MatchedNLLObjective(_PermutationTested):
         J(a, b) = dN - s dH + s dH^2 / tol
 
     - ``s``: the slope dN/dH of the base sampler's temperature frontier (``calibrate_slope``: the base's outputs at
-      temperatures ``SLOPE_TEMPERATURES``, common random numbers). ``dN - s dH`` is a's NLL moved along that frontier
-      to b's entropy (first order);
+      temperatures ``SLOPE_TEMPERATURES``, common random numbers: the chord from T = 1 to validation's colder probe,
+      the side of the curved frontier that validation reads; stops 30-32 used T = 0.97 and 1.03, whose secant
+      averages in the steep warm side). ``dN - s dH`` is a's NLL moved along that frontier to b's entropy (first
+      order);
     - ``s dH^2 / tol`` (tol = ``ENTROPY_TOL`` of the teacher's entropy, what validation allows) keeps the fit where the
       first order holds: along the frontier J grows like s dH^2 / tol, so the fit is pulled to the teacher's entropy.
 
