@@ -2,7 +2,7 @@
 about +-10 between seeds (the 1024-step teacher: 49.7 and 66.7), so one set cannot rank samplers a few FID apart.
 
     python benchmarks/issue24/digits_seeds.py --model runs/digits24/digits-uniform-s16000 --nfe 8 \
-        --samplers euler spread runs/s30/dg8_net.json --seeds 1 2 3 4 [--teacher-sets a.npy b.npy]
+        --samplers euler spread runs/s30/dg8_net.json --seeds 1 2 3 4 [--teacher-sets a.npy b.npy] [--save PREFIX]
 
 Prints one row per sampler: FID mean and standard deviation over the seeds, recall and class entropy (means), and
 the share of Euler's log-FID gap to the teacher that the row closes (when teacher sets are given).
@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--num", type=int, default=256)
     p.add_argument("--teacher-sets", nargs="*", default=[], help=".npy sample sets of the teacher (scored as given)")
     p.add_argument("--json", default=None)
+    p.add_argument("--save", default=None, metavar="PREFIX",
+                   help="also write each sample set as PREFIX_<sampler>_<seed>.npy (e.g. teacher sets for --teacher-sets)")
     args = p.parse_args()
     model = lsdd.load_model(args.model)
     rows = {}
@@ -57,7 +59,12 @@ def main() -> None:
         s = sampler_of(spec, args.nfe)
         if s.nfe != args.nfe:
             raise SystemExit(f"{spec}: {s.nfe} NFE, not {args.nfe}")
-        score(spec, [lsdd.sample(model, s, num=args.num, seed=seed).x for seed in args.seeds])
+        sets = [lsdd.sample(model, s, num=args.num, seed=seed).x for seed in args.seeds]
+        if args.save:
+            tag = spec.rsplit("/", 1)[-1].removesuffix(".json")
+            for seed, x in zip(args.seeds, sets):
+                np.save(f"{args.save}_{tag}{args.nfe}_{seed}.npy", x.cpu().numpy())
+        score(spec, sets)
     t = rows.get("teacher", {}).get("fid_mean")
     e = rows.get("euler", {}).get("fid_mean")
     print(f"{'sampler':40s} {'FID mean':>9s} {'sd':>6s} {'recall':>7s} {'class H':>8s} {'gap closed':>10s}")

@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .. import dist
 
+    from ..allocator import tune_cpu_allocator
+
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     commands = vars(args).pop("_commands")
@@ -104,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         if dist.launched() and args.command not in DISTRIBUTED_COMMANDS:
             raise UserError(f"'{args.command}' runs in one process; under torchrun use one of "
                             f"{list(DISTRIBUTED_COMMANDS)}")
+        try:  # large logits buffers stay in the heap between network calls (lsdd.allocator)
+            tune_cpu_allocator()
+        except ValueError as e:
+            raise UserError(str(e)) from None
         with contextlib.ExitStack() as stack:
             if quiet or (hush and args.command not in RESULT_ON_STDOUT):
                 stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
