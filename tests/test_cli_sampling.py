@@ -214,6 +214,49 @@ def test_distill_interrupted_then_resumed_matches_uninterrupted(tiny, tmp_path, 
     assert a.coeffs != (1.0,) * 4
 
 
+def test_lsdc_interrupted_then_resumed_replays_its_cma_generations(tiny, tmp_path, monkeypatch, capsys):
+    """lsd-c checkpoints after every CMA-ES generation; a resumed run replays the recorded generations without
+    sampling them and ends where the uninterrupted run ends."""
+    import lsdd.distillation.objective as objective
+
+    lsdc = ["--model", tiny, "--method", "lsd-c", "--nfe", "3", "--teacher-nfe", "6", "--num-traj", "40",
+            "--batch-size", "16", "--obj-samples", "16", "--cma-iters", "3", "--cma-popsize", "4",
+            "--objective", "mmd", "--no-early-exit", "--no-validate"]
+    whole = tmp_path / "whole.json"
+    assert main(["distill", *lsdc, "--out", str(whole)]) == 0
+    real = objective.minimise_cma
+    evaluated = []
+
+    def stop_after_two(fn, *args, on_generation, **kw):
+        def cb(rec):
+            on_generation(rec)  # the checkpoint is written here
+            if len(rec["candidates"]) and not rec["replayed"] and cb.n == 1:
+                raise KeyboardInterrupt
+            cb.n += 1
+        cb.n = 0
+        return real(fn, *args, on_generation=cb, **kw)
+
+    def counting(fn, *args, **kw):
+        return real(lambda v: evaluated.append(1) or fn(v), *args, **kw)
+
+    out, ckpt = tmp_path / "s.json", tmp_path / "s.json.ckpt"
+    monkeypatch.setattr("lsdd.distillation.distill.minimise_cma", stop_after_two)
+    assert main(["distill", *lsdc, "--out", str(out)]) == 130
+    assert ckpt.is_file() and not out.exists()
+    assert len(torch.load(ckpt, weights_only=False)["state"]["cma"]["generations"]) == 2
+    capsys.readouterr()
+    monkeypatch.setattr("lsdd.distillation.distill.minimise_cma", counting)
+    assert main(["distill", *lsdc, "--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "(CMA-ES generation 2 of 3)" in printed and "replaying 2 generation(s)" in printed
+    assert len(evaluated) == 1 + 4  # the start point, then generation 3 only
+    a, b = Sampler.load(whole), Sampler.load(out)
+    assert a.conditioning == b.conditioning and a.coeffs == b.coeffs and not ckpt.exists()
+    drop = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]  # noqa: E731
+    assert drop(a.provenance["history"]) == drop(b.provenance["history"]) and len(a.provenance["history"]) == 4
+    assert any(v != 0.0 for v in a.conditioning["beta"]) or a.coeffs != (1.0,) * 3  # it moved from the start
+
+
 def test_distill_when_teacher_unmasks_everything_early(tmp_path):
     # large random weights: the teacher's first Euler step unmasks every token, so the cache holds no score
     # rows for student steps 1..3; distillation must still finish (nothing to compare at those steps)
@@ -530,3 +573,20 @@ def test_bench_gap_closed_in_log_scale():
     hi[1].metrics["acc"] = 0.95
     _fill_gap(hi, hi[0], "acc", higher_is_better=True)
     assert hi[2].gap_closed is None
+
+
+def test_cma_replay_is_exact_and_refuses_another_run():
+    from lsdd.distillation.objective import minimise_cma
+
+    fn = lambda v: float(((v - torch.tensor([0.3, -0.2], dtype=torch.float64)) ** 2).sum())  # noqa: E731
+    recs = []
+    whole = minimise_cma(fn, torch.zeros(2, dtype=torch.float64), 0.5, 4, 6, seed=3, on_generation=recs.append)
+    calls = []
+    again = minimise_cma(lambda v: calls.append(1) or fn(v), torch.zeros(2, dtype=torch.float64), 0.5, 4, 6, seed=3,
+                         replay=recs[:3])
+    assert torch.equal(whole.x, again.x) and whole.history == again.history and len(calls) == 1 + 6
+    assert whole.value < fn(torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="generation 1 asks for other candidates"):
+        minimise_cma(fn, torch.zeros(2, dtype=torch.float64), 0.5, 4, 6, seed=4, replay=recs[:3])
+    with pytest.raises(ValueError, match="holds 4 CMA-ES generations; this run has 3"):
+        minimise_cma(fn, torch.zeros(2, dtype=torch.float64), 0.5, 3, 6, seed=3, replay=recs)

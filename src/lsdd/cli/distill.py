@@ -63,7 +63,8 @@ n-grams and entropy of the generated tokens). With validation, fewer than 2 prom
 file names the prompts' fingerprint, so a conditional run never reads an unconditional one; OUT's provenance
 records the prompts (`conditional`: number, sha256, source).
 
-Progress is checkpointed to OUT.ckpt after the teacher and after every epoch (the teacher run itself is
+Progress is checkpointed to OUT.ckpt after the teacher and after every epoch (lsd-c: every CMA-ES generation, which
+--resume replays without sampling it again, so the run ends as if never stopped; the teacher run itself is
 written once, to OUT.ckpt.teacher, or not at all when --teacher-cache holds it); both are removed when done.
 """
 

@@ -470,7 +470,7 @@ def distill(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: Dis
     cache.attach(score_fn, graph, noise)  # a "states" cache recomputes the teacher's scores with it
     if cfg.resolved_objective() != "trajectory":
         return distill_distribution(score_fn, graph, noise, length, cfg, cache, device=device, progress=progress,
-                                    hidden_fn=hidden_fn)
+                                    hidden_fn=hidden_fn, state=state, on_epoch=on_epoch)
     n_train = cache.num - cfg.num_val()
     if n_train < 1:
         raise ValueError(f"the teacher cache holds {cache.num} trajectories; {cfg.num_val()} are held out for "
@@ -605,14 +605,20 @@ def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | Non
 
 def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: int, cfg: DistillConfig,
                          cache: TeacherCache, *, device: torch.device | str = "cpu",
-                         progress: bool = True, hidden_fn=None) -> DistillResult:
+                         progress: bool = True, hidden_fn=None, state: dict | None = None,
+                         on_epoch: Callable[[dict, dict], None] | None = None) -> DistillResult:
     """Fit lsd (Phi per step) or lsd-c (Phi, confidence slope, value temperature per step) on the output
     distribution: CMA-ES over ``cfg.basis`` numbers per parameter family, each candidate scored by
     ``objective.distance`` between its ``cfg.obj_samples`` samples (the same random streams for every
     candidate) and the training teacher outputs. Starts from the base sampler (all zero), which stays a
     candidate, so the fit is never worse than the base on this objective. With ``cfg.early_exit`` the start is
     first tested against the teacher (``objective.at_teacher``); when it is already at the teacher's level the fit
-    and, unless the chosen movers differ from the base's, validation are skipped (``result.early_exit``)."""
+    and, unless the chosen movers differ from the base's, validation are skipped (``result.early_exit``).
+
+    Checkpoints: after every CMA-ES generation ``on_epoch(record, state)`` gets ``state`` = {"epoch": generations
+    done, "cma": their candidates and values}; given back as ``state``, the run replays those generations without
+    sampling them (``minimise_cma``'s ``replay``) and goes on exactly as if never stopped. The calibration, the
+    choice of movers and the early exit are recomputed (a few sample sets, the same values)."""
     n_train = cache.num - cfg.num_val()
     target = cache.x_0[:n_train]
     given = _given(cache, 0, n_train)  # candidates continue the training trajectories' prompts, cyclically
@@ -698,14 +704,23 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     bar = tqdm(total=cfg.cma_iters, desc=f"{cfg.method} M={cfg.nfe} ({cfg.resolved_objective()}, CMA-ES)",
                disable=not progress or not dist.is_main())
 
+    done = list((state or {}).get("cma", {}).get("generations", []))
+    generations: list[dict] = []
+
     def generation(rec: dict) -> None:
         bar.update(1)
         bar.set_postfix(best=f"{rec['best_so_far']:.4g}", sigma=f"{rec['sigma']:.3g}")
+        generations.append({"candidates": rec["candidates"], "values": rec["values"]})
+        if on_epoch is not None and not rec["replayed"]:
+            on_epoch({"epoch": len(generations), "loss_phi": rec["best"]},
+                     {"epoch": len(generations), "cma": {"generations": list(generations)}})
 
     sigma = cfg.cma_sigma if cfg.cma_sigma is not None else default_sigma(name)
     calibration["cma_sigma"] = sigma
+    if done and progress and dist.is_main():
+        print(f"CMA-ES: replaying {len(done)} generation(s) from the checkpoint")
     fit = minimise_cma(objective, start, sigma, cfg.cma_iters, cfg.cma_popsize, seed,
-                       on_generation=generation)
+                       on_generation=generation, replay=done)
     bar.close()
     coeffs, cond = _result_from_flat(fit.x, cfg)
     history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0, "best_so_far": fit.start_value}]

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -417,10 +417,16 @@ class CMAResult:
 
 
 def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, iterations: int, popsize: int | None,
-                 seed: int, on_generation: Callable[[dict], None] | None = None) -> CMAResult:
+                 seed: int, on_generation: Callable[[dict], None] | None = None,
+                 replay: Sequence[dict] | None = None) -> CMAResult:
     """Minimise fn over R^d from x0 with CMA-ES (``cma``), ``iterations`` generations; the start point counts as
     a candidate, so the result is never worse than x0 on fn. ``on_generation`` gets each generation's record
-    (best, mean, sigma, best_so_far)."""
+    (best, mean, sigma, best_so_far, and its ``candidates`` and their ``values``, which is what a checkpoint keeps).
+
+    ``replay``: such records of the first generations of an interrupted run with the same arguments. The strategy
+    asks for the same candidates again (it is seeded) and is told the recorded values without evaluating fn, so
+    the run continues exactly as if never stopped; ValueError when a replayed generation asks for other
+    candidates than those recorded (another start, step, seed or population)."""
     import cma
 
     x0 = x0.to(torch.float64)
@@ -435,18 +441,30 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
     else:
         wrap = lambda v: fn(torch.as_tensor(v, dtype=torch.float64))  # noqa: E731
         es = cma.CMAEvolutionStrategy(x0.tolist(), sigma0, opts)
-    history, n_eval = [], 1
+    history, n_eval, replay = [], 1, list(replay or [])
+    if len(replay) > iterations:
+        raise ValueError(f"the checkpoint holds {len(replay)} CMA-ES generations; this run has {iterations}")
     while not es.stop():
         cands = es.ask()
-        vals = [wrap(c) for c in cands]
-        n_eval += len(cands)
+        g = len(history)
+        if g < len(replay):  # a generation of the interrupted run: its recorded values, fn not called
+            kept = [list(map(float, c)) for c in replay[g]["candidates"]]
+            if len(kept) != len(cands) or any(not math.isclose(a, float(b), rel_tol=1e-12, abs_tol=1e-12)
+                                              for k, c in zip(kept, cands) for a, b in zip(k, c)):
+                raise ValueError(f"CMA-ES generation {g + 1} asks for other candidates than the checkpoint "
+                                 "recorded: it was written by a run with other settings")
+            vals = [float(v) for v in replay[g]["values"]]
+        else:
+            vals = [wrap(c) for c in cands]
+        n_eval += len(cands)  # the run's candidates, replayed or not
         es.tell(cands, vals)
         i = min(range(len(vals)), key=vals.__getitem__)
         if vals[i] < best:
             best, best_x = vals[i], torch.as_tensor(cands[i][: x0.numel()], dtype=torch.float64)
         history.append({"best": min(vals), "mean": sum(vals) / len(vals), "sigma": float(es.sigma)})
         if on_generation is not None:
-            on_generation({**history[-1], "best_so_far": best})
+            on_generation({**history[-1], "best_so_far": best, "candidates": [list(map(float, c)) for c in cands],
+                           "values": vals, "replayed": g < len(replay)})
     if not math.isfinite(best):
         raise ValueError("the distribution objective was never finite")
     return CMAResult(best_x, best, start, n_eval, history)

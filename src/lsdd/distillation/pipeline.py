@@ -370,7 +370,12 @@ class _Checkpoint:
                             "same flags, or delete it")
         self.ref = {k: saved[k] for k in ("teacher_file", "teacher_ckpt") if k in saved}
         state = saved["state"]
-        log(f"resuming from {self.path} (epoch {state['epoch'] if state else 0} of {self.cfg['epochs']})")
+        if state and "cma" in state:  # a distribution fit: CMA-ES generations
+            log(f"resuming from {self.path} (CMA-ES generation {state['epoch']} of {self.cfg['cma_iters']})")
+        elif state is None:
+            log(f"resuming from {self.path} (the teacher is done; the fit starts)")
+        else:
+            log(f"resuming from {self.path} (epoch {state['epoch']} of {self.cfg['epochs']})")
         return self._teacher(device), state
 
     def _teacher(self, device) -> TeacherCache:
