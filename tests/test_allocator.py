@@ -26,7 +26,7 @@ print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
 
 
 def _faults(arm: str, **env) -> tuple[str, int]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "LSDD_ALLOCATOR"))} | env
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "LSDD_ALLOCATOR", "GLIBC_TUNABLES"))} | env
     out = subprocess.run([sys.executable, "-c", PROBE, arm], capture_output=True, text=True, check=True, env=environ)
     tuned, faults = out.stdout.split()
     return tuned, int(faults)
@@ -42,6 +42,7 @@ def test_tuned_allocator_stops_refaulting_large_buffers():
     # the user's own choice is kept: glibc's switch, or LSDD_ALLOCATOR=default
     assert _faults("tuned", LSDD_ALLOCATOR="default")[0] == "False"
     assert _faults("tuned", MALLOC_MMAP_THRESHOLD_="131072")[0] == "False"
+    assert _faults("tuned", GLIBC_TUNABLES="glibc.malloc.trim_threshold=131072")[0] == "False"
 
 
 def test_allocator_refuses_bad_settings(monkeypatch):

@@ -11,7 +11,8 @@ sys 18 min 39 s). Raising the mmap and trim thresholds keeps freed blocks in the
 The price is a resident size that stays near its peak instead of shrinking between calls. ``tune_cpu_allocator`` is
 called by the ``lsdd`` command line only (a library user's process is left as it is: call it yourself to opt in),
 and does nothing where the C library is not glibc, or where the user already set ``MALLOC_MMAP_THRESHOLD_`` or
-``MALLOC_TRIM_THRESHOLD_`` (glibc's own environment switches), or set ``LSDD_ALLOCATOR=default``.
+``MALLOC_TRIM_THRESHOLD_`` (glibc's own environment switches, or their ``GLIBC_TUNABLES`` forms), or set
+``LSDD_ALLOCATOR=default``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def tune_cpu_allocator(threshold: int = THRESHOLD) -> bool:
     choice = os.environ.get("LSDD_ALLOCATOR", "tuned")
     if choice not in ("tuned", "default"):
         raise ValueError(f"LSDD_ALLOCATOR={choice!r}: expected 'tuned' or 'default'")
-    if choice == "default" or "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if choice == "default" or "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ \
+            or "malloc.mmap_threshold" in tunables or "malloc.trim_threshold" in tunables:
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

@@ -66,9 +66,9 @@ from .statistics import unigram_entropy as per_sample_entropy
 
 ENTROPY_TOL = 0.01  # relative to the teacher's unigram entropy
 PROBE_TEMPERATURE = 0.94  # validation: the base's colder draw that locates the temperature matching the learned entropy
+MIN_MATCH_TEMPERATURE = 0.5  # ... never colder than this
 # the fit's frontier slope (nll@entropy): the chord from the base at T = 1 to the probe, the side validation reads
 SLOPE_TEMPERATURES = (PROBE_TEMPERATURE, 1.0)
-MIN_MATCH_TEMPERATURE = 0.5  # ... never colder than this
 LEVEL = 0.95  # default level of the intervals the verdict reads
 
 
