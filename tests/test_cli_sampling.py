@@ -230,7 +230,7 @@ def test_lsdc_interrupted_then_resumed_replays_its_cma_generations(tiny, tmp_pat
     def stop_after_two(fn, *args, on_generation, **kw):
         def cb(rec):
             on_generation(rec)  # the checkpoint is written here
-            if len(rec["candidates"]) and not rec["replayed"] and cb.n == 1:
+            if cb.n == 1:  # after the second generation
                 raise KeyboardInterrupt
             cb.n += 1
         cb.n = 0
@@ -254,7 +254,8 @@ def test_lsdc_interrupted_then_resumed_replays_its_cma_generations(tiny, tmp_pat
     assert a.conditioning == b.conditioning and a.coeffs == b.coeffs and not ckpt.exists()
     drop = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]  # noqa: E731
     assert drop(a.provenance["history"]) == drop(b.provenance["history"]) and len(a.provenance["history"]) == 4
-    assert any(v != 0.0 for v in a.conditioning["beta"]) or a.coeffs != (1.0,) * 3  # it moved from the start
+    # it moved from the start (beta = 1, Phi = 1), so a resume that restarted or skipped generations would show
+    assert any(abs(v - 1.0) > 1e-9 for v in a.conditioning["beta"]) or any(abs(c - 1.0) > 1e-9 for c in a.coeffs)
 
 
 def test_distill_when_teacher_unmasks_everything_early(tmp_path):
