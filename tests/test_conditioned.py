@@ -128,9 +128,10 @@ def test_lsd_c_distill_artifact_round_trip(exact, tmp_path, monkeypatch):
 
     sizes, real = [], engine.minimise_cma
     monkeypatch.setattr(engine, "minimise_cma", lambda fn, x0, *a, **k: (sizes.append(x0.numel()), real(fn, x0, *a, **k))[1])
-    for slope in (False, True):
-        distill(exact, GRAPH, NOISE, L, replace(cfg, slope=slope, validation=False), progress=False)
-    assert sizes == [2 * cfg.basis, 3 * cfg.basis]  # (Phi, beta), then (Phi, slope, beta): basis numbers each
+    for slope, nfe in ((False, M), (True, M), (False, 2)):
+        distill(exact, GRAPH, NOISE, L, replace(cfg, slope=slope, nfe=nfe, validation=False), progress=False)
+    # (Phi, beta), then (Phi, slope, beta): basis numbers each; at 2 NFE Phi's last step is inert: 1 + 2 numbers
+    assert sizes == [2 * cfg.basis, 3 * cfg.basis, 1 + cfg.basis]
     start, best = res.history[0]["loss_phi"], res.history[-1]["best_so_far"]
     assert best <= start and best == min(h["loss_phi"] for h in res.history)  # never worse than the base
     art = to_sampler(res, cfg, None, {}, use_base=False)
@@ -272,3 +273,39 @@ def test_lsd_plus_select_keeps_the_closer_of_lsd_and_lsd_plus(exact):
         assert torch.equal(res.times, uniform_times(M))
     with pytest.raises(ValueError, match="select"):
         DistillConfig(method="lsd", select=True).validate()
+
+
+@pytest.mark.parametrize("count", ["independent", "rounded", "spread"])
+def test_masked_last_step_phi_and_slope_are_inert_so_the_fit_skips_them(exact, count):
+    """On the absorbing graph the last step reveals every remaining token whatever its Phi and confidence slope, so
+    the exact law of a 2-step sampler does not move with them (and does move with the last step's beta): the
+    distribution fit gives Phi and the slope M - 1 steps' worth of numbers (family_sizes)."""
+    from lsdd.distillation.distill import family_sizes, unpack_flat
+
+    times = uniform_times(2, 1e-3)
+
+    def law(log_phi, slope, log_beta):
+        p = ConditionedParams.from_count(2, count, torch.tensor(log_phi, dtype=torch.float64),
+                                         torch.tensor(slope, dtype=torch.float64),
+                                         torch.tensor(log_beta, dtype=torch.float64)).requires_grad_(False)
+        return exact_sampler_law(exact, GRAPH, NOISE, times, L, method=ConditionedRule("euler"),
+                                 coeffs=p.coeff_fn(GRAPH))
+
+    ref = law([0.2, 0.0], [0.5, 0.0], [-0.1, 0.3])
+    assert torch.allclose(law([0.2, 0.9], [0.5, -1.5], [-0.1, 0.3]), ref, atol=1e-12)  # last Phi, slope: inert
+    assert (law([0.2, 0.0], [0.5, 0.0], [-0.1, -0.4]) - ref).abs().sum() > 1e-3  # last beta: not inert
+    assert (law([-0.5, 0.0], [0.5, 0.0], [-0.1, 0.3]) - ref).abs().sum() > 1e-3  # first Phi: not inert
+
+    cfg = DistillConfig(nfe=2, method="lsd-c", basis=2)
+    assert family_sizes(cfg, GRAPH) == (1, 0, 2)  # Phi: one number at 2 NFE; beta: two
+    assert family_sizes(replace(cfg, slope=True), GRAPH) == (1, 1, 2)
+    assert family_sizes(replace(cfg, nfe=4), GRAPH) == (2, 0, 2)  # the affine basis fits in M - 1 = 3 steps
+    assert family_sizes(replace(cfg, nfe=4, basis=3), GRAPH) == (3, 0, 3)
+    assert family_sizes(replace(cfg, method="lsd"), GRAPH) == (1, 0, 0)
+    from lsdd.graphs import Uniform
+    assert family_sizes(cfg, Uniform(V)) == (2, 0, 2)  # no forced last step on the uniform graph
+    log_phi, slope, log_beta = unpack_flat(torch.tensor([0.3, -0.2, 0.4], dtype=torch.float64), cfg, (1, 0, 2))
+    assert torch.allclose(log_phi, torch.tensor([0.3, 0.3], dtype=torch.float64)) and not slope.any()
+    assert torch.allclose(log_beta, torch.tensor([-0.6, 0.2], dtype=torch.float64))  # affine: -0.2 -+ 0.4
+    with pytest.raises(ValueError, match="3 numbers for families of \\[2, 0, 2\\]"):
+        unpack_flat(torch.zeros(3, dtype=torch.float64), cfg, (2, 0, 2))

@@ -130,7 +130,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "nll@entropy+mmd-guard on masked models, features+mmd on the other graphs; trajectory for "
                         "lsd / lsd+")
     p.add_argument("--basis", type=positive_int, default=d.basis,
-                   help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step)")
+                   help="distribution objective: numbers per parameter family (1 constant, 2 affine in the step; "
+                        "capped at the steps where the family acts: on masked models Phi and the slope skip the "
+                        "last step, which reveals every remaining token)")
     p.add_argument("--obj-samples", type=positive_int, default=d.obj_samples,
                    help="distribution objective: samples per candidate")
     p.add_argument("--cma-iters", type=positive_int, default=d.cma_iters, help="distribution objective: CMA-ES generations")

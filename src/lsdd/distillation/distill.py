@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -581,21 +581,41 @@ def _select(score_fn, graph, noise, reference: Tensor, cfg: DistillConfig, plus:
     return out
 
 
-def unpack_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """The CMA vector (k * basis,) -> per-step (log_phi, slope, log_beta), each (M,) (zeros where not learned):
-    k = 1 is Phi alone, 2 Phi and beta (lsd-c without its slope), 3 all three."""
-    basis = step_basis(cfg.nfe, cfg.basis)
-    parts = [basis @ v[i * cfg.basis : (i + 1) * cfg.basis] for i in range(v.numel() // cfg.basis)]
-    zero = torch.zeros(cfg.nfe, dtype=torch.float64)
-    if len(parts) == 2:
-        parts.insert(1, zero)
-    while len(parts) < 3:
-        parts.append(zero)
+def family_sizes(cfg: DistillConfig, graph: Graph) -> tuple[int, int, int]:
+    """How many CMA-ES numbers each per-step family of a distribution fit gets: (Phi, confidence slope, value
+    beta), 0 where the family is not learned (lsd: Phi alone; lsd-c: Phi and beta, and the slope with
+    ``cfg.slope`` on the absorbing graph). Each is ``cfg.basis`` capped at the number of steps where the family
+    acts. On the absorbing graph the last step reveals every remaining token whatever its Phi and slope (the
+    forced last step), so those two act on the first M - 1 steps only: at 2 NFE with the affine basis Phi gets one
+    number, not two of which one moved nothing (benchmarks/issue24_bench.md, stop 34). At least one number each,
+    so at 1 NFE Phi keeps one (inert) number. Beta, the values' temperature, acts on every step."""
+    acting = max(1, cfg.nfe - 1) if graph.absorbing else cfg.nfe
+    moved = min(cfg.basis, acting)
+    if cfg.method != "lsd-c":
+        return moved, 0, 0
+    return moved, moved if graph.absorbing and cfg.slope else 0, min(cfg.basis, cfg.nfe)
+
+
+def unpack_flat(v: Tensor, cfg: DistillConfig, sizes: Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The CMA vector (sum(sizes),) -> per-step (log_phi, slope, log_beta), each (M,) (zeros where not learned):
+    family j is the polynomial ``step_basis(M, sizes[j])`` with the next sizes[j] numbers as its coefficients
+    (``family_sizes``). ``sizes`` None: ``cfg.basis`` numbers per family, as many families as v holds (1: Phi
+    alone, 2: Phi and beta, 3: all three; fits before stop 34)."""
+    if sizes is None:
+        k = v.numel() // cfg.basis
+        sizes = {1: (cfg.basis, 0, 0), 2: (cfg.basis, 0, cfg.basis)}.get(k, (cfg.basis,) * 3)
+    if v.numel() != sum(sizes):
+        raise ValueError(f"a CMA vector of {v.numel()} numbers for families of {list(sizes)}")
+    parts, i = [], 0
+    for n in sizes:
+        parts.append(step_basis(cfg.nfe, n) @ v[i : i + n] if n else torch.zeros(cfg.nfe, dtype=torch.float64))
+        i += n
     return parts[0], parts[1], parts[2]
 
 
-def _result_from_flat(v: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict | None]:
-    log_phi, slope, log_beta = unpack_flat(v, cfg)
+def _result_from_flat(v: Tensor, cfg: DistillConfig,
+                      sizes: Sequence[int] | None = None) -> tuple[Tensor, dict | None]:
+    log_phi, slope, log_beta = unpack_flat(v, cfg, sizes)
     cond = None
     if cfg.method == "lsd-c":
         cond = {"feature": "confidence", "slope": [float(a) for a in slope],
@@ -608,7 +628,8 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
                          progress: bool = True, hidden_fn=None, state: dict | None = None,
                          on_epoch: Callable[[dict, dict], None] | None = None) -> DistillResult:
     """Fit lsd (Phi per step) or lsd-c (Phi, confidence slope, value temperature per step) on the output
-    distribution: CMA-ES over ``cfg.basis`` numbers per parameter family, each candidate scored by
+    distribution: CMA-ES over ``cfg.basis`` numbers per parameter family (fewer where a family acts on fewer
+    steps: ``family_sizes``), each candidate scored by
     ``objective.distance`` between its ``cfg.obj_samples`` samples (the same random streams for every
     candidate) and the training teacher outputs. Starts from the base sampler (all zero), which stays a
     candidate, so the fit is never worse than the base on this objective. With ``cfg.early_exit`` the start is
@@ -625,7 +646,7 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     free, target_free = _free_of(given, cfg.obj_samples, graph), _free_of(given, n_train, graph)
     times = cfg.student_times()
     # lsd-c: Phi and beta, and the slope where asked for (it reads a masked token's confidence: absorbing graph)
-    families = (3 if graph.absorbing and cfg.slope else 2) if cfg.method == "lsd-c" else 1
+    sizes = family_sizes(cfg, graph)
     seed = derive_seed(cfg.seed, 11)
     call = CountedScore(score_fn, graph, noise)
     t0 = time.perf_counter()
@@ -637,13 +658,13 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
                            target_free=target_free, free=free, hidden_fn=hidden_fn)
 
     def draw(v: Tensor, movers: str, final: str | None, temperature: float = 1.0) -> Tensor:
-        coeffs, cond = _result_from_flat(v, cfg)
+        coeffs, cond = _result_from_flat(v, cfg, sizes)
         res = DistillResult(times, coeffs, conditioning=cond, movers=movers, final=final)
         fn = call if temperature == 1.0 else tempered_score(call, temperature)
         return sample_batched(fn, graph, noise, times, cfg.obj_samples, length, batch_size=cfg.batch_size,
                               seed=seed, device=device, given=given, **res.sampler(cfg).loop_args(graph)).x
 
-    start = torch.zeros(families * cfg.basis, dtype=torch.float64)
+    start = torch.zeros(sum(sizes), dtype=torch.float64)
     options = discrete_options(cfg, graph)
     choice = None
     # the first option's outputs at the base parameters: drawn once for the calibration, the choice and the test
@@ -685,7 +706,7 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
                                         "skipped" if early["skipped"] else ""))
     if early is not None and early["skipped"]:
         seconds = time.perf_counter() - t0
-        coeffs, cond = _result_from_flat(start, cfg)
+        coeffs, cond = _result_from_flat(start, cfg, sizes)
         history = [{"epoch": 0, "loss_phi": early["objective"], "loss_time": 0.0,
                     "best_so_far": early["objective"], "seconds": seconds}]
         result = DistillResult(times, coeffs, history, cache.seconds, seconds, cache.nfe, call.calls,
@@ -722,7 +743,7 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     fit = minimise_cma(objective, start, sigma, cfg.cma_iters, cfg.cma_popsize, seed,
                        on_generation=generation, replay=done)
     bar.close()
-    coeffs, cond = _result_from_flat(fit.x, cfg)
+    coeffs, cond = _result_from_flat(fit.x, cfg, sizes)
     history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0, "best_so_far": fit.start_value}]
     for i, h in enumerate(fit.history):  # loss_phi: the generation's best candidate
         history.append({"epoch": i + 1, "loss_phi": h["best"], "loss_time": 0.0, "mean": h["mean"],
