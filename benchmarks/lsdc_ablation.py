@@ -51,6 +51,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    from lsdd.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # large CPU buffers stay in the heap, as under the lsdd command
 
     model = lsdd.load_model(args.model)
     learned = lsdd.Sampler.load(args.learned)

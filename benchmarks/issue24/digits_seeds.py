@@ -42,6 +42,9 @@ def main() -> None:
     p.add_argument("--save", default=None, metavar="PREFIX",
                    help="also write each sample set as PREFIX_<sampler>_<seed>.npy (e.g. teacher sets for --teacher-sets)")
     args = p.parse_args()
+    from lsdd.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # large CPU buffers stay in the heap, as under the lsdd command
     model = lsdd.load_model(args.model)
     rows = {}
 
