@@ -118,6 +118,32 @@ def test_cma_never_worse_than_start():
     assert res.value <= res.start_value and res.value < 0.05
 
 
+def test_cma_probe_shrinks_the_steep_coordinate_and_converges_where_one_sigma_does_not():
+    """An ill-conditioned quadratic (one coordinate 400 times steeper, as the values' temperature level is on text):
+    the probe gives that coordinate the step at which its quadratic rises by |f0| / d, keeps sigma elsewhere, and in
+    the same 12 x 8 budget CMA-ES gets far closer to the minimum than with one sigma for all."""
+    from lsdd.distillation.objective import probe_scales
+
+    w = torch.tensor([1.0, 400.0, 1.0], dtype=torch.float64)
+    opt = torch.tensor([0.5, 0.05, -0.3], dtype=torch.float64)
+    f = lambda v: float((w * (v - opt) ** 2).sum())  # noqa: E731
+    x0 = torch.zeros(3, dtype=torch.float64)
+    stds, probes = probe_scales(f, x0, f(x0), 0.2)
+    # curvature (f+ + f- - 2 f0) / sigma^2 = 2 w exactly for a quadratic; step sqrt(2 D / c) / sigma, D = f0 / 3
+    assert stds[0] == stds[2] == 1.0 and stds[1] == pytest.approx(math.sqrt(2 * f(x0) / 3 / 800) / 0.2, rel=1e-9)
+    assert len(probes) == 6 and all(v == f(x) for x, v in probes)
+    plain = minimise_cma(f, x0, 0.2, 12, 8, 0, probe=False)
+    probed = minimise_cma(f, x0, 0.2, 12, 8, 0, probe=True)
+    assert probed.stds == stds and plain.stds is None and probed.evaluations == plain.evaluations + 6
+    assert probed.value < 0.1 * plain.value and probed.value <= probed.start_value
+    again = minimise_cma(f, x0, 0.2, 12, 8, 0, probe=True)
+    assert torch.equal(again.x, probed.x)  # seeded: the same run
+    # a coordinate where the objective is flat or falls keeps sigma; a steep one never goes below the floor
+    assert probe_scales(lambda v: -float(v.sum()), x0, 0.0, 0.2)[0] == [1.0, 1.0, 1.0]
+    from lsdd.distillation.objective import PROBE_FLOOR
+    assert probe_scales(lambda v: 1e12 * float((v**2).sum()) + 1.0, x0, 1.0, 0.2)[0] == [PROBE_FLOOR] * 3
+
+
 def test_lsd_c_distill_artifact_round_trip(exact, tmp_path, monkeypatch):
     cfg = DistillConfig(nfe=M, teacher_nfe=16, num_traj=64, method="lsd-c", obj_samples=64, cma_iters=3,
                         cma_popsize=4, val_samples=32, choose=True, early_exit=False)

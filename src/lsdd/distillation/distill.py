@@ -86,6 +86,8 @@ class DistillConfig:
     cma_iters: int = 12  # CMA-ES generations
     cma_popsize: int = 8
     cma_sigma: float | None = None  # CMA-ES first step; None: objective.default_sigma (0.5; 0.2 for nll@entropy)
+    # CMA-ES: first scale each coordinate's step by the objective's curvature at the start (objective.probe_scales)
+    cma_probe: bool = True
     early_exit: bool = True  # skip CMA-ES when the base is already at the teacher's level (objective.at_teacher)
     coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.sampling.coupling)
     match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing
@@ -741,8 +743,13 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     if done and progress and dist.is_main():
         print(f"CMA-ES: replaying {len(done)} generation(s) from the checkpoint")
     fit = minimise_cma(objective, start, sigma, cfg.cma_iters, cfg.cma_popsize, seed,
-                       on_generation=generation, replay=done)
+                       on_generation=generation, replay=done, probe=cfg.cma_probe)
     bar.close()
+    if fit.stds is not None:
+        calibration["cma_stds"] = [round(v, 6) for v in fit.stds]
+        if progress and dist.is_main():
+            print("CMA-ES step per coordinate (x sigma, from the curvature at the start): "
+                  + ", ".join(f"{v:.3g}" for v in fit.stds))
     coeffs, cond = _result_from_flat(fit.x, cfg, sizes)
     history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0, "best_so_far": fit.start_value}]
     for i, h in enumerate(fit.history):  # loss_phi: the generation's best candidate
@@ -834,7 +841,8 @@ def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info
         provenance["discrete_choice"] = {k: round(v, 6) for k, v in result.choice.items()}
     if result.calibration is not None:
         provenance["objective_calibration"] = {
-            k: ({t: float(f"{x:.6g}") for t, x in v.items()} if isinstance(v, dict) else float(f"{v:.6g}"))
+            k: ({t: float(f"{x:.6g}") for t, x in v.items()} if isinstance(v, dict)
+                else [float(f"{x:.6g}") for x in v] if isinstance(v, list) else float(f"{v:.6g}"))
             for k, v in result.calibration.items()}
     learned = result.sampler(cfg)
     if result.early_exit is not None:

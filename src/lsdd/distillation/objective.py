@@ -414,11 +414,42 @@ class CMAResult:
     start_value: float  # objective at the start point
     evaluations: int
     history: list[dict] = field(default_factory=list)  # per generation: best, mean, sigma
+    stds: list[float] | None = None  # per-coordinate multipliers of sigma0 set by the probe (None: no probe)
+
+
+PROBE_FLOOR = 1 / 32  # the probe never shrinks a coordinate's step below this share of sigma0
+
+
+def probe_scales(fn: Callable[[Tensor], float], x0: Tensor, f0: float, sigma0: float,
+                 floor: float = PROBE_FLOOR) -> tuple[list[float], list[tuple[Tensor, float]]]:
+    """Per-coordinate multipliers of CMA-ES's first step, from the objective's curvature at the start: fn at
+    x0 +- sigma0 e_i for each coordinate i (2d calls), c_i = (f+ + f- - 2 f0) / sigma0^2, and the step
+    s_i = sqrt(2 D / c_i) at which a quadratic of that curvature rises by D = |f0| / d (the whole first cloud
+    then worsens the start by about |f0| on average, not by orders of magnitude), as a multiple of sigma0 clipped
+    to [floor, 1]: a flat or improving coordinate keeps sigma0, a steep one gets less.
+
+    Why: on text at 2-4 NFE the value temperature's overall level moves the samples' entropy, which
+    ``nll@entropy`` penalises quadratically with a tolerance of 1% of the teacher's entropy; at sigma0 = 0.2 the
+    first generations' candidates scored 10-200 times the start (benchmarks/issue24_bench.md, stop 34), CMA-ES
+    spent 4-5 of its 12 generations shrinking that one direction, and fits from different seeds ended far apart.
+    Returns (multipliers, the probed (x, value) pairs)."""
+    d = x0.numel()
+    scale = abs(f0) / d if math.isfinite(f0) and f0 != 0 else 1.0
+    stds, probes = [], []
+    for i in range(d):
+        e = torch.zeros_like(x0)
+        e[i] = sigma0
+        fp, fm = fn(x0 + e), fn(x0 - e)
+        probes += [(x0 + e, fp), (x0 - e, fm)]
+        curv = (fp + fm - 2.0 * f0) / sigma0**2 if math.isfinite(fp) and math.isfinite(fm) else math.inf
+        step = math.sqrt(2.0 * scale / curv) / sigma0 if curv > 0 else 1.0
+        stds.append(min(1.0, max(floor, step)))
+    return stds, probes
 
 
 def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, iterations: int, popsize: int | None,
                  seed: int, on_generation: Callable[[dict], None] | None = None,
-                 replay: Sequence[dict] | None = None) -> CMAResult:
+                 replay: Sequence[dict] | None = None, probe: bool = False) -> CMAResult:
     """Minimise fn over R^d from x0 with CMA-ES (``cma``), ``iterations`` generations; the start point counts as
     a candidate, so the result is never worse than x0 on fn. ``on_generation`` gets each generation's record
     (best, mean, sigma, best_so_far, and its ``candidates`` and their ``values``, which is what a checkpoint keeps).
@@ -426,7 +457,11 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
     ``replay``: such records of the first generations of an interrupted run with the same arguments. The strategy
     asks for the same candidates again (it is seeded) and is told the recorded values without evaluating fn, so
     the run continues exactly as if never stopped; ValueError when a replayed generation asks for other
-    candidates than those recorded (another start, step, seed or population)."""
+    candidates than those recorded (another start, step, seed or population).
+
+    ``probe``: first scale each coordinate's step by the objective's curvature at the start (``probe_scales``,
+    2d more calls, made again on a resume: they are deterministic under common random numbers); its points are
+    candidates too."""
     import cma
 
     x0 = x0.to(torch.float64)
@@ -435,13 +470,24 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
     opts = {"seed": int(seed) % (2**31 - 1) + 1, "verbose": -9, "maxiter": iterations}
     if popsize is not None:
         opts["popsize"] = popsize
+    stds, n_eval = None, 1
+    if probe:
+        stds, probes = probe_scales(fn, x0, start, sigma0)
+        n_eval += len(probes)
+        for x, v in probes:
+            if v < best:
+                best, best_x = v, x.clone()
     if x0.numel() == 1:  # cma needs d >= 2: optimise a dummy second coordinate
         wrap = lambda v: fn(torch.as_tensor(v[:1], dtype=torch.float64))  # noqa: E731
+        if stds is not None:
+            opts["CMA_stds"] = [stds[0], 1.0]
         es = cma.CMAEvolutionStrategy([float(x0[0]), 0.0], sigma0, opts)
     else:
         wrap = lambda v: fn(torch.as_tensor(v, dtype=torch.float64))  # noqa: E731
+        if stds is not None:
+            opts["CMA_stds"] = stds
         es = cma.CMAEvolutionStrategy(x0.tolist(), sigma0, opts)
-    history, n_eval, replay = [], 1, list(replay or [])
+    history, replay = [], list(replay or [])
     if len(replay) > iterations:
         raise ValueError(f"the checkpoint holds {len(replay)} CMA-ES generations; this run has {iterations}")
     while not es.stop():
@@ -467,7 +513,7 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
                            "values": vals, "replayed": g < len(replay)})
     if not math.isfinite(best):
         raise ValueError("the distribution objective was never finite")
-    return CMAResult(best_x, best, start, n_eval, history)
+    return CMAResult(best_x, best, start, n_eval, history, stds)
 
 
 __all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "MASKED_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger",
@@ -475,4 +521,4 @@ __all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "MASKED_OUTPUT_OBJECTIVE", 
            "CombinedObjective", "Guard", "EnergyObjective", "NetworkObjective", "make_objective", "needs_network", "NETWORK_T",
            "MatchedNLLObjective", "SLOPE_TEMPERATURES", "slope_terms", "default_sigma",
            "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult",
-           "minimise_cma"]
+           "minimise_cma", "probe_scales", "PROBE_FLOOR"]
