@@ -256,6 +256,8 @@ def test_lsdc_interrupted_then_resumed_replays_its_cma_generations(tiny, tmp_pat
     assert a.conditioning == b.conditioning and a.coeffs == b.coeffs and not ckpt.exists()
     drop = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]  # noqa: E731
     assert drop(a.provenance["history"]) == drop(b.provenance["history"]) and len(a.provenance["history"]) == 4
+    best = b.provenance["history"][-1]["best_so_far"]  # what the fit found, not its last generation's best
+    assert f"objective {best:.4g} (best of the fit)" in printed and best <= b.provenance["history"][0]["loss_phi"]
     # it moved from the start (beta = 1, Phi = 1), so a resume that restarted or skipped generations would show
     assert any(abs(v - 1.0) > 1e-9 for v in a.conditioning["beta"]) or any(abs(c - 1.0) > 1e-9 for c in a.coeffs)
 

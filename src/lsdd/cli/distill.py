@@ -356,6 +356,9 @@ def run(args) -> int:
             print(f"  confidence slope: {', '.join(f'{a:.3f}' for a in sampler.conditioning['slope'])}")
         print(f"  value beta:       {', '.join(f'{b:.3f}' for b in sampler.conditioning['beta'])}")
     t_s, s_s = prov.get("teacher_seconds", 0.0), prov.get("student_seconds", 0.0)
-    print(f"  final loss: phi {last.get('loss_phi', float('nan')):.4g}, time {last.get('loss_time', 0.0):.4g}; "
-          f"teacher {t_s:.1f} s, student {s_s:.1f} s (ratio {s_s / max(t_s, 1e-9):.2f})")
+    if "best_so_far" in last:  # a CMA-ES fit: its last generation's best is not the fit's
+        loss = f"objective {last['best_so_far']:.4g} (best of the fit)"
+    else:
+        loss = f"final loss: phi {last.get('loss_phi', float('nan')):.4g}, time {last.get('loss_time', 0.0):.4g}"
+    print(f"  {loss}; teacher {t_s:.1f} s, student {s_s:.1f} s (ratio {s_s / max(t_s, 1e-9):.2f})")
     return 0

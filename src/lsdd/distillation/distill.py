@@ -16,6 +16,7 @@ only (``lsdd.distillation.statistics``, ``free=``)."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
@@ -747,11 +748,14 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     bar.close()
     if fit.stds is not None:
         calibration["cma_stds"] = [round(v, 6) for v in fit.stds]
+        calibration["cma_probe_best"] = fit.probe_best
         if progress and dist.is_main():
             print("CMA-ES step per coordinate (x sigma, from the curvature at the start): "
                   + ", ".join(f"{v:.3g}" for v in fit.stds))
     coeffs, cond = _result_from_flat(fit.x, cfg, sizes)
-    history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0, "best_so_far": fit.start_value}]
+    # epoch 0: the start; its best so far also counts the probe's points (objective.probe_scales)
+    history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0,
+                "best_so_far": min(fit.start_value, fit.probe_best if fit.probe_best is not None else math.inf)}]
     for i, h in enumerate(fit.history):  # loss_phi: the generation's best candidate
         history.append({"epoch": i + 1, "loss_phi": h["best"], "loss_time": 0.0, "mean": h["mean"],
                         "sigma": h["sigma"], "best_so_far": min(history[-1]["best_so_far"], h["best"])})

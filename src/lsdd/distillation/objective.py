@@ -415,6 +415,7 @@ class CMAResult:
     evaluations: int
     history: list[dict] = field(default_factory=list)  # per generation: best, mean, sigma
     stds: list[float] | None = None  # per-coordinate multipliers of sigma0 set by the probe (None: no probe)
+    probe_best: float | None = None  # the best of the probe's points (None: no probe)
 
 
 PROBE_FLOOR = 1 / 32  # the probe never shrinks a coordinate's step below this share of sigma0
@@ -470,10 +471,11 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
     opts = {"seed": int(seed) % (2**31 - 1) + 1, "verbose": -9, "maxiter": iterations}
     if popsize is not None:
         opts["popsize"] = popsize
-    stds, n_eval = None, 1
+    stds, n_eval, probe_best = None, 1, None
     if probe:
         stds, probes = probe_scales(fn, x0, start, sigma0)
         n_eval += len(probes)
+        probe_best = min(v for _, v in probes)
         for x, v in probes:
             if v < best:
                 best, best_x = v, x.clone()
@@ -513,7 +515,7 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
                            "values": vals, "replayed": g < len(replay)})
     if not math.isfinite(best):
         raise ValueError("the distribution objective was never finite")
-    return CMAResult(best_x, best, start, n_eval, history, stds)
+    return CMAResult(best_x, best, start, n_eval, history, stds, probe_best)
 
 
 __all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "MASKED_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger",
