@@ -221,7 +221,7 @@ def test_lsdc_interrupted_then_resumed_replays_its_cma_generations(tiny, tmp_pat
 
     lsdc = ["--model", tiny, "--method", "lsd-c", "--nfe", "3", "--teacher-nfe", "6", "--num-traj", "40",
             "--batch-size", "16", "--obj-samples", "16", "--cma-iters", "3", "--cma-popsize", "4",
-            "--objective", "mmd", "--no-early-exit", "--no-validate"]
+            "--objective", "mmd", "--no-early-exit", "--no-validate", "--cma-probe"]
     whole = tmp_path / "whole.json"
     assert main(["distill", *lsdc, "--out", str(whole)]) == 0
     real = objective.minimise_cma

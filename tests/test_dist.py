@@ -35,14 +35,15 @@ def test_distill_two_processes_same_sampler(tmp_path, method, loss):
     _run([*args, "--out", "one.json"], tmp_path, 1)
     res = _run([*args, "--out", "two.json"], tmp_path, 2)
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
-    # the same learned coefficients and grid, to float tolerance
-    np.testing.assert_allclose(two["coeffs"], one["coeffs"], rtol=1e-9, atol=0)
-    np.testing.assert_allclose(two["times"], one["times"], rtol=1e-9, atol=0)
+    # the same learned coefficients and grid, to float tolerance: the network computes in float32 and two ranks
+    # reduce its outputs in another order (3e-9 relative on the stop-34 machine, at the stop-33 code too)
+    np.testing.assert_allclose(two["coeffs"], one["coeffs"], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(two["times"], one["times"], rtol=1e-6, atol=0)
     assert one["coeffs"] != [1.0] * 4  # it learned something (--force writes it whatever validation says)
     # validation (on 10 held-out trajectories, sampled and scored on the ranks) gives the same figures
     for key, value in one["provenance"]["validation"].items():
         other = two["provenance"]["validation"][key]
-        assert other == pytest.approx(value, rel=1e-9) if isinstance(value, float) else other == value
+        assert other == pytest.approx(value, rel=1e-6) if isinstance(value, float) else other == value
     # rank 0 alone writes and prints: one artifact, one summary line
     assert res.stdout.count("sampler with 4 NFE") == 1
     assert not list(tmp_path.glob("*.ckpt*"))

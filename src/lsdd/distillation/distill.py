@@ -87,8 +87,10 @@ class DistillConfig:
     cma_iters: int = 12  # CMA-ES generations
     cma_popsize: int = 8
     cma_sigma: float | None = None  # CMA-ES first step; None: objective.default_sigma (0.5; 0.2 for nll@entropy)
-    # CMA-ES: first scale each coordinate's step by the objective's curvature at the start (objective.probe_scales)
-    cma_probe: bool = True
+    # CMA-ES: first scale each coordinate's step by the objective's curvature at the start (objective.probe_scales);
+    # off by default: on text at 2 NFE it turned one seed's fit from 19% to 56% of the gap and another's from
+    # validation -0.31 to -0.20 (benchmarks/issue24_bench.md, stop 34)
+    cma_probe: bool = False
     early_exit: bool = True  # skip CMA-ES when the base is already at the teacher's level (objective.at_teacher)
     coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.sampling.coupling)
     match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing
