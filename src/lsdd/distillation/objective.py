@@ -432,7 +432,8 @@ def probe_scales(fn: Callable[[Tensor], float], x0: Tensor, f0: float, sigma0: f
     Why: on text at 2-4 NFE the value temperature's overall level moves the samples' entropy, which
     ``nll@entropy`` penalises quadratically with a tolerance of 1% of the teacher's entropy; at sigma0 = 0.2 the
     first generations' candidates scored 10-200 times the start (benchmarks/issue24_bench.md, stop 34), CMA-ES
-    spent 4-5 of its 12 generations shrinking that one direction, and fits from different seeds ended far apart.
+    spent the first 2-6 of its 12 generations without beating the start, and fits from different seeds ended far
+    apart. On text it is not a fix (one 2-NFE fit better, one worse), so it is off by default.
     Returns (multipliers, the probed (x, value) pairs)."""
     d = x0.numel()
     scale = abs(f0) / d if math.isfinite(f0) and f0 != 0 else 1.0
