@@ -131,7 +131,9 @@ def test_cma_probe_shrinks_the_steep_coordinate_and_converges_where_one_sigma_do
     stds, probes = probe_scales(f, x0, f(x0), 0.2)
     # curvature (f+ + f- - 2 f0) / sigma^2 = 2 w exactly for a quadratic; step sqrt(2 D / c) / sigma, D = f0 / 3
     assert stds[0] == stds[2] == 1.0 and stds[1] == pytest.approx(math.sqrt(2 * f(x0) / 3 / 800) / 0.2, rel=1e-9)
-    assert len(probes) == 6 and all(v == f(x) for x, v in probes)
+    points = torch.stack([x for x, _ in probes])  # x0 + sigma e_i, then x0 - sigma e_i, coordinate by coordinate
+    expect = torch.stack([s * 0.2 * torch.eye(3, dtype=torch.float64)[i] for i in range(3) for s in (1, -1)])
+    assert torch.equal(points, expect) and all(v == f(x) for x, v in probes)
     plain = minimise_cma(f, x0, 0.2, 12, 8, 0, probe=False)
     probed = minimise_cma(f, x0, 0.2, 12, 8, 0, probe=True)
     assert probed.stds == stds and plain.stds is None and probed.evaluations == plain.evaluations + 6
