@@ -249,9 +249,9 @@ def test_lsdc_interrupted_then_resumed_replays_its_cma_generations(tiny, tmp_pat
     assert main(["distill", *lsdc, "--out", str(out), "--resume"]) == 0
     printed = capsys.readouterr().out
     assert "(CMA-ES generation 2 of 3)" in printed and "replaying 2 generation(s)" in printed
-    # the start point, the probe (2 calls per coordinate of Phi's and beta's 2 + 2: deterministic, made again on a
-    # resume), then generation 3 only
-    assert len(evaluated) == 1 + 2 * 4 + 4
+    # the start point, the probe (its Hessian over Phi's and beta's 2 + 2 coordinates: 2 * 4 + 6 calls, deterministic,
+    # made again on a resume), then generation 3 only
+    assert len(evaluated) == 1 + 2 * 4 + 6 + 4
     a, b = Sampler.load(whole), Sampler.load(out)
     assert a.conditioning == b.conditioning and a.coeffs == b.coeffs and not ckpt.exists()
     drop = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]  # noqa: E731

@@ -46,7 +46,7 @@ def run() -> None:
     args = p.parse_args()
     samplers = [lsdd.Sampler.load(f) for f in args.samplers]
 
-    def fake_cma(fn, x0, sigma0, iterations, popsize, seed, on_generation=None, replay=None):
+    def fake_cma(fn, x0, sigma0, iterations, popsize, seed, **kw):
         sizes = engine.family_sizes(engine.DistillConfig(nfe=args.nfe, method="lsd-c"), lsdd.graphs.Absorbing(2))
         start = fn(x0)
         print(f"objective of seed {args.seed}'s fit: base {start:.4f}")

@@ -141,10 +141,11 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="distribution objective: CMA-ES initial step size (default: 0.5; 0.2 for the nll@entropy "
                         "objectives, whose scale needs a smaller first step)")
     p.add_argument("--cma-probe", action=argparse.BooleanOptionalAction, default=d.cma_probe,
-                   help="distribution objective: before CMA-ES, probe each coordinate at +-sigma (2 calls each) and "
-                        "shrink the first step where the objective is steep (the values' temperature level on text: "
-                        "its first candidates scored 10-200x the start). Off by default: on text at 2 NFE it helped "
-                        "one seed's fit and hurt another's")
+                   help="distribution objective: before CMA-ES, measure the objective's Hessian at the start by "
+                        "finite differences (2d + d(d-1)/2 calls for d numbers) and search along its eigenvectors, "
+                        "with a smaller first step along the steep ones (on text: the first step's value "
+                        "temperature, which sets the entropy; without it the first candidates scored 10-200x the "
+                        "start)")
     p.add_argument("--early-exit", action=argparse.BooleanOptionalAction, default=True,
                    help="lsd-c and distribution objectives: first test the base's outputs against the teacher's with "
                         "the objective itself (a permutation test); when they cannot be told apart (p-value >= 0.25) "

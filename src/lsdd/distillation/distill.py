@@ -87,7 +87,7 @@ class DistillConfig:
     cma_iters: int = 12  # CMA-ES generations
     cma_popsize: int = 8
     cma_sigma: float | None = None  # CMA-ES first step; None: objective.default_sigma (0.5; 0.2 for nll@entropy)
-    # CMA-ES: first scale each coordinate's step by the objective's curvature at the start (objective.probe_scales);
+    # CMA-ES: first shape its search by the objective's Hessian at the start (objective.probe_metric);
     # off by default: on text at 2 NFE it turned one seed's fit from 19% to 56% of the gap and another's from
     # validation -0.31 to -0.20 (benchmarks/issue24_bench.md, stop 34)
     cma_probe: bool = False
@@ -750,12 +750,13 @@ def distill_distribution(score_fn: ScoreFn, graph: Graph, noise: Noise, length: 
     bar.close()
     if fit.stds is not None:
         calibration["cma_stds"] = [round(v, 6) for v in fit.stds]
+        calibration["cma_axes"] = [[round(float(a), 6) for a in col] for col in fit.axes.T]
         calibration["cma_probe_best"] = fit.probe_best
         if progress and dist.is_main():
-            print("CMA-ES step per coordinate (x sigma, from the curvature at the start): "
-                  + ", ".join(f"{v:.3g}" for v in fit.stds))
+            print("CMA-ES first step along the Hessian's directions at the start (x sigma): " + "; ".join(
+                f"{v:.3g} along {[round(float(a), 2) for a in col]}" for v, col in zip(fit.stds, fit.axes.T)))
     coeffs, cond = _result_from_flat(fit.x, cfg, sizes)
-    # epoch 0: the start; its best so far also counts the probe's points (objective.probe_scales)
+    # epoch 0: the start; its best so far also counts the probe's points (objective.probe_metric)
     history = [{"epoch": 0, "loss_phi": fit.start_value, "loss_time": 0.0,
                 "best_so_far": min(fit.start_value, fit.probe_best if fit.probe_best is not None else math.inf)}]
     for i, h in enumerate(fit.history):  # loss_phi: the generation's best candidate
@@ -846,10 +847,11 @@ def to_sampler(result: DistillResult, cfg: DistillConfig, model=None, model_info
     if result.choice is not None:
         provenance["discrete_choice"] = {k: round(v, 6) for k, v in result.choice.items()}
     if result.calibration is not None:
-        provenance["objective_calibration"] = {
-            k: ({t: float(f"{x:.6g}") for t, x in v.items()} if isinstance(v, dict)
-                else [float(f"{x:.6g}") for x in v] if isinstance(v, list) else float(f"{v:.6g}"))
-            for k, v in result.calibration.items()}
+        def six(v):  # numbers to 6 significant digits, through dicts and (nested) lists
+            return ({t: six(x) for t, x in v.items()} if isinstance(v, dict)
+                    else [six(x) for x in v] if isinstance(v, list) else float(f"{v:.6g}"))
+
+        provenance["objective_calibration"] = six(dict(result.calibration))
     learned = result.sampler(cfg)
     if result.early_exit is not None:
         provenance["early_exit"] = {k: (round(v, 6) if isinstance(v, float) else v)

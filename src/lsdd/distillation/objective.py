@@ -414,39 +414,61 @@ class CMAResult:
     start_value: float  # objective at the start point
     evaluations: int
     history: list[dict] = field(default_factory=list)  # per generation: best, mean, sigma
-    stds: list[float] | None = None  # per-coordinate multipliers of sigma0 set by the probe (None: no probe)
+    stds: list[float] | None = None  # the probe's step multipliers of sigma0 along ``axes`` (None: no probe)
     probe_best: float | None = None  # the best of the probe's points (None: no probe)
+    axes: Tensor | None = None  # (d, d) the probe's directions, one per column (eigenvectors of its Hessian)
 
 
-PROBE_FLOOR = 1 / 32  # the probe never shrinks a coordinate's step below this share of sigma0
+PROBE_FLOOR = 1 / 32  # the probe never shrinks a direction's step below this share of sigma0
 
 
-def probe_scales(fn: Callable[[Tensor], float], x0: Tensor, f0: float, sigma0: float,
-                 floor: float = PROBE_FLOOR) -> tuple[list[float], list[tuple[Tensor, float]]]:
-    """Per-coordinate multipliers of CMA-ES's first step, from the objective's curvature at the start: fn at
-    x0 +- sigma0 e_i for each coordinate i (2d calls), c_i = (f+ + f- - 2 f0) / sigma0^2, and the step
-    s_i = sqrt(2 D / c_i) at which a quadratic of that curvature rises by D = |f0| / d (the whole first cloud
-    then worsens the start by about |f0| on average, not by orders of magnitude), as a multiple of sigma0 clipped
-    to [floor, 1]: a flat or improving coordinate keeps sigma0, a steep one gets less.
+def probe_metric(fn: Callable[[Tensor], float], x0: Tensor, f0: float, sigma0: float,
+                 floor: float = PROBE_FLOOR) -> tuple[Tensor, list[float], Tensor, list[tuple[Tensor, float]]]:
+    """CMA-ES's first search metric from the objective's Hessian at the start, by finite differences at step
+    sigma0: fn at x0 +- sigma0 e_i and at x0 + sigma0 (e_i + e_j), i < j (2d + d(d-1)/2 calls),
 
-    Why: on text at 2-4 NFE the value temperature's overall level moves the samples' entropy, which
-    ``nll@entropy`` penalises quadratically with a tolerance of 1% of the teacher's entropy; at sigma0 = 0.2 the
-    first generations' candidates scored 10-200 times the start (benchmarks/issue24_bench.md, stop 34), CMA-ES
-    spent the first 2-6 of its 12 generations without beating the start, and fits from different seeds ended far
-    apart. On text it is not a fix (one 2-NFE fit better, one worse), so it is off by default.
-    Returns (multipliers, the probed (x, value) pairs)."""
+        H_ii = (f(x0 + s e_i) + f(x0 - s e_i) - 2 f0) / s^2,
+        H_ij = (f(x0 + s e_i + s e_j) - f(x0 + s e_i) - f(x0 + s e_j) + f0) / s^2,
+
+    H = Q diag(lambda) Q^T, and along each eigenvector q_k the step s_k = sqrt(2 D / lambda_k) at which that
+    quadratic rises by D = |f0| / d (the whole first cloud then worsens the start by about |f0| on average, not by
+    orders of magnitude), as a multiple of sigma0 clipped to [floor, 1]: a flat or falling direction
+    (lambda_k <= 0) keeps sigma0, a steep one gets less. CMA-ES then searches z with x = x0 + Q diag(s) z
+    (``minimise_cma``), so its first cloud has covariance sigma0^2 Q diag(s)^2 Q^T, and adapts from there.
+
+    Why a rotated metric, not a step per coordinate: on text at 2 NFE the objective's steep direction is the first
+    step's value temperature, the one that sets the samples' entropy (``nll@entropy`` penalises a miss
+    quadratically with a tolerance of 1% of the teacher's entropy), and in the fit's coordinates (the level and
+    tilt of log beta over the steps) that is a diagonal: the Hessian at the start of the seed-1 fit has
+    level-level 10775, tilt-tilt 4071 and level-tilt -7549, eigenvalues 15761, 1366 and -1756
+    (benchmarks/issue24/s35/landscape.py; benchmarks/issue24_bench.md, stop 35). A step per coordinate shrinks
+    level and tilt alike, and with them the direction the fit must travel (the second step's temperature).
+
+    Returns (Q diag(s) (d, d), the multipliers s, Q (d, d), the probed (x, value) pairs)."""
     d = x0.numel()
     scale = abs(f0) / d if math.isfinite(f0) and f0 != 0 else 1.0
-    stds, probes = [], []
+    eye = torch.eye(d, dtype=torch.float64) * sigma0
+    probes: list[tuple[Tensor, float]] = []
+
+    def at(x: Tensor) -> float:
+        v = fn(x)
+        probes.append((x, v))
+        return v
+
+    plus = [at(x0 + eye[i]) for i in range(d)]
+    minus = [at(x0 - eye[i]) for i in range(d)]
+    hess = torch.zeros(d, d, dtype=torch.float64)
     for i in range(d):
-        e = torch.zeros_like(x0)
-        e[i] = sigma0
-        fp, fm = fn(x0 + e), fn(x0 - e)
-        probes += [(x0 + e, fp), (x0 - e, fm)]
-        curv = (fp + fm - 2.0 * f0) / sigma0**2 if math.isfinite(fp) and math.isfinite(fm) else math.inf
-        step = math.sqrt(2.0 * scale / curv) / sigma0 if curv > 0 else 1.0
-        stds.append(min(1.0, max(floor, step)))
-    return stds, probes
+        hess[i, i] = (plus[i] + minus[i] - 2.0 * f0) / sigma0**2
+        for j in range(i + 1, d):
+            hess[i, j] = hess[j, i] = (at(x0 + eye[i] + eye[j]) - plus[i] - plus[j] + f0) / sigma0**2
+    if not bool(torch.isfinite(hess).all()):  # a probe left the region where the objective is finite
+        q = torch.eye(d, dtype=torch.float64)
+        stds = [floor if not (math.isfinite(plus[i]) and math.isfinite(minus[i])) else 1.0 for i in range(d)]
+    else:
+        lam, q = torch.linalg.eigh(hess)
+        stds = [min(1.0, max(floor, math.sqrt(2.0 * scale / float(c)) / sigma0)) if c > 0 else 1.0 for c in lam]
+    return q * torch.tensor(stds, dtype=torch.float64), stds, q, probes
 
 
 def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, iterations: int, popsize: int | None,
@@ -454,69 +476,69 @@ def minimise_cma(fn: Callable[[Tensor], float], x0: Tensor, sigma0: float, itera
                  replay: Sequence[dict] | None = None, probe: bool = False) -> CMAResult:
     """Minimise fn over R^d from x0 with CMA-ES (``cma``), ``iterations`` generations; the start point counts as
     a candidate, so the result is never worse than x0 on fn. ``on_generation`` gets each generation's record
-    (best, mean, sigma, best_so_far, and its ``candidates`` and their ``values``, which is what a checkpoint keeps).
+    (best, mean, sigma, best_so_far, and its ``candidates`` (points x) and their ``values``, which is what a
+    checkpoint keeps).
 
     ``replay``: such records of the first generations of an interrupted run with the same arguments. The strategy
     asks for the same candidates again (it is seeded) and is told the recorded values without evaluating fn, so
     the run continues exactly as if never stopped; ValueError when a replayed generation asks for other
     candidates than those recorded (another start, step, seed or population).
 
-    ``probe``: first scale each coordinate's step by the objective's curvature at the start (``probe_scales``,
-    2d more calls, made again on a resume: they are deterministic under common random numbers); its points are
-    candidates too."""
+    ``probe``: first shape the search by the objective's Hessian at the start (``probe_metric``: 2d + d(d-1)/2 more
+    calls, made again on a resume: they are deterministic under common random numbers); CMA-ES then searches z with
+    x = x0 + T z; the probe's points are candidates too."""
     import cma
 
     x0 = x0.to(torch.float64)
+    d = x0.numel()
     start = fn(x0)
     best_x, best = x0.clone(), start
     opts = {"seed": int(seed) % (2**31 - 1) + 1, "verbose": -9, "maxiter": iterations}
     if popsize is not None:
         opts["popsize"] = popsize
-    stds, n_eval, probe_best = None, 1, None
+    stds, axes, n_eval, probe_best = None, None, 1, None
     if probe:
-        stds, probes = probe_scales(fn, x0, start, sigma0)
+        metric, stds, axes, probes = probe_metric(fn, x0, start, sigma0)
         n_eval += len(probes)
         probe_best = min(v for _, v in probes)
         for x, v in probes:
             if v < best:
                 best, best_x = v, x.clone()
-    if x0.numel() == 1:  # cma needs d >= 2: optimise a dummy second coordinate
-        wrap = lambda v: fn(torch.as_tensor(v[:1], dtype=torch.float64))  # noqa: E731
-        if stds is not None:
-            opts["CMA_stds"] = [stds[0], 1.0]
-        es = cma.CMAEvolutionStrategy([float(x0[0]), 0.0], sigma0, opts)
+        to_x = lambda z: x0 + metric @ torch.as_tensor(z[:d], dtype=torch.float64)  # noqa: E731
+        mean0 = [0.0] * max(d, 2)  # cma needs d >= 2: a dummy second coordinate when d = 1
     else:
-        wrap = lambda v: fn(torch.as_tensor(v, dtype=torch.float64))  # noqa: E731
-        if stds is not None:
-            opts["CMA_stds"] = stds
-        es = cma.CMAEvolutionStrategy(x0.tolist(), sigma0, opts)
+        to_x = lambda z: torch.as_tensor(z[:d], dtype=torch.float64)  # noqa: E731
+        mean0 = x0.tolist() + [0.0] * (2 - d if d < 2 else 0)
+    es = cma.CMAEvolutionStrategy(mean0, sigma0, opts)
     history, replay = [], list(replay or [])
     if len(replay) > iterations:
         raise ValueError(f"the checkpoint holds {len(replay)} CMA-ES generations; this run has {iterations}")
     while not es.stop():
         cands = es.ask()
+        points = [to_x(c) for c in cands]
         g = len(history)
         if g < len(replay):  # a generation of the interrupted run: its recorded values, fn not called
             kept = [list(map(float, c)) for c in replay[g]["candidates"]]
-            if len(kept) != len(cands) or any(not math.isclose(a, float(b), rel_tol=1e-12, abs_tol=1e-12)
-                                              for k, c in zip(kept, cands) for a, b in zip(k, c)):
+            if len(kept) != len(points) or any(len(k) != d or not all(
+                    math.isclose(a, float(b), rel_tol=1e-12, abs_tol=1e-12) for a, b in zip(k, x))
+                    for k, x in zip(kept, points)):
                 raise ValueError(f"CMA-ES generation {g + 1} asks for other candidates than the checkpoint "
                                  "recorded: it was written by a run with other settings")
             vals = [float(v) for v in replay[g]["values"]]
         else:
-            vals = [wrap(c) for c in cands]
+            vals = [fn(x) for x in points]
         n_eval += len(cands)  # the run's candidates, replayed or not
         es.tell(cands, vals)
         i = min(range(len(vals)), key=vals.__getitem__)
         if vals[i] < best:
-            best, best_x = vals[i], torch.as_tensor(cands[i][: x0.numel()], dtype=torch.float64)
+            best, best_x = vals[i], points[i].clone()
         history.append({"best": min(vals), "mean": sum(vals) / len(vals), "sigma": float(es.sigma)})
         if on_generation is not None:
-            on_generation({**history[-1], "best_so_far": best, "candidates": [list(map(float, c)) for c in cands],
+            on_generation({**history[-1], "best_so_far": best, "candidates": [x.tolist() for x in points],
                            "values": vals, "replayed": g < len(replay)})
     if not math.isfinite(best):
         raise ValueError("the distribution objective was never finite")
-    return CMAResult(best_x, best, start, n_eval, history, stds, probe_best)
+    return CMAResult(best_x, best, start, n_eval, history, stds, probe_best, axes)
 
 
 __all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "MASKED_OUTPUT_OBJECTIVE", "resolve_objective", "pooled_ngrams", "ngram_hellinger",
@@ -524,4 +546,4 @@ __all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "MASKED_OUTPUT_OBJECTIVE", 
            "CombinedObjective", "Guard", "EnergyObjective", "NetworkObjective", "make_objective", "needs_network", "NETWORK_T",
            "MatchedNLLObjective", "SLOPE_TEMPERATURES", "slope_terms", "default_sigma",
            "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult",
-           "minimise_cma", "probe_scales", "PROBE_FLOOR"]
+           "minimise_cma", "probe_metric", "PROBE_FLOOR"]
