@@ -325,6 +325,19 @@ def test_bench_table_json_plot(tiny, tmp_path, capsys):
     assert key(again) == key(d["rows"])
 
 
+def test_bench_passes_the_cma_probe_to_its_lsd_c_rows(monkeypatch):
+    """`lsdd bench --cma-probe` reaches the lsd-c method it fits (as `lsdd distill --cma-probe` does)."""
+    import lsdd.bench as bench
+
+    seen = []
+    monkeypatch.setattr(bench, "run_bench", lambda model, task, cfg: seen.append(cfg) or (_ for _ in ()).throw(SystemExit(0)))
+    for flag, want in (("--cma-probe", True), ("--no-cma-probe", False)):
+        with pytest.raises(SystemExit):
+            main(["bench", "--model", "countdown", "--nfe", "4", "--methods", "lsd-c", flag])
+        assert seen[-1].distill["cma_probe"] is want
+        assert bench._method("lsd-c", {**seen[-1].distill, "objective": "auto"}).cma_probe is want
+
+
 def test_bench_gap_closed_hand_example():
     from lsdd.bench import BenchRow, _fill_gap
 

@@ -132,6 +132,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--cma-iters", type=positive_int, default=d.cma_iters, help="distribution objective: generations")
     p.add_argument("--cma-popsize", type=positive_int, default=d.cma_popsize,
                    help="distribution objective: candidates per generation")
+    p.add_argument("--cma-probe", action=argparse.BooleanOptionalAction, default=d.cma_probe,
+                   help="distribution objective: shape CMA-ES's first search by the objective's Hessian at the start "
+                        "(see lsdd distill --help)")
     p.add_argument("--early-exit", action=argparse.BooleanOptionalAction, default=True,
                    help="lsd-c rows: keep the base without fitting when the objective cannot tell its outputs from the "
                         "teacher's (see lsdd distill --help)")
@@ -217,7 +220,7 @@ def run(args) -> int:
                       distill={"phi_mode": args.phi_mode, "loss": args.loss, "zeta": args.zeta,
                                "epochs": args.epochs, "objective": args.objective, "obj_samples": args.obj_samples,
                                "cma_iters": args.cma_iters, "cma_popsize": args.cma_popsize,
-                               "early_exit": args.early_exit, "counted": args.counted, "spread": args.spread, "teacher_store": args.teacher_store},
+                               "cma_probe": args.cma_probe, "early_exit": args.early_exit, "counted": args.counted, "spread": args.spread, "teacher_store": args.teacher_store},
                       theta=args.theta, jys={"max_iter": args.jys_max_iter}, learned=learned, validate=args.validate,
                       teacher_cache=args.teacher_cache, frontier=frontier or (), keep_samples=report is not None,
                       block=args.block, prompts=cond, prompts_source=args.prompts)
