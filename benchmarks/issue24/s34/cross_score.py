@@ -34,14 +34,20 @@ def flat(sampler: lsdd.Sampler, sizes) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def run() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+def fit_parser(doc: str) -> argparse.ArgumentParser:
+    """The options that name a text-absorb fit (as `lsdd distill` ran it): --nfe, --seed, --model, --teacher-cache."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--nfe", type=int, required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--model", default="text-absorb")
-    p.add_argument("--samplers", nargs="+", required=True)
     p.add_argument("--teacher-cache", default="../teachers_auto")
+    return p
+
+
+def run() -> None:
+    p = fit_parser(__doc__)
+    p.add_argument("--samplers", nargs="+", required=True)
     p.add_argument("rest", nargs="*")
     args = p.parse_args()
     samplers = [lsdd.Sampler.load(f) for f in args.samplers]

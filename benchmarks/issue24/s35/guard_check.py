@@ -28,6 +28,10 @@ def main() -> None:
     p.add_argument("--teachers", nargs="+", required=True, help="teacher cache files (.pt) whose x_0 form the reference")
     p.add_argument("--last", type=int, default=None,
                    help="take only the last LAST outputs of each teacher file (a fit's held-out validation set: 64)")
+    p.add_argument("--split", type=int, default=None,
+                   help="also cut the reference into disjoint sets of SPLIT outputs and score each learned row's "
+                        "difference against each: the spread of those differences beside the bootstrap's own "
+                        "standard error (half its 95%% interval / 1.96) says whether the interval is calibrated")
     p.add_argument("--num", type=int, default=512)
     p.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13, 14])
     p.add_argument("--temps", type=float, nargs="+", default=[1.0, 0.97, 0.94, 0.91])
@@ -59,6 +63,24 @@ def main() -> None:
             continue
         iv = percentile_interval(d - d_base, mmd2_difference_resamples(base, x, ref, k, counts, ref_counts), 0.95)
         print(f"{name:28s} {h:8.4f} {1e3 * d:11.4f}   {iv.scaled(1e3)}")
+    if args.split:
+        chunks = [ref[i:i + args.split] for i in range(0, m - args.split + 1, args.split)]
+        print(f"\nagainst {len(chunks)} disjoint reference sets of {args.split} (difference to spread "
+              f"T={args.temps[0]:g}, x1e3):")
+        for name, x in draws.items():
+            if x is base:
+                continue
+            diffs, ses = [], []
+            for c in chunks:
+                rc = resample_counts(c.shape[0], RESAMPLES, gen)
+                est = mmd2(x, c, k) - mmd2(base, c, k)
+                iv = percentile_interval(est, mmd2_difference_resamples(base, x, c, k, counts, rc), 0.95)
+                diffs.append(1e3 * est)
+                ses.append(1e3 * (iv.high - iv.low) / (2 * 1.96))
+            t = torch.tensor(diffs, dtype=torch.float64)
+            print(f"  {name:26s} mean {float(t.mean()):+.4f}  sd over sets {float(t.std()):.4f}  bootstrap se "
+                  f"(median) {sorted(ses)[len(ses) // 2]:.4f}  sets above 0 beyond noise: "
+                  f"{sum(d - 1.96 * s > 0 for d, s in zip(diffs, ses))} of {len(diffs)}")
     h_ref = float(unigram_entropy(ref, k).mean())
     print(f"{'teacher (the reference)':28s} {h_ref:8.4f}")
 

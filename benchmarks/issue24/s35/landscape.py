@@ -8,7 +8,6 @@ usage (from a directory with the teacher cache, as the fits ran):
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,35 +17,23 @@ import lsdd
 import lsdd.graphs
 import lsdd.distillation.distill as engine
 from lsdd.cli import main as cli
-from lsdd.distillation.objective import CMAResult
+from lsdd.distillation.objective import CMAResult, finite_hessian
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s34"))
-from cross_score import flat  # noqa: E402
+from cross_score import fit_parser, flat  # noqa: E402
 
 
 def run() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
-    p.add_argument("--nfe", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--model", default="text-absorb")
+    p = fit_parser(__doc__)
     p.add_argument("--toward", default=None, help="a fitted sampler: f along the line from the start to it")
     p.add_argument("--step", type=float, default=0.2)
-    p.add_argument("--teacher-cache", default="../teachers_auto")
     args = p.parse_args()
 
     def fake_cma(fn, x0, sigma0, iterations, popsize, seed, **kw):
         d, s = x0.numel(), args.step
         f0 = fn(x0)
-        e = torch.eye(d, dtype=torch.float64) * s
-        fp = [fn(x0 + e[i]) for i in range(d)]
-        fm = [fn(x0 - e[i]) for i in range(d)]
-        h = torch.zeros(d, d, dtype=torch.float64)
-        for i in range(d):
-            h[i, i] = (fp[i] + fm[i] - 2 * f0) / s**2
-            for j in range(i + 1, d):
-                fij = fn(x0 + e[i] + e[j])
-                h[i, j] = h[j, i] = (fij - fp[i] - fp[j] + f0) / s**2
+        h, probes = finite_hessian(fn, x0, f0, s)
+        fp, fm = [v for _, v in probes[:d]], [v for _, v in probes[d:2 * d]]
         print(f"f0 {f0:.4f}; f(x0 + s e_i) {[round(v, 3) for v in fp]}; f(x0 - s e_i) {[round(v, 3) for v in fm]}")
         print("Hessian (coordinates: log Phi basis, log beta basis [level, tilt]):")
         for row in h.tolist():

@@ -87,10 +87,11 @@ class DistillConfig:
     cma_iters: int = 12  # CMA-ES generations
     cma_popsize: int = 8
     cma_sigma: float | None = None  # CMA-ES first step; None: objective.default_sigma (0.5; 0.2 for nll@entropy)
-    # CMA-ES: first shape its search by the objective's Hessian at the start (objective.probe_metric);
-    # off by default: on text at 2 NFE it turned one seed's fit from 19% to 56% of the gap and another's from
-    # validation -0.31 to -0.20 (benchmarks/issue24_bench.md, stop 34)
-    cma_probe: bool = False
+    # CMA-ES: first shape its search by the objective's Hessian at the start (objective.probe_metric; 2d + d(d-1)/2
+    # calls): on text at 2 NFE every fit with it ended at a lower objective (three seeds: 4.26, 3.77, 3.76 against
+    # 5.14 and 6.12 without) and closed 63%, 54% and 66% of spread's gap (without: 54%, 19%); at 4 NFE 50% (56%)
+    # (benchmarks/issue24_bench.md, stop 35)
+    cma_probe: bool = True
     early_exit: bool = True  # skip CMA-ES when the base is already at the teacher's level (objective.at_teacher)
     coupled: bool = False  # teacher and student share per-position clocks and value uniforms (lsdd.sampling.coupling)
     match_times: bool = False  # LSD+ (absorbing): move the teacher's score to the student's time before comparing

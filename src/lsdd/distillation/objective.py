@@ -422,6 +422,29 @@ class CMAResult:
 PROBE_FLOOR = 1 / 32  # the probe never shrinks a direction's step below this share of sigma0
 
 
+def finite_hessian(fn: Callable[[Tensor], float], x0: Tensor, f0: float,
+                   step: float) -> tuple[Tensor, list[tuple[Tensor, float]]]:
+    """(d, d) Hessian of fn at x0 (f0 = fn(x0)) by finite differences: fn at x0 +- step e_i, then at
+    x0 + step (e_i + e_j) for i < j, in that order (2d + d(d-1)/2 calls); returns it and the (x, value) pairs."""
+    d = x0.numel()
+    eye = torch.eye(d, dtype=torch.float64) * step
+    probes: list[tuple[Tensor, float]] = []
+
+    def at(x: Tensor) -> float:
+        v = fn(x)
+        probes.append((x, v))
+        return v
+
+    plus = [at(x0 + eye[i]) for i in range(d)]
+    minus = [at(x0 - eye[i]) for i in range(d)]
+    hess = torch.zeros(d, d, dtype=torch.float64)
+    for i in range(d):
+        hess[i, i] = (plus[i] + minus[i] - 2.0 * f0) / step**2
+        for j in range(i + 1, d):
+            hess[i, j] = hess[j, i] = (at(x0 + eye[i] + eye[j]) - plus[i] - plus[j] + f0) / step**2
+    return hess, probes
+
+
 def probe_metric(fn: Callable[[Tensor], float], x0: Tensor, f0: float, sigma0: float,
                  floor: float = PROBE_FLOOR) -> tuple[Tensor, list[float], Tensor, list[tuple[Tensor, float]]]:
     """CMA-ES's first search metric from the objective's Hessian at the start, by finite differences at step
@@ -447,24 +470,10 @@ def probe_metric(fn: Callable[[Tensor], float], x0: Tensor, f0: float, sigma0: f
     Returns (Q diag(s) (d, d), the multipliers s, Q (d, d), the probed (x, value) pairs)."""
     d = x0.numel()
     scale = abs(f0) / d if math.isfinite(f0) and f0 != 0 else 1.0
-    eye = torch.eye(d, dtype=torch.float64) * sigma0
-    probes: list[tuple[Tensor, float]] = []
-
-    def at(x: Tensor) -> float:
-        v = fn(x)
-        probes.append((x, v))
-        return v
-
-    plus = [at(x0 + eye[i]) for i in range(d)]
-    minus = [at(x0 - eye[i]) for i in range(d)]
-    hess = torch.zeros(d, d, dtype=torch.float64)
-    for i in range(d):
-        hess[i, i] = (plus[i] + minus[i] - 2.0 * f0) / sigma0**2
-        for j in range(i + 1, d):
-            hess[i, j] = hess[j, i] = (at(x0 + eye[i] + eye[j]) - plus[i] - plus[j] + f0) / sigma0**2
+    hess, probes = finite_hessian(fn, x0, f0, sigma0)
     if not bool(torch.isfinite(hess).all()):  # a probe left the region where the objective is finite
         q = torch.eye(d, dtype=torch.float64)
-        stds = [floor if not (math.isfinite(plus[i]) and math.isfinite(minus[i])) else 1.0 for i in range(d)]
+        stds = [floor if not math.isfinite(float(hess[i, i])) else 1.0 for i in range(d)]
     else:
         lam, q = torch.linalg.eigh(hess)
         stds = [min(1.0, max(floor, math.sqrt(2.0 * scale / float(c)) / sigma0)) if c > 0 else 1.0 for c in lam]
@@ -546,4 +555,4 @@ __all__ = ["OBJECTIVES", "DEFAULT_OUTPUT_OBJECTIVE", "MASKED_OUTPUT_OBJECTIVE", 
            "CombinedObjective", "Guard", "EnergyObjective", "NetworkObjective", "make_objective", "needs_network", "NETWORK_T",
            "MatchedNLLObjective", "SLOPE_TEMPERATURES", "slope_terms", "default_sigma",
            "at_teacher", "AT_TEACHER_P", "PERMUTATIONS", "step_basis", "CMAResult",
-           "minimise_cma", "probe_metric", "PROBE_FLOOR"]
+           "minimise_cma", "probe_metric", "finite_hessian", "PROBE_FLOOR"]
