@@ -42,7 +42,7 @@ class _CMA:
     cma_iters: int = 12
     cma_popsize: int = 8
     cma_sigma: float | None = None  # None: objective.default_sigma (0.5; 0.2 for nll@entropy)
-    cma_probe: bool = True  # shape CMA-ES's first search by the objective's Hessian at the start (objective.probe_metric)
+    cma_probe: bool = False  # shape CMA-ES's first search by the objective's Hessian at the start (objective.probe_metric)
     early_exit: bool = True
 
     def _check_cma(self) -> None:
