@@ -137,7 +137,10 @@ def test_cma_probe_rotates_the_search_to_a_diagonal_valley_and_converges_where_o
     steep = math.sqrt(2 * f(x0) / 3 / 800) / 0.2
     assert stds[0] == stds[1] == 1.0 and stds[2] == pytest.approx(steep, rel=1e-9)
     assert abs(float(axes[:, 2] @ rot[:, 1])) == pytest.approx(1.0, abs=1e-9)  # along the diagonal (0, 1, 1) / sqrt 2
-    assert torch.allclose(metric, axes * torch.tensor(stds, dtype=torch.float64), atol=0, rtol=0)
+    # the first cloud's covariance sigma^2 T T^T: sigma^2 along the flat directions, (steep sigma)^2 along the steep one
+    cov = metric @ metric.T
+    assert float(rot[:, 1] @ cov @ rot[:, 1]) == pytest.approx(steep**2, rel=1e-9)
+    assert float(rot[:, 0] @ cov @ rot[:, 0]) == pytest.approx(1.0, rel=1e-9)
     eye = 0.2 * torch.eye(3, dtype=torch.float64)
     expect = [eye[i] for i in range(3)] + [-eye[i] for i in range(3)] + [eye[0] + eye[1], eye[0] + eye[2], eye[1] + eye[2]]
     assert torch.equal(torch.stack([x for x, _ in probes]), torch.stack(expect)) and all(v == f(x) for x, v in probes)
